@@ -1,0 +1,40 @@
+/*
+ * tg_log: leveled logging to stderr (or a file descriptor chosen at start).
+ *
+ * One write(2) per line, so lines from several worker threads never interleave.
+ * Secrets must never be passed to these functions.
+ */
+#ifndef TG_LOG_H
+#define TG_LOG_H
+
+#include <stdbool.h>
+
+enum tg_log_level { TG_LOG_ERROR, TG_LOG_WARN, TG_LOG_INFO, TG_LOG_DEBUG };
+
+/* Set the global threshold; callable any time (relaxed atomic). */
+void tg_log_set_level(enum tg_log_level level);
+enum tg_log_level tg_log_get_level(void);
+/* Parse "error|warn|info|debug"; returns false on anything else. */
+bool tg_log_parse_level(const char *s, enum tg_log_level *out);
+/* Redirect output to fd (default 2). Not thread-safe: call before workers start. */
+void tg_log_set_fd(int fd);
+/* Tag this thread's lines ("main", "w0", "w1", ...). Copies at most 15 bytes. */
+void tg_log_set_thread_tag(const char *tag);
+
+void tg_log(enum tg_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Log and clear OpenSSL's error queue for this thread, each entry prefixed by
+ * what. Returns the number of entries drained. */
+int tg_log_openssl_errors(enum tg_log_level level, const char *what);
+
+#define tg_log_enabled(level) ((level) <= tg_log_get_level())
+#define TG_ERROR(...)         tg_log(TG_LOG_ERROR, __VA_ARGS__)
+#define TG_WARN(...)          tg_log(TG_LOG_WARN, __VA_ARGS__)
+#define TG_INFO(...)          tg_log(TG_LOG_INFO, __VA_ARGS__)
+#define TG_DEBUG(...)                                                                              \
+    do {                                                                                           \
+        if (tg_log_enabled(TG_LOG_DEBUG))                                                          \
+            tg_log(TG_LOG_DEBUG, __VA_ARGS__);                                                     \
+    } while (0)
+
+#endif
