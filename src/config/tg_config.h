@@ -1,0 +1,218 @@
+/*
+ * tg_config: the YAML configuration, parsed (libyaml) and validated into
+ * plain structs.
+ *
+ * Ownership: tg_config_load*() allocates a struct tg_config that the caller
+ * frees with tg_config_free(). Every string and array inside is owned by it.
+ * Inline PEM data (inline_string) is wiped before it is freed.
+ *
+ * Errors: on failure the functions return a negative tg_err code and write
+ * exactly one line into err (when err != NULL) of the form
+ *     FILE:LINE:COL: path.to.key: what is wrong
+ * e.g.  "gw.yaml:12:9: listeners[0].tls.certificates[0].private_key_provider.provider_name:
+ *        unknown provider 'foo' (known: software, deferred, cryptomb, qat)".
+ * LINE and COL are 1-based and point at the offending key or value.
+ *
+ * Threading: load and validate on one thread; the result is read-only after
+ * that and may be shared by all threads.
+ */
+#ifndef TG_CONFIG_H
+#define TG_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "core/tg_err.h"
+
+#define TG_CONFIG_ERRLEN 1024
+
+/* Where a node stood in the file, for error messages at validation time. */
+struct tg_conf_mark {
+    const char *file; /* points into tg_config.source_name */
+    int line;         /* 1-based, 0 when unknown (embedded default built in code) */
+    int col;          /* 1-based */
+};
+
+/* A resolved socket address plus the text it came from ("127.0.0.1:8080"). */
+struct tg_conf_addr {
+    char *text;
+    struct sockaddr_storage ss;
+    socklen_t len;
+};
+
+/*
+ * A PEM source: exactly one of filename / inline_string (Envoy's DataSource).
+ * After loading, `data`/`data_len` hold the bytes read (file content or the
+ * inline string), so later stages never touch the file system again.
+ */
+struct tg_conf_datasource {
+    char *filename; /* NULL when inline; as written (relative to the config file's dir) */
+    char *data;     /* owned, NUL-terminated (data[data_len] == 0); wiped on free */
+    size_t data_len;
+    struct tg_conf_mark mark; /* of the filename / inline_string value */
+};
+
+/*
+ * A provider's typed_config: kept as generic key/value pairs (scalars, or
+ * sequences of scalars) so each key provider validates its own keys at start
+ * (tg_keyprov_ops.configure). `used` is set by the provider for every key it
+ * understands; tg_conf_params_check_unused() then rejects the rest.
+ */
+struct tg_conf_param {
+    char *key;
+    char *value;  /* scalar text, NULL for a sequence */
+    char **items; /* sequence of scalars (NULL for a scalar) */
+    size_t nitems;
+    struct tg_conf_mark mark; /* of the key */
+    struct tg_conf_mark value_mark;
+    bool used;
+};
+
+struct tg_conf_params {
+    struct tg_conf_param *v;
+    size_t n;
+    char *path; /* "listeners[0].tls.certificates[1].private_key_provider.typed_config" */
+};
+
+struct tg_conf_keyprov {
+    char *provider_name;    /* "software" (default), "deferred", "cryptomb", "qat" */
+    bool fallback;          /* default true: serve with software when the provider cannot run */
+    uint64_t poll_delay_ns; /* typed_config.poll_delay, default 1ms; 0 = flush at once */
+    struct tg_conf_params typed_config; /* all typed_config keys except poll_delay */
+    char *path; /* "listeners[0].tls.certificates[0].private_key_provider" */
+    struct tg_conf_mark mark;
+};
+
+struct tg_conf_cert {
+    struct tg_conf_datasource chain;       /* certificate_chain */
+    struct tg_conf_datasource private_key; /* private_key (or typed_config.private_key) */
+    char **server_names;                   /* optional SNI names overriding the certificate's own */
+    size_t n_server_names;
+    struct tg_conf_keyprov keyprov;
+    char *path; /* "listeners[0].tls.certificates[0]" */
+    struct tg_conf_mark mark;
+};
+
+struct tg_conf_tls {
+    struct tg_conf_cert *certs; /* at least one */
+    size_t n_certs;
+    int min_version; /* TLS1_2_VERSION (default) or TLS1_3_VERSION */
+    int max_version; /* TLS1_3_VERSION (default) */
+    char **alpn;     /* protocols offered, in server preference order */
+    size_t n_alpn;
+    bool session_resumption; /* default true: tickets + server session cache */
+    char *cipher_list;       /* TLS 1.2 ciphers; NULL = tlsgate default (ECDHE only) */
+    char *cipher_suites;     /* TLS 1.3 suites; NULL = OpenSSL default */
+    char *groups;            /* key exchange groups; NULL = "X25519:P-256:P-384" */
+    struct tg_conf_mark mark;
+};
+
+struct tg_conf_upstream {
+    struct tg_conf_addr addr;
+    uint64_t connect_timeout_ns; /* default 5s */
+    struct tg_conf_mark mark;
+};
+
+struct tg_conf_listener {
+    char *name; /* default "listener<N>" */
+    struct tg_conf_addr addr;
+    int backlog; /* default 4096 */
+    struct tg_conf_tls tls;
+    struct tg_conf_upstream upstream;
+    char *path; /* "listeners[0]" */
+    struct tg_conf_mark mark;
+};
+
+struct tg_conf_limits {
+    uint64_t max_connections;      /* default 50000 (whole process) */
+    uint64_t handshake_timeout_ns; /* default 10s */
+    uint64_t idle_timeout_ns;      /* default 300s */
+    uint64_t drain_timeout_ns;     /* default 30s: SIGTERM waits this long for connections */
+    size_t buffer_size;            /* per direction per connection, default 16384 */
+};
+
+struct tg_config {
+    char *source_name; /* file path, or "<embedded default>" */
+    int concurrency;   /* worker threads, default 1; "auto" = number of CPUs */
+    bool has_admin;
+    struct tg_conf_addr admin;          /* admin.address */
+    struct tg_conf_listener *listeners; /* at least one */
+    size_t n_listeners;
+    struct tg_conf_limits limits;
+    int log_level;   /* enum tg_log_level, default info */
+    char *state_dir; /* for the embedded default: where the demo certificate lives */
+};
+
+/* Load and validate a YAML file. Reads every referenced file (certificates,
+ * keys) into memory; relative filenames are resolved against the directory
+ * of path. Does not check that keys match certificates: that needs
+ * OpenSSL and is done by tg_tls (which reports with the same marks).
+ * *out is NULL on failure. */
+int tg_config_load_file(const char *path, struct tg_config **out, char *err,
+                        size_t errlen) TG_MUST_CHECK;
+/* Same, from a buffer; name is used in messages (and as source_name);
+ * relative filenames are resolved against the current directory. */
+int tg_config_load_buffer(const char *name, const char *yaml, size_t len, struct tg_config **out,
+                          char *err, size_t errlen) TG_MUST_CHECK;
+void tg_config_free(struct tg_config *cfg);
+
+/* Format "FILE:LINE:COL: path: message" into err. path may be NULL. */
+void tg_conf_error(char *err, size_t errlen, const struct tg_conf_mark *mark, const char *path,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Value parsers shared with key providers (return TG_OK or TG_ECONFIG). */
+/* "2s", "0.001s", "250ms", "500us", "1m", "1h", "100ns"; a bare number is seconds. */
+int tg_conf_parse_duration(const char *s, uint64_t *out_ns) TG_MUST_CHECK;
+/* "yes"/"no" are not accepted: true/false/True/False/TRUE/FALSE only. */
+int tg_conf_parse_bool(const char *s, bool *out) TG_MUST_CHECK;
+/* Decimal unsigned integer within [min, max]. */
+int tg_conf_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out) TG_MUST_CHECK;
+/* "host:port", "[v6]:port"; host must be a numeric address or "localhost".
+ * Port 0..65535: port 0 ("any free port") is accepted here and refused by
+ * the callers that need a real port (upstream). On success out->text is a
+ * malloc'd copy of s (release with tg_conf_addr_clear); on failure *out is
+ * untouched. No DNS look-ups. */
+int tg_conf_parse_addr(const char *s, struct tg_conf_addr *out) TG_MUST_CHECK;
+void tg_conf_addr_clear(struct tg_conf_addr *a);
+
+/*
+ * typed_config helpers for key providers. Each looks up key, marks it used
+ * (tg_conf_params_get too), parses it and on a parse error writes a full
+ * "FILE:LINE:COL: path.key: ..." line into err. A missing key leaves *out
+ * unchanged and returns TG_OK. A sequence where a scalar is expected is an
+ * error. Marking writes into the config: call them while configuring, on one
+ * thread, before the config is shared.
+ */
+const struct tg_conf_param *tg_conf_params_get(const struct tg_conf_params *p, const char *key);
+int tg_conf_params_duration(const struct tg_conf_params *p, const char *key, uint64_t *out_ns,
+                            char *err, size_t errlen) TG_MUST_CHECK;
+int tg_conf_params_bool(const struct tg_conf_params *p, const char *key, bool *out, char *err,
+                        size_t errlen) TG_MUST_CHECK;
+int tg_conf_params_u64(const struct tg_conf_params *p, const char *key, uint64_t min, uint64_t max,
+                       uint64_t *out, char *err, size_t errlen) TG_MUST_CHECK;
+int tg_conf_params_double(const struct tg_conf_params *p, const char *key, double min, double max,
+                          double *out, char *err, size_t errlen) TG_MUST_CHECK;
+/* A scalar string; *out points into p (valid as long as the config lives). */
+int tg_conf_params_string(const struct tg_conf_params *p, const char *key, const char **out,
+                          char *err, size_t errlen) TG_MUST_CHECK;
+/* Rejects the first key no provider marked used: "unknown key 'x' for provider 'y'". */
+int tg_conf_params_check_unused(const struct tg_conf_params *p, const char *provider_name,
+                                char *err, size_t errlen) TG_MUST_CHECK;
+
+/* The embedded default configuration (YAML text) used by `tlsgate run` without
+ * --config and by `make demo`. It refers to ${STATE_DIR}/demo-cert.pem and
+ * ${STATE_DIR}/demo-key.pem, which tg_config_load_default creates (self-signed
+ * RSA-2048, CN=localhost) on first use. */
+extern const char tg_config_default_yaml[];
+int tg_config_load_default(const char *state_dir, struct tg_config **out, char *err,
+                           size_t errlen) TG_MUST_CHECK;
+
+/* Names of providers the config accepts (set by tg_keyprov at start-up so the
+ * config module does not depend on the providers). NULL-terminated; the array
+ * is not copied and must outlive every later load. NULL restores the built-in
+ * list (software, deferred, cryptomb, qat). Not thread-safe. */
+void tg_config_set_known_providers(const char *const *names);
+
+#endif
