@@ -1,0 +1,296 @@
+/*
+ * tg_keyprov: the key-provider interface, the key-operation object and the
+ * per-worker provider instances.
+ *
+ * A key provider performs private-key operations (RSA sign, ECDSA sign) and
+ * ephemeral key exchange (keygen, derive) for the OpenSSL bridge (src/ossl).
+ * It is a const table of function pointers (struct tg_keyprov_ops) looked up
+ * by name. Providers: software (inline), deferred (asynchronous reference /
+ * test provider), cryptomb (AVX-512 multi-buffer), qat (QuickAssist).
+ *
+ * Lifecycle of an operation (struct tg_keyop), enforced by one-shot guards
+ * (misuse returns TG_ESTATE, never corrupts):
+ *
+ *   tg_keyop_init()       NEW        the bridge fills the inputs
+ *   ops->submit()         QUEUED     provider owns it; may complete inline
+ *   tg_keyop_complete()   DONE       provider hands back a result (loop thread)
+ *   tg_keyop_consume()    CONSUMED   the bridge takes the output, exactly once
+ *
+ * The op lives in the memory of the code that awaits it (the ASYNC job's
+ * stack in the bridge); the provider never frees it and never touches it after
+ * tg_keyop_complete().
+ *
+ * Threading: a worker thread owns its provider instances; submit, flush and
+ * complete run on that thread only. Provider-internal helper threads (a QAT
+ * poller) must hand completions back through an ev_async, never complete an
+ * op themselves.
+ */
+#ifndef TG_KEYPROV_H
+#define TG_KEYPROV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/tg_config.h"
+#include "core/tg_buf.h"
+#include "core/tg_err.h"
+#include "core/tg_stats.h"
+#include "keyprov/tg_pkey.h"
+
+struct ev_loop;
+
+/* X(id, label): operation types. */
+#define TG_KEYOP_TYPES(X)                                                                          \
+    X(RSA_SIGN, "rsa_sign")                                                                        \
+    X(ECDSA_SIGN, "ecdsa_sign")                                                                    \
+    X(KX_KEYGEN, "kx_keygen")                                                                      \
+    X(KX_DERIVE, "kx_derive")
+
+enum tg_keyop_type {
+#define TG_KEYOP_ENUM(id, label) TG_KEYOP_##id,
+    TG_KEYOP_TYPES(TG_KEYOP_ENUM)
+#undef TG_KEYOP_ENUM
+        TG_KEYOP_TYPE_COUNT
+};
+const char *tg_keyop_type_name(enum tg_keyop_type t);
+
+enum tg_keyop_state { TG_KEYOP_NEW, TG_KEYOP_QUEUED, TG_KEYOP_DONE, TG_KEYOP_CONSUMED };
+
+/* RSA padding modes as OpenSSL numbers them (RSA_PKCS1_PADDING, RSA_PKCS1_PSS_PADDING). */
+#define TG_RSA_PAD_PKCS1 1
+#define TG_RSA_PAD_PSS   6
+
+/* Largest output: an RSA-4096 signature. */
+#define TG_KEYOP_OUT_MAX 512
+
+/*
+ * Per-connection key context. The connection sets it as the thread's current
+ * context (tg_keyctx_set_current) around every SSL_* call; the bridge reads it
+ * when an operation starts, so key exchange knows which provider to use and a
+ * closing connection can cancel what it waits for.
+ */
+struct tg_keyctx {
+    const struct tg_keyprov_binding *kx; /* NULL: key exchange inline in software */
+    bool cancelled;                      /* connection closing: fail, do not wait */
+    unsigned waits;                      /* ASYNC pauses so far (stats) */
+    unsigned failures;                   /* operations that failed */
+};
+void tg_keyctx_set_current(struct tg_keyctx *ctx);
+struct tg_keyctx *tg_keyctx_current(void);
+
+struct tg_keyop {
+    /* -- inputs, set by the bridge before submit; read-only for providers -- */
+    enum tg_keyop_type type;
+    const struct tg_pkey *pkey;  /* RSA_SIGN, ECDSA_SIGN */
+    struct tg_kxkey *kx;         /* KX_KEYGEN: filled in; KX_DERIVE: our private key */
+    const struct tg_kxkey *peer; /* KX_DERIVE: peer public share */
+    const EVP_MD *md;            /* RSA_SIGN: digest of the signature (DigestInfo, PSS) */
+    int rsa_padding;             /* TG_RSA_PAD_PKCS1 or TG_RSA_PAD_PSS */
+    int pss_saltlen;             /* resolved byte length */
+    const EVP_MD *mgf1_md;       /* PSS */
+    unsigned char in[64];        /* the message digest to sign */
+    size_t inlen;
+    const struct tg_keyprov_binding *binding; /* provider + per-certificate settings */
+    struct tg_keyctx *ctx;                    /* requesting connection, may be NULL */
+
+    /* -- outputs, written by whoever completes the op -- */
+    unsigned char out[TG_KEYOP_OUT_MAX]; /* signature or shared secret */
+    size_t outlen;
+    int result;     /* TG_OK or negative tg_err */
+    bool fell_back; /* finished in software after a provider failure */
+
+    /* -- lifecycle and provider bookkeeping -- */
+    enum tg_keyop_state state;
+    int (*wake)(void *); /* ASYNC_WAIT_CTX callback; NULL when run synchronously */
+    void *wake_arg;
+    uint64_t t_submit_ns;
+    uint64_t deadline_ns;           /* t_submit + poll_delay: latest flush time */
+    struct tg_keyop *next;          /* provider queue link while QUEUED */
+    void *prov_data;                /* provider's own per-op pointer */
+    struct tg_keyprov_stats *stats; /* the provider's block on this worker (NULL: none) */
+    bool in_submit;                 /* completing inside submit(): no wake-up needed */
+};
+
+/* Why a provider ran a batch (stats: tlsgate_keyprov_flushes_total{reason}). */
+#define TG_FLUSH_REASONS(X)                                                                        \
+    X(FULL, "full")                                                                                \
+    X(IDLE, "idle")                                                                                \
+    X(TIMER, "timer")                                                                              \
+    X(SCALAR, "scalar")
+
+enum tg_flush_reason {
+#define TG_FLUSH_ENUM(id, label) TG_FLUSH_##id,
+    TG_FLUSH_REASONS(TG_FLUSH_ENUM)
+#undef TG_FLUSH_ENUM
+        TG_FLUSH_REASON_COUNT
+};
+
+/* Why an operation finished in software after the provider took it. */
+#define TG_FALLBACK_REASONS(X)                                                                     \
+    X(DEVICE_ERROR, "device_error")                                                                \
+    X(LANE_ERROR, "lane_error")                                                                    \
+    X(RING_FULL, "ring_full")                                                                      \
+    X(TIMEOUT, "timeout")                                                                          \
+    X(FAULT_CHECK, "fault_check")                                                                  \
+    X(INJECTED, "injected")
+
+enum tg_fallback_reason {
+#define TG_FALLBACK_ENUM(id, label) TG_FALLBACK_##id,
+    TG_FALLBACK_REASONS(TG_FALLBACK_ENUM)
+#undef TG_FALLBACK_ENUM
+        TG_FALLBACK_REASON_COUNT
+};
+
+/* Statistics of one provider on one worker (single writer: that worker). */
+struct tg_keyprov_stats {
+    tg_ctr ops[TG_KEYOP_TYPE_COUNT];       /* submitted */
+    tg_ctr completed[TG_KEYOP_TYPE_COUNT]; /* completed successfully (incl. fallback) */
+    tg_ctr failed[TG_KEYOP_TYPE_COUNT];    /* completed with an error */
+    tg_ctr fallbacks[TG_FALLBACK_REASON_COUNT];
+    tg_ctr flushes[TG_FLUSH_REASON_COUNT];
+    tg_ctr inflight_up, inflight_down; /* gauge: queued or on the device */
+    tg_ctr pool_level;                 /* gauge: ephemeral keys ready (last value) */
+    struct tg_hist batch_size;         /* operations per batch */
+    struct tg_hist wait_us;            /* submit to completion */
+};
+extern const struct tg_hist_spec tg_keyprov_batch_spec;
+
+/* What a provider instance gets from its worker. */
+struct tg_keyprov_worker {
+    struct ev_loop *loop;
+    int worker_id;
+    struct tg_keyprov_stats *stats; /* this provider's block on this worker */
+};
+
+struct tg_keyprov_ops {
+    const char *name;
+    const char *description;
+    bool does_kx; /* can take key-exchange operations */
+
+    /* Validate one certificate's private_key_provider block (typed_config
+     * keys, marking each used) and build its settings; set *kx when key
+     * exchange should go through this provider too. Called at start-up on
+     * the main thread, before global_init. NULL: no typed_config keys. */
+    int (*configure)(const struct tg_conf_keyprov *conf, void **settings, bool *kx, char *err,
+                     size_t errlen);
+    void (*settings_free)(void *settings);
+
+    /* Process-wide set-up, once, on the main thread. TG_EUNAVAIL + why when
+     * the provider cannot run on this machine (no CPU support, no device,
+     * library missing); the caller then applies `fallback`. */
+    int (*global_init)(char *why, size_t whylen);
+    void (*global_cleanup)(void);
+
+    /* Can this provider serve this key? TG_EUNAVAIL + why if not. Optional. */
+    int (*supports_key)(const struct tg_pkey *key, char *why, size_t whylen);
+
+    /* Per worker thread, on that thread. */
+    int (*worker_init)(const struct tg_keyprov_worker *w, void **state);
+    void (*worker_cleanup)(void *state);
+
+    /* Take an operation. Returns TG_OK if it completed inline (op DONE), or
+     * TG_EPENDING if queued; the provider then calls tg_keyop_complete()
+     * later, from this worker's loop. Must not block. */
+    int (*submit)(void *state, struct tg_keyop *op);
+    /* The loop is about to block: run what should not wait any longer. */
+    void (*flush)(void *state);
+    /* Operations taken and not yet completed. */
+    size_t (*pending)(void *state);
+    /* Called once per worker after the loop stopped: complete every pending
+     * op (cancelled ops complete with TG_ECANCELED). */
+    void (*drain)(void *state);
+
+    /* Optional: extra Prometheus lines (already aggregated across workers). */
+    void (*render_stats)(struct tg_buf *out);
+    /* Optional: lines for `tlsgate doctor` (what the provider sees here). */
+    void (*doctor)(struct tg_buf *out);
+};
+
+/* Registry of built-in providers. */
+const struct tg_keyprov_ops *tg_keyprov_find(const char *name);
+/* NULL-terminated list of names. */
+const char *const *tg_keyprov_names(void);
+const struct tg_keyprov_ops *const *tg_keyprov_all(size_t *n);
+
+/*
+ * A binding: one configured provider for one certificate (or a listener's key
+ * exchange), after start-up decided what actually runs. Immutable after
+ * start-up; shared by all workers.
+ */
+struct tg_keyprov_binding {
+    const struct tg_keyprov_ops *ops; /* what runs (software after a start-up fallback) */
+    const char *configured;           /* what the config asked for */
+    void *settings;                   /* ops->configure() result for `ops` */
+    int slot;                         /* index of ops in the per-worker instance array */
+    uint64_t poll_delay_ns;
+    bool fallback;
+    bool kx; /* also route key exchange through it */
+};
+
+/*
+ * Start-up: resolve a certificate's provider config into a binding, applying
+ * `fallback` when the provider or the key is unsupported (warning logged with
+ * the reason). On error writes "FILE:LINE:COL: path: ..." into err.
+ */
+int tg_keyprov_bind(const struct tg_conf_keyprov *conf, const struct tg_pkey *key,
+                    struct tg_keyprov_binding **out, char *err, size_t errlen) TG_MUST_CHECK;
+void tg_keyprov_binding_free(struct tg_keyprov_binding *b);
+/* The software binding used when nothing else is configured. Static. */
+const struct tg_keyprov_binding *tg_keyprov_software_binding(void);
+/* Global cleanup of every provider whose global_init ran. */
+void tg_keyprov_shutdown(void);
+
+/*
+ * Per-worker instance set: one state per provider that some binding uses.
+ * Created by the worker on its own thread and installed as the thread's
+ * current set; the bridge finds a binding's state through it.
+ */
+struct tg_keyprov_set;
+int tg_keyprov_set_new(struct ev_loop *loop, int worker_id,
+                       struct tg_keyprov_set **out) TG_MUST_CHECK;
+/* Complete every pending operation now (tg_keyprov_ops.drain); waiting jobs
+ * get their wake-ups. The set stays usable. */
+void tg_keyprov_set_drain(struct tg_keyprov_set *set);
+/* Drains every instance, then frees. */
+void tg_keyprov_set_free(struct tg_keyprov_set *set);
+void tg_keyprov_set_current(struct tg_keyprov_set *set);
+struct tg_keyprov_set *tg_keyprov_set_current_get(void);
+/* Call every instance's flush (the worker's ev_prepare). */
+void tg_keyprov_set_flush(struct tg_keyprov_set *set);
+size_t tg_keyprov_set_pending(struct tg_keyprov_set *set);
+/* Stats of every provider slot on every worker, aggregated, for /stats. */
+void tg_keyprov_render_stats(struct tg_buf *out);
+
+/* ---- Operation lifecycle ---- */
+
+/* Zero the op and set its type; state NEW. */
+void tg_keyop_init(struct tg_keyop *op, enum tg_keyop_type type);
+/*
+ * Run an operation through its binding's provider and wait for it: inside an
+ * ASYNC job (libssl with SSL_MODE_ASYNC) the job pauses until the provider
+ * completes it; outside a job, or without a wake-up callback, it runs
+ * synchronously (software). Returns the op's result; on TG_OK the output is in
+ * op->out / op->outlen (consumed). Called by the bridge only.
+ */
+int tg_keyop_run(struct tg_keyop *op) TG_MUST_CHECK;
+/*
+ * Provider side: hand back a finished op (result TG_OK with out/outlen
+ * written, or a negative error). TG_EDEVICE, TG_ETIMEOUT and TG_ELIMIT mean
+ * "the provider could not do it": the op is then finished in software here,
+ * counted as a fallback with `reason`, and succeeds. Wakes the waiting job.
+ * Returns TG_ESTATE if the op was not QUEUED.
+ */
+int tg_keyop_complete(struct tg_keyop *op, int result, enum tg_fallback_reason reason);
+/* Bridge side: take the result once. TG_ESTATE on a second call or if not DONE. */
+int tg_keyop_consume(struct tg_keyop *op) TG_MUST_CHECK;
+
+/* Compute the op with OpenSSL's default provider, synchronously (software
+ * provider, deferred completion, fallback, tests). Sets out/outlen/result;
+ * does not change state. Returns result. */
+int tg_keyop_compute_sw(struct tg_keyop *op);
+
+/* Stats of a binding's provider on the current worker (NULL off-worker). */
+struct tg_keyprov_stats *tg_keyprov_current_stats(const struct tg_keyprov_binding *b);
+
+#endif

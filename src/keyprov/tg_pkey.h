@@ -1,0 +1,95 @@
+/*
+ * tg_pkey: key material as the key providers see it.
+ *
+ * struct tg_pkey is a certificate's private key: the software EVP_PKEY (default
+ * provider; the software path and every fallback use it) plus the raw
+ * components batching/offload providers need (RSA CRT parts, EC scalar).
+ * It is immutable after tg_pkey_load() and shared, refcounted, by every
+ * thread. Private components are wiped when the last reference goes.
+ *
+ * struct tg_kxkey is an ephemeral key-exchange key (X25519, P-256, P-384,
+ * P-521) or a peer's public share. It belongs to one connection (one thread).
+ */
+#ifndef TG_PKEY_H
+#define TG_PKEY_H
+
+#include <openssl/bn.h>
+#include <openssl/evp.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/tg_err.h"
+
+enum tg_pkey_type { TG_PKEY_RSA = 1, TG_PKEY_EC = 2 };
+
+struct tg_keyprov_binding;
+
+struct tg_pkey {
+    _Atomic int refs;
+    enum tg_pkey_type type;
+    int bits;       /* modulus size (RSA) or field size (EC) */
+    size_t sig_max; /* maximum signature length in bytes */
+    EVP_PKEY *sw;   /* default provider, holds the private key */
+    EVP_PKEY *pub;  /* default provider, public half only (for checks) */
+    /* RSA (NULL for EC): owned, private ones are BN_secure/clear-freed. */
+    BIGNUM *n, *e, *d, *p, *q, *dmp1, *dmq1, *iqmp;
+    /* EC (0/NULL for RSA). */
+    int curve_nid;     /* NID_X9_62_prime256v1, NID_secp384r1, NID_secp521r1 */
+    const char *group; /* "P-256", "P-384", "P-521" */
+    BIGNUM *priv;
+    unsigned char pub_point[133]; /* uncompressed point */
+    size_t pub_point_len;
+    /* Which key provider serves this key (set by the TLS layer at start). */
+    const struct tg_keyprov_binding *binding;
+    char *label; /* for logs: the config path of the certificate */
+};
+
+/* Parse a PEM private key (RSA or EC; PKCS#1, SEC1 or PKCS#8). On failure
+ * returns TG_ECONFIG (unsupported type/curve) or TG_ECRYPTO with a reason in
+ * why. The PEM buffer is not retained. */
+int tg_pkey_load_pem(const char *pem, size_t len, struct tg_pkey **out, char *why,
+                     size_t whylen) TG_MUST_CHECK;
+/* Wrap an existing default-provider EVP_PKEY (takes a reference). */
+int tg_pkey_from_evp(EVP_PKEY *sw, struct tg_pkey **out, char *why, size_t whylen) TG_MUST_CHECK;
+struct tg_pkey *tg_pkey_ref(struct tg_pkey *k);
+void tg_pkey_unref(struct tg_pkey *k);
+
+enum tg_group {
+    TG_GROUP_NONE = 0,
+    TG_GROUP_X25519,
+    TG_GROUP_P256,
+    TG_GROUP_P384,
+    TG_GROUP_P521,
+    TG_GROUP_COUNT
+};
+
+/* OpenSSL short name ("X25519", "prime256v1", "secp384r1", ...); NULL for NONE. */
+const char *tg_group_name(enum tg_group g);
+/* Accepts OpenSSL names and aliases (X25519, P-256, prime256v1, secp256r1, ...). */
+enum tg_group tg_group_from_name(const char *name);
+size_t tg_group_privlen(enum tg_group g); /* 32, 32, 48, 66 */
+size_t tg_group_publen(enum tg_group g);  /* 32, 65, 97, 133 (uncompressed) */
+size_t tg_group_secretlen(enum tg_group g);
+
+struct tg_kxkey {
+    enum tg_group group;
+    bool has_priv;
+    bool has_pub;
+    unsigned char priv[66]; /* big-endian scalar for EC; raw for X25519 */
+    unsigned char pub[133]; /* X25519 raw u-coordinate; EC uncompressed point */
+    size_t privlen;
+    size_t publen;
+    EVP_PKEY *sw; /* default-provider twin, built lazily by the software path; owned */
+};
+
+/* Wipes priv and frees sw; the struct itself is the caller's. */
+void tg_kxkey_clear(struct tg_kxkey *k);
+/* Set the public share from its TLS encoding; validates length and, for EC,
+ * that the point is on the curve. */
+int tg_kxkey_set_public(struct tg_kxkey *k, enum tg_group g, const unsigned char *pub,
+                        size_t len) TG_MUST_CHECK;
+/* Build (once) and return the software twin: private if has_priv, else public. */
+EVP_PKEY *tg_kxkey_sw(struct tg_kxkey *k);
+
+#endif
