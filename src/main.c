@@ -1,0 +1,146 @@
+/*
+ * tlsgate: subcommand dispatch. Everything else lives in the core libraries.
+ *
+ *   tlsgate run [--config FILE] [--state-dir DIR] [--log-level LEVEL]
+ *   tlsgate check-config FILE
+ *   tlsgate bench [options] TARGET        (tlsgate bench --help)
+ *   tlsgate doctor [--json]
+ *   tlsgate version
+ *
+ * Exit status: 0 success, 1 runtime failure, 2 usage or configuration error.
+ */
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/tg_bench.h"
+#include "config/tg_config.h"
+#include "core/tg_log.h"
+#include "doctor/tg_doctor.h"
+#include "keyprov/tg_keyprov.h"
+#include "proxy/tg_gateway.h"
+
+static void tg_usage(FILE *f)
+{
+    fprintf(f, "usage: tlsgate <command> [options]\n"
+               "\n"
+               "commands:\n"
+               "  run [--config FILE] [--state-dir DIR] [--log-level LEVEL]\n"
+               "                      run the gateway (without --config: the embedded default,\n"
+               "                      a demo certificate is created in the state directory)\n"
+               "  check-config FILE   validate a configuration and exit (0 valid, 2 invalid)\n"
+               "  bench [options] TARGET\n"
+               "                      load generator; 'tlsgate bench --help' for options\n"
+               "  doctor [--json]     what this machine offers to the key providers\n"
+               "  version             print versions\n");
+}
+
+static const char *tg_default_state_dir(char *buf, size_t len)
+{
+    const char *env = getenv("TLSGATE_STATE_DIR");
+    if (env != NULL && env[0] != '\0')
+        return env;
+    const char *xdg = getenv("XDG_STATE_HOME");
+    if (xdg != NULL && xdg[0] != '\0') {
+        snprintf(buf, len, "%s/tlsgate", xdg);
+        return buf;
+    }
+    const char *home = getenv("HOME");
+    if (home != NULL && home[0] != '\0') {
+        snprintf(buf, len, "%s/.local/state/tlsgate", home);
+        return buf;
+    }
+    return ".tlsgate-state";
+}
+
+/* Load the config named on the command line (or the embedded default). */
+static int tg_load_config(const char *path, const char *state_dir, struct tg_config **cfg)
+{
+    char err[TG_CONFIG_ERRLEN] = "";
+    tg_config_set_known_providers(tg_keyprov_names());
+    int rc = path ? tg_config_load_file(path, cfg, err, sizeof(err))
+                  : tg_config_load_default(state_dir, cfg, err, sizeof(err));
+    if (rc != TG_OK) {
+        fprintf(stderr, "tlsgate: %s\n", err[0] ? err : tg_strerror(rc));
+        return 2;
+    }
+    return 0;
+}
+
+static int tg_cmd_run(int argc, char **argv, bool check_only)
+{
+    const char *config = NULL, *level = NULL;
+    char sdbuf[512];
+    const char *state_dir = tg_default_state_dir(sdbuf, sizeof(sdbuf));
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if ((strcmp(a, "--config") == 0 || strcmp(a, "-c") == 0) && i + 1 < argc) {
+            config = argv[++i];
+        } else if (strncmp(a, "--config=", 9) == 0) {
+            config = a + 9;
+        } else if (strcmp(a, "--state-dir") == 0 && i + 1 < argc) {
+            state_dir = argv[++i];
+        } else if (strcmp(a, "--log-level") == 0 && i + 1 < argc) {
+            level = argv[++i];
+        } else if (check_only && config == NULL && a[0] != '-') {
+            config = a;
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            tg_usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "tlsgate %s: unexpected argument '%s'\n", argv[0], a);
+            tg_usage(stderr);
+            return 2;
+        }
+    }
+    if (check_only && config == NULL) {
+        fprintf(stderr, "tlsgate check-config: missing FILE\n");
+        return 2;
+    }
+    struct tg_config *cfg = NULL;
+    int rc = tg_load_config(config, state_dir, &cfg);
+    if (rc != 0)
+        return rc;
+    if (level != NULL) {
+        enum tg_log_level lv;
+        if (!tg_log_parse_level(level, &lv)) {
+            fprintf(stderr, "tlsgate: --log-level: expected error|warn|info|debug\n");
+            tg_config_free(cfg);
+            return 2;
+        }
+        cfg->log_level = (int)lv;
+    }
+    rc = check_only ? tg_gateway_check(cfg) : tg_gateway_run(cfg);
+    tg_config_free(cfg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        tg_usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "run") == 0)
+        return tg_cmd_run(argc - 1, argv + 1, false);
+    if (strcmp(cmd, "check-config") == 0)
+        return tg_cmd_run(argc - 1, argv + 1, true);
+    if (strcmp(cmd, "bench") == 0)
+        return tg_bench_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "doctor") == 0)
+        return tg_doctor_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("tlsgate %s (built with %s, running %s)\n", TG_VERSION, OPENSSL_VERSION_TEXT,
+               OpenSSL_version(OPENSSL_VERSION));
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        tg_usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "tlsgate: unknown command '%s'\n", cmd);
+    tg_usage(stderr);
+    return 2;
+}

@@ -1,0 +1,569 @@
+#include "proxy/tg_conn.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/tg_log.h"
+#include "core/tg_time.h"
+#include "proxy/tg_worker.h"
+
+const char *tg_conn_state_name(enum tg_conn_state s)
+{
+    static const char *const names[] = {
+#define TG_CONN_STATE_NAME(id, label) label,
+        TG_CONN_STATES(TG_CONN_STATE_NAME)
+#undef TG_CONN_STATE_NAME
+    };
+    return (unsigned)s < TG_ARRAY_LEN(names) ? names[s] : "?";
+}
+
+static void tg_conn_pump(struct tg_conn *c);
+static void tg_conn_handshake(struct tg_conn *c);
+
+static void tg_conn_set_state(struct tg_conn *c, enum tg_conn_state s)
+{
+    TG_DEBUG("conn %p: %s -> %s", (void *)c, tg_conn_state_name(c->state), tg_conn_state_name(s));
+    c->state = s;
+}
+
+/* Every SSL_* call is bracketed: a clean error queue (so SSL_get_error sees
+ * only this call's errors) and the connection's key context installed for
+ * the bridge. */
+static inline void tg_ssl_enter(struct tg_conn *c)
+{
+    ERR_clear_error();
+    tg_keyctx_set_current(&c->keyctx);
+}
+
+static inline void tg_ssl_leave(void)
+{
+    tg_keyctx_set_current(NULL);
+}
+
+static void tg_io_want(struct ev_loop *loop, ev_io *io, int fd, int events)
+{
+    if (events == 0) {
+        if (ev_is_active(io))
+            ev_io_stop(loop, io);
+        return;
+    }
+    if (ev_is_active(io) && (io->events & (EV_READ | EV_WRITE)) == events)
+        return;
+    if (ev_is_active(io))
+        ev_io_stop(loop, io);
+    ev_io_set(io, fd, events);
+    ev_io_start(loop, io);
+}
+
+static void tg_conn_timer_after(struct tg_conn *c, double after)
+{
+    struct ev_loop *loop = c->w->loop;
+    ev_timer_stop(loop, &c->timer);
+    ev_timer_set(&c->timer, after, 0.0);
+    ev_timer_start(loop, &c->timer);
+}
+
+static double tg_ns_s(uint64_t ns)
+{
+    return (double)ns / 1e9;
+}
+
+/* ---- close path ---- */
+
+static void tg_conn_finalize(struct tg_conn *c, int stat)
+{
+    struct tg_worker *w = c->w;
+    struct ev_loop *loop = w->loop;
+    ev_io_stop(loop, &c->cio);
+    ev_io_stop(loop, &c->uio);
+    ev_timer_stop(loop, &c->timer);
+    bool established = SSL_is_init_finished(c->ssl);
+    bool abortive = stat == TG_STAT_CLOSE_CLIENT_ERROR;
+    if (established && !c->client_shut && !abortive) {
+        /* Best effort close_notify; the socket is non-blocking. */
+        tg_ssl_enter(c);
+        (void)SSL_shutdown(c->ssl);
+        tg_ssl_leave();
+        ERR_clear_error();
+    }
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+    if (c->ufd >= 0) {
+        if (abortive) {
+            /* The client vanished: reset the upstream rather than let it
+             * believe the stream ended cleanly. */
+            struct linger lg = {1, 0};
+            (void)setsockopt(c->ufd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        }
+        close(c->ufd);
+    }
+    close(c->cfd);
+    if (c->bufmem != NULL)
+        tg_worker_buf_put(w, c->bufmem);
+    if (c->on_ready)
+        tg_worker_unready(w, c);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->n_conns--;
+    tg_stat_inc(&w->stats, (enum tg_core_stat)stat);
+    tg_stat_inc(&w->stats, TG_STAT_CONN_CLOSED_ACTIVE);
+    tg_gateway_conn_release(w->gw);
+    TG_DEBUG("conn %p: closed (%s, stat %d)", (void *)c, tg_conn_state_name(c->state), stat);
+    c->state = TG_CONN_CLOSED;
+    free(c);
+}
+
+void tg_conn_close(struct tg_conn *c, int stat)
+{
+    if (c->state == TG_CONN_CLOSED)
+        return;
+    if (c->in_job) {
+        /* A key operation holds libssl's job: let it finish (it fails fast
+         * now that the context is cancelled), then free. */
+        if (!c->closing) {
+            c->closing = true;
+            c->close_stat = stat;
+            c->keyctx.cancelled = true;
+            ev_io_stop(c->w->loop, &c->cio);
+            ev_io_stop(c->w->loop, &c->uio);
+            ev_timer_stop(c->w->loop, &c->timer);
+        }
+        return;
+    }
+    tg_conn_finalize(c, stat);
+}
+
+/* ---- upstream ---- */
+
+static void tg_conn_upstream_cb(struct ev_loop *loop, ev_io *io, int revents);
+
+static void tg_conn_upstream_connected(struct tg_conn *c)
+{
+    struct tg_worker *w = c->w;
+    tg_stat_inc(&w->stats, TG_STAT_UPSTREAM_CONNECT_OK);
+    c->bufmem = tg_worker_buf_get(w);
+    if (c->bufmem == NULL) {
+        tg_conn_close(c, TG_STAT_CLOSE_INTERNAL);
+        return;
+    }
+    size_t cap = w->cfg->limits.buffer_size;
+    c->c2u = (struct tg_pipe){(char *)c->bufmem, cap, 0, 0};
+    c->u2c = (struct tg_pipe){(char *)c->bufmem + cap, cap, 0, 0};
+    tg_conn_set_state(c, TG_CONN_PROXYING);
+    c->t_active_ns = tg_now_ns();
+    tg_conn_timer_after(c, tg_ns_s(w->cfg->limits.idle_timeout_ns));
+    tg_conn_pump(c);
+}
+
+static void tg_conn_upstream_failed(struct tg_conn *c, int err)
+{
+    struct tg_worker *w = c->w;
+    tg_stat_inc(&w->stats, err == ECONNREFUSED ? TG_STAT_UPSTREAM_CONNECT_REFUSED
+                           : err == ETIMEDOUT  ? TG_STAT_UPSTREAM_CONNECT_TIMEOUT
+                                               : TG_STAT_UPSTREAM_CONNECT_ERROR);
+    TG_DEBUG("conn %p: upstream %s: %s", (void *)c, c->l->conf->upstream.addr.text, strerror(err));
+    tg_conn_close(c, TG_STAT_CLOSE_UPSTREAM_CONNECT);
+}
+
+static void tg_conn_connect(struct tg_conn *c)
+{
+    const struct tg_conf_upstream *up = &c->l->conf->upstream;
+    tg_conn_set_state(c, TG_CONN_UPSTREAM_CONNECTING);
+    int fd = socket(up->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        tg_conn_upstream_failed(c, errno);
+        return;
+    }
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->ufd = fd;
+    ev_io_set(&c->uio, fd, EV_WRITE);
+    if (connect(fd, (const struct sockaddr *)&up->addr.ss, up->addr.len) == 0) {
+        tg_conn_upstream_connected(c);
+        return;
+    }
+    if (errno != EINPROGRESS) {
+        tg_conn_upstream_failed(c, errno);
+        return;
+    }
+    ev_io_start(c->w->loop, &c->uio);
+    tg_conn_timer_after(c, tg_ns_s(up->connect_timeout_ns));
+}
+
+/* ---- handshake ---- */
+
+static void tg_conn_handshake_done(struct tg_conn *c)
+{
+    struct tg_worker *w = c->w;
+    /* No private-key operation happens after the handshake: stop paying
+     * for an ASYNC job on every read and write. */
+    SSL_clear_mode(c->ssl, SSL_MODE_ASYNC);
+    tg_stat_inc(&w->stats, TG_STAT_HS_OK);
+    tg_stat_inc(&w->stats,
+                SSL_version(c->ssl) == TLS1_3_VERSION ? TG_STAT_HS_TLS13 : TG_STAT_HS_TLS12);
+    if (SSL_session_reused(c->ssl))
+        tg_stat_inc(&w->stats, TG_STAT_HS_RESUMED);
+    if (c->keyctx.waits > 0)
+        tg_stat_add(&w->stats, TG_STAT_KEYOP_WAITS, c->keyctx.waits);
+    tg_hist_record(&w->stats.handshake_us, &tg_hist_latency_us,
+                   (tg_now_ns() - c->t_accept_ns) / 1000);
+    ev_io_stop(w->loop, &c->cio);
+    tg_conn_connect(c);
+}
+
+static void tg_conn_handshake_failed(struct tg_conn *c, int err)
+{
+    struct tg_worker *w = c->w;
+    int stat;
+    if (c->keyctx.failures > 0 && !c->keyctx.cancelled)
+        stat = TG_STAT_HS_FAIL_KEYOP;
+    else if (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN)
+        stat = TG_STAT_HS_FAIL_CLOSED;
+    else
+        stat = TG_STAT_HS_FAIL_PROTOCOL;
+    if (!c->closing) {
+        tg_stat_inc(&w->stats, (enum tg_core_stat)stat);
+        if (tg_log_enabled(TG_LOG_DEBUG))
+            tg_log_openssl_errors(TG_LOG_DEBUG, "handshake failed");
+    }
+    ERR_clear_error();
+    tg_conn_close(c, TG_STAT_CLOSE_HANDSHAKE_FAILED);
+}
+
+static void tg_conn_handshake(struct tg_conn *c)
+{
+    tg_ssl_enter(c);
+    int r = SSL_do_handshake(c->ssl);
+    int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+    tg_ssl_leave();
+    c->in_job = err == SSL_ERROR_WANT_ASYNC;
+    if (c->closing && !c->in_job) {
+        /* The job the close waited for has ended. */
+        ERR_clear_error();
+        tg_conn_finalize(c, c->close_stat);
+        return;
+    }
+    switch (err) {
+    case SSL_ERROR_NONE:
+        tg_conn_handshake_done(c);
+        return;
+    case SSL_ERROR_WANT_READ:
+        tg_conn_set_state(c, TG_CONN_HANDSHAKING);
+        tg_io_want(c->w->loop, &c->cio, c->cfd, EV_READ);
+        return;
+    case SSL_ERROR_WANT_WRITE:
+        tg_conn_set_state(c, TG_CONN_HANDSHAKING);
+        tg_io_want(c->w->loop, &c->cio, c->cfd, EV_WRITE);
+        return;
+    case SSL_ERROR_WANT_ASYNC:
+        /* Paused on a key operation: no SSL call until the async callback. */
+        tg_conn_set_state(c, TG_CONN_KEYOP_WAIT);
+        tg_io_want(c->w->loop, &c->cio, c->cfd, 0);
+        return;
+    case SSL_ERROR_WANT_ASYNC_JOB:
+        /* No free ASYNC job: try again when the loop is about to block. */
+        tg_worker_make_ready(c->w, c);
+        return;
+    default:
+        tg_conn_handshake_failed(c, err);
+        return;
+    }
+}
+
+int tg_conn_async_cb(SSL *ssl, void *arg)
+{
+    (void)ssl;
+    struct tg_conn *c = arg;
+    tg_worker_make_ready(c->w, c);
+    return 1;
+}
+
+void tg_conn_resume(struct tg_conn *c)
+{
+    if (c->state == TG_CONN_KEYOP_WAIT || c->state == TG_CONN_HANDSHAKING ||
+        c->state == TG_CONN_ACCEPTED)
+        tg_conn_handshake(c);
+}
+
+/* ---- proxying ---- */
+
+static void tg_conn_client_error(struct tg_conn *c)
+{
+    ERR_clear_error();
+    tg_conn_close(c, TG_STAT_CLOSE_CLIENT_ERROR);
+}
+
+static void tg_conn_upstream_error(struct tg_conn *c)
+{
+    tg_stat_inc(&c->w->stats, TG_STAT_UPSTREAM_RESET);
+    tg_conn_close(c, TG_STAT_CLOSE_UPSTREAM_ERROR);
+}
+
+/* Move bytes both ways until nothing more can move now. Returns false if the
+ * connection was closed. */
+static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
+{
+    struct tg_worker *w = c->w;
+    struct tg_pipe *cu = &c->c2u, *uc = &c->u2c;
+
+    /* client -> buffer */
+    if (!c->client_eof && cu->len < cu->cap) {
+        tg_ssl_enter(c);
+        int n = SSL_read(c->ssl, cu->data + cu->len, (int)(cu->cap - cu->len));
+        int err = n > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, n);
+        tg_ssl_leave();
+        c->ssl_read_wants = 0;
+        if (n > 0) {
+            cu->len += (size_t)n;
+            *progress = true;
+        } else if (err == SSL_ERROR_WANT_READ) {
+            c->ssl_read_wants = EV_READ;
+        } else if (err == SSL_ERROR_WANT_WRITE) {
+            c->ssl_read_wants = EV_WRITE;
+        } else if (err == SSL_ERROR_ZERO_RETURN) {
+            c->client_eof = true; /* close_notify or EOF: half-close */
+            *progress = true;
+        } else {
+            tg_conn_client_error(c);
+            return false;
+        }
+    }
+    /* buffer -> upstream */
+    c->upstream_write_blocked = false;
+    if (cu->off < cu->len) {
+        ssize_t n = send(c->ufd, cu->data + cu->off, cu->len - cu->off, MSG_NOSIGNAL);
+        if (n > 0) {
+            cu->off += (size_t)n;
+            tg_stat_add(&w->stats, TG_STAT_BYTES_FROM_CLIENT, (uint64_t)n);
+            if (cu->off == cu->len)
+                cu->off = cu->len = 0;
+            *progress = true;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            c->upstream_write_blocked = true;
+        } else if (n < 0 && errno != EINTR) {
+            tg_conn_upstream_error(c);
+            return false;
+        }
+    }
+    if (c->client_eof && cu->len == 0 && !c->upstream_shut) {
+        (void)shutdown(c->ufd, SHUT_WR);
+        c->upstream_shut = true;
+        *progress = true;
+    }
+    /* upstream -> buffer */
+    if (!c->upstream_eof && uc->len < uc->cap) {
+        ssize_t n = recv(c->ufd, uc->data + uc->len, uc->cap - uc->len, 0);
+        if (n > 0) {
+            uc->len += (size_t)n;
+            *progress = true;
+        } else if (n == 0) {
+            c->upstream_eof = true;
+            *progress = true;
+        } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            tg_conn_upstream_error(c);
+            return false;
+        }
+    }
+    /* buffer -> client */
+    if (uc->off < uc->len) {
+        tg_ssl_enter(c);
+        int n = SSL_write(c->ssl, uc->data + uc->off, (int)(uc->len - uc->off));
+        int err = n > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, n);
+        tg_ssl_leave();
+        c->ssl_write_wants = 0;
+        if (n > 0) {
+            uc->off += (size_t)n;
+            tg_stat_add(&w->stats, TG_STAT_BYTES_TO_CLIENT, (uint64_t)n);
+            if (uc->off == uc->len)
+                uc->off = uc->len = 0;
+            *progress = true;
+        } else if (err == SSL_ERROR_WANT_WRITE) {
+            c->ssl_write_wants = EV_WRITE;
+        } else if (err == SSL_ERROR_WANT_READ) {
+            c->ssl_write_wants = EV_READ;
+        } else {
+            tg_conn_client_error(c);
+            return false;
+        }
+    }
+    if (c->upstream_eof && uc->len == 0 && !c->client_shut) {
+        tg_ssl_enter(c);
+        (void)SSL_shutdown(c->ssl); /* close_notify */
+        tg_ssl_leave();
+        ERR_clear_error();
+        (void)shutdown(c->cfd, SHUT_WR);
+        c->client_shut = true;
+        *progress = true;
+    }
+    if (c->client_shut && c->upstream_shut) {
+        tg_conn_close(c, TG_STAT_CLOSE_NORMAL);
+        return false;
+    }
+    return true;
+}
+
+static void tg_conn_pump(struct tg_conn *c)
+{
+    bool any = false;
+    /* Bounded so that one busy connection cannot starve the others. */
+    for (int round = 0; round < 8; round++) {
+        bool progress = false;
+        if (!tg_conn_pump_once(c, &progress))
+            return;
+        if (!progress)
+            break;
+        any = true;
+    }
+    if (any)
+        c->t_active_ns = tg_now_ns();
+    struct tg_pipe *cu = &c->c2u, *uc = &c->u2c;
+    int cev = 0, uev = 0;
+    if (!c->client_eof && cu->len < cu->cap)
+        cev |= c->ssl_read_wants ? c->ssl_read_wants : EV_READ;
+    if (uc->off < uc->len)
+        cev |= c->ssl_write_wants ? c->ssl_write_wants : EV_WRITE;
+    if (!c->upstream_eof && uc->len < uc->cap)
+        uev |= EV_READ;
+    if (cu->off < cu->len)
+        uev |= EV_WRITE;
+    tg_io_want(c->w->loop, &c->cio, c->cfd, cev);
+    tg_io_want(c->w->loop, &c->uio, c->ufd, uev);
+    if (cev == 0 && uev == 0) {
+        /* Should not happen: nothing to wait for means nothing will ever
+         * finish this connection. */
+        TG_DEBUG("conn %p: no events left, closing", (void *)c);
+        tg_conn_close(c, TG_STAT_CLOSE_NORMAL);
+    }
+}
+
+/* ---- watchers ---- */
+
+static void tg_conn_client_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct tg_conn *c = io->data;
+    switch (c->state) {
+    case TG_CONN_ACCEPTED:
+    case TG_CONN_HANDSHAKING:
+        tg_conn_handshake(c);
+        break;
+    case TG_CONN_PROXYING:
+        tg_conn_pump(c);
+        break;
+    default:
+        /* Not waiting for the client now. */
+        ev_io_stop(loop, io);
+        break;
+    }
+}
+
+static void tg_conn_upstream_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)revents;
+    struct tg_conn *c = io->data;
+    if (c->state == TG_CONN_UPSTREAM_CONNECTING) {
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+            soerr = errno;
+        ev_io_stop(loop, io);
+        if (soerr != 0)
+            tg_conn_upstream_failed(c, soerr);
+        else
+            tg_conn_upstream_connected(c);
+        return;
+    }
+    if (c->state == TG_CONN_PROXYING)
+        tg_conn_pump(c);
+    else
+        ev_io_stop(loop, io);
+}
+
+static void tg_conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct tg_conn *c = t->data;
+    struct tg_worker *w = c->w;
+    switch (c->state) {
+    case TG_CONN_ACCEPTED:
+    case TG_CONN_HANDSHAKING:
+    case TG_CONN_KEYOP_WAIT:
+        tg_stat_inc(&w->stats, TG_STAT_HS_FAIL_TIMEOUT);
+        tg_conn_close(c, TG_STAT_CLOSE_HANDSHAKE_TIMEOUT);
+        break;
+    case TG_CONN_UPSTREAM_CONNECTING:
+        tg_conn_upstream_failed(c, ETIMEDOUT);
+        break;
+    case TG_CONN_PROXYING: {
+        uint64_t idle = w->cfg->limits.idle_timeout_ns, now = tg_now_ns();
+        if (now - c->t_active_ns >= idle)
+            tg_conn_close(c, TG_STAT_CLOSE_IDLE_TIMEOUT);
+        else
+            tg_conn_timer_after(c, tg_ns_s(c->t_active_ns + idle - now));
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+void tg_conn_accept(struct tg_wlistener *l, int fd)
+{
+    struct tg_worker *w = l->w;
+    if (!tg_gateway_conn_acquire(w->gw)) {
+        tg_stat_inc(&w->stats, TG_STAT_CONN_REJECTED_LIMIT);
+        close(fd);
+        return;
+    }
+    struct tg_conn *c = calloc(1, sizeof(*c));
+    SSL *ssl = SSL_new(tg_tls_listener_ctx(l->tls));
+    if (c == NULL || ssl == NULL || !SSL_set_fd(ssl, fd)) {
+        tg_log_openssl_errors(TG_LOG_ERROR, "new connection");
+        SSL_free(ssl);
+        free(c);
+        close(fd);
+        tg_gateway_conn_release(w->gw);
+        return;
+    }
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->w = w;
+    c->l = l;
+    c->cfd = fd;
+    c->ufd = -1;
+    c->ssl = ssl;
+    c->state = TG_CONN_ACCEPTED;
+    c->keyctx.kx = tg_tls_listener_kx(l->tls);
+    c->t_accept_ns = tg_now_ns();
+    SSL_set_accept_state(ssl);
+    SSL_set_async_callback_arg(ssl, c);
+    ev_io_init(&c->cio, tg_conn_client_cb, fd, EV_READ);
+    c->cio.data = c;
+    ev_init(&c->uio, tg_conn_upstream_cb);
+    c->uio.data = c;
+    ev_timer_init(&c->timer, tg_conn_timer_cb, tg_ns_s(w->cfg->limits.handshake_timeout_ns), 0.0);
+    c->timer.data = c;
+    ev_timer_start(w->loop, &c->timer);
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->n_conns++;
+    tg_stat_inc(&w->stats, TG_STAT_CONN_ACCEPTED);
+    tg_stat_inc(&w->stats, TG_STAT_CONN_OPENED);
+    /* The ClientHello usually follows the connect closely: try at once
+     * instead of paying a poll round trip. */
+    tg_conn_handshake(c);
+}

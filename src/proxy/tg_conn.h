@@ -1,0 +1,96 @@
+/*
+ * tg_conn: one client connection, an explicit state machine with exactly one
+ * close path.
+ *
+ *   ACCEPTED -> HANDSHAKING <-> KEYOP_WAIT -> UPSTREAM_CONNECTING -> PROXYING
+ *            -> (half-closed directions drain) -> CLOSED
+ *
+ * KEYOP_WAIT: libssl's ASYNC job is paused on a key operation; no SSL_* call
+ * is made until the async callback puts the connection on the worker's ready
+ * list. A connection asked to close while in KEYOP_WAIT is only marked
+ * (closing, its key context cancelled); it is freed after its job ended.
+ *
+ * Owner: the worker thread that accepted it. Created by tg_conn_accept();
+ * freed only by the close path.
+ */
+#ifndef TG_CONN_H
+#define TG_CONN_H
+
+#include <ev.h>
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/tg_stats.h"
+#include "keyprov/tg_keyprov.h"
+
+struct tg_worker;
+struct tg_wlistener;
+
+#define TG_CONN_STATES(X)                                                                          \
+    X(ACCEPTED, "accepted")                                                                        \
+    X(HANDSHAKING, "handshaking")                                                                  \
+    X(KEYOP_WAIT, "keyop_wait")                                                                    \
+    X(UPSTREAM_CONNECTING, "upstream_connecting")                                                  \
+    X(PROXYING, "proxying")                                                                        \
+    X(CLOSED, "closed")
+
+enum tg_conn_state {
+#define TG_CONN_STATE_ENUM(id, label) TG_CONN_##id,
+    TG_CONN_STATES(TG_CONN_STATE_ENUM)
+#undef TG_CONN_STATE_ENUM
+};
+const char *tg_conn_state_name(enum tg_conn_state s);
+
+/* A one-direction byte buffer. */
+struct tg_pipe {
+    char *data;
+    size_t cap;
+    size_t off; /* first unsent byte */
+    size_t len; /* bytes in data[0..len) */
+};
+
+struct tg_conn {
+    struct tg_worker *w;
+    struct tg_wlistener *l;
+    enum tg_conn_state state;
+    int cfd; /* client socket */
+    int ufd; /* upstream socket, -1 before connect */
+    SSL *ssl;
+    ev_io cio;
+    ev_io uio;
+    ev_timer timer;
+    struct tg_keyctx keyctx;
+    uint64_t t_accept_ns;
+    uint64_t t_active_ns; /* last byte moved, for idle_timeout */
+    void *bufmem;         /* both pipes' storage, from the worker pool */
+    struct tg_pipe c2u;   /* client -> upstream plaintext */
+    struct tg_pipe u2c;   /* upstream -> client plaintext */
+    /* half-close bookkeeping */
+    bool client_eof;    /* no more bytes will come from the client */
+    bool upstream_eof;  /* no more bytes will come from the upstream */
+    bool upstream_shut; /* shutdown(ufd, SHUT_WR) done */
+    bool client_shut;   /* close_notify sent to the client */
+    /* which socket event a blocked SSL_read / SSL_write waits for */
+    int ssl_read_wants; /* 0, EV_READ or EV_WRITE */
+    int ssl_write_wants;
+    bool upstream_write_blocked;
+    bool in_job;  /* paused ASYNC job */
+    bool closing; /* close requested while in_job */
+    bool on_ready;
+    int close_stat;              /* enum tg_core_stat of the close reason */
+    struct tg_conn *prev, *next; /* worker's list */
+    struct tg_conn *ready_next;
+};
+
+/* Take an accepted socket (non-blocking) and start the handshake. On failure
+ * the socket is closed and counted. */
+void tg_conn_accept(struct tg_wlistener *l, int fd);
+/* Resume a connection from the ready list. */
+void tg_conn_resume(struct tg_conn *c);
+/* The one close path. stat is the tg_core_stat to count (CLOSE_*). */
+void tg_conn_close(struct tg_conn *c, int stat);
+/* SSL_CTX async callback: a paused key operation completed (loop thread). */
+int tg_conn_async_cb(SSL *ssl, void *arg);
+
+#endif

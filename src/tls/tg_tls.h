@@ -1,0 +1,45 @@
+/*
+ * tg_tls: the SSL_CTXs of a listener, built once at start-up from its config
+ * and shared read-only by every worker.
+ *
+ * Certificates with the same server names share one SSL_CTX (so an RSA and an
+ * ECDSA certificate for the same names are both offered and libssl picks by
+ * the client's signature algorithms). SNI selects the SSL_CTX; an unknown or
+ * absent name gets the first certificate's. Every private key is held by the
+ * tlsgate OpenSSL provider and bound to its key provider.
+ *
+ * Key exchange goes through the tlsgate provider when the listener's first
+ * certificate's provider takes key exchange (binding->kx); then every SSL_CTX
+ * of the listener is created with the "?provider=tlsgate" property query.
+ */
+#ifndef TG_TLS_H
+#define TG_TLS_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+
+#include "config/tg_config.h"
+#include "core/tg_err.h"
+#include "keyprov/tg_keyprov.h"
+
+struct tg_tls_listener;
+
+/* Build the listener's contexts. async_cb is installed on every SSL_CTX
+ * (SSL_CTX_set_async_callback): libssl calls it when a paused key operation
+ * completes. Errors are written as "FILE:LINE:COL: path: ..." into err. */
+int tg_tls_listener_new(const struct tg_conf_listener *conf, SSL_async_callback_fn async_cb,
+                        struct tg_tls_listener **out, char *err, size_t errlen) TG_MUST_CHECK;
+void tg_tls_listener_free(struct tg_tls_listener *t);
+
+/* The context new connections start with (SNI may switch it). */
+SSL_CTX *tg_tls_listener_ctx(const struct tg_tls_listener *t);
+/* Key-exchange binding for the listener's connections (NULL: inline software). */
+const struct tg_keyprov_binding *tg_tls_listener_kx(const struct tg_tls_listener *t);
+/* One line per certificate for the start-up log: names, key, provider. */
+void tg_tls_listener_describe(const struct tg_tls_listener *t, const char *listener_name);
+
+/* Host-name match used for SNI: exact (case-insensitive) or a "*.domain"
+ * wildcard covering exactly one left-most label. Exposed for tests. */
+bool tg_tls_name_matches(const char *pattern, const char *host);
+
+#endif
