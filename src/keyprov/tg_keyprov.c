@@ -318,6 +318,48 @@ void tg_keyprov_set_free(struct tg_keyprov_set *set)
     free(set);
 }
 
+int tg_keyprov_require(const char *provider, char *why, size_t whylen)
+{
+    const struct tg_keyprov_ops *ops = tg_keyprov_find(provider);
+    if (ops == NULL) {
+        snprintf(why, whylen, "unknown provider '%s'", provider);
+        return TG_EUNAVAIL;
+    }
+    int slot = tg_keyprov_slot(ops);
+    const char *reason = "";
+    if (tg_keyprov_global_init(slot, &reason) != TG_OK) {
+        snprintf(why, whylen, "%s", reason);
+        return TG_EUNAVAIL;
+    }
+    tg_kp_global.used[slot] = true;
+    return TG_OK;
+}
+
+int tg_keyprov_spill(struct tg_keyop *op, const char *provider)
+{
+    struct tg_keyprov_set *set = tg_kp_current_set;
+    const struct tg_keyprov_ops *ops = tg_keyprov_find(provider);
+    if (set == NULL || ops == NULL || op->state != TG_KEYOP_QUEUED)
+        return TG_EUNAVAIL;
+    int slot = tg_keyprov_slot(ops);
+    if (set->state[slot] == NULL)
+        return TG_EUNAVAIL;
+    /* Move the op's accounting to the provider that will finish it. */
+    if (op->stats != NULL)
+        tg_ctr_inc(&op->stats->inflight_down);
+    op->stats = &set->stats[slot];
+    tg_ctr_inc(&op->stats->ops[op->type]);
+    tg_ctr_inc(&op->stats->inflight_up);
+    op->next = NULL;
+    bool was_in_submit = op->in_submit;
+    int rc = ops->submit(set->state[slot], op);
+    op->in_submit = was_in_submit;
+    if (rc == TG_EPENDING || op->state == TG_KEYOP_DONE)
+        return TG_OK;
+    /* The target refused too: the caller falls back to software. */
+    return rc < 0 ? rc : TG_EUNAVAIL;
+}
+
 void tg_keyprov_set_drain(struct tg_keyprov_set *set)
 {
     for (size_t i = 0; i < TG_NPROV; i++) {

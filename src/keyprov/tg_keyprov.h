@@ -290,6 +290,18 @@ int tg_keyop_consume(struct tg_keyop *op) TG_MUST_CHECK;
  * does not change state. Returns result. */
 int tg_keyop_compute_sw(struct tg_keyop *op);
 
+/*
+ * Provider side: hand a QUEUED op that this provider cannot take now (ring
+ * full) to another provider on the same worker, by name. Returns TG_OK if
+ * that provider took it (it will complete it), TG_EUNAVAIL if it does not run
+ * on this worker. The op keeps its binding; its stats move to the new
+ * provider. Call from the worker thread only.
+ */
+int tg_keyprov_spill(struct tg_keyop *op, const char *provider) TG_MUST_CHECK;
+/* Make sure a provider gets a per-worker state even when no certificate is
+ * bound to it (a spill target). Start-up only; TG_EUNAVAIL if it cannot run. */
+int tg_keyprov_require(const char *provider, char *why, size_t whylen) TG_MUST_CHECK;
+
 /* Stats of a binding's provider on the current worker (NULL off-worker). */
 struct tg_keyprov_stats *tg_keyprov_current_stats(const struct tg_keyprov_binding *b);
 

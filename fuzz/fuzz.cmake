@@ -1,0 +1,78 @@
+# libFuzzer targets (included by the top-level CMakeLists.txt when TG_FUZZ=ON).
+#
+# Adding a target: drop fuzz/fuzz_<name>.c defining LLVMFuzzerTestOneInput.
+# Nothing else to edit. Optional, picked up when present:
+#   fuzz/corpus/<name>/     seed inputs (read-only: new inputs go to the build dir)
+#   fuzz/<name>.dict        libFuzzer dictionary
+#   fuzz/<name>.options     extra libFuzzer flags, one per line (e.g. -max_len=8192)
+# Each target links the whole project (tlsgate_all) and becomes the ctest
+# fuzz/fuzz_<name> (label "fuzz") that fuzzes for TG_FUZZ_SECONDS.
+#
+#   cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DTG_FUZZ=ON
+#   cmake --build build-fuzz && ctest --test-dir build-fuzz -L fuzz
+#   ./build-fuzz/fuzz_admin_http build-fuzz/fuzz/admin_http/corpus fuzz/corpus/admin_http
+#
+# Crashes land in <build>/fuzz/<name>/artifacts/; reproduce with
+#   ./build-fuzz/fuzz_<name> <artifact>
+
+if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
+  message(FATAL_ERROR "TG_FUZZ=ON needs clang for libFuzzer: "
+                      "cmake -DCMAKE_C_COMPILER=clang -DTG_FUZZ=ON ...")
+endif()
+
+set(TG_FUZZ_SECONDS 20 CACHE STRING "How long each fuzz ctest runs (-max_total_time)")
+set(TG_FUZZ_DIR ${CMAKE_CURRENT_LIST_DIR})
+
+# Coverage feedback needs the code under test instrumented, not only the
+# harness: every library of the project gets -fsanitize=fuzzer-no-link, and
+# ASan/UBSan so memory errors and UB in the parsers crash the fuzzer instead
+# of passing silently. Executables that link those libraries (tlsgate, the
+# unit tests) then need the sanitizer runtimes, which also provide the
+# coverage callbacks.
+set(TG_FUZZ_SAN address,undefined)
+set(TG_FUZZ_LIB_FLAGS -fsanitize=fuzzer-no-link,${TG_FUZZ_SAN} -fno-sanitize-recover=undefined
+                      -fno-omit-frame-pointer)
+get_property(tg_fuzz_existing DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR} PROPERTY BUILDSYSTEM_TARGETS)
+foreach(t IN LISTS tg_fuzz_existing)
+  get_target_property(type ${t} TYPE)
+  if(type MATCHES "^(STATIC|SHARED|MODULE|OBJECT)_LIBRARY$")
+    target_compile_options(${t} PRIVATE ${TG_FUZZ_LIB_FLAGS})
+    if(NOT type STREQUAL "STATIC_LIBRARY" AND NOT type STREQUAL "OBJECT_LIBRARY")
+      target_link_options(${t} PRIVATE -fsanitize=${TG_FUZZ_SAN})
+    endif()
+  elseif(type STREQUAL "EXECUTABLE")
+    target_link_options(${t} PRIVATE -fsanitize=${TG_FUZZ_SAN})
+  endif()
+endforeach()
+
+file(GLOB TG_FUZZ_SRCS CONFIGURE_DEPENDS ${TG_FUZZ_DIR}/fuzz_*.c)
+foreach(src IN LISTS TG_FUZZ_SRCS)
+  get_filename_component(target ${src} NAME_WE)   # fuzz_admin_http
+  string(REGEX REPLACE "^fuzz_" "" name ${target}) # admin_http
+  add_executable(${target} ${src})
+  target_compile_options(${target} PRIVATE -fsanitize=fuzzer,${TG_FUZZ_SAN}
+                         -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+  target_link_options(${target} PRIVATE -fsanitize=fuzzer,${TG_FUZZ_SAN})
+  target_link_libraries(${target} PRIVATE tlsgate_all)
+
+  set(work ${CMAKE_BINARY_DIR}/fuzz/${name})
+  file(MAKE_DIRECTORY ${work}/corpus ${work}/artifacts)
+  set(args -max_total_time=${TG_FUZZ_SECONDS} -timeout=10 -rss_limit_mb=2048
+           -print_final_stats=1 -artifact_prefix=${work}/artifacts/)
+  if(EXISTS ${TG_FUZZ_DIR}/${name}.dict)
+    list(APPEND args -dict=${TG_FUZZ_DIR}/${name}.dict)
+  endif()
+  if(EXISTS ${TG_FUZZ_DIR}/${name}.options)
+    file(STRINGS ${TG_FUZZ_DIR}/${name}.options extra REGEX "^-")
+    list(APPEND args ${extra})
+  endif()
+  # The first corpus directory receives new inputs; keep the seeds read-only.
+  set(dirs ${work}/corpus)
+  if(IS_DIRECTORY ${TG_FUZZ_DIR}/corpus/${name})
+    list(APPEND dirs ${TG_FUZZ_DIR}/corpus/${name})
+  endif()
+  math(EXPR timeout "${TG_FUZZ_SECONDS} + 120")
+  add_test(NAME fuzz/${target} COMMAND ${target} ${args} ${dirs})
+  set_tests_properties(fuzz/${target} PROPERTIES LABELS fuzz TIMEOUT ${timeout}
+    ENVIRONMENT "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1;ASAN_OPTIONS=detect_leaks=1")
+endforeach()

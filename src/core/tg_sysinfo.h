@@ -1,0 +1,222 @@
+/*
+ * tg_sysinfo: facts about this machine that decide which key providers can
+ * run here (used by `tlsgate doctor`, by the cryptomb provider for its CPU
+ * check, by the qat provider for its device check, and by benchmarks).
+ *
+ * Design: every parser takes text (or a directory root) as input so tests
+ * feed fixtures; the functions that read /proc, /sys or execute CPUID are thin
+ * wrappers around them.
+ *
+ * Threading: every function is thread-safe. tg_sysinfo_cpu_has_avx512_ifma()
+ * and tg_sysinfo_cpuid() cache the CPUID result after the first call (benign
+ * race: every thread computes the same value).
+ */
+#ifndef TG_SYSINFO_H
+#define TG_SYSINFO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "core/tg_err.h"
+
+/*
+ * CPU features that matter to the TLS providers.
+ * X(id, cpuinfo name, cpuid leaf, subleaf, register (0=EBX 1=ECX 2=EDX), bit, needs)
+ * `needs` is the OS register state the instruction set needs enabled in XCR0
+ * (TG_XSTATE_*): a CPU bit without that state is not usable.
+ * The cpuinfo names are the Linux kernel's (arch/x86/include/asm/cpufeatures.h):
+ * note "avx512_vbmi2" and "sha_ni" carry underscores, "avx512ifma" does not.
+ */
+#define TG_XSTATE_NONE   0u /* general-purpose or legacy SSE registers: always saved */
+#define TG_XSTATE_AVX    1u /* XCR0 bits 1,2 (XMM, YMM) */
+#define TG_XSTATE_AVX512 2u /* XCR0 bits 1,2,5,6,7 (plus opmask, ZMM_Hi256, Hi16_ZMM) */
+
+#define TG_CPU_FEATURES(X)                                                                         \
+    X(AVX512F, "avx512f", 7, 0, 0, 16, TG_XSTATE_AVX512)                                           \
+    X(AVX512DQ, "avx512dq", 7, 0, 0, 17, TG_XSTATE_AVX512)                                         \
+    X(AVX512BW, "avx512bw", 7, 0, 0, 30, TG_XSTATE_AVX512)                                         \
+    X(AVX512VL, "avx512vl", 7, 0, 0, 31, TG_XSTATE_AVX512)                                         \
+    X(AVX512IFMA, "avx512ifma", 7, 0, 0, 21, TG_XSTATE_AVX512)                                     \
+    X(AVX512VBMI2, "avx512_vbmi2", 7, 0, 1, 6, TG_XSTATE_AVX512)                                   \
+    X(AES, "aes", 1, 0, 1, 25, TG_XSTATE_NONE)                                                     \
+    X(VAES, "vaes", 7, 0, 1, 9, TG_XSTATE_AVX)                                                     \
+    X(VPCLMULQDQ, "vpclmulqdq", 7, 0, 1, 10, TG_XSTATE_AVX)                                        \
+    X(SHA_NI, "sha_ni", 7, 0, 0, 29, TG_XSTATE_NONE)                                               \
+    X(BMI2, "bmi2", 7, 0, 0, 8, TG_XSTATE_NONE)                                                    \
+    X(ADX, "adx", 7, 0, 0, 19, TG_XSTATE_NONE)
+
+enum tg_cpu_feature {
+#define TG_CPU_FEATURE_ENUM(id, name, leaf, sub, reg, bit, needs) TG_CPU_##id,
+    TG_CPU_FEATURES(TG_CPU_FEATURE_ENUM)
+#undef TG_CPU_FEATURE_ENUM
+        TG_CPU_FEATURE_COUNT
+};
+
+/* The feature's /proc/cpuinfo flag name; "?" for an out-of-range value. */
+const char *tg_cpu_feature_name(enum tg_cpu_feature f);
+
+/* ---- /proc/cpuinfo ---- */
+
+struct tg_cpuinfo {
+    char model[128]; /* "model name" of the first processor, "" if absent */
+    bool has_flags;  /* a "flags" line was found */
+    bool flag[TG_CPU_FEATURE_COUNT];
+};
+
+/*
+ * Parse /proc/cpuinfo text (len bytes, NUL not required). Only the first
+ * processor block is read (the kernel reports the boot CPU's features there;
+ * hybrid parts differ only in frequencies). Flags match whole tokens
+ * ("avx512f" does not match "avx512fp16").
+ * Returns TG_OK, or TG_EPROTO when the first block has no "flags" line.
+ */
+int tg_sysinfo_parse_cpuinfo(const char *text, size_t len, struct tg_cpuinfo *out) TG_MUST_CHECK;
+/* Read and parse path (NULL: /proc/cpuinfo). TG_EIO if it cannot be read. */
+int tg_sysinfo_read_cpuinfo(const char *path, struct tg_cpuinfo *out) TG_MUST_CHECK;
+
+/* Online CPUs (sysconf), and CPUs this process may run on (affinity mask). */
+long tg_sysinfo_cpus_online(void);
+long tg_sysinfo_cpus_allowed(void);
+
+/* ---- CPUID + XGETBV ---- */
+
+/* Raw register values; the decoder is pure so tests can feed any CPU. */
+struct tg_cpuid_regs {
+    uint32_t max_leaf; /* leaf 0 EAX */
+    uint32_t l1_ecx;   /* leaf 1 ECX (AES bit 25, OSXSAVE bit 27) */
+    uint32_t l7_ebx;   /* leaf 7 subleaf 0 EBX (0 when max_leaf < 7) */
+    uint32_t l7_ecx;   /* leaf 7 subleaf 0 ECX */
+    uint64_t xcr0;     /* XGETBV(0); 0 when OSXSAVE is clear */
+};
+
+struct tg_cpuid_info {
+    bool valid; /* CPUID was executed (x86 only) */
+    struct tg_cpuid_regs regs;
+    bool os_xsave;                     /* OSXSAVE: XGETBV may be executed */
+    bool os_avx;                       /* XCR0 bits 1,2 (SSE, YMM) */
+    bool os_avx512;                    /* plus bits 5,6,7 (opmask, ZMM_Hi256, Hi16_ZMM) */
+    bool cpu[TG_CPU_FEATURE_COUNT];    /* the CPU implements it */
+    bool usable[TG_CPU_FEATURE_COUNT]; /* implemented and its register state enabled by the OS */
+};
+
+/* Decode registers into features (pure). */
+void tg_sysinfo_cpuid_decode(const struct tg_cpuid_regs *regs, struct tg_cpuid_info *out);
+/* Execute CPUID/XGETBV on this CPU (cached). valid=false on non-x86. */
+void tg_sysinfo_cpuid(struct tg_cpuid_info *out);
+
+/*
+ * The cryptomb gate: AVX512F + AVX512IFMA implemented and the OS saves
+ * opmask/ZMM state. CPUID + XGETBV only (cached; no file is read), so it is
+ * cheap enough for any path. Returns false when the environment variable
+ * TG_FAKE_NO_IFMA is set to anything but "" or "0" (tests pretend the CPU
+ * lacks IFMA); the variable is read on every call so tests may toggle it.
+ */
+bool tg_sysinfo_cpu_has_avx512_ifma(void);
+/* Whether TG_FAKE_NO_IFMA is in effect. */
+bool tg_sysinfo_fake_no_ifma(void);
+
+/*
+ * OpenSSL's own AVX-512 RSA path (RSAZ, OpenSSL >= 3.0) runs when its
+ * capability vector word 2 (CPUID leaf 7 EBX as OpenSSL sees it) has
+ * AVX512F, AVX512DQ, AVX512IFMA and AVX512VL. The environment variable
+ * OPENSSL_ia32cap changes that vector; this function predicts the effect the
+ * way OpenSSL 3.0's OPENSSL_cpuid_setup() applies it:
+ *   unset               -> the CPU's leaf-7 words
+ *   "~A[:B]" / ":B"     -> CPU words, then ":~B" masks bits, ":B" replaces
+ *   "A" without ':'     -> leaf-7 words are zeroed
+ *   "A:..." (no '~')    -> leaf-7 words start from 0 (OpenSSL skips its CPUID)
+ * cpu_leaf7 is EBX | (uint64_t)ECX << 32, already filtered by OS support.
+ * Returns the effective leaf-7 vector.
+ */
+uint64_t tg_sysinfo_ossl_leaf7(const char *ia32cap_env, uint64_t cpu_leaf7);
+/* Whether a leaf-7 vector enables OpenSSL's AVX-512 IFMA RSA path. */
+bool tg_sysinfo_ossl_rsaz_avx512_eligible(uint64_t leaf7);
+
+/* ---- QAT devices (PCI sysfs) ---- */
+
+#define TG_QAT_MAX_DEVICES 256
+
+struct tg_qat_dev {
+    char bdf[32];       /* "0000:6b:00.0" (directory name under bus/pci/devices) */
+    uint16_t device_id; /* vendor is always 0x8086 */
+    bool is_vf;         /* virtual function (the id tells) */
+    const char *family; /* "4xxx", "401xx", "402xx", "420xx", "DH895xCC", "C3xxx",
+                           "D15xx", "200xx" (static string) */
+    char driver[64];    /* basename of the driver symlink, "none" if unbound */
+    int iommu_group;    /* -1 when there is no iommu_group link */
+    int sriov_numvfs;   /* PF: VFs enabled (sriov_numvfs); -1 when absent */
+};
+
+/*
+ * Is (vendor, device) a QAT endpoint we know? Sets *is_vf and *family.
+ * Pure; NULL out-pointers are allowed.
+ */
+bool tg_sysinfo_qat_id(uint16_t vendor, uint16_t device, bool *is_vf, const char **family);
+
+/*
+ * Scan <sysfs_root>/bus/pci/devices/ (sysfs_root NULL: "/sys") for QAT
+ * functions. Stores at most cap entries into devs, sorted by BDF; *n_stored
+ * gets the number stored and *n_found (may be NULL) the number present.
+ * Returns TG_OK, or TG_EUNAVAIL when the PCI directory cannot be opened
+ * (no sysfs in this container). Unreadable device entries are skipped.
+ */
+int tg_sysinfo_qat_scan(const char *sysfs_root, struct tg_qat_dev *devs, size_t cap,
+                        size_t *n_stored, size_t *n_found) TG_MUST_CHECK;
+
+/* Entries under <sysfs_root>/kernel/iommu_groups: 0 means the IOMMU is off
+ * (vfio-pci cannot take a device); -1 when the directory cannot be read. */
+int tg_sysinfo_iommu_groups(const char *sysfs_root);
+
+/* ---- memlock ---- */
+
+/* The seed guide's container setting (LimitMEMLOCK=134217728): qatlib pins
+ * its DMA buffers (vfio mappings / usdm) and that memory counts against
+ * RLIMIT_MEMLOCK. */
+#define TG_QAT_MEMLOCK_RECOMMENDED (128ULL * 1024 * 1024)
+
+struct tg_memlock {
+    bool soft_unlimited, hard_unlimited;
+    uint64_t soft, hard; /* bytes; meaningful unless *_unlimited */
+};
+
+enum tg_memlock_verdict {
+    TG_MEMLOCK_OK,       /* unlimited or >= recommended */
+    TG_MEMLOCK_RAISABLE, /* soft too low, hard allows raising it (setrlimit, ulimit -l) */
+    TG_MEMLOCK_LOW,      /* hard limit too low: needs privileges / service config */
+};
+
+int tg_sysinfo_memlock(struct tg_memlock *out) TG_MUST_CHECK;
+/* Verdict for qat (pure). If advice != NULL, writes one line of advice. */
+enum tg_memlock_verdict tg_sysinfo_memlock_verdict(const struct tg_memlock *m, char *advice,
+                                                   size_t advicelen);
+/* "unlimited", "64 KiB", "8 MiB", "1.5 GiB" into buf; returns buf. */
+const char *tg_sysinfo_fmt_bytes(bool unlimited, uint64_t bytes, char *buf, size_t len);
+
+/* ---- OpenSSL ---- */
+
+/* OpenSSL_version(OPENSSL_VERSION): the library actually loaded. */
+const char *tg_sysinfo_openssl_runtime(void);
+/* OPENSSL_VERSION_TEXT: the headers tlsgate was compiled with. */
+const char *tg_sysinfo_openssl_headers(void);
+/* Major.minor of runtime and headers differ (ABI risk). */
+bool tg_sysinfo_openssl_mismatch(void);
+
+/* ---- /proc/PID/stat ---- */
+
+/*
+ * Parse the text of /proc/PID/stat: utime and stime (fields 14, 15) in clock
+ * ticks. Fields are counted after the LAST ')' because comm (field 2) may
+ * contain spaces and parentheses. Returns TG_OK or TG_EPROTO.
+ */
+int tg_sysinfo_parse_stat(const char *text, size_t len, uint64_t *utime_ticks,
+                          uint64_t *stime_ticks) TG_MUST_CHECK;
+/*
+ * utime + stime of process pid (0: this process), all threads, in
+ * nanoseconds (tick resolution, usually 10 ms). TG_EIO if /proc/PID/stat
+ * cannot be read, TG_EPROTO if it does not parse.
+ */
+int tg_sysinfo_proc_cpu_ns(pid_t pid, uint64_t *utime_stime_ns) TG_MUST_CHECK;
+
+#endif

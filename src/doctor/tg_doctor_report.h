@@ -1,0 +1,104 @@
+/*
+ * tg_doctor_report: the machinery behind `tlsgate doctor` (internal to
+ * src/doctor; used by tg_doctor.c and tests/unit/test_doctor.c).
+ *
+ * Two steps, so tests can check the formatting without the real machine or
+ * the real provider registry:
+ *   tg_doctor_collect()  gathers facts (sysinfo) and probes the providers it
+ *                        is given (global_init / doctor / global_cleanup);
+ *   tg_doctor_render_*() turn facts into text or JSON, pure functions.
+ *
+ * Threading: main thread, before any worker starts (provider global_init and
+ * global_cleanup are main-thread-only by the keyprov contract).
+ */
+#ifndef TG_DOCTOR_REPORT_H
+#define TG_DOCTOR_REPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/tg_buf.h"
+#include "core/tg_sysinfo.h"
+
+struct tg_keyprov_ops;
+
+struct tg_doctor_opts {
+    const char *sysfs_root;   /* NULL: "/sys" */
+    const char *dev_root;     /* NULL: "/dev" (for /dev/vfio/<group>) */
+    const char *cpuinfo_path; /* NULL: "/proc/cpuinfo" */
+};
+
+/* Access to /dev/vfio/<group> for a vfio-pci bound device. */
+enum tg_doctor_vfio {
+    TG_DOCTOR_VFIO_NA,      /* not bound to vfio-pci, or no IOMMU group */
+    TG_DOCTOR_VFIO_RW,      /* exists and is read-write for us */
+    TG_DOCTOR_VFIO_DENIED,  /* exists, no access (chmod a+rw /dev/vfio/N, or run as its owner) */
+    TG_DOCTOR_VFIO_MISSING, /* no device node */
+};
+
+struct tg_doctor_prov {
+    const char *name;        /* static, from the ops table */
+    const char *description; /* static, "" when the table has none */
+    int rc;                  /* global_init result; TG_OK = available */
+    char why[256];           /* reason when rc != TG_OK (never empty then) */
+    struct tg_buf lines;     /* ops->doctor output, possibly empty */
+};
+
+struct tg_doctor_facts {
+    const char *version; /* TG_VERSION */
+    const char *ossl_runtime;
+    const char *ossl_headers;
+    bool ossl_mismatch;
+
+    int cpuinfo_rc; /* TG_OK, or why the cpuinfo columns are empty */
+    struct tg_cpuinfo cpuinfo;
+    struct tg_cpuid_info cpuid;
+    long cpus_online, cpus_allowed;
+    bool fake_no_ifma; /* TG_FAKE_NO_IFMA in effect */
+    bool ifma_gate;    /* tg_sysinfo_cpu_has_avx512_ifma() */
+
+    bool ia32cap_set;   /* OPENSSL_ia32cap in the environment */
+    char ia32cap[128];  /* its value (truncated) */
+    bool ossl_rsaz_cpu; /* OpenSSL would take its AVX-512 RSA path on this CPU... */
+    bool ossl_rsaz_eff; /* ...and still does with OPENSSL_ia32cap applied */
+
+    char sysfs_root[256];
+    int qat_rc; /* TG_OK or TG_EUNAVAIL (no PCI sysfs) */
+    struct tg_qat_dev *qat;
+    enum tg_doctor_vfio *vfio; /* parallel to qat */
+    size_t n_qat, qat_found;
+    int iommu_groups; /* -1 unknown */
+
+    int memlock_rc;
+    struct tg_memlock memlock;
+    enum tg_memlock_verdict memlock_verdict;
+    char memlock_advice[512];
+
+    struct tg_doctor_prov *provs;
+    size_t n_provs;
+};
+
+/*
+ * Fill f. provs[0..n) are probed in order: global_init (TG_OK = available),
+ * then ops->doctor (while initialised, so it can describe what it found),
+ * then global_cleanup only if global_init succeeded. opts may be NULL.
+ * Returns TG_OK or TG_ENOMEM; on failure f is still safe to free.
+ * Free with tg_doctor_facts_free().
+ */
+int tg_doctor_collect(const struct tg_doctor_opts *opts, const struct tg_keyprov_ops *const *provs,
+                      size_t n, struct tg_doctor_facts *f) TG_MUST_CHECK;
+void tg_doctor_facts_free(struct tg_doctor_facts *f);
+
+/* Human-readable report, fixed-width columns. Appends to out. */
+void tg_doctor_render_text(const struct tg_doctor_facts *f, struct tg_buf *out);
+/* The same facts as one JSON object (and a trailing newline). Appends to out. */
+void tg_doctor_render_json(const struct tg_doctor_facts *f, struct tg_buf *out);
+
+/* collect + render + free. Returns TG_OK or TG_ENOMEM. */
+int tg_doctor_report(const struct tg_doctor_opts *opts, const struct tg_keyprov_ops *const *provs,
+                     size_t n, bool json, struct tg_buf *out) TG_MUST_CHECK;
+
+/* Append s as a JSON string literal (quotes included). */
+void tg_doctor_json_str(struct tg_buf *out, const char *s);
+
+#endif
