@@ -29,7 +29,7 @@ fi
 packages=(
   build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
   libssl-dev openssl libev-dev libyaml-dev libcmocka-dev
-  valgrind curl python3 procps iproute2 psmisc
+  valgrind curl python3 procps iproute2 psmisc jq linux-perf
   hey wrk gnuplot-nox
   nginx-light libnginx-mod-stream haproxy hitch
 )
