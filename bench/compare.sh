@@ -33,6 +33,8 @@ Peers (names for TG_BENCH_PEERS):
   hitch                      hitch, 1 worker (hitch.conf)
   tlsgate-software           tlsgate, provider software (tlsgate-software.yaml)
   tlsgate-deferred           tlsgate, provider deferred, delay 0 (tlsgate-deferred.yaml)
+  tlsgate-cryptomb           tlsgate, provider cryptomb (tlsgate-cryptomb.yaml)
+  tlsgate-<name>             any bench/peers/tlsgate-<name>.yaml
   tlsgate-software-noavx512  tlsgate software under OPENSSL_ia32cap="$MASK_AVX512"
   nginx-noavx512             nginx under OPENSSL_ia32cap="$MASK_AVX512"
   (any peer name + "-noavx512" masks AVX-512 for that peer)
@@ -113,7 +115,7 @@ peer_masked() { [ "${1%-noavx512}" != "$1" ]; }
 peer_kind() {
   case "$(peer_base "$1")" in
     nginx | haproxy | hitch) peer_base "$1" ;;
-    tlsgate-software | tlsgate-deferred) echo tlsgate ;;
+    tlsgate-*) [ -f "$PEER_DIR/$(peer_base "$1").yaml" ] && echo tlsgate ;;
     *) return 1 ;;
   esac
 }

@@ -159,7 +159,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     init_once();
     struct tg_keyprov_set *set = NULL;
-    fatal_if(tg_keyprov_set_new(g_loop, 0, &set) != TG_OK);
+    fatal_if(tg_keyprov_set_new(g_loop, 0, NULL, &set) != TG_OK);
     tg_keyprov_set_current(set);
     struct slot slots[SLOTS];
     memset(slots, 0, sizeof(slots));

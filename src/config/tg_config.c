@@ -708,6 +708,7 @@ static int tg_cp_addr(struct tg_cp *cp, const yaml_node_t *n, bool allow_port0,
     }
     tg_conf_addr_clear(out);
     *out = a;
+    out->mark = tg_cp_mark(cp, n);
     return TG_OK;
 }
 
@@ -1322,7 +1323,12 @@ static int tg_cp_tls(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_tls 
     TG_GUARD(tg_cp_opt_bool(cp, n, "session_resumption", &t->session_resumption));
     TG_GUARD(tg_cp_opt_string(cp, n, "cipher_list", &t->cipher_list));
     TG_GUARD(tg_cp_opt_string(cp, n, "cipher_suites", &t->cipher_suites));
+    if ((v = tg_cp_get(cp, n, "cipher_list", NULL)) != NULL)
+        t->cipher_list_mark = tg_cp_mark(cp, v);
+    if ((v = tg_cp_get(cp, n, "cipher_suites", NULL)) != NULL)
+        t->cipher_suites_mark = tg_cp_mark(cp, v);
     if ((v = tg_cp_get(cp, n, "groups", NULL)) != NULL) {
+        t->groups_mark = tg_cp_mark(cp, v);
         o = tg_cp_push_key(cp, "groups");
         rc = tg_cp_groups(cp, v, t);
         tg_cp_pop(cp, o);

@@ -40,6 +40,7 @@ struct tg_conf_addr {
     char *text;
     struct sockaddr_storage ss;
     socklen_t len;
+    struct tg_conf_mark mark; /* of the address value (line 0 when built in code) */
 };
 
 /*
@@ -106,6 +107,8 @@ struct tg_conf_tls {
     char *cipher_list;       /* TLS 1.2 ciphers; NULL = tlsgate default (ECDHE only) */
     char *cipher_suites;     /* TLS 1.3 suites; NULL = OpenSSL default */
     char *groups;            /* key exchange groups; NULL = "X25519:P-256:P-384" */
+    /* Where cipher_list, cipher_suites and groups stood (for errors found later). */
+    struct tg_conf_mark cipher_list_mark, cipher_suites_mark, groups_mark;
     struct tg_conf_mark mark;
 };
 

@@ -58,12 +58,64 @@ void tg_keyop_init(struct tg_keyop *op, enum tg_keyop_type type)
  * initialised context, which saves a fetch and an allocation per handshake. */
 static _Thread_local EVP_PKEY_CTX *tg_sw_keygen_ctx[TG_GROUP_COUNT];
 
+/* Per-thread signing contexts, by key and parameters: EVP_PKEY_sign may be
+ * called again on an initialised context (PSS draws a fresh salt each time),
+ * which saves the algorithm fetch, the property look-ups and two allocations
+ * per signature. A handful of entries covers every certificate of a worker;
+ * a miss simply builds a new context. */
+#define TG_SW_SIGN_CACHE 8
+struct tg_sw_sign_entry {
+    EVP_PKEY *key; /* referenced by ctx */
+    const EVP_MD *md;
+    const EVP_MD *mgf1;
+    int padding;
+    int saltlen;
+    EVP_PKEY_CTX *ctx;
+};
+static _Thread_local struct tg_sw_sign_entry tg_sw_sign_cache[TG_SW_SIGN_CACHE];
+static _Thread_local unsigned tg_sw_sign_next;
+
 void tg_keyop_sw_thread_cleanup(void)
 {
     for (int g = 0; g < TG_GROUP_COUNT; g++) {
         EVP_PKEY_CTX_free(tg_sw_keygen_ctx[g]);
         tg_sw_keygen_ctx[g] = NULL;
     }
+    for (int i = 0; i < TG_SW_SIGN_CACHE; i++) {
+        EVP_PKEY_CTX_free(tg_sw_sign_cache[i].ctx);
+        memset(&tg_sw_sign_cache[i], 0, sizeof(tg_sw_sign_cache[i]));
+    }
+}
+
+static EVP_PKEY_CTX *tg_sw_sign_ctx(const struct tg_keyop *op)
+{
+    bool rsa = op->type == TG_KEYOP_RSA_SIGN;
+    const EVP_MD *mgf1 =
+        rsa && op->rsa_padding == TG_RSA_PAD_PSS ? (op->mgf1_md ? op->mgf1_md : op->md) : NULL;
+    int saltlen = rsa && op->rsa_padding == TG_RSA_PAD_PSS ? op->pss_saltlen : 0;
+    for (int i = 0; i < TG_SW_SIGN_CACHE; i++) {
+        struct tg_sw_sign_entry *e = &tg_sw_sign_cache[i];
+        if (e->ctx != NULL && e->key == op->pkey->sw && e->md == (rsa ? op->md : NULL) &&
+            e->padding == (rsa ? op->rsa_padding : 0) && e->saltlen == saltlen && e->mgf1 == mgf1)
+            return e->ctx;
+    }
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, op->pkey->sw, TG_SW_PROPQ);
+    if (ctx == NULL || EVP_PKEY_sign_init(ctx) <= 0)
+        goto fail;
+    if (rsa && (EVP_PKEY_CTX_set_rsa_padding(ctx, op->rsa_padding) <= 0 ||
+                EVP_PKEY_CTX_set_signature_md(ctx, op->md) <= 0))
+        goto fail;
+    if (mgf1 != NULL && (EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, saltlen) <= 0 ||
+                         EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, mgf1) <= 0))
+        goto fail;
+    struct tg_sw_sign_entry *e = &tg_sw_sign_cache[tg_sw_sign_next++ % TG_SW_SIGN_CACHE];
+    EVP_PKEY_CTX_free(e->ctx);
+    *e = (struct tg_sw_sign_entry){
+        op->pkey->sw, rsa ? op->md : NULL, mgf1, rsa ? op->rsa_padding : 0, saltlen, ctx};
+    return ctx;
+fail:
+    EVP_PKEY_CTX_free(ctx);
+    return NULL;
 }
 
 static EVP_PKEY_CTX *tg_sw_keygen_ctx_get(enum tg_group g)
@@ -81,40 +133,15 @@ static EVP_PKEY_CTX *tg_sw_keygen_ctx_get(enum tg_group g)
     return ctx;
 }
 
-static int tg_sw_rsa_sign(struct tg_keyop *op)
+/* RSA (PKCS#1 v1.5 or PSS) and ECDSA signatures of op->in. */
+static int tg_sw_sign(struct tg_keyop *op)
 {
-    int rc = TG_ECRYPTO;
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, op->pkey->sw, TG_SW_PROPQ);
+    EVP_PKEY_CTX *ctx = tg_sw_sign_ctx(op);
     size_t outlen = sizeof(op->out);
-    if (ctx == NULL || EVP_PKEY_sign_init(ctx) <= 0 ||
-        EVP_PKEY_CTX_set_rsa_padding(ctx, op->rsa_padding) <= 0 ||
-        EVP_PKEY_CTX_set_signature_md(ctx, op->md) <= 0)
-        goto out;
-    if (op->rsa_padding == TG_RSA_PAD_PSS &&
-        (EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, op->pss_saltlen) <= 0 ||
-         EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, op->mgf1_md ? op->mgf1_md : op->md) <= 0))
-        goto out;
-    if (EVP_PKEY_sign(ctx, op->out, &outlen, op->in, op->inlen) <= 0)
-        goto out;
+    if (ctx == NULL || EVP_PKEY_sign(ctx, op->out, &outlen, op->in, op->inlen) <= 0)
+        return TG_ECRYPTO;
     op->outlen = outlen;
-    rc = TG_OK;
-out:
-    EVP_PKEY_CTX_free(ctx);
-    return rc;
-}
-
-static int tg_sw_ecdsa_sign(struct tg_keyop *op)
-{
-    int rc = TG_ECRYPTO;
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, op->pkey->sw, TG_SW_PROPQ);
-    size_t outlen = sizeof(op->out);
-    if (ctx != NULL && EVP_PKEY_sign_init(ctx) > 0 &&
-        EVP_PKEY_sign(ctx, op->out, &outlen, op->in, op->inlen) > 0) {
-        op->outlen = outlen;
-        rc = TG_OK;
-    }
-    EVP_PKEY_CTX_free(ctx);
-    return rc;
+    return TG_OK;
 }
 
 static int tg_sw_kx_keygen(struct tg_keyop *op)
@@ -182,10 +209,10 @@ int tg_keyop_compute_sw(struct tg_keyop *op)
     int rc;
     switch (op->type) {
     case TG_KEYOP_RSA_SIGN:
-        rc = op->pkey && op->pkey->type == TG_PKEY_RSA ? tg_sw_rsa_sign(op) : TG_EINVAL;
+        rc = op->pkey && op->pkey->type == TG_PKEY_RSA && op->md ? tg_sw_sign(op) : TG_EINVAL;
         break;
     case TG_KEYOP_ECDSA_SIGN:
-        rc = op->pkey && op->pkey->type == TG_PKEY_EC ? tg_sw_ecdsa_sign(op) : TG_EINVAL;
+        rc = op->pkey && op->pkey->type == TG_PKEY_EC ? tg_sw_sign(op) : TG_EINVAL;
         break;
     case TG_KEYOP_KX_KEYGEN:
         rc = op->kx ? tg_sw_kx_keygen(op) : TG_EINVAL;

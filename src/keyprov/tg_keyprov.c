@@ -16,6 +16,7 @@
 static const struct tg_keyprov_ops *const tg_providers[] = {
     &tg_kp_software_ops,
     &tg_kp_deferred_ops,
+    &tg_kp_cryptomb_ops,
 };
 #define TG_NPROV TG_ARRAY_LEN(tg_providers)
 
@@ -87,6 +88,7 @@ static int tg_keyprov_global_init(int slot, const char **why)
 
 void tg_keyprov_shutdown(void)
 {
+    tg_keyop_sw_thread_cleanup(); /* the calling thread's cached contexts */
     for (size_t i = 0; i < TG_NPROV; i++) {
         if (tg_kp_global.init[i] == TG_INIT_OK && tg_providers[i]->global_cleanup)
             tg_providers[i]->global_cleanup();
@@ -238,7 +240,10 @@ struct tg_keyprov_stats *tg_keyprov_current_stats(const struct tg_keyprov_bindin
     return &set->stats[b->slot];
 }
 
-int tg_keyprov_set_new(struct ev_loop *loop, int worker_id, struct tg_keyprov_set **out)
+static const size_t tg_kp_no_handshakes = 0;
+
+int tg_keyprov_set_new(struct ev_loop *loop, int worker_id, const size_t *handshaking,
+                       struct tg_keyprov_set **out)
 {
     *out = NULL;
     struct tg_keyprov_set *set = calloc(1, sizeof(*set));
@@ -250,7 +255,8 @@ int tg_keyprov_set_new(struct ev_loop *loop, int worker_id, struct tg_keyprov_se
     for (size_t i = 0; i < TG_NPROV; i++) {
         if (!tg_kp_global.used[i] || tg_providers[i]->worker_init == NULL)
             continue;
-        struct tg_keyprov_worker w = {loop, worker_id, &set->stats[i]};
+        struct tg_keyprov_worker w = {loop, worker_id, &set->stats[i],
+                                      handshaking ? handshaking : &tg_kp_no_handshakes};
         int rc = tg_providers[i]->worker_init(&w, &set->state[i]);
         if (rc != TG_OK) {
             TG_ERROR("worker %d: provider '%s' failed to start: %s", worker_id,

@@ -161,6 +161,10 @@ struct tg_keyprov_worker {
     struct ev_loop *loop;
     int worker_id;
     struct tg_keyprov_stats *stats; /* this provider's block on this worker */
+    /* Connections of this worker in a TLS handshake now (never NULL; points
+     * at 0 outside a gateway). A batching provider waits for company only
+     * while other handshakes are in flight to provide it. */
+    const size_t *handshaking;
 };
 
 struct tg_keyprov_ops {
@@ -247,7 +251,9 @@ void tg_keyprov_shutdown(void);
  * current set; the bridge finds a binding's state through it.
  */
 struct tg_keyprov_set;
-int tg_keyprov_set_new(struct ev_loop *loop, int worker_id,
+/* handshaking: the worker's count of connections in a handshake (may be
+ * NULL: then providers see 0 and never wait for company). */
+int tg_keyprov_set_new(struct ev_loop *loop, int worker_id, const size_t *handshaking,
                        struct tg_keyprov_set **out) TG_MUST_CHECK;
 /* Complete every pending operation now (tg_keyprov_ops.drain); waiting jobs
  * get their wake-ups. The set stays usable. */

@@ -76,9 +76,18 @@ static double tg_ns_s(uint64_t ns)
 
 /* ---- close path ---- */
 
+static void tg_conn_handshake_over(struct tg_conn *c)
+{
+    if (c->in_handshake) {
+        c->in_handshake = false;
+        c->w->n_handshaking--;
+    }
+}
+
 static void tg_conn_finalize(struct tg_conn *c, int stat)
 {
     struct tg_worker *w = c->w;
+    tg_conn_handshake_over(c);
     struct ev_loop *loop = w->loop;
     ev_io_stop(loop, &c->cio);
     ev_io_stop(loop, &c->uio);
@@ -160,6 +169,10 @@ static void tg_conn_upstream_connected(struct tg_conn *c)
     c->c2u = (struct tg_pipe){(char *)c->bufmem, cap, 0, 0};
     c->u2c = (struct tg_pipe){(char *)c->bufmem + cap, cap, 0, 0};
     tg_conn_set_state(c, TG_CONN_PROXYING);
+    /* The client may have sent its first bytes with its Finished message;
+     * the upstream speaks when spoken to, or its socket will say so. */
+    c->client_maybe_readable = true;
+    c->upstream_maybe_readable = false;
     c->t_active_ns = tg_now_ns();
     tg_conn_timer_after(c, tg_ns_s(w->cfg->limits.idle_timeout_ns));
     tg_conn_pump(c);
@@ -205,6 +218,7 @@ static void tg_conn_connect(struct tg_conn *c)
 static void tg_conn_handshake_done(struct tg_conn *c)
 {
     struct tg_worker *w = c->w;
+    tg_conn_handshake_over(c);
     /* No private-key operation happens after the handshake: stop paying
      * for an ASYNC job on every read and write. */
     SSL_clear_mode(c->ssl, SSL_MODE_ASYNC);
@@ -293,6 +307,8 @@ void tg_conn_resume(struct tg_conn *c)
     if (c->state == TG_CONN_KEYOP_WAIT || c->state == TG_CONN_HANDSHAKING ||
         c->state == TG_CONN_ACCEPTED)
         tg_conn_handshake(c);
+    else if (c->state == TG_CONN_PROXYING)
+        tg_conn_pump(c);
 }
 
 /* ---- proxying ---- */
@@ -316,8 +332,11 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
     struct tg_worker *w = c->w;
     struct tg_pipe *cu = &c->c2u, *uc = &c->u2c;
 
-    /* client -> buffer */
-    if (!c->client_eof && cu->len < cu->cap) {
+    /* client -> buffer: only when the socket said it had something, or
+     * OpenSSL holds bytes it read ahead; a read that would block is a wasted
+     * system call. */
+    if (!c->client_eof && cu->len < cu->cap &&
+        (c->client_maybe_readable || SSL_has_pending(c->ssl))) {
         tg_ssl_enter(c);
         int n = SSL_read(c->ssl, cu->data + cu->len, (int)(cu->cap - cu->len));
         int err = n > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, n);
@@ -328,6 +347,7 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
             *progress = true;
         } else if (err == SSL_ERROR_WANT_READ) {
             c->ssl_read_wants = EV_READ;
+            c->client_maybe_readable = false;
         } else if (err == SSL_ERROR_WANT_WRITE) {
             c->ssl_read_wants = EV_WRITE;
         } else if (err == SSL_ERROR_ZERO_RETURN) {
@@ -345,6 +365,9 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
         if (n > 0) {
             cu->off += (size_t)n;
             tg_stat_add(&w->stats, TG_STAT_BYTES_FROM_CLIENT, (uint64_t)n);
+            /* A nearby upstream often answers before the loop comes back:
+             * look once, it can save a poll round trip. */
+            c->upstream_maybe_readable = true;
             if (cu->off == cu->len)
                 cu->off = cu->len = 0;
             *progress = true;
@@ -356,12 +379,15 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
         }
     }
     if (c->client_eof && cu->len == 0 && !c->upstream_shut) {
-        (void)shutdown(c->ufd, SHUT_WR);
+        /* When the upstream has finished too, close() follows at once and
+         * says the same thing: skip the system call. */
+        if (!c->upstream_eof)
+            (void)shutdown(c->ufd, SHUT_WR);
         c->upstream_shut = true;
         *progress = true;
     }
     /* upstream -> buffer */
-    if (!c->upstream_eof && uc->len < uc->cap) {
+    if (!c->upstream_eof && uc->len < uc->cap && c->upstream_maybe_readable) {
         ssize_t n = recv(c->ufd, uc->data + uc->len, uc->cap - uc->len, 0);
         if (n > 0) {
             uc->len += (size_t)n;
@@ -369,7 +395,9 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
         } else if (n == 0) {
             c->upstream_eof = true;
             *progress = true;
-        } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            c->upstream_maybe_readable = false;
+        } else if (errno != EINTR) {
             tg_conn_upstream_error(c);
             return false;
         }
@@ -401,7 +429,8 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
         (void)SSL_shutdown(c->ssl); /* close_notify */
         tg_ssl_leave();
         ERR_clear_error();
-        (void)shutdown(c->cfd, SHUT_WR);
+        if (!c->upstream_shut) /* else close() follows at once */
+            (void)shutdown(c->cfd, SHUT_WR);
         c->client_shut = true;
         *progress = true;
     }
@@ -414,10 +443,10 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
 
 static void tg_conn_pump(struct tg_conn *c)
 {
-    bool any = false;
+    bool any = false, progress = false;
     /* Bounded so that one busy connection cannot starve the others. */
     for (int round = 0; round < 8; round++) {
-        bool progress = false;
+        progress = false;
         if (!tg_conn_pump_once(c, &progress))
             return;
         if (!progress)
@@ -426,6 +455,12 @@ static void tg_conn_pump(struct tg_conn *c)
     }
     if (any)
         c->t_active_ns = tg_now_ns();
+    /* Bytes OpenSSL already holds raise no socket event: if the round limit
+     * stopped us, or decrypted data waits while the buffer has room, come
+     * back when the loop is about to block instead of waiting for a socket
+     * event that may never come. */
+    if (progress || (!c->client_eof && c->c2u.len < c->c2u.cap && SSL_has_pending(c->ssl)))
+        tg_worker_make_ready(c->w, c);
     struct tg_pipe *cu = &c->c2u, *uc = &c->u2c;
     int cev = 0, uev = 0;
     if (!c->client_eof && cu->len < cu->cap)
@@ -459,6 +494,7 @@ static void tg_conn_client_cb(struct ev_loop *loop, ev_io *io, int revents)
         tg_conn_handshake(c);
         break;
     case TG_CONN_PROXYING:
+        c->client_maybe_readable = true;
         tg_conn_pump(c);
         break;
     default:
@@ -484,10 +520,13 @@ static void tg_conn_upstream_cb(struct ev_loop *loop, ev_io *io, int revents)
             tg_conn_upstream_connected(c);
         return;
     }
-    if (c->state == TG_CONN_PROXYING)
+    if (c->state == TG_CONN_PROXYING) {
+        if (revents & EV_READ)
+            c->upstream_maybe_readable = true;
         tg_conn_pump(c);
-    else
+    } else {
         ev_io_stop(loop, io);
+    }
 }
 
 static void tg_conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -537,8 +576,7 @@ void tg_conn_accept(struct tg_wlistener *l, int fd)
         tg_gateway_conn_release(w->gw);
         return;
     }
-    int one = 1;
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* TCP_NODELAY comes from the listening socket. */
     c->w = w;
     c->l = l;
     c->cfd = fd;
@@ -561,6 +599,8 @@ void tg_conn_accept(struct tg_wlistener *l, int fd)
         w->conns->prev = c;
     w->conns = c;
     w->n_conns++;
+    c->in_handshake = true;
+    w->n_handshaking++;
     tg_stat_inc(&w->stats, TG_STAT_CONN_ACCEPTED);
     tg_stat_inc(&w->stats, TG_STAT_CONN_OPENED);
     /* The ClientHello usually follows the connect closely: try at once

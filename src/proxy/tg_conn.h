@@ -75,8 +75,11 @@ struct tg_conn {
     int ssl_read_wants; /* 0, EV_READ or EV_WRITE */
     int ssl_write_wants;
     bool upstream_write_blocked;
-    bool in_job;  /* paused ASYNC job */
-    bool closing; /* close requested while in_job */
+    bool client_maybe_readable; /* an event or EOF may be waiting */
+    bool upstream_maybe_readable;
+    bool in_handshake; /* counted in the worker's n_handshaking */
+    bool in_job;       /* paused ASYNC job */
+    bool closing;      /* close requested while in_job */
     bool on_ready;
     int close_stat;              /* enum tg_core_stat of the close reason */
     struct tg_conn *prev, *next; /* worker's list */

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/async.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -31,6 +32,9 @@ static int tg_listen_socket(const struct sockaddr_storage *ss, socklen_t len, in
         goto fail;
     if (ss->ss_family == AF_INET6)
         (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    /* Accepted sockets inherit it: one system call per listener instead of
+     * one per connection. */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (bind(fd, (const struct sockaddr *)ss, len) < 0 || listen(fd, backlog) < 0)
         goto fail;
     return fd;
@@ -50,8 +54,10 @@ int tg_worker_open_listeners(struct tg_worker *workers, int n, size_t li,
         int e = 0;
         int fd = tg_listen_socket(&ss, len, conf->backlog, &e);
         if (fd < 0) {
-            tg_conf_error(err, errlen, &conf->mark, conf->path, "cannot listen on %s: %s",
-                          conf->addr.text, strerror(e));
+            char path[512];
+            snprintf(path, sizeof(path), "%s.address", conf->path);
+            tg_conf_error(err, errlen, conf->addr.mark.line > 0 ? &conf->addr.mark : &conf->mark,
+                          path, "cannot listen on %s: %s", conf->addr.text, strerror(e));
             return TG_EIO;
         }
         if (i == 0) {
@@ -305,7 +311,7 @@ void *tg_worker_main(void *arg)
         tg_log_openssl_errors(TG_LOG_WARN, "ASYNC_init_thread");
         TG_WARN("ASYNC job pool not initialised; jobs will be created on demand");
     }
-    int rc = tg_keyprov_set_new(w->loop, w->id, &w->kp);
+    int rc = tg_keyprov_set_new(w->loop, w->id, &w->n_handshaking, &w->kp);
     if (rc != TG_OK) {
         TG_ERROR("worker %d cannot start its key providers: %s", w->id, tg_strerror(rc));
         goto out;

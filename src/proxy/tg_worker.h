@@ -55,6 +55,7 @@ struct tg_worker {
 
     struct tg_conn *conns; /* all open connections (doubly linked) */
     size_t n_conns;
+    size_t n_handshaking;  /* of those, in a TLS handshake (providers read it) */
     struct tg_conn *ready; /* connections to resume (singly linked) */
     struct tg_conn *ready_tail;
 

@@ -265,6 +265,13 @@ static int tg_sni_cb(SSL *ssl, int *alert, void *arg)
     return SSL_TLSEXT_ERR_OK; /* unknown name: the default certificate */
 }
 
+/* The mark of a key when it was set in the file, else its parent's. */
+static const struct tg_conf_mark *tg_mark_or(const struct tg_conf_mark *m,
+                                             const struct tg_conf_mark *parent)
+{
+    return m->line > 0 ? m : parent;
+}
+
 static int tg_ctx_configure(struct tg_tls_listener *t, struct tg_tls_ctx *tc,
                             const struct tg_conf_listener *conf, SSL_async_callback_fn async_cb,
                             char *err, size_t errlen)
@@ -287,6 +294,9 @@ static int tg_ctx_configure(struct tg_tls_listener *t, struct tg_tls_ctx *tc,
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_NO_AUTO_CHAIN |
                               SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_async_callback(ctx, async_cb);
+    /* Read whole socket buffers instead of a record header and then its
+     * body: half the read(2) calls. The pump drains what OpenSSL buffered. */
+    SSL_CTX_set_read_ahead(ctx, 1);
     if (!SSL_CTX_set_min_proto_version(ctx, tls->min_version) ||
         !SSL_CTX_set_max_proto_version(ctx, tls->max_version)) {
         tg_conf_error(err, errlen, &tls->mark, conf->path, "unsupported TLS version range");
@@ -304,22 +314,24 @@ static int tg_ctx_configure(struct tg_tls_listener *t, struct tg_tls_ctx *tc,
     }
     snprintf(path, sizeof(path), "%s.tls.cipher_list", conf->path);
     if (!SSL_CTX_set_cipher_list(ctx, tls->cipher_list ? tls->cipher_list : TG_DEFAULT_CIPHERS)) {
-        tg_conf_error(err, errlen, &tls->mark, path, "no usable cipher in '%s'",
+        tg_conf_error(err, errlen, tg_mark_or(&tls->cipher_list_mark, &tls->mark), path,
+                      "no usable cipher in '%s'",
                       tls->cipher_list ? tls->cipher_list : TG_DEFAULT_CIPHERS);
         ERR_clear_error();
         return TG_ECONFIG;
     }
     snprintf(path, sizeof(path), "%s.tls.cipher_suites", conf->path);
     if (tls->cipher_suites != NULL && !SSL_CTX_set_ciphersuites(ctx, tls->cipher_suites)) {
-        tg_conf_error(err, errlen, &tls->mark, path, "invalid TLS 1.3 cipher suites '%s'",
-                      tls->cipher_suites);
+        tg_conf_error(err, errlen, tg_mark_or(&tls->cipher_suites_mark, &tls->mark), path,
+                      "invalid TLS 1.3 cipher suites '%s'", tls->cipher_suites);
         ERR_clear_error();
         return TG_ECONFIG;
     }
     /* Explicit groups: a provider's TLS-GROUP list must not reorder them. */
     snprintf(path, sizeof(path), "%s.tls.groups", conf->path);
     if (!SSL_CTX_set1_groups_list(ctx, tls->groups ? tls->groups : TG_DEFAULT_GROUPS)) {
-        tg_conf_error(err, errlen, &tls->mark, path, "invalid or unsupported groups '%s'",
+        tg_conf_error(err, errlen, tg_mark_or(&tls->groups_mark, &tls->mark), path,
+                      "invalid or unsupported groups '%s'",
                       tls->groups ? tls->groups : TG_DEFAULT_GROUPS);
         ERR_clear_error();
         return TG_ECONFIG;

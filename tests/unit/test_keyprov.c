@@ -116,7 +116,7 @@ static void test_set_lifecycle(void **state)
     assert_int_equal(tg_keyprov_bind(&c, NULL, &b, err, sizeof(err)), TG_OK);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     struct tg_keyprov_set *set = NULL;
-    assert_int_equal(tg_keyprov_set_new(loop, 3, &set), TG_OK);
+    assert_int_equal(tg_keyprov_set_new(loop, 3, NULL, &set), TG_OK);
     tg_keyprov_set_current(set);
     assert_ptr_equal(tg_keyprov_set_current_get(), set);
     assert_non_null(tg_keyprov_current_stats(b));

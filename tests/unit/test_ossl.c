@@ -232,7 +232,7 @@ static void async_env_init(struct async_env *e)
 {
     e->loop = ev_loop_new(EVFLAG_AUTO);
     assert_non_null(e->loop);
-    assert_int_equal(tg_keyprov_set_new(e->loop, 0, &e->set), TG_OK);
+    assert_int_equal(tg_keyprov_set_new(e->loop, 0, NULL, &e->set), TG_OK);
     tg_keyprov_set_current(e->set);
 }
 

@@ -1,0 +1,655 @@
+/*
+ * The cryptomb provider: Intel ipp-crypto multi-buffer (AVX-512 IFMA) runs
+ * up to 8 operations of one kind in a single pass. This file is the policy;
+ * the arithmetic is in tg_mb_ops.c behind the crypto_mb shim (tg_mb.c).
+ *
+ * Queues: one per worker per operation kind (RSA-2048/3072/4096 sign, ECDSA
+ * P-256/P-384 sign, X25519/P-256/P-384 keygen and derive), shared by every
+ * certificate of that size. Batches run on the loop's own stack, never in an
+ * ASYNC job (32 KiB stacks): from the worker's flush (the loop is about to
+ * block) or from the poll_delay timer.
+ *
+ * Policy, per kind, with costs calibrated at start-up on this CPU:
+ *  - every full batch of 8 runs at the next flush ("full");
+ *  - a partial batch runs as one mb8 call when that is cheaper than running
+ *    its ops one by one in OpenSSL ("idle"), else scalar ("scalar");
+ *  - a partial batch smaller than the break-even point waits for company only
+ *    if the recent arrival rate says company will come before its oldest op's
+ *    poll_delay deadline ("timer" if the deadline fires first);
+ *  - at submit, an op that would run alone anyway (empty queue, arrival rate
+ *    too low to fill a batch in time) is computed inline in software: no
+ *    pause at all, so latency at low load equals the software provider's.
+ * Ephemeral keys come from a per-worker pool of single-use key pairs, refilled
+ * in mb8 batches from the flush; a keygen served from the pool never pauses.
+ */
+#include <ev.h>
+#include <openssl/obj_mac.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/tg_log.h"
+#include "core/tg_time.h"
+#include "keyprov/tg_keyprov.h"
+#include "keyprov/tg_keyprov_internal.h"
+#include "keyprov/tg_mb.h"
+#include "keyprov/tg_mb_bench.h"
+#include "keyprov/tg_mb_ops.h"
+
+#define TG_CMB_LANES      TG_MB_LANES
+#define TG_CMB_POOL_MAX   1024
+#define TG_CMB_KIND_COUNT TG_MB_KIND_COUNT
+#define TG_CMB_NONE       TG_MB_KIND_COUNT
+
+enum tg_cmb_partial { TG_CMB_PARTIAL_AUTO, TG_CMB_PARTIAL_MB, TG_CMB_PARTIAL_SCALAR };
+
+struct tg_cmb_settings {
+    bool fault_check;
+    uint64_t key_pool;
+    enum tg_cmb_partial partial;
+};
+
+/* Process-wide, written at start-up (global_init, supports_key). */
+static struct {
+    bool loaded;
+    struct tg_mb_calib calib;
+    size_t breakeven[TG_CMB_KIND_COUNT]; /* smallest batch worth an mb8 call */
+} tg_cmb;
+
+struct tg_cmb_queue {
+    struct tg_keyop *head, *tail;
+    size_t n;
+};
+
+struct tg_cmb_pool {
+    struct tg_kxkey *keys; /* [cap] */
+    size_t n, cap;
+};
+
+struct tg_cmb_state {
+    struct ev_loop *loop;
+    struct tg_keyprov_stats *stats;
+    const size_t *handshaking; /* the worker's connections in a handshake */
+    struct tg_cmb_queue q[TG_CMB_KIND_COUNT];
+    struct tg_cmb_pool pool[TG_GROUP_COUNT];
+    size_t pending;
+    ev_timer timer;
+    uint64_t timer_at_ns;
+    /* Worker-wide settings: the most demanding binding seen wins. */
+    bool fault_check;
+    size_t pool_target;
+    enum tg_cmb_partial partial;
+};
+
+/* ---- classification ---- */
+
+static enum tg_mb_kind tg_cmb_kind_of(const struct tg_keyop *op)
+{
+    switch (op->type) {
+    case TG_KEYOP_RSA_SIGN:
+    case TG_KEYOP_ECDSA_SIGN:
+        return tg_mb_kind_for_key(op->pkey);
+    case TG_KEYOP_KX_KEYGEN:
+        return tg_mb_kind_keygen(op->kx->group);
+    case TG_KEYOP_KX_DERIVE:
+        return tg_mb_kind_derive(op->kx->group);
+    default:
+        return TG_CMB_NONE;
+    }
+}
+
+/* ---- start-up ---- */
+
+static int tg_cmb_configure(const struct tg_conf_keyprov *conf, void **settings, bool *kx,
+                            char *err, size_t errlen)
+{
+    struct tg_cmb_settings *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return TG_ENOMEM;
+    const struct tg_conf_params *p = &conf->typed_config;
+    const char *partial = "auto";
+    s->fault_check = true;
+    s->key_pool = 64;
+    *kx = true;
+    int rc = tg_conf_params_bool(p, "key_exchange", kx, err, errlen);
+    if (rc == TG_OK)
+        rc = tg_conf_params_bool(p, "fault_check", &s->fault_check, err, errlen);
+    if (rc == TG_OK)
+        rc = tg_conf_params_u64(p, "key_pool", 0, TG_CMB_POOL_MAX, &s->key_pool, err, errlen);
+    if (rc == TG_OK)
+        rc = tg_conf_params_string(p, "partial_batch", &partial, err, errlen);
+    if (rc == TG_OK) {
+        if (strcmp(partial, "auto") == 0) {
+            s->partial = TG_CMB_PARTIAL_AUTO;
+        } else if (strcmp(partial, "mb") == 0) {
+            s->partial = TG_CMB_PARTIAL_MB;
+        } else if (strcmp(partial, "scalar") == 0) {
+            s->partial = TG_CMB_PARTIAL_SCALAR;
+        } else {
+            const struct tg_conf_param *pp = tg_conf_params_get(p, "partial_batch");
+            char path[512];
+            snprintf(path, sizeof(path), "%s.partial_batch", p->path ? p->path : "typed_config");
+            tg_conf_error(err, errlen, &pp->value_mark, path,
+                          "expected 'auto', 'mb' or 'scalar', got '%s'", partial);
+            rc = TG_ECONFIG;
+        }
+    }
+    if (rc == TG_OK)
+        rc = tg_conf_params_check_unused(p, "cryptomb", err, errlen);
+    if (rc != TG_OK) {
+        free(s);
+        return rc;
+    }
+    *settings = s;
+    return TG_OK;
+}
+
+static void tg_cmb_settings_free(void *settings)
+{
+    free(settings);
+}
+
+static const struct tg_cmb_settings tg_cmb_default_settings = {true, 64, TG_CMB_PARTIAL_AUTO};
+
+/* Worker-wide settings from every cryptomb binding: union of demands. */
+static const struct tg_cmb_settings *tg_cmb_settings_of(const struct tg_keyop *op)
+{
+    if (op->binding != NULL && op->binding->ops == &tg_kp_cryptomb_ops &&
+        op->binding->settings != NULL)
+        return op->binding->settings;
+    return &tg_cmb_default_settings;
+}
+
+/* Learn this CPU's costs for the kinds in mask (start-up only). */
+static void tg_cmb_calibrate(const struct tg_pkey *key, unsigned mask)
+{
+    struct tg_mb_calib c;
+    const struct tg_pkey *keys[1] = {key};
+    if (tg_mb_calibrate(key ? keys : NULL, key ? 1 : 0, mask, &c) != TG_OK)
+        return;
+    for (int k = 0; k < TG_CMB_KIND_COUNT; k++) {
+        if (!(mask & TG_MB_KIND_BIT(k)) || !c.valid[k] || tg_cmb.calib.valid[k])
+            continue;
+        tg_cmb.calib.valid[k] = true;
+        tg_cmb.calib.scalar_us[k] = c.scalar_us[k];
+        memcpy(tg_cmb.calib.batch_us[k], c.batch_us[k], sizeof(c.batch_us[k]));
+        tg_cmb.breakeven[k] = tg_mb_calib_min_batch(&tg_cmb.calib, (enum tg_mb_kind)k);
+        TG_INFO("cryptomb: %-17s mb8 call %7.1f us (1 lane) %7.1f us (8 lanes), OpenSSL "
+                "%7.1f us/op: batch from %zu op(s)",
+                tg_mb_kind_name((enum tg_mb_kind)k), c.batch_us[k][1], c.batch_us[k][8],
+                c.scalar_us[k], tg_cmb.breakeven[k]);
+    }
+}
+
+static int tg_cmb_global_init(char *why, size_t whylen)
+{
+    if (tg_mb_load(why, whylen) != TG_OK)
+        return TG_EUNAVAIL;
+    tg_cmb.loaded = true;
+    /* Until a kind is measured, batch from 2 ops: right for every kind on
+     * the CPUs measured so far, and never worse than twice the best. */
+    for (int k = 0; k < TG_CMB_KIND_COUNT; k++)
+        tg_cmb.breakeven[k] = 2;
+    unsigned kx = 0;
+    static const enum tg_group groups[] = {TG_GROUP_X25519, TG_GROUP_P256, TG_GROUP_P384};
+    for (size_t i = 0; i < TG_ARRAY_LEN(groups); i++) {
+        if (tg_mb_group_supported(groups[i]))
+            kx |= TG_MB_KIND_BIT(tg_mb_kind_keygen(groups[i])) |
+                  TG_MB_KIND_BIT(tg_mb_kind_derive(groups[i]));
+    }
+    if (kx != 0)
+        tg_cmb_calibrate(NULL, kx);
+    return TG_OK;
+}
+
+static void tg_cmb_global_cleanup(void)
+{
+    memset(&tg_cmb, 0, sizeof(tg_cmb));
+    tg_mb_unload();
+}
+
+static int tg_cmb_supports_key(const struct tg_pkey *key, char *why, size_t whylen)
+{
+    if (tg_mb_key_supported(key, why, whylen) != TG_OK)
+        return TG_EUNAVAIL;
+    enum tg_mb_kind k = tg_mb_kind_for_key(key);
+    if (k == TG_CMB_NONE) {
+        snprintf(why, whylen, "%s keys are not batched (RSA-2048/3072/4096, P-256, P-384 are)",
+                 key->type == TG_PKEY_RSA ? "this RSA size"
+                 : key->group             ? key->group
+                                          : "EC");
+        return TG_EUNAVAIL;
+    }
+    if (!tg_cmb.calib.valid[k])
+        tg_cmb_calibrate(key, TG_MB_KIND_BIT(k));
+    return TG_OK;
+}
+
+/* ---- per worker ---- */
+
+static void tg_cmb_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
+
+static int tg_cmb_worker_init(const struct tg_keyprov_worker *w, void **state)
+{
+    struct tg_cmb_state *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return TG_ENOMEM;
+    st->loop = w->loop;
+    st->stats = w->stats;
+    st->handshaking = w->handshaking;
+    st->fault_check = true;
+    st->partial = TG_CMB_PARTIAL_AUTO;
+    ev_timer_init(&st->timer, tg_cmb_timer_cb, 0.0, 0.0);
+    st->timer.data = st;
+    *state = st;
+    return TG_OK;
+}
+
+static void tg_cmb_pool_free(struct tg_cmb_pool *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        tg_kxkey_clear(&p->keys[i]);
+    if (p->keys != NULL)
+        OPENSSL_cleanse(p->keys, p->cap * sizeof(*p->keys));
+    free(p->keys);
+    memset(p, 0, sizeof(*p));
+}
+
+static void tg_cmb_worker_cleanup(void *state)
+{
+    struct tg_cmb_state *st = state;
+    if (st->loop != NULL)
+        ev_timer_stop(st->loop, &st->timer);
+    for (int g = 0; g < TG_GROUP_COUNT; g++)
+        tg_cmb_pool_free(&st->pool[g]);
+    free(st);
+}
+
+/* ---- running batches (loop stack only) ---- */
+
+static void tg_cmb_finish(struct tg_cmb_state *st, struct tg_keyop *op, int result,
+                          enum tg_fallback_reason reason)
+{
+    (void)st;
+    if (result == TG_OK || result == TG_EPROTO) {
+        tg_keyop_complete(op, result, reason);
+    } else {
+        /* The lane failed or its result did not verify: software finishes
+         * it; never a failed handshake because of the batch. */
+        if ((unsigned)reason >= TG_FALLBACK_REASON_COUNT)
+            reason = TG_FALLBACK_LANE_ERROR;
+        tg_keyop_complete(op, TG_EDEVICE, reason);
+    }
+}
+
+static void tg_cmb_run_scalar(struct tg_cmb_state *st, struct tg_keyop *op)
+{
+    int rc = tg_keyop_compute_sw(op);
+    tg_cmb_finish(st, op, rc, TG_FALLBACK_DEVICE_ERROR);
+}
+
+/* One mb8 call for ops[0..n). */
+static void tg_cmb_run_mb(struct tg_cmb_state *st, enum tg_mb_kind k, struct tg_keyop **ops,
+                          size_t n)
+{
+    int results[TG_CMB_LANES];
+    enum tg_fallback_reason reasons[TG_CMB_LANES];
+    for (size_t i = 0; i < n; i++) {
+        results[i] = TG_EDEVICE;
+        reasons[i] = TG_FALLBACK_LANE_ERROR;
+    }
+    int rc;
+    switch (ops[0]->type) {
+    case TG_KEYOP_RSA_SIGN:
+        rc = tg_mb_rsa_sign(ops, n, results, reasons, st->fault_check);
+        break;
+    case TG_KEYOP_ECDSA_SIGN:
+        rc = tg_mb_ecdsa_sign(ops, n, results, reasons);
+        break;
+    case TG_KEYOP_KX_KEYGEN: {
+        struct tg_kxkey *keys[TG_CMB_LANES];
+        for (size_t i = 0; i < n; i++)
+            keys[i] = ops[i]->kx;
+        rc = tg_mb_kx_keygen(keys, n, ops[0]->kx->group, results);
+        break;
+    }
+    default:
+        rc = tg_mb_kx_derive(ops, n, results, reasons);
+        break;
+    }
+    if (rc != TG_OK && rc != TG_EUNAVAIL) {
+        /* The batch as a whole was refused: software finishes every lane. */
+        for (size_t i = 0; i < n; i++) {
+            results[i] = TG_EDEVICE;
+            reasons[i] = TG_FALLBACK_DEVICE_ERROR;
+        }
+    }
+    (void)k;
+    tg_hist_record(&st->stats->batch_size, &tg_keyprov_batch_spec, n);
+    for (size_t i = 0; i < n; i++)
+        tg_cmb_finish(st, ops[i], results[i], reasons[i]);
+}
+
+static size_t tg_cmb_take(struct tg_cmb_queue *q, struct tg_keyop **ops, size_t max)
+{
+    size_t n = 0;
+    while (n < max && q->head != NULL) {
+        struct tg_keyop *op = q->head;
+        q->head = op->next;
+        op->next = NULL;
+        ops[n++] = op;
+    }
+    if (q->head == NULL)
+        q->tail = NULL;
+    q->n -= n;
+    return n;
+}
+
+/* Handshakes in flight on this worker besides the `mine` ones already
+ * counted: each may still bring an operation of any kind. */
+static size_t tg_cmb_others(const struct tg_cmb_state *st, size_t mine)
+{
+    size_t busy = *st->handshaking;
+    return busy > mine ? busy - mine : 0;
+}
+
+/* Should a partial batch of n run as one mb8 call (else scalar)? */
+static bool tg_cmb_use_mb(const struct tg_cmb_state *st, enum tg_mb_kind k, size_t n)
+{
+    if (st->partial == TG_CMB_PARTIAL_MB)
+        return true;
+    if (st->partial == TG_CMB_PARTIAL_SCALAR)
+        return false;
+    return n >= tg_cmb.breakeven[k];
+}
+
+/* Run queue k: full batches, then the remainder unless it should wait.
+ * force: run everything now (timer expiry, drain). */
+static void tg_cmb_run_queue(struct tg_cmb_state *st, enum tg_mb_kind k, uint64_t now, bool force,
+                             enum tg_flush_reason why)
+{
+    struct tg_cmb_queue *q = &st->q[k];
+    struct tg_keyop *ops[TG_CMB_LANES];
+    while (q->n >= TG_CMB_LANES) {
+        size_t n = tg_cmb_take(q, ops, TG_CMB_LANES);
+        st->pending -= n;
+        tg_ctr_inc(&st->stats->flushes[TG_FLUSH_FULL]);
+        tg_cmb_run_mb(st, k, ops, n);
+    }
+    if (q->n == 0)
+        return;
+    bool mb = tg_cmb_use_mb(st, k, q->n);
+    if (!mb && !force && st->partial == TG_CMB_PARTIAL_AUTO && q->head->deadline_ns > now &&
+        tg_cmb.breakeven[k] <= TG_CMB_LANES) {
+        /* Too few to batch: wait (until the oldest op's deadline) only if
+         * enough other handshakes are in flight to make up the batch. */
+        size_t others = tg_cmb_others(st, q->n);
+        if (others >= tg_cmb.breakeven[k] - q->n)
+            return;
+    }
+    size_t n = tg_cmb_take(q, ops, TG_CMB_LANES);
+    st->pending -= n;
+    if (mb) {
+        tg_ctr_inc(&st->stats->flushes[why]);
+        tg_cmb_run_mb(st, k, ops, n);
+    } else {
+        tg_ctr_inc(&st->stats->flushes[TG_FLUSH_SCALAR]);
+        tg_hist_record(&st->stats->batch_size, &tg_keyprov_batch_spec, n);
+        for (size_t i = 0; i < n; i++)
+            tg_cmb_run_scalar(st, ops[i]);
+    }
+}
+
+static void tg_cmb_arm_timer(struct tg_cmb_state *st)
+{
+    uint64_t earliest = UINT64_MAX;
+    for (int k = 0; k < TG_CMB_KIND_COUNT; k++) {
+        if (st->q[k].head != NULL && st->q[k].head->deadline_ns < earliest)
+            earliest = st->q[k].head->deadline_ns;
+    }
+    if (earliest == UINT64_MAX) {
+        ev_timer_stop(st->loop, &st->timer);
+        st->timer_at_ns = 0;
+        return;
+    }
+    if (ev_is_active(&st->timer) && st->timer_at_ns == earliest)
+        return;
+    uint64_t now = tg_now_ns();
+    ev_timer_stop(st->loop, &st->timer);
+    ev_timer_set(&st->timer, earliest > now ? tg_ns_to_s(earliest - now) : 0.0, 0.0);
+    ev_timer_start(st->loop, &st->timer);
+    st->timer_at_ns = earliest;
+}
+
+static void tg_cmb_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct tg_cmb_state *st = t->data;
+    uint64_t now = tg_now_ns();
+    st->timer_at_ns = 0;
+    for (int k = 0; k < TG_CMB_KIND_COUNT; k++) {
+        if (st->q[k].head != NULL && st->q[k].head->deadline_ns <= now)
+            tg_cmb_run_queue(st, (enum tg_mb_kind)k, now, true, TG_FLUSH_TIMER);
+    }
+    tg_cmb_arm_timer(st);
+}
+
+/* ---- ephemeral key pool ---- */
+
+static bool tg_cmb_pool_take(struct tg_cmb_state *st, struct tg_kxkey *into)
+{
+    struct tg_cmb_pool *p = &st->pool[into->group];
+    if (p->n == 0)
+        return false;
+    struct tg_kxkey *k = &p->keys[--p->n];
+    EVP_PKEY_free(into->sw);
+    *into = *k; /* takes ownership of any software twin */
+    OPENSSL_cleanse(k, sizeof(*k));
+    atomic_store_explicit(&st->stats->pool_level, tg_ctr_get(&st->stats->pool_level) - 1,
+                          memory_order_relaxed);
+    return true;
+}
+
+/* Top up the pools by one mb8 batch per group that is below target. */
+static void tg_cmb_pool_refill(struct tg_cmb_state *st)
+{
+    if (st->pool_target == 0)
+        return;
+    static const enum tg_group groups[] = {TG_GROUP_X25519, TG_GROUP_P256, TG_GROUP_P384};
+    for (size_t gi = 0; gi < TG_ARRAY_LEN(groups); gi++) {
+        enum tg_group g = groups[gi];
+        struct tg_cmb_pool *p = &st->pool[g];
+        /* Only groups that clients actually used get a pool. */
+        if (p->keys == NULL || p->n >= st->pool_target || p->n + TG_CMB_LANES > p->cap)
+            continue;
+        if (p->n >= st->pool_target / 2 && st->pending > 0)
+            continue; /* busy: refill later, the pool still covers demand */
+        struct tg_kxkey *keys[TG_CMB_LANES];
+        int results[TG_CMB_LANES];
+        for (size_t i = 0; i < TG_CMB_LANES; i++) {
+            memset(&p->keys[p->n + i], 0, sizeof(p->keys[0]));
+            p->keys[p->n + i].group = g;
+            keys[i] = &p->keys[p->n + i];
+        }
+        if (tg_mb_kx_keygen(keys, TG_CMB_LANES, g, results) != TG_OK) {
+            for (size_t i = 0; i < TG_CMB_LANES; i++)
+                tg_kxkey_clear(keys[i]);
+            continue;
+        }
+        size_t added = 0;
+        for (size_t i = 0; i < TG_CMB_LANES; i++) {
+            if (results[i] != TG_OK) {
+                tg_kxkey_clear(keys[i]);
+                continue;
+            }
+            if (p->n + added != p->n + i)
+                p->keys[p->n + added] = p->keys[p->n + i];
+            added++;
+        }
+        p->n += added;
+        tg_ctr_add(&st->stats->pool_level, added);
+    }
+}
+
+/* First use of a group on this worker: give it a pool. */
+static void tg_cmb_pool_enable(struct tg_cmb_state *st, enum tg_group g)
+{
+    struct tg_cmb_pool *p = &st->pool[g];
+    if (p->keys != NULL || st->pool_target == 0)
+        return;
+    size_t cap = st->pool_target + TG_CMB_LANES;
+    p->keys = calloc(cap, sizeof(*p->keys));
+    if (p->keys != NULL)
+        p->cap = cap;
+}
+
+/* ---- interface ---- */
+
+static void tg_cmb_adopt_settings(struct tg_cmb_state *st, const struct tg_cmb_settings *s)
+{
+    st->fault_check = st->fault_check || s->fault_check;
+    if (s->key_pool > st->pool_target)
+        st->pool_target = (size_t)s->key_pool;
+    if (s->partial != TG_CMB_PARTIAL_AUTO)
+        st->partial = s->partial;
+}
+
+static int tg_cmb_submit(void *state, struct tg_keyop *op)
+{
+    struct tg_cmb_state *st = state;
+    const struct tg_cmb_settings *s = tg_cmb_settings_of(op);
+    tg_cmb_adopt_settings(st, s);
+    enum tg_mb_kind k = tg_cmb_kind_of(op);
+    if (k == TG_CMB_NONE) {
+        /* A group or size not batched (P-521): software, inline. */
+        tg_cmb_run_scalar(st, op);
+        return TG_OK;
+    }
+    if (op->type == TG_KEYOP_KX_KEYGEN) {
+        tg_cmb_pool_enable(st, op->kx->group);
+        if (tg_cmb_pool_take(st, op->kx)) {
+            tg_keyop_complete(op, TG_OK, TG_FALLBACK_DEVICE_ERROR);
+            return TG_OK;
+        }
+    }
+    struct tg_cmb_queue *q = &st->q[k];
+    if (q->n == 0 && st->partial == TG_CMB_PARTIAL_AUTO) {
+        /* Alone, and not enough other handshakes in flight (this one is
+         * counted too) to make a batch worth it: compute it now, without a
+         * pause, so low load sees the software provider's latency. */
+        size_t be = tg_cmb.breakeven[k];
+        if (be > TG_CMB_LANES || (be > 1 && tg_cmb_others(st, 1) < be - 1)) {
+            tg_ctr_inc(&st->stats->flushes[TG_FLUSH_SCALAR]);
+            tg_hist_record(&st->stats->batch_size, &tg_keyprov_batch_spec, 1);
+            tg_cmb_run_scalar(st, op);
+            return TG_OK;
+        }
+    }
+    op->next = NULL;
+    if (q->tail)
+        q->tail->next = op;
+    else
+        q->head = op;
+    q->tail = op;
+    q->n++;
+    st->pending++;
+    return TG_EPENDING;
+}
+
+static void tg_cmb_flush(void *state)
+{
+    struct tg_cmb_state *st = state;
+    if (st->pending > 0) {
+        uint64_t now = tg_now_ns();
+        for (int k = 0; k < TG_CMB_KIND_COUNT; k++) {
+            if (st->q[k].n > 0)
+                tg_cmb_run_queue(st, (enum tg_mb_kind)k, now, false, TG_FLUSH_IDLE);
+        }
+        tg_cmb_arm_timer(st);
+    }
+    tg_cmb_pool_refill(st);
+}
+
+static size_t tg_cmb_pending(void *state)
+{
+    return ((struct tg_cmb_state *)state)->pending;
+}
+
+static void tg_cmb_drain(void *state)
+{
+    struct tg_cmb_state *st = state;
+    uint64_t now = tg_now_ns();
+    for (int k = 0; k < TG_CMB_KIND_COUNT; k++) {
+        while (st->q[k].n > 0)
+            tg_cmb_run_queue(st, (enum tg_mb_kind)k, now, true, TG_FLUSH_TIMER);
+    }
+    if (st->loop != NULL)
+        ev_timer_stop(st->loop, &st->timer);
+}
+
+static void tg_cmb_render_stats(struct tg_buf *out)
+{
+    if (!tg_cmb.loaded)
+        return;
+    tg_prom_header(out, "tlsgate_cryptomb_cost_microseconds", "gauge",
+                   "Start-up calibration on this CPU: one mb8 call (1 or 8 lanes) vs one "
+                   "OpenSSL operation");
+    for (int k = 0; k < TG_CMB_KIND_COUNT; k++) {
+        if (!tg_cmb.calib.valid[k])
+            continue;
+        const char *name = tg_mb_kind_name((enum tg_mb_kind)k);
+        tg_buf_printf(out,
+                      "tlsgate_cryptomb_cost_microseconds{op=\"%s\",mode=\"mb8_1lane\"} %.1f\n"
+                      "tlsgate_cryptomb_cost_microseconds{op=\"%s\",mode=\"mb8_8lanes\"} %.1f\n"
+                      "tlsgate_cryptomb_cost_microseconds{op=\"%s\",mode=\"openssl\"} %.1f\n",
+                      name, tg_cmb.calib.batch_us[k][1], name, tg_cmb.calib.batch_us[k][8], name,
+                      tg_cmb.calib.scalar_us[k]);
+    }
+}
+
+static void tg_cmb_doctor(struct tg_buf *out)
+{
+    struct tg_mb_info info;
+    tg_mb_get_info(&info);
+    tg_buf_printf(out, "library %s, version %s\n", info.path[0] ? info.path : "(none)",
+                  info.version[0] ? info.version : "?");
+    tg_buf_puts(out, "batches:");
+    for (int a = 0; a < TG_MB_ALG_COUNT; a++) {
+        if (info.alg[a])
+            tg_buf_printf(out, " %s", tg_mb_alg_name((enum tg_mb_alg)a));
+    }
+    tg_buf_puts(out, "\n");
+    tg_cmb_calibrate(NULL, TG_MB_KIND_ALL); /* kinds measurable without keys */
+    for (int k = 0; k < TG_CMB_KIND_COUNT; k++) {
+        if (!tg_cmb.calib.valid[k])
+            continue;
+        const char *name = tg_mb_kind_name((enum tg_mb_kind)k);
+        if (tg_cmb.breakeven[k] > TG_CMB_LANES)
+            tg_buf_printf(out, "%-17s OpenSSL %.1f us/op, mb8 %.1f us/call: scalar always\n", name,
+                          tg_cmb.calib.scalar_us[k], tg_cmb.calib.batch_us[k][8]);
+        else
+            tg_buf_printf(out, "%-17s OpenSSL %.1f us/op, mb8 %.1f us/call: batch from %zu op(s)\n",
+                          name, tg_cmb.calib.scalar_us[k], tg_cmb.calib.batch_us[k][8],
+                          tg_cmb.breakeven[k]);
+    }
+}
+
+const struct tg_keyprov_ops tg_kp_cryptomb_ops = {
+    .name = "cryptomb",
+    .description = "Intel ipp-crypto multi-buffer (AVX-512 IFMA): 8 operations per pass",
+    .does_kx = true,
+    .configure = tg_cmb_configure,
+    .settings_free = tg_cmb_settings_free,
+    .global_init = tg_cmb_global_init,
+    .global_cleanup = tg_cmb_global_cleanup,
+    .supports_key = tg_cmb_supports_key,
+    .worker_init = tg_cmb_worker_init,
+    .worker_cleanup = tg_cmb_worker_cleanup,
+    .submit = tg_cmb_submit,
+    .flush = tg_cmb_flush,
+    .pending = tg_cmb_pending,
+    .drain = tg_cmb_drain,
+    .render_stats = tg_cmb_render_stats,
+    .doctor = tg_cmb_doctor,
+};

@@ -1,0 +1,85 @@
+/*
+ * A fake crypto_mb (struct tg_mb_api) for tests: every lane is computed with
+ * scalar OpenSSL, following crypto_mb's calling conventions as the shim
+ * documents them (tg_mb.h) and test_mb checks them against the real library:
+ *  - 4 status bits per lane; NULL lane pointers -> NULL_PARAM_ERR, lane not
+ *    written; parameter errors -> MISMATCH_PARAM_ERR with the lane's output
+ *    overwritten with garbage (the real library computes such lanes anyway);
+ *  - RSA: p and q of exactly bits/2 bits; the public op only for e = 65537;
+ *  - ECDSA: message of order size, rejected when 0 or >= n; SIGNATURE_ERR
+ *    for r or s == 0;
+ *  - EC public key: affine when z == NULL, else Jacobian with Z != 1; stores
+ *    only up to the first failed lane (the real library's behaviour);
+ *  - ECDH: peer point checked on the curve;
+ *  - X25519: clamping and top-bit masking as RFC 7748; all-zero shared
+ *    secret -> LOW_ORDER_ERR with zeros written.
+ * Knobs inject per-lane failures, corrupt RSA results, pretend the CPU lacks
+ * IFMA or an algorithm is missing; counters record calls and filled lanes.
+ *
+ * Single-threaded: knobs and counters are process globals.
+ * Install with tg_mb_install(tg_mb_fake_api()).
+ */
+#ifndef TG_MB_FAKE_H
+#define TG_MB_FAKE_H
+
+#include <openssl/evp.h>
+#include <stdbool.h>
+
+#include "keyprov/tg_mb.h"
+
+enum tg_mb_fake_fn {
+    TG_MB_FAKE_RSA_PRIVATE_CRT,
+    TG_MB_FAKE_RSA_PUBLIC,
+    TG_MB_FAKE_ECDSA_SIGN,
+    TG_MB_FAKE_EC_PUBLIC_KEY,
+    TG_MB_FAKE_ECDH,
+    TG_MB_FAKE_X25519_PUBLIC_KEY,
+    TG_MB_FAKE_X25519,
+    TG_MB_FAKE_FN_COUNT
+};
+
+struct tg_mb_fake_stats {
+    unsigned calls[TG_MB_FAKE_FN_COUNT];
+    unsigned lanes[TG_MB_FAKE_FN_COUNT]; /* lanes with every pointer set */
+};
+
+/* The full table (P-521 included). */
+const struct tg_mb_api *tg_mb_fake_api(void);
+/* The same without the optional P-521 entry points (an older library). */
+const struct tg_mb_api *tg_mb_fake_api_no_p521(void);
+
+/* Knobs off, counters zero. */
+void tg_mb_fake_reset(void);
+/* Free cached EC groups (end of a test program). */
+void tg_mb_fake_cleanup(void);
+
+/* mbx_is_crypto_mb_applicable() answer (default true): false = no IFMA. */
+void tg_mb_fake_set_applicable(bool yes);
+/* mbx_get_algo_info(algo) answer for one TG_MBX_ALGO_* (default: all MB8). */
+void tg_mb_fake_set_algo(unsigned mbx_algo, bool supported);
+/* Every later call of fn reports `status` (a TG_MBX_STATUS_* bit) on lane,
+ * with garbage in that lane's output, until reset. */
+void tg_mb_fake_fail_lane(enum tg_mb_fake_fn fn, unsigned lane, unsigned status);
+/* Later RSA private-op results of lane get one bit flipped (a computation
+ * fault the fault check must catch), until reset. */
+void tg_mb_fake_corrupt_lane(unsigned lane);
+
+const struct tg_mb_fake_stats *tg_mb_fake_stats(void);
+
+/*
+ * Passthrough: with inner != NULL the fake forwards every call to inner
+ * (e.g. a copy of the real library's table, kept loaded by the test) and
+ * only applies the knobs and counters afterwards: real arithmetic with fault
+ * injection. NULL (the default, also after reset) computes with OpenSSL.
+ */
+void tg_mb_fake_set_inner(const struct tg_mb_api *inner);
+
+/*
+ * Test helper: an RSA key (default provider) from fresh primes of pbits and
+ * qbits bits (top two bits set, so n has exactly pbits + qbits bits) and
+ * public exponent e. Lets tests make keys OpenSSL's generator will not:
+ * odd sizes (2049 bits), unbalanced primes, e = 3. NULL on failure.
+ */
+EVP_PKEY *tg_mb_test_rsa_key(int pbits, int qbits, unsigned long e);
+
+#endif
