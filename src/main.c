@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "bench/tg_bench.h"
+#include "bench/tg_bench_crypto.h"
 #include "config/tg_config.h"
 #include "core/tg_log.h"
 #include "doctor/tg_doctor.h"
@@ -32,6 +33,9 @@ static void tg_usage(FILE *f)
                "  check-config FILE   validate a configuration and exit (0 valid, 2 invalid)\n"
                "  bench [options] TARGET\n"
                "                      load generator; 'tlsgate bench --help' for options\n"
+               "  bench-crypto [--seconds S] [--quick]\n"
+               "                      private-key operations per second per core: OpenSSL,\n"
+               "                      crypto_mb raw, and through the full provider path\n"
                "  doctor [--json]     what this machine offers to the key providers\n"
                "  version             print versions\n");
 }
@@ -129,6 +133,8 @@ int main(int argc, char **argv)
         return tg_cmd_run(argc - 1, argv + 1, true);
     if (strcmp(cmd, "bench") == 0)
         return tg_bench_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench-crypto") == 0)
+        return tg_bench_crypto_main(argc - 1, argv + 1);
     if (strcmp(cmd, "doctor") == 0)
         return tg_doctor_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

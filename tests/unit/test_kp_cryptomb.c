@@ -1,0 +1,432 @@
+/*
+ * The cryptomb provider's policy: inline when alone, batches with company,
+ * full batches, forced partial batches, runtime fallback per lane (lane error,
+ * fault check), the ephemeral key pool, drain, availability and fallback at
+ * start-up, typed_config validation. Operations run inside real ASYNC jobs,
+ * as libssl runs them. The arithmetic is crypto_mb's when the real library
+ * loads here, else the scalar fake's (tests/fakes/tg_mb_fake.c).
+ */
+#include <ev.h>
+#include <openssl/async.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keyprov/tg_keyprov.h"
+#include "keyprov/tg_mb.h"
+#include "tg_mb_fake.h"
+#include "tg_test_util.h"
+
+#define NJOBS 12
+
+struct job {
+    ASYNC_JOB *job;
+    ASYNC_WAIT_CTX *wctx;
+    struct tg_keyop op;
+    struct tg_keyop *opp;
+    int ret;
+    bool woken, done;
+};
+
+static struct ev_loop *g_loop;
+static struct tg_keyprov_set *g_set;
+static size_t g_handshaking;
+static struct tg_pkey *g_rsa, *g_ec;
+
+static int wake(void *arg)
+{
+    ((struct job *)arg)->woken = true;
+    return 1;
+}
+
+static int job_fn(void *arg)
+{
+    struct job *j = *(struct job **)arg;
+    return tg_keyop_run(&j->op);
+}
+
+/* Start or resume; true when the job ended. */
+static bool step(struct job *j)
+{
+    struct job *arg = j;
+    if (j->wctx == NULL) {
+        j->wctx = ASYNC_WAIT_CTX_new();
+        ASYNC_WAIT_CTX_set_callback(j->wctx, wake, j);
+    }
+    int r = ASYNC_start_job(&j->job, j->wctx, &j->ret, job_fn, &arg, sizeof(arg));
+    assert_true(r == ASYNC_PAUSE || r == ASYNC_FINISH);
+    if (r == ASYNC_FINISH) {
+        j->done = true;
+        ASYNC_WAIT_CTX_free(j->wctx);
+        j->wctx = NULL;
+        j->job = NULL;
+    }
+    return j->done;
+}
+
+static void resume_woken(struct job *jobs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!jobs[i].done && jobs[i].woken) {
+            jobs[i].woken = false;
+            step(&jobs[i]);
+        }
+    }
+}
+
+static void rsa_op(struct job *j, const struct tg_keyprov_binding *b)
+{
+    memset(j, 0, sizeof(*j));
+    tg_keyop_init(&j->op, TG_KEYOP_RSA_SIGN);
+    j->op.pkey = g_rsa;
+    j->op.binding = b;
+    j->op.md = EVP_sha256();
+    j->op.rsa_padding = TG_RSA_PAD_PSS;
+    j->op.pss_saltlen = 32;
+    for (int i = 0; i < 32; i++)
+        j->op.in[i] = (unsigned char)(i * 7 + (int)(size_t)j);
+    j->op.inlen = 32;
+}
+
+static void check_rsa(const struct job *j)
+{
+    assert_true(j->done);
+    assert_int_equal(j->ret, TG_OK);
+    EVP_PKEY_CTX *v = EVP_PKEY_CTX_new_from_pkey(NULL, g_rsa->pub, NULL);
+    assert_non_null(v);
+    assert_int_equal(EVP_PKEY_verify_init(v), 1);
+    EVP_PKEY_CTX_set_rsa_padding(v, RSA_PKCS1_PSS_PADDING);
+    EVP_PKEY_CTX_set_signature_md(v, EVP_sha256());
+    EVP_PKEY_CTX_set_rsa_pss_saltlen(v, 32);
+    assert_int_equal(EVP_PKEY_verify(v, j->op.out, j->op.outlen, j->op.in, j->op.inlen), 1);
+    EVP_PKEY_CTX_free(v);
+}
+
+static bool real_library;
+
+static struct tg_keyprov_binding *bind_cmb(const char *k1, const char *v1, bool fallback, int *rc,
+                                           char *err, size_t errlen)
+{
+    static struct tg_conf_param p[2];
+    struct tg_conf_keyprov c;
+    memset(&c, 0, sizeof(c));
+    memset(p, 0, sizeof(p));
+    c.provider_name = (char *)"cryptomb";
+    c.fallback = fallback;
+    c.poll_delay_ns = 50 * 1000000ULL; /* long: tests decide when flushes happen */
+    c.path = (char *)"t.private_key_provider";
+    c.mark = (struct tg_conf_mark){"t.yaml", 3, 5};
+    c.typed_config.path = (char *)"t.private_key_provider.typed_config";
+    if (k1 != NULL) {
+        p[0].key = (char *)k1;
+        p[0].value = (char *)v1;
+        p[0].value_mark = (struct tg_conf_mark){"t.yaml", 4, 20};
+        c.typed_config.v = p;
+        c.typed_config.n = 1;
+    }
+    struct tg_keyprov_binding *b = NULL;
+    *rc = tg_keyprov_bind(&c, g_rsa, &b, err, errlen);
+    return b;
+}
+
+/* Fresh provider state with the fake (or the real library) in place. */
+static void env_up(bool use_fake)
+{
+    tg_keyprov_shutdown();
+    tg_mb_fake_reset();
+    if (use_fake) {
+        assert_int_equal(tg_mb_install(tg_mb_fake_api()), TG_OK);
+    } else {
+        char why[256];
+        real_library = tg_mb_load(why, sizeof(why)) == TG_OK;
+    }
+}
+
+static void set_up(void)
+{
+    g_loop = ev_loop_new(EVFLAG_AUTO);
+    assert_int_equal(tg_keyprov_set_new(g_loop, 0, &g_handshaking, &g_set), TG_OK);
+    tg_keyprov_set_current(g_set);
+}
+
+static void set_down(void)
+{
+    tg_keyprov_set_free(g_set);
+    tg_keyprov_set_current(NULL);
+    ev_loop_destroy(g_loop);
+    g_set = NULL;
+}
+
+static uint64_t stat_of(const char *needle)
+{
+    struct tg_buf out = TG_BUF_INIT;
+    tg_keyprov_render_stats(&out);
+    const char *p = strstr(out.data, needle);
+    uint64_t v = p ? strtoull(p + strlen(needle), NULL, 10) : UINT64_MAX;
+    tg_buf_free(&out);
+    return v;
+}
+
+static void test_alone_runs_inline(void **state)
+{
+    (void)state;
+    env_up(false);
+    if (!real_library)
+        skip();
+    char err[512];
+    int rc;
+    struct tg_keyprov_binding *b = bind_cmb(NULL, NULL, false, &rc, err, sizeof(err));
+    assert_int_equal(rc, TG_OK);
+    set_up();
+    g_handshaking = 1; /* only this handshake: no company to wait for */
+    struct job j;
+    rsa_op(&j, b);
+    assert_true(step(&j)); /* finished without a pause */
+    check_rsa(&j);
+    assert_int_equal(tg_keyprov_set_pending(g_set), 0);
+    set_down();
+    tg_keyprov_binding_free(b);
+}
+
+static void test_company_makes_full_batch(void **state)
+{
+    (void)state;
+    env_up(false);
+    if (!real_library)
+        skip();
+    char err[512];
+    int rc;
+    struct tg_keyprov_binding *b = bind_cmb(NULL, NULL, false, &rc, err, sizeof(err));
+    assert_int_equal(rc, TG_OK);
+    set_up();
+    g_handshaking = 40;
+    struct job jobs[8];
+    for (int i = 0; i < 8; i++) {
+        rsa_op(&jobs[i], b);
+        assert_false(step(&jobs[i])); /* queued, paused */
+    }
+    assert_int_equal(tg_keyprov_set_pending(g_set), 8);
+    tg_keyprov_set_flush(g_set);
+    resume_woken(jobs, 8);
+    for (int i = 0; i < 8; i++)
+        check_rsa(&jobs[i]);
+    assert_int_equal(
+        stat_of("tlsgate_keyprov_flushes_total{provider=\"cryptomb\",reason=\"full\"} "), 1);
+    /* A partial batch below the break-even point waits while company is in
+     * flight, and runs when its deadline passes. */
+    for (int i = 0; i < 1; i++) {
+        rsa_op(&jobs[i], b);
+        assert_false(step(&jobs[i]));
+    }
+    tg_keyprov_set_flush(g_set);
+    assert_int_equal(tg_keyprov_set_pending(g_set), 1);
+    g_handshaking = 1; /* the others went away: no more reason to wait */
+    tg_keyprov_set_flush(g_set);
+    assert_int_equal(tg_keyprov_set_pending(g_set), 0);
+    resume_woken(jobs, 1);
+    check_rsa(&jobs[0]);
+    set_down();
+    tg_keyprov_binding_free(b);
+}
+
+static void test_forced_partial_batch_and_lane_faults(void **state)
+{
+    (void)state;
+    env_up(true);
+    char err[512];
+    int rc;
+    struct tg_keyprov_binding *b = bind_cmb("partial_batch", "mb", false, &rc, err, sizeof(err));
+    if (rc != TG_OK)
+        fail_msg("%s", err);
+    set_up();
+    g_handshaking = 3;
+    tg_mb_fake_fail_lane(TG_MB_FAKE_RSA_PRIVATE_CRT, 1, 0x1);
+    tg_mb_fake_corrupt_lane(2);
+    struct job jobs[3];
+    for (int i = 0; i < 3; i++) {
+        rsa_op(&jobs[i], b);
+        assert_false(step(&jobs[i]));
+    }
+    unsigned before = tg_mb_fake_stats()->calls[TG_MB_FAKE_RSA_PRIVATE_CRT];
+    tg_keyprov_set_flush(g_set);
+    resume_woken(jobs, 3);
+    /* Every signature is right: the failed lane and the corrupted one were
+     * finished in software, each counted with its reason. */
+    for (int i = 0; i < 3; i++)
+        check_rsa(&jobs[i]);
+    assert_int_equal(tg_mb_fake_stats()->calls[TG_MB_FAKE_RSA_PRIVATE_CRT] - before, 1);
+    assert_int_equal(
+        stat_of("tlsgate_keyprov_fallbacks_total{provider=\"cryptomb\",reason=\"lane_error\"} "),
+        1);
+    assert_int_equal(
+        stat_of("tlsgate_keyprov_fallbacks_total{provider=\"cryptomb\",reason=\"fault_check\"} "),
+        1);
+    set_down();
+    tg_keyprov_binding_free(b);
+}
+
+static void test_key_pool(void **state)
+{
+    (void)state;
+    env_up(true);
+    char err[512];
+    int rc;
+    struct tg_keyprov_binding *b = bind_cmb("key_pool", "16", false, &rc, err, sizeof(err));
+    assert_int_equal(rc, TG_OK);
+    set_up();
+    g_handshaking = 1;
+    struct tg_kxkey k1, k2;
+    memset(&k1, 0, sizeof(k1));
+    memset(&k2, 0, sizeof(k2));
+    k1.group = k2.group = TG_GROUP_X25519;
+    struct job j;
+    memset(&j, 0, sizeof(j));
+    tg_keyop_init(&j.op, TG_KEYOP_KX_KEYGEN);
+    j.op.kx = &k1;
+    j.op.binding = b;
+    /* First use: no pool yet; computed at once. */
+    assert_true(step(&j));
+    assert_int_equal(j.ret, TG_OK);
+    assert_true(k1.has_priv && k1.has_pub);
+    /* The loop about to block refills the pool in one mb8 batch. */
+    unsigned before = tg_mb_fake_stats()->calls[TG_MB_FAKE_X25519_PUBLIC_KEY];
+    tg_keyprov_set_flush(g_set);
+    assert_int_equal(tg_mb_fake_stats()->calls[TG_MB_FAKE_X25519_PUBLIC_KEY] - before, 1);
+    assert_int_equal(stat_of("tlsgate_keyprov_key_pool_level{provider=\"cryptomb\"} "), 8);
+    memset(&j, 0, sizeof(j));
+    tg_keyop_init(&j.op, TG_KEYOP_KX_KEYGEN);
+    j.op.kx = &k2;
+    j.op.binding = b;
+    assert_true(step(&j)); /* from the pool: no pause, no new batch */
+    assert_int_equal(j.ret, TG_OK);
+    assert_int_equal(stat_of("tlsgate_keyprov_key_pool_level{provider=\"cryptomb\"} "), 7);
+    assert_memory_not_equal(k1.priv, k2.priv, 32);
+    /* The pool key is a real pair: derive both ways agrees. */
+    struct job d1, d2;
+    memset(&d1, 0, sizeof(d1));
+    memset(&d2, 0, sizeof(d2));
+    tg_keyop_init(&d1.op, TG_KEYOP_KX_DERIVE);
+    d1.op.kx = &k1;
+    d1.op.peer = &k2;
+    tg_keyop_init(&d2.op, TG_KEYOP_KX_DERIVE);
+    d2.op.kx = &k2;
+    d2.op.peer = &k1;
+    assert_int_equal(tg_keyop_compute_sw(&d1.op), TG_OK);
+    assert_int_equal(tg_keyop_compute_sw(&d2.op), TG_OK);
+    assert_memory_equal(d1.op.out, d2.op.out, 32);
+    tg_kxkey_clear(&k1);
+    tg_kxkey_clear(&k2);
+    set_down();
+    tg_keyprov_binding_free(b);
+}
+
+static void test_drain_completes_queued(void **state)
+{
+    (void)state;
+    env_up(true);
+    char err[512];
+    int rc;
+    struct tg_keyprov_binding *b = bind_cmb("partial_batch", "mb", false, &rc, err, sizeof(err));
+    assert_int_equal(rc, TG_OK);
+    set_up();
+    g_handshaking = 5;
+    struct job jobs[2];
+    for (int i = 0; i < 2; i++) {
+        rsa_op(&jobs[i], b);
+        assert_false(step(&jobs[i]));
+    }
+    tg_keyprov_set_drain(g_set);
+    resume_woken(jobs, 2);
+    for (int i = 0; i < 2; i++)
+        check_rsa(&jobs[i]);
+    set_down();
+    tg_keyprov_binding_free(b);
+}
+
+static void test_unavailable_and_fallback(void **state)
+{
+    (void)state;
+    char err[512] = "";
+    int rc;
+    /* No fake installed, and the machine pretends to lack AVX-512 IFMA:
+     * the real library must refuse to load. */
+    tg_keyprov_shutdown();
+    setenv("TG_FAKE_NO_IFMA", "1", 1);
+    struct tg_keyprov_binding *b = bind_cmb(NULL, NULL, false, &rc, err, sizeof(err));
+    assert_int_equal(rc, TG_EUNAVAIL);
+    assert_null(b);
+    assert_non_null(strstr(err, "t.yaml:3:5: t.private_key_provider: provider 'cryptomb' "
+                                "cannot run here"));
+    b = bind_cmb(NULL, NULL, true, &rc, err, sizeof(err));
+    assert_int_equal(rc, TG_OK);
+    assert_string_equal(b->ops->name, "software");
+    assert_string_equal(b->configured, "cryptomb");
+    tg_keyprov_binding_free(b);
+    unsetenv("TG_FAKE_NO_IFMA");
+}
+
+static void test_typed_config(void **state)
+{
+    (void)state;
+    char err[512] = "";
+    int rc;
+    env_up(true);
+    assert_null(bind_cmb("colour", "red", false, &rc, err, sizeof(err)));
+    assert_int_equal(rc, TG_ECONFIG);
+    assert_non_null(strstr(err, "colour"));
+    assert_null(bind_cmb("partial_batch", "sometimes", false, &rc, err, sizeof(err)));
+    assert_non_null(strstr(err, "t.yaml:4:20: "));
+    assert_non_null(strstr(err, "partial_batch"));
+    assert_null(bind_cmb("key_pool", "100000", false, &rc, err, sizeof(err)));
+    assert_non_null(strstr(err, "key_pool"));
+    assert_null(bind_cmb("fault_check", "maybe", false, &rc, err, sizeof(err)));
+    assert_non_null(strstr(err, "fault_check"));
+    struct tg_keyprov_binding *b = bind_cmb("key_exchange", "false", false, &rc, err, sizeof(err));
+    assert_int_equal(rc, TG_OK);
+    assert_false(b->kx);
+    tg_keyprov_binding_free(b);
+    b = bind_cmb(NULL, NULL, false, &rc, err, sizeof(err));
+    assert_true(b->kx);
+    tg_keyprov_binding_free(b);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    char why[256];
+    EVP_PKEY *rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    EVP_PKEY *ec = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    if (rsa == NULL || ec == NULL || tg_pkey_from_evp(rsa, &g_rsa, why, sizeof(why)) != TG_OK ||
+        tg_pkey_from_evp(ec, &g_ec, why, sizeof(why)) != TG_OK)
+        return -1;
+    EVP_PKEY_free(rsa);
+    EVP_PKEY_free(ec);
+    return ASYNC_init_thread(0, 0) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    tg_keyprov_shutdown();
+    tg_mb_fake_cleanup();
+    tg_pkey_unref(g_rsa);
+    tg_pkey_unref(g_ec);
+    ASYNC_cleanup_thread();
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_typed_config),
+        cmocka_unit_test(test_unavailable_and_fallback),
+        cmocka_unit_test(test_alone_runs_inline),
+        cmocka_unit_test(test_company_makes_full_batch),
+        cmocka_unit_test(test_forced_partial_batch_and_lane_faults),
+        cmocka_unit_test(test_key_pool),
+        cmocka_unit_test(test_drain_completes_queued),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
