@@ -93,6 +93,8 @@ static bool tg_bc_step(struct tg_bc_job *j, EVP_PKEY *key, bool rsa, int *failur
 static double tg_bc_provider_rate(EVP_PKEY *key, bool rsa, double seconds, int *failures)
 {
     struct tg_bc_job jobs[TG_BC_JOBS];
+    uint64_t done = 0;
+    double t0 = 0, t1 = 0;
     memset(jobs, 0, sizeof(jobs));
     for (int i = 0; i < TG_BC_JOBS; i++) {
         jobs[i].wctx = ASYNC_WAIT_CTX_new();
@@ -101,8 +103,7 @@ static double tg_bc_provider_rate(EVP_PKEY *key, bool rsa, double seconds, int *
             goto out;
         ASYNC_WAIT_CTX_set_callback(jobs[i].wctx, tg_bc_wake, &jobs[i]);
     }
-    uint64_t done = 0;
-    double t0 = tg_bc_cpu_s(), t1 = t0;
+    t0 = t1 = tg_bc_cpu_s();
     while (t1 - t0 < seconds) {
         /* Start every idle job: each queues its operation and pauses. */
         for (int i = 0; i < TG_BC_JOBS; i++) {

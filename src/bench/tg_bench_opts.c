@@ -293,9 +293,9 @@ int tg_bench_parse_target(const char *s, struct tg_bench_target *t, char *err, s
         return tg_bench_fail(err, errlen,
                              "unsupported scheme in '%s': tlsgate bench speaks https:// only", s);
     }
-    bool bracketed, has_port;
-    uint16_t port;
-    const char *rest;
+    bool bracketed = false, has_port = false;
+    uint16_t port = 0;
+    const char *rest = NULL;
     TG_GUARD(tg_bench_split_hostport(p, t->host, sizeof(t->host), &bracketed, &has_port, &port,
                                      &rest, err, errlen));
     if (!has_port) {
@@ -335,9 +335,9 @@ int tg_bench_parse_target(const char *s, struct tg_bench_target *t, char *err, s
 int tg_bench_parse_addr(const char *s, struct tg_bench_addr *a, char *err, size_t errlen)
 {
     char host[64];
-    bool bracketed, has_port;
-    uint16_t port;
-    const char *rest;
+    bool bracketed = false, has_port = false;
+    uint16_t port = 0;
+    const char *rest = NULL;
     TG_GUARD(tg_bench_split_hostport(s, host, sizeof(host), &bracketed, &has_port, &port, &rest,
                                      err, errlen));
     if (!has_port || *rest != '\0')

@@ -623,6 +623,7 @@ static const char *tg_node_kind(const yaml_node_t *n)
 /* A string value (not null, no NUL bytes inside). */
 static int tg_cp_scalar(struct tg_cp *cp, const yaml_node_t *n, const char *what, const char **out)
 {
+    *out = NULL;
     if (n->type != YAML_SCALAR_NODE || tg_node_is_null(n))
         return tg_cp_fail(cp, n, "expected %s, got %s", what, tg_node_kind(n));
     if (strlen(tg_scalar(n)) != n->data.scalar.length)

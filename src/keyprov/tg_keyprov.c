@@ -17,6 +17,7 @@ static const struct tg_keyprov_ops *const tg_providers[] = {
     &tg_kp_software_ops,
     &tg_kp_deferred_ops,
     &tg_kp_cryptomb_ops,
+    &tg_kp_qat_ops,
 };
 #define TG_NPROV TG_ARRAY_LEN(tg_providers)
 

@@ -13,5 +13,6 @@ void tg_keyop_sw_thread_cleanup(void);
 extern const struct tg_keyprov_ops tg_kp_software_ops;
 extern const struct tg_keyprov_ops tg_kp_deferred_ops;
 extern const struct tg_keyprov_ops tg_kp_cryptomb_ops;
+extern const struct tg_keyprov_ops tg_kp_qat_ops;
 
 #endif
