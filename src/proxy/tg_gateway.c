@@ -85,7 +85,7 @@ static void tg_signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
     TG_INFO("%s: %s", s->signum == SIGTERM ? "SIGTERM" : "SIGINT",
             again ? "stopping now" : "draining connections");
     for (int i = 0; i < gw->n_started; i++)
-        tg_worker_request_stop(&gw->workers[i]);
+        tg_worker_request_stop(&gw->workers[i], again);
 }
 
 static void tg_worker_exit_cb(struct ev_loop *loop, ev_async *a, int revents)
@@ -256,7 +256,7 @@ int tg_gateway_run(struct tg_config *cfg)
             TG_ERROR("cannot start worker %d", i);
             atomic_store(&gw->stopping, true);
             for (int j = 0; j < gw->n_started; j++)
-                tg_worker_request_stop(&gw->workers[j]);
+                tg_worker_request_stop(&gw->workers[j], true);
             rc = 1;
             break;
         }

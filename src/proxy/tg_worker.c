@@ -244,9 +244,10 @@ static void tg_stop_cb(struct ev_loop *loop, ev_async *a, int revents)
 {
     (void)revents;
     struct tg_worker *w = a->data;
+    bool now = atomic_load(&w->stop_now);
     if (w->draining) {
-        /* A second request: stop waiting. */
-        tg_drain_timer_cb(loop, &w->drain_timer, 0);
+        if (now) /* asked again: stop waiting */
+            tg_drain_timer_cb(loop, &w->drain_timer, 0);
         return;
     }
     w->draining = true;
@@ -262,13 +263,20 @@ static void tg_stop_cb(struct ev_loop *loop, ev_async *a, int revents)
         ev_break(loop, EVBREAK_ONE);
         return;
     }
+    if (now) {
+        /* Both requests came before this loop ran: no drain at all. */
+        tg_drain_timer_cb(loop, &w->drain_timer, 0);
+        return;
+    }
     TG_INFO("draining %zu connection(s)", w->n_conns);
     ev_timer_set(&w->drain_timer, (double)w->cfg->limits.drain_timeout_ns / 1e9, 0.0);
     ev_timer_start(loop, &w->drain_timer);
 }
 
-void tg_worker_request_stop(struct tg_worker *w)
+void tg_worker_request_stop(struct tg_worker *w, bool now)
 {
+    if (now)
+        atomic_store(&w->stop_now, true);
     ev_async_send(w->loop, &w->stop);
 }
 

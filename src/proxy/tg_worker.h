@@ -49,6 +49,7 @@ struct tg_worker {
     ev_timer drain_timer;  /* drain_timeout */
     ev_timer accept_retry; /* accept paused after EMFILE/ENFILE */
     bool draining;
+    _Atomic bool stop_now; /* set by the main thread: drain no longer */
 
     struct tg_keyprov_set *kp;
     struct tg_core_stats stats; /* written by this thread only */
@@ -72,8 +73,10 @@ int tg_worker_open_listeners(struct tg_worker *workers, int n, size_t li,
 /* Thread entry: runs the loop until drained. arg is the struct tg_worker. */
 void *tg_worker_main(void *arg);
 
-/* Ask a worker to drain and stop (any thread). */
-void tg_worker_request_stop(struct tg_worker *w);
+/* Ask a worker to drain and stop (any thread); now: stop waiting for open
+ * connections. Requests are not counted (ev_async merges them): the level
+ * asked for is kept in the worker. */
+void tg_worker_request_stop(struct tg_worker *w, bool now);
 
 /* Queue a connection for resumption from the prepare watcher. */
 void tg_worker_make_ready(struct tg_worker *w, struct tg_conn *c);

@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""Scriptable plaintext TCP upstreams for the tlsgate integration tests.
+
+Importable (tglib.py starts them as threads and inspects what they saw) and
+runnable as a script from the shell tests:
+
+    tg_upstream.py MODE [--listen 127.0.0.1:0] [--port-file FILE]
+
+It prints "serving on HOST:PORT" once listening, exits 0 on SIGTERM/SIGINT.
+
+Modes (what every accepted connection gets):
+  echo       echo every byte back as it arrives; on EOF from the client send
+             "\\nUPSTREAM-EOF <bytes> <sha256>\\n" and close (tests half-close)
+  http       minimal HTTP/1.1: reads one request (Content-Length body), answers
+             200 with a JSON body {"method","path","body_len","body_sha256"};
+             GET /bytes/N answers N deterministic bytes (see pattern_bytes);
+             then closes (Connection: close)
+  close      accept, then close at once (FIN) without reading
+  reset      accept, then close with RST (SO_LINGER 0)
+  partial    read the request head, send the first half of a response whose
+             Content-Length is larger, then close
+  silent     accept and read forever, never answer
+  first      send "HELLO-FROM-UPSTREAM\\n" * 1000 at once, then shutdown(SHUT_WR),
+             keep reading until the client's EOF (tests the reverse half-close)
+
+Only loopback addresses are used by the tests.
+"""
+import hashlib
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+
+MODES = ("echo", "http", "close", "reset", "partial", "silent", "first")
+FIRST_PAYLOAD = b"HELLO-FROM-UPSTREAM\n" * 1000
+
+
+def pattern_bytes(n):
+    """N deterministic bytes (what http mode returns for GET /bytes/N)."""
+    block = bytes(range(256)) * 64  # 16 KiB
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        # vary the blocks so that a duplicated or dropped block shows
+        out += hashlib.sha256(i.to_bytes(8, "big")).digest()[:16] + block
+        i += 1
+    return bytes(out[:n])
+
+
+def parse_addr(s):
+    if s.startswith("["):
+        host, _, port = s[1:].partition("]:")
+        return socket.AF_INET6, host, int(port)
+    host, _, port = s.rpartition(":")
+    return socket.AF_INET, host, int(port)
+
+
+class ConnRecord:
+    """What the upstream saw on one connection (read by tests)."""
+
+    def __init__(self, peer):
+        self.peer = peer
+        self.received = bytearray()
+        self.saw_eof = False
+        self.error = None
+        self.closed = threading.Event()
+
+
+class Upstream:
+    """A threaded TCP server; one thread per connection."""
+
+    def __init__(self, mode, listen="127.0.0.1:0", backlog=128):
+        if mode not in MODES:
+            raise ValueError("unknown mode %r" % mode)
+        self.mode = mode
+        fam, host, port = parse_addr(listen)
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(backlog)
+        self.port = self.sock.getsockname()[1]
+        self.host = host
+        self.addr = ("[%s]:%d" % (host, self.port)) if fam == socket.AF_INET6 else (
+            "%s:%d" % (host, self.port))
+        self.conns = []
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self.thread.start()
+
+    # -- server --
+    def _accept_loop(self):
+        while not self.stopping:
+            try:
+                s, peer = self.sock.accept()
+            except OSError:
+                return
+            rec = ConnRecord(peer)
+            with self.lock:
+                self.conns.append(rec)
+            threading.Thread(target=self._serve, args=(s, rec), daemon=True).start()
+
+    def _serve(self, s, rec):
+        try:
+            getattr(self, "_mode_" + self.mode)(s, rec)
+        except OSError as e:
+            rec.error = e
+        finally:
+            try:
+                s.close()
+            except OSError:
+                pass
+            rec.closed.set()
+
+    def _recv(self, s, rec, n=65536):
+        d = s.recv(n)
+        if d:
+            rec.received += d
+        else:
+            rec.saw_eof = True
+        return d
+
+    def _read_head(self, s, rec):
+        while b"\r\n\r\n" not in rec.received:
+            if not self._recv(s, rec):
+                return None
+        head, _, rest = bytes(rec.received).partition(b"\r\n\r\n")
+        return head, rest
+
+    def _mode_echo(self, s, rec):
+        h = hashlib.sha256()
+        n = 0
+        while True:
+            d = self._recv(s, rec)
+            if not d:
+                break
+            h.update(d)
+            n += len(d)
+            s.sendall(d)
+        s.sendall(b"\nUPSTREAM-EOF %d %s\n" % (n, h.hexdigest().encode()))
+        s.shutdown(socket.SHUT_WR)
+
+    def _mode_http(self, s, rec):
+        r = self._read_head(s, rec)
+        if r is None:
+            return
+        head, rest = r
+        lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = (lines[0].split(" ") + ["", "", ""])[:3]
+        clen = 0
+        for ln in lines[1:]:
+            k, _, v = ln.partition(":")
+            if k.strip().lower() == "content-length":
+                clen = int(v.strip())
+            if k.strip().lower() == "expect" and "100-continue" in v.lower():
+                s.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = bytearray(rest)
+        h = hashlib.sha256()
+        while len(body) < clen:
+            d = self._recv(s, rec, min(1 << 20, clen - len(body)))
+            if not d:
+                break
+            body += d
+        h.update(body[:clen])
+        if method == "GET" and path.startswith("/bytes/"):
+            payload = pattern_bytes(int(path[len("/bytes/"):]))
+            ctype = b"application/octet-stream"
+        else:
+            payload = json.dumps({"method": method, "path": path, "body_len": len(body),
+                                  "body_sha256": h.hexdigest()}).encode() + b"\n"
+            ctype = b"application/json"
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: " + ctype + b"\r\nContent-Length: " +
+                  str(len(payload)).encode() + b"\r\nConnection: close\r\n\r\n" + payload)
+        s.shutdown(socket.SHUT_WR)
+        # Read until the client's side ends so that close() sends FIN, not RST.
+        s.settimeout(10)
+        try:
+            while self._recv(s, rec):
+                pass
+        except OSError:
+            pass
+
+    def _mode_close(self, s, rec):
+        pass
+
+    def _mode_reset(self, s, rec):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    def _mode_partial(self, s, rec):
+        if self._read_head(s, rec) is None:
+            return
+        body = b"x" * 1000
+        resp = (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (2 * len(body))) + body
+        s.sendall(resp)
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(10)
+        try:
+            while self._recv(s, rec):
+                pass
+        except OSError:
+            pass
+
+    def _mode_silent(self, s, rec):
+        while self._recv(s, rec):
+            pass
+
+    def _mode_first(self, s, rec):
+        s.sendall(FIRST_PAYLOAD)
+        s.shutdown(socket.SHUT_WR)
+        while self._recv(s, rec):
+            pass
+
+    # -- test side --
+    def wait_conns(self, n, timeout):
+        """Wait until n connections have been accepted and have ended."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                done = [c for c in self.conns if c.closed.is_set()]
+            if len(done) >= n:
+                return done
+            time.sleep(0.02)
+        with self.lock:
+            return [c for c in self.conns if c.closed.is_set()]
+
+    def stop(self):
+        self.stopping = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def main(argv):
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("mode", choices=MODES)
+    ap.add_argument("--listen", default="127.0.0.1:0")
+    ap.add_argument("--port-file")
+    a = ap.parse_args(argv)
+    up = Upstream(a.mode, a.listen)
+    if a.port_file:
+        tmp = a.port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("%d\n" % up.port)
+        os.rename(tmp, a.port_file)
+    print("serving on %s" % up.addr, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(0.2):
+        pass
+    up.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
