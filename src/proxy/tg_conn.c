@@ -359,7 +359,6 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
         }
     }
     /* buffer -> upstream */
-    c->upstream_write_blocked = false;
     if (cu->off < cu->len) {
         ssize_t n = send(c->ufd, cu->data + cu->off, cu->len - cu->off, MSG_NOSIGNAL);
         if (n > 0) {
@@ -371,9 +370,9 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
             if (cu->off == cu->len)
                 cu->off = cu->len = 0;
             *progress = true;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            c->upstream_write_blocked = true;
-        } else if (n < 0 && errno != EINTR) {
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            /* the upstream's window is full: its EV_WRITE brings us back */
+        } else {
             tg_conn_upstream_error(c);
             return false;
         }
@@ -456,10 +455,12 @@ static void tg_conn_pump(struct tg_conn *c)
     if (any)
         c->t_active_ns = tg_now_ns();
     /* Bytes OpenSSL already holds raise no socket event: if the round limit
-     * stopped us, or decrypted data waits while the buffer has room, come
+     * stopped us, or whole records wait in OpenSSL while the buffer has room
+     * (not a partial one: the last read would have asked for more), come
      * back when the loop is about to block instead of waiting for a socket
      * event that may never come. */
-    if (progress || (!c->client_eof && c->c2u.len < c->c2u.cap && SSL_has_pending(c->ssl)))
+    if (progress || (!c->client_eof && c->c2u.len < c->c2u.cap && c->ssl_read_wants != EV_READ &&
+                     SSL_has_pending(c->ssl)))
         tg_worker_make_ready(c->w, c);
     struct tg_pipe *cu = &c->c2u, *uc = &c->u2c;
     int cev = 0, uev = 0;

@@ -74,7 +74,6 @@ struct tg_conn {
     /* which socket event a blocked SSL_read / SSL_write waits for */
     int ssl_read_wants; /* 0, EV_READ or EV_WRITE */
     int ssl_write_wants;
-    bool upstream_write_blocked;
     bool client_maybe_readable; /* an event or EOF may be waiting */
     bool upstream_maybe_readable;
     bool in_handshake; /* counted in the worker's n_handshaking */
