@@ -491,6 +491,9 @@ static void tg_listener_free(struct tg_conf_listener *l)
         free(c->path);
     }
     free(l->tls.certs);
+    free(l->tls.kx_provider.provider_name);
+    free(l->tls.kx_provider.path);
+    tg_params_free(&l->tls.kx_provider.typed_config);
     tg_strv_free(l->tls.alpn, l->tls.n_alpn);
     free(l->tls.cipher_list);
     free(l->tls.cipher_suites);
@@ -1008,10 +1011,11 @@ static int tg_cp_param(struct tg_cp *cp, const yaml_node_t *k, const yaml_node_t
     return TG_OK;
 }
 
-static int tg_cp_typed_config(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_cert *c,
-                              const yaml_node_t *cert_key_node)
+/* c: the certificate the provider block belongs to, or NULL for a
+ * listener's key_exchange_provider (no Envoy-style private_key then). */
+static int tg_cp_typed_config(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_keyprov *kp,
+                              struct tg_conf_cert *c, const yaml_node_t *cert_key_node)
 {
-    struct tg_conf_keyprov *kp = &c->keyprov;
     TG_GUARD(tg_cp_check_map(cp, n, NULL));
     size_t cnt = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
     if (cnt > 0) {
@@ -1028,7 +1032,7 @@ static int tg_cp_typed_config(struct tg_cp *cp, const yaml_node_t *n, struct tg_
         int rc;
         if (strcmp(key, "poll_delay") == 0) {
             rc = tg_cp_duration(cp, v, true, &kp->poll_delay_ns);
-        } else if (strcmp(key, "private_key") == 0) {
+        } else if (c != NULL && strcmp(key, "private_key") == 0) {
             /* Envoy puts the key inside the provider's typed_config. */
             if (cert_key_node != NULL)
                 rc = tg_cp_fail(cp, k,
@@ -1052,10 +1056,10 @@ static int tg_cp_typed_config(struct tg_cp *cp, const yaml_node_t *n, struct tg_
 }
 
 /* Provider defaults; used for certificates without private_key_provider too. */
-static int tg_cp_keyprov_init(struct tg_cp *cp, struct tg_conf_cert *c, const yaml_node_t *n)
+static int tg_cp_keyprov_init(struct tg_cp *cp, struct tg_conf_keyprov *kp, const char *key,
+                              const yaml_node_t *n)
 {
-    struct tg_conf_keyprov *kp = &c->keyprov;
-    size_t o = tg_cp_push_key(cp, "private_key_provider");
+    size_t o = tg_cp_push_key(cp, key);
     kp->path = tg_cp_path_dup(cp);
     size_t o2 = tg_cp_push_key(cp, "typed_config");
     kp->typed_config.path = tg_cp_path_dup(cp);
@@ -1070,11 +1074,10 @@ static int tg_cp_keyprov_init(struct tg_cp *cp, struct tg_conf_cert *c, const ya
     return TG_OK;
 }
 
-static int tg_cp_keyprov(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_cert *c,
-                         const yaml_node_t *cert_key_node)
+static int tg_cp_keyprov(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_keyprov *kp,
+                         struct tg_conf_cert *c, const yaml_node_t *cert_key_node)
 {
     static const char *const keys[] = {"provider_name", "typed_config", "fallback", NULL};
-    struct tg_conf_keyprov *kp = &c->keyprov;
     const yaml_node_t *v;
 
     TG_GUARD(tg_cp_check_map(cp, n, keys));
@@ -1101,7 +1104,7 @@ static int tg_cp_keyprov(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_
     TG_GUARD(tg_cp_opt_bool(cp, n, "fallback", &kp->fallback));
     if ((v = tg_cp_get(cp, n, "typed_config", NULL)) != NULL) {
         o = tg_cp_push_key(cp, "typed_config");
-        rc = tg_cp_typed_config(cp, v, c, cert_key_node);
+        rc = tg_cp_typed_config(cp, v, kp, c, cert_key_node);
         tg_cp_pop(cp, o);
         TG_GUARD(rc);
     }
@@ -1150,7 +1153,7 @@ static int tg_cp_cert(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_cer
     if (c->path == NULL)
         return tg_cp_nomem(cp);
     c->mark = tg_cp_mark(cp, n);
-    TG_GUARD(tg_cp_keyprov_init(cp, c, n));
+    TG_GUARD(tg_cp_keyprov_init(cp, &c->keyprov, "private_key_provider", n));
     TG_GUARD(tg_cp_check_map(cp, n, keys));
 
     TG_GUARD(tg_cp_require(cp, n, "certificate_chain", &v));
@@ -1185,7 +1188,7 @@ static int tg_cp_cert(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_cer
 
     if ((v = tg_cp_get(cp, n, "private_key_provider", NULL)) != NULL) {
         o = tg_cp_push_key(cp, "private_key_provider");
-        rc = tg_cp_keyprov(cp, v, c, keynode);
+        rc = tg_cp_keyprov(cp, v, &c->keyprov, c, keynode);
         tg_cp_pop(cp, o);
         TG_GUARD(rc);
     }
@@ -1266,8 +1269,9 @@ static int tg_cp_groups(struct tg_cp *cp, const yaml_node_t *v, struct tg_conf_t
 static int tg_cp_tls(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_tls *t)
 {
     static const char *const keys[] = {
-        "certificates", "min_version",   "max_version", "alpn", "session_resumption",
-        "cipher_list",  "cipher_suites", "groups",      NULL};
+        "certificates",          "min_version", "max_version",   "alpn",
+        "session_resumption",    "cipher_list", "cipher_suites", "groups",
+        "key_exchange_provider", NULL};
     const yaml_node_t *v, *minv = NULL, *maxv = NULL;
     size_t o;
     int rc;
@@ -1328,6 +1332,14 @@ static int tg_cp_tls(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_tls 
         t->cipher_list_mark = tg_cp_mark(cp, v);
     if ((v = tg_cp_get(cp, n, "cipher_suites", NULL)) != NULL)
         t->cipher_suites_mark = tg_cp_mark(cp, v);
+    if ((v = tg_cp_get(cp, n, "key_exchange_provider", NULL)) != NULL) {
+        TG_GUARD(tg_cp_keyprov_init(cp, &t->kx_provider, "key_exchange_provider", v));
+        t->has_kx_provider = true;
+        o = tg_cp_push_key(cp, "key_exchange_provider");
+        rc = tg_cp_keyprov(cp, v, &t->kx_provider, NULL, NULL);
+        tg_cp_pop(cp, o);
+        TG_GUARD(rc);
+    }
     if ((v = tg_cp_get(cp, n, "groups", NULL)) != NULL) {
         t->groups_mark = tg_cp_mark(cp, v);
         o = tg_cp_push_key(cp, "groups");

@@ -109,6 +109,11 @@ struct tg_conf_tls {
     char *groups;            /* key exchange groups; NULL = "X25519:P-256:P-384" */
     /* Where cipher_list, cipher_suites and groups stood (for errors found later). */
     struct tg_conf_mark cipher_list_mark, cipher_suites_mark, groups_mark;
+    /* key_exchange_provider: who does the listener's ephemeral key exchange.
+     * Absent: the first certificate's provider if it takes key exchange
+     * (its typed_config key_exchange), else OpenSSL inline. */
+    bool has_kx_provider;
+    struct tg_conf_keyprov kx_provider;
     struct tg_conf_mark mark;
 };
 

@@ -43,6 +43,7 @@ struct tg_tls_listener {
     unsigned char *alpn_wire; /* ALPN protocol list in wire format */
     size_t alpn_len;
     const struct tg_keyprov_binding *kx;
+    struct tg_keyprov_binding *kx_own; /* from tls.key_exchange_provider */
 };
 
 bool tg_tls_name_matches(const char *pattern, const char *host)
@@ -83,6 +84,7 @@ void tg_tls_listener_free(struct tg_tls_listener *t)
         tg_cert_clear(&t->certs[i]);
     free(t->certs);
     free(t->alpn_wire);
+    tg_keyprov_binding_free(t->kx_own);
     free(t);
 }
 
@@ -398,8 +400,28 @@ int tg_tls_listener_new(const struct tg_conf_listener *conf, SSL_async_callback_
         if (rc != TG_OK)
             goto out;
     }
-    if (t->certs[0].binding->kx)
+    if (tls->has_kx_provider) {
+        /* An explicit choice, independent of the certificates. */
+        const struct tg_conf_keyprov *kc = &tls->kx_provider;
+        rc = tg_keyprov_bind(kc, NULL, &t->kx_own, err, errlen);
+        if (rc != TG_OK) {
+            rc = rc == TG_ENOMEM ? rc : TG_ECONFIG;
+            goto out;
+        }
+        if (!t->kx_own->ops->does_kx && strcmp(t->kx_own->configured, "software") != 0 &&
+            strcmp(t->kx_own->ops->name, t->kx_own->configured) == 0) {
+            tg_conf_error(err, errlen, &kc->mark, kc->path,
+                          "provider '%s' does not do key exchange (cryptomb and deferred do; "
+                          "software keeps it in OpenSSL)",
+                          t->kx_own->ops->name);
+            rc = TG_ECONFIG;
+            goto out;
+        }
+        if (t->kx_own->kx)
+            t->kx = t->kx_own;
+    } else if (t->certs[0].binding->kx) {
         t->kx = t->certs[0].binding;
+    }
     rc = tg_alpn_build(t, tls);
     if (rc != TG_OK)
         goto out;

@@ -166,6 +166,38 @@ tg_gateway_stop
 tg_expect_eq "$(fake running)" 0 "qatlib stopped at exit (icp_sal_userStop)"
 
 # ---------------------------------------------------------------------------
+tg_case "qat signs, tls.key_exchange_provider: cryptomb batches the key exchange"
+tg_config kx.yaml <<EOF
+concurrency: 1
+admin: { address: 127.0.0.1:0 }
+limits: { handshake_timeout: $HS_TIMEOUT }
+listeners:
+  - name: rsa
+    address: 127.0.0.1:0
+    tls:
+      key_exchange_provider: { provider_name: cryptomb, fallback: true }
+      certificates:
+        - certificate_chain: { filename: $RSA_CERT }
+          private_key: { filename: $RSA_KEY }
+          private_key_provider: { provider_name: qat, fallback: false, typed_config: { timeout: 5s } }
+    upstream: { address: $UP_ADDR }
+EOF
+start_gw kx kx.yaml FAKE_QAT_LATENCY_US=50
+N=$(n 200)
+bench "$RSA_PORT" "$(c 8)" "$N" --tls-version 1.3
+tg_wait_for 5 "the fake to count $N completions" fake_at_least completed "$N"
+tg_expect_eq "$(fake rsa)" "$N" "every signature on the fake device"
+if grep -q 'key exchange: cryptomb' "$GW_LOG"; then
+    tg_expect_eq "$(tg_stat tlsgate_keyprov_operations_total provider=cryptomb type=kx_derive)" "$N" \
+        "every X25519 derive through cryptomb"
+    tg_expect_eq "$(stat_or0 tlsgate_keyprov_operations_total provider=qat type=kx_derive)" 0 \
+        "no key exchange offered to qat"
+else
+    tg_expect_grep 'key exchange: software' "$GW_LOG" "cryptomb cannot run here: OpenSSL does it"
+fi
+tg_gateway_stop
+
+# ---------------------------------------------------------------------------
 tg_case "ring full: capacity 1, 16 clients -> spill (cryptomb where it runs, else software), counted"
 write_config spill.yaml '{ provider_name: qat, fallback: false, typed_config: { timeout: 5s, spill: [cryptomb, software] } }'
 start_gw spill spill.yaml FAKE_QAT_CAPACITY=1 FAKE_QAT_LATENCY_US=3000 FAKE_QAT_INSTANCES=1

@@ -796,7 +796,7 @@ static void test_err_unknown_keys(void **state)
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n      ciphers: x\n" CERTS UPSTREAM,
          "gw.yaml:4:7: listeners[0].tls.ciphers: unknown key 'ciphers' (allowed: certificates, "
          "min_version, max_version, alpn, session_resumption, cipher_list, cipher_suites, "
-         "groups)"},
+         "groups, key_exchange_provider)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "          chain: x\n" UPSTREAM,
          "gw.yaml:7:11: listeners[0].tls.certificates[0].chain: unknown key 'chain' (allowed: "
@@ -1414,6 +1414,64 @@ static void test_default_config_odd_dir(void **state)
     assert_int_equal(tg_config_load_default("a\nb", &cfg, err, sizeof(err)), TG_ECONFIG);
 }
 
+/* tls.key_exchange_provider: the same block as private_key_provider, at the
+ * listener, with its own path and marks; no Envoy-style private_key there. */
+static void test_key_exchange_provider(void **state)
+{
+    (void)state;
+    struct tg_config *cfg = NULL;
+    char err[TG_CONFIG_ERRLEN];
+    char cert_pem[] = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    char key_pem[] = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n";
+    const char *c = tg_test_write_file("kx.crt", cert_pem, strlen(cert_pem));
+    char cpath[600];
+    snprintf(cpath, sizeof(cpath), "%s", c);
+    const char *k = tg_test_write_file("kx.key", key_pem, strlen(key_pem));
+    char yaml[2048];
+    snprintf(yaml, sizeof(yaml),
+             "listeners:\n"
+             "  - address: 127.0.0.1:8443\n"
+             "    upstream: { address: 127.0.0.1:8080 }\n"
+             "    tls:\n"
+             "      key_exchange_provider:\n"
+             "        provider_name: cryptomb\n"
+             "        fallback: false\n"
+             "        typed_config: { poll_delay: 250us, key_pool: 8 }\n"
+             "      certificates:\n"
+             "        - certificate_chain: { filename: %s }\n"
+             "          private_key: { filename: %s }\n",
+             cpath, k);
+    assert_int_equal(tg_config_load_buffer("gw.yaml", yaml, strlen(yaml), &cfg, err, sizeof(err)),
+                     TG_OK);
+    const struct tg_conf_tls *t = &cfg->listeners[0].tls;
+    assert_true(t->has_kx_provider);
+    assert_string_equal(t->kx_provider.provider_name, "cryptomb");
+    assert_false(t->kx_provider.fallback);
+    assert_int_equal(t->kx_provider.poll_delay_ns, 250000);
+    assert_string_equal(t->kx_provider.path, "listeners[0].tls.key_exchange_provider");
+    assert_int_equal(t->kx_provider.mark.line, 6);
+    assert_int_equal(t->kx_provider.typed_config.n, 1);
+    assert_string_equal(t->kx_provider.typed_config.v[0].key, "key_pool");
+    assert_true(cfg->listeners[0].tls.certs[0].keyprov.fallback);
+    tg_config_free(cfg);
+    /* private_key is not special here: it is an ordinary typed_config key. */
+    snprintf(yaml, sizeof(yaml),
+             "listeners:\n"
+             "  - address: 127.0.0.1:8443\n"
+             "    upstream: { address: 127.0.0.1:8080 }\n"
+             "    tls:\n"
+             "      key_exchange_provider: { provider_name: nope }\n"
+             "      certificates:\n"
+             "        - certificate_chain: { filename: %s }\n"
+             "          private_key: { filename: %s }\n",
+             cpath, k);
+    assert_int_equal(tg_config_load_buffer("gw.yaml", yaml, strlen(yaml), &cfg, err, sizeof(err)),
+                     TG_ECONFIG);
+    assert_non_null(strstr(err, "gw.yaml:5:"));
+    assert_non_null(strstr(err, "listeners[0].tls.key_exchange_provider.provider_name: unknown "
+                                "provider 'nope'"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1428,6 +1486,7 @@ int main(void)
         cmocka_unit_test(test_relative_paths),
         cmocka_unit_test(test_unreadable_config_file),
         cmocka_unit_test(test_example_file),
+        cmocka_unit_test(test_key_exchange_provider),
         cmocka_unit_test(test_err_yaml),
         cmocka_unit_test(test_err_unknown_keys),
         cmocka_unit_test(test_err_types),

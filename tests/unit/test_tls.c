@@ -130,6 +130,13 @@ static void test_build(void **state)
     /* The first certificate's provider takes key exchange: deferred does. */
     const char *kx[] = {c3, c1};
     build_ok("      groups: \"X25519:P-256\"\n", kx, 2, true);
+    /* An explicit key_exchange_provider overrides the certificates'. */
+    build_ok("      key_exchange_provider: { provider_name: deferred }\n", one, 1, true);
+    build_ok("      key_exchange_provider: { provider_name: software }\n", kx, 2, false);
+    build_ok("      key_exchange_provider:\n"
+             "        provider_name: deferred\n"
+             "        typed_config: { key_exchange: false }\n",
+             kx, 2, false);
 }
 
 static void build_err(const char *extra, const char *const *certs, size_t n, const char *want1,
@@ -165,6 +172,10 @@ static void test_errors(void **state)
     build_err("      groups: \"X25519:nonsense\"\n", o, 1, "tls.groups", "nonsense");
     build_err("      cipher_list: \"NOT-A-CIPHER\"\n", o, 1, "tls.cipher_list", NULL);
     build_err("      cipher_suites: \"TLS_FAKE\"\n", o, 1, "tls.cipher_suites", NULL);
+    build_err("      key_exchange_provider:\n"
+              "        provider_name: deferred\n"
+              "        typed_config: { colour: blue }\n",
+              o, 1, "tls.key_exchange_provider.typed_config.colour", "unknown key");
     /* A file that is not a certificate. */
     char bad[600];
     snprintf(bad, sizeof(bad), "%s|%s|software", key_rsa_a, key_rsa_a);
