@@ -384,7 +384,8 @@ struct tg_qat_req {
     struct tg_qat_key *key;
     enum tg_qat_kind kind;
     uint64_t t_submit, deadline;
-    CpaStatus status; /* from the callback */
+    uint64_t poll_seq; /* the owner's poll count when submitted */
+    CpaStatus status;  /* from the callback */
     CpaBoolean mult;
     CpaBoolean sync_status; /* cpaCyEcdsaSignRS wants the pointer even when async */
     union {
@@ -398,6 +399,7 @@ struct tg_qat_req {
 struct tg_qat_wstate {
     struct tg_qat_wstate *next; /* tg_qat_g.workers */
     struct ev_loop *loop;
+    uint64_t poll_seq; /* polls of this instance made by this worker */
     struct tg_keyprov_stats *kstats;
     int worker_id;
     unsigned ii; /* instance index */
@@ -784,8 +786,14 @@ static void tg_qat_finish(struct tg_qat_wstate *st, struct tg_qat_req *r)
         return;
     }
     /* Running estimate of the device latency (1/8 weight), for the timer;
-     * late returns (a stall, a device coming back) do not teach it. */
-    st->ewma_ns = st->ewma_ns - st->ewma_ns / 8 + lat / 8;
+     * late returns (a stall, a device coming back) do not teach it. A
+     * request returned by the first poll after its submission may have been
+     * ready long before: what we saw is only an upper bound, so learn half
+     * of it and probe earlier next time. Otherwise, on an idle loop that
+     * polls only at the estimate, the estimate could only grow (up to
+     * poll_delay); a request that needed more polls shows it was short. */
+    uint64_t sample = st->poll_seq - r->poll_seq <= 1 ? lat / 2 : lat;
+    st->ewma_ns = st->ewma_ns - st->ewma_ns / 8 + sample / 8;
     st->live--;
     r->op = NULL;
     op->prov_data = NULL;
@@ -854,6 +862,7 @@ static size_t tg_qat_poll_st(struct tg_qat_wstate *st, CpaStatus *status)
     tg_qat_polling = st;
     CpaStatus rc = tg_qat_g.api->icp_sal_CyPollInstance(st->inst, 0);
     tg_qat_polling = NULL;
+    st->poll_seq++;
     tg_ctr_inc(&st->st.c[TG_QAT_POLLS]);
     if (rc != CPA_STATUS_SUCCESS && rc != CPA_STATUS_RETRY)
         tg_qat_device_trouble(st, "icp_sal_CyPollInstance", rc);
@@ -1166,6 +1175,7 @@ static int tg_qat_submit(void *state, struct tg_keyop *op)
     key->refs++;
     r->op = op;
     r->t_submit = tg_now_ns();
+    r->poll_seq = st->poll_seq;
     r->deadline = r->t_submit + s->timeout_ns;
     if (key->kind == TG_QAT_RSA)
         cs = tg_qat_g.api->cpaCyRsaDecrypt(st->inst, tg_qat_rsa_cb, r, &r->od.rsa, &r->out);
