@@ -13,6 +13,9 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
 PEER_DIR=$SCRIPT_DIR/peers
+TG_LIB_PROG=compare.sh
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$SCRIPT_DIR/lib.sh"
 ALL_PEERS="nginx haproxy hitch tlsgate-software tlsgate-deferred tlsgate-software-noavx512 nginx-noavx512"
 MASK_AVX512=":~0x200000"
 SUITE=TLS_AES_128_GCM_SHA256 # the one TLS 1.3 suite every peer config allows
@@ -61,12 +64,6 @@ Example (a quick check, then the full run):
 EOF
 }
 
-die() {
-  echo "compare.sh: error: $*" >&2
-  exit 1
-}
-note() { echo "compare.sh: $*" >&2; }
-
 # ---------------------------------------------------------------------------
 # Arguments and settings
 
@@ -92,7 +89,6 @@ KEEP_TMP=${TG_BENCH_KEEP_TMP:-0}
 read -r -a PEERS <<<"$(echo "${TG_BENCH_PEERS:-$ALL_PEERS}" | tr ',' ' ')"
 read -r -a PERF_LIST <<<"$(echo "$PERF_PEERS" | tr ',' ' ')"
 
-is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 for pair in TG_BENCH_ROUNDS:ROUNDS TG_BENCH_SECONDS:MEASURE_S TG_BENCH_WARMUP:WARMUP_S \
   TG_BENCH_CONNS:CONNS TG_BENCH_QUOTA_US:QUOTA_US TG_BENCH_PERIOD_US:PERIOD_US \
   TG_BENCH_PROXY_CPU:PROXY_CPU TG_BENCH_CLIENT_CPU:CLIENT_CPU; do
@@ -129,20 +125,8 @@ for t in jq:jq openssl:openssl taskset:util-linux ss:iproute2 awk:mawk getconf:l
 done
 [ -x "$TLSGATE" ] || die "no tlsgate binary at '$TLSGATE' (build it: make build, or give the path)"
 TLSGATE=$(cd "$(dirname "$TLSGATE")" && pwd)/$(basename "$TLSGATE")
-CG_CPU_ROOT=/sys/fs/cgroup/cpu
-CG_ACCT_ROOT=/sys/fs/cgroup/cpuacct
-if [ ! -w "$CG_CPU_ROOT/cgroup.procs" ] || [ ! -e "$CG_CPU_ROOT/cpu.cfs_quota_us" ]; then
-  die "no writable cgroup-v1 cpu controller at $CG_CPU_ROOT"
-fi
-if [ ! -w "$CG_ACCT_ROOT/cgroup.procs" ] || [ ! -e "$CG_ACCT_ROOT/cpuacct.usage" ]; then
-  die "no writable cgroup-v1 cpuacct controller at $CG_ACCT_ROOT"
-fi
-for c in "$PROXY_CPU" "$CLIENT_CPU"; do
-  if [ ! -d "/sys/devices/system/cpu/cpu$c" ] ||
-    [ "$(cat "/sys/devices/system/cpu/cpu$c/online" 2>/dev/null || echo 1)" != 1 ]; then
-    die "CPU $c is not online (this needs 2 CPUs)"
-  fi
-done
+require_cgroup_v1
+require_cpus_online "$PROXY_CPU" "$CLIENT_CPU"
 if [ "$CLIENT" = hey ]; then command -v hey >/dev/null || die "TG_BENCH_CLIENT=hey but hey is not installed"; fi
 
 missing=()
@@ -184,114 +168,9 @@ declare -a CGROUPS=()      # cgroup directories created by this run
 declare -A PEER_PID=() PEER_PORT=() PEER_CG=() PEER_TICKETS=()
 CLIENT_CG=""
 
-kill_pid() { # PID: TERM, wait up to 5 s, then KILL
-  local pid=$1 i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-  local rc=$? pid cg i
-  trap - EXIT INT TERM
-  for ((i = ${#BG_PIDS[@]} - 1; i >= 0; i--)); do kill_pid "${BG_PIDS[$i]}"; done
-  # Children of the proxies (nginx worker, hitch workers) live in our groups.
-  for cg in "${CGROUPS[@]}"; do
-    [ -e "$cg/cgroup.procs" ] || continue
-    while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$cg/cgroup.procs"
-  done
-  for cg in "${CGROUPS[@]}"; do
-    for ((i = 0; i < 50; i++)); do
-      [ -d "$cg" ] || break
-      rmdir "$cg" 2>/dev/null && break
-      sleep 0.1
-    done
-    [ ! -d "$cg" ] || echo "compare.sh: warning: could not remove cgroup $cg" >&2
-  done
-  if [ "$KEEP_TMP" = 1 ]; then
-    echo "compare.sh: kept $TMP" >&2
-  else
-    rm -rf "$TMP"
-  fi
-  exit "$rc"
-}
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-cg_make() { # NAME QUOTA_US(-1 = none) -> sets CG_MADE to the name
-  local name="$RUN_ID-$1" quota=$2
-  mkdir "$CG_CPU_ROOT/$name" "$CG_ACCT_ROOT/$name"
-  CGROUPS+=("$CG_CPU_ROOT/$name" "$CG_ACCT_ROOT/$name")
-  echo "$PERIOD_US" >"$CG_CPU_ROOT/$name/cpu.cfs_period_us"
-  echo "$quota" >"$CG_CPU_ROOT/$name/cpu.cfs_quota_us"
-  CG_MADE=$name
-}
-cg_usage_ns() { cat "$CG_ACCT_ROOT/$1/cpuacct.usage"; }
-cg_stat() { awk -v k="$2" '$1 == k { print $2 }' "$CG_CPU_ROOT/$1/cpu.stat"; }
-# utime + stime of every process in the group, in clock ticks (the /proc view).
-CLK_TCK=$(getconf CLK_TCK)
-cg_proc_ticks() {
-  local pid sum=0 t
-  while read -r pid; do
-    t=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }') || t=0
-    sum=$((sum + ${t:-0}))
-  done <"$CG_ACCT_ROOT/$1/cgroup.procs"
-  echo "$sum"
-}
-now_ns() { date +%s%N; }
-# Busy time of one CPU in clock ticks from /proc/stat (user nice system irq
-# softirq steal), all tasks: on a shared machine it tells whether a proxy
-# below its quota was crowded out (its CPU full) or the client side was full.
-cpu_busy_ticks() { awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-
-# Start "$@" in the background inside cgroup $1 (both controllers), pinned to
-# CPU $2; the PID is the process itself (the subshell joins then execs).
-# Sets STARTED_PID.
-start_in_cg() {
-  local cg=$1 cpu=$2 out=$3
-  shift 3
-  (
-    echo "$BASHPID" >"$CG_CPU_ROOT/$cg/cgroup.procs"
-    echo "$BASHPID" >"$CG_ACCT_ROOT/$cg/cgroup.procs"
-    exec taskset -c "$cpu" "$@"
-  ) >"$out" 2>&1 </dev/null &
-  STARTED_PID=$!
-}
-
-port_listening() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
-# Sets FREE_PORT to a port nobody listens on, below the ephemeral range (the
-# client's connections must never collide with a listener).
-free_port() {
-  local p i low
-  low=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-  [ "$low" -gt 12000 ] || low=32768
-  for ((i = 0; i < 200; i++)); do
-    p=$((10000 + RANDOM % (low - 10000)))
-    case " ${USED_PORTS:-} " in *" $p "*) continue ;; esac
-    if ! port_listening "$p" && [ -z "$(ss -Htan "sport = :$p" 2>/dev/null)" ]; then
-      USED_PORTS="${USED_PORTS:-} $p"
-      FREE_PORT=$p
-      return 0
-    fi
-  done
-  die "no free port found"
-}
-wait_listening() { # PID PORT LOG WHAT
-  local i
-  for ((i = 0; i < 150; i++)); do
-    kill -0 "$1" 2>/dev/null || { tail -n 20 "$3" >&2 || true; die "$4 exited at start-up (log above)"; }
-    port_listening "$2" && return 0
-    sleep 0.1
-  done
-  tail -n 20 "$3" >&2 || true
-  die "$4 is not listening on 127.0.0.1:$2 after 15 s"
-}
 
 # ---------------------------------------------------------------------------
 # Certificate, upstream
