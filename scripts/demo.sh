@@ -77,7 +77,12 @@ gw_pid=${pids[1]}
 
 echo
 echo "== what the admin endpoint reports (http://127.0.0.1:9901/stats, excerpt) =="
-curl -s http://127.0.0.1:9901/stats | grep -E '^tlsgate_(handshakes_total|connections_closed_total\{reason="normal"|keyprov_operations_total\{provider="software",type="rsa_sign"|upstream_connects_total\{result="ok")' || true
+curl -s http://127.0.0.1:9901/stats |
+  grep -E '^tlsgate_(handshakes_total\{result="ok"|connections_closed_total\{reason="normal"|upstream_connects_total\{result="ok"|keyprov_operations_total\{provider="(software|cryptomb)",type="(rsa_sign|kx_derive)"|keyprov_flushes_total\{provider="cryptomb"|keyprov_batch_size_(sum|count)\{provider="cryptomb"|keyprov_key_pool_level\{provider="cryptomb")' |
+  grep -v ' 0$' || true
+echo
+echo "(the key provider in use is in tlsgate's start-up lines above: cryptomb where this CPU"
+echo " has AVX-512 IFMA, software otherwise; 'tlsgate doctor' says why)"
 
 echo
 echo "demo done: stopping the gateway and the upstream"

@@ -44,7 +44,8 @@ const char tg_config_default_yaml[] =
     "        - certificate_chain: { filename: \"${STATE_DIR}/demo-cert.pem\" }\n"
     "          private_key: { filename: \"${STATE_DIR}/demo-key.pem\" }\n"
     "          private_key_provider:\n"
-    "            provider_name: software\n"
+    "            provider_name: cryptomb\n"
+    "            fallback: true\n"
     "      session_resumption: true\n"
     "    upstream:\n"
     "      address: 127.0.0.1:8080\n";

@@ -1346,7 +1346,9 @@ static void test_default_config(void **state)
     assert_string_equal(l->addr.text, "127.0.0.1:8443");
     assert_string_equal(l->upstream.addr.text, "127.0.0.1:8080");
     assert_true(l->tls.session_resumption);
-    assert_string_equal(l->tls.certs[0].keyprov.provider_name, "software");
+    /* The product's point, safely: software serves where cryptomb cannot run. */
+    assert_string_equal(l->tls.certs[0].keyprov.provider_name, "cryptomb");
+    assert_true(l->tls.certs[0].keyprov.fallback);
     snprintf(path, sizeof(path), "%s/demo-cert.pem", dir);
     assert_string_equal(l->tls.certs[0].chain.filename, path);
     assert_true(l->tls.certs[0].chain.mark.line > 0);
