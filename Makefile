@@ -1,17 +1,22 @@
 # tlsgate front door.
 #
 #   make demo    install, build, run the demo (upstream + gateway + bench), stop
-#   make test    install, build, run every test (release build, then ASan+UBSan)
+#   make test    install, build, run every test: release build, then the same
+#                suite under ASan+UBSan, a clang build, and short fuzz runs
 #
 # Other targets: build, asan, unit, integration, lint, format, bench-compare,
 # bench-providers, valgrind, clean.
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+CLANG_BUILD ?= build-clang
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 15
 JOBS       ?= $(shell nproc)
 CTEST_ARGS ?= --output-on-failure -j2
 
-.PHONY: all setup build asan demo test test-release test-asan unit integration lint format \
+.PHONY: all setup build asan demo test test-release test-asan test-clang test-fuzz unit integration \
+        lint format \
         valgrind bench-compare bench-providers clean
 
 all: build
@@ -33,7 +38,7 @@ asan: setup
 demo: build
 	bash scripts/demo.sh $(BUILD)/tlsgate
 
-test: test-release test-asan
+test: test-release test-asan test-clang test-fuzz
 
 test-release: build
 	ctest --test-dir $(BUILD) $(CTEST_ARGS)
@@ -42,6 +47,19 @@ test-release: build
 test-asan: asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --test-dir $(ASAN_BUILD) $(CTEST_ARGS) -LE perf
+
+# Warning-free with clang too (-Werror): build everything.
+test-clang: setup
+	CC=clang cmake -S . -B $(CLANG_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(CLANG_BUILD) -j$(JOBS)
+
+# libFuzzer targets (config loader, admin HTTP parser, key-operation call
+# sequences), FUZZ_SECONDS each.
+test-fuzz: setup
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTG_FUZZ=ON \
+	  -DTG_FUZZ_SECONDS=$(FUZZ_SECONDS)
+	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_config fuzz_admin_http fuzz_keyop
+	ctest --test-dir $(FUZZ_BUILD) -L fuzz --output-on-failure
 
 unit: build
 	ctest --test-dir $(BUILD) -L unit $(CTEST_ARGS)
@@ -66,4 +84,4 @@ bench-providers: build
 	bash bench/providers.sh $(BUILD)/tlsgate
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(CLANG_BUILD) $(FUZZ_BUILD)
