@@ -322,6 +322,20 @@ static int tg_ctx_configure(struct tg_tls_listener *t, struct tg_tls_ctx *tc,
         ERR_clear_error();
         return TG_ECONFIG;
     }
+    /* Static-RSA key exchange would need a private-key *decryption* from the
+     * key providers, which tlsgate does not offer (and which gives no forward
+     * secrecy): refuse such ciphers up front rather than failing handshakes. */
+    STACK_OF(SSL_CIPHER) *ciphers = SSL_CTX_get_ciphers(ctx);
+    for (int i = 0; i < sk_SSL_CIPHER_num(ciphers); i++) {
+        const SSL_CIPHER *ci = sk_SSL_CIPHER_value(ciphers, i);
+        if (SSL_CIPHER_get_kx_nid(ci) == NID_kx_rsa) {
+            tg_conf_error(err, errlen, tg_mark_or(&tls->cipher_list_mark, &tls->mark), path,
+                          "'%s' uses RSA key exchange, which tlsgate does not offer (no "
+                          "forward secrecy); use ECDHE ciphers",
+                          SSL_CIPHER_get_name(ci));
+            return TG_ECONFIG;
+        }
+    }
     snprintf(path, sizeof(path), "%s.tls.cipher_suites", conf->path);
     if (tls->cipher_suites != NULL && !SSL_CTX_set_ciphersuites(ctx, tls->cipher_suites)) {
         tg_conf_error(err, errlen, tg_mark_or(&tls->cipher_suites_mark, &tls->mark), path,

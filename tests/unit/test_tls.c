@@ -171,6 +171,8 @@ static void test_errors(void **state)
     const char *o[] = {ok};
     build_err("      groups: \"X25519:nonsense\"\n", o, 1, "tls.groups", "nonsense");
     build_err("      cipher_list: \"NOT-A-CIPHER\"\n", o, 1, "tls.cipher_list", NULL);
+    build_err("      cipher_list: \"ECDHE-RSA-AES128-GCM-SHA256:AES128-GCM-SHA256\"\n", o, 1,
+              "tls.cipher_list", "RSA key exchange");
     build_err("      cipher_suites: \"TLS_FAKE\"\n", o, 1, "tls.cipher_suites", NULL);
     build_err("      key_exchange_provider:\n"
               "        provider_name: deferred\n"
