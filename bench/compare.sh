@@ -98,11 +98,7 @@ done
 [ "$ROUNDS" -ge 1 ] || die "TG_BENCH_ROUNDS must be >= 1"
 [ "$MEASURE_S" -ge 1 ] || die "TG_BENCH_SECONDS must be >= 1"
 [ "$CONNS" -ge 1 ] || die "TG_BENCH_CONNS must be >= 1"
-if [ "$PERIOD_US" -lt 1000 ] || [ "$PERIOD_US" -gt 1000000 ]; then
-  die "TG_BENCH_PERIOD_US must be in 1000..1000000"
-fi
-[ "$QUOTA_US" -eq 0 ] || [ "$QUOTA_US" -ge 1000 ] || die "TG_BENCH_QUOTA_US must be 0 or >= 1000"
-[ "$PROXY_CPU" != "$CLIENT_CPU" ] || die "the proxy and the client need different CPUs"
+check_cg_settings TG_BENCH
 case "$CLIENT" in tlsgate | hey) ;; *) die "TG_BENCH_CLIENT must be tlsgate or hey" ;; esac
 [ "${#PEERS[@]}" -ge 1 ] || die "TG_BENCH_PEERS is empty"
 

@@ -25,6 +25,17 @@ note() { echo "$TG_LIB_PROG: $*" >&2; }
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 
+# check_cg_settings PREFIX: the quota / period / CPU pinning settings both
+# benchmarks share (PERIOD_US, QUOTA_US, PROXY_CPU, CLIENT_CPU), named
+# PREFIX_PERIOD_US etc. in the messages.
+check_cg_settings() {
+  if [ "$PERIOD_US" -lt 1000 ] || [ "$PERIOD_US" -gt 1000000 ]; then
+    die "$1_PERIOD_US must be in 1000..1000000"
+  fi
+  [ "$QUOTA_US" -eq 0 ] || [ "$QUOTA_US" -ge 1000 ] || die "$1_QUOTA_US must be 0 or >= 1000"
+  [ "$PROXY_CPU" != "$CLIENT_CPU" ] || die "the proxy and the client need different CPUs"
+}
+
 # The cgroup-v1 cpu and cpuacct controllers, writable (dies otherwise).
 CG_CPU_ROOT=/sys/fs/cgroup/cpu
 CG_ACCT_ROOT=/sys/fs/cgroup/cpuacct

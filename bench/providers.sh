@@ -214,11 +214,7 @@ done
 [ "$MEASURE_S" -ge 1 ] || die "TG_PROV_SECONDS must be >= 1"
 [ "$ROUNDS" -ge 1 ] || die "TG_PROV_ROUNDS must be >= 1"
 [ "$HEAD_ROUNDS" -ge 1 ] || die "TG_PROV_HEADLINE_ROUNDS must be >= 1"
-if [ "$PERIOD_US" -lt 1000 ] || [ "$PERIOD_US" -gt 1000000 ]; then
-  die "TG_PROV_PERIOD_US must be in 1000..1000000"
-fi
-[ "$QUOTA_US" -eq 0 ] || [ "$QUOTA_US" -ge 1000 ] || die "TG_PROV_QUOTA_US must be 0 or >= 1000"
-[ "$PROXY_CPU" != "$CLIENT_CPU" ] || die "the proxy and the client need different CPUs"
+check_cg_settings TG_PROV
 [[ $QAT_CPU =~ ^[0-9]+(,[0-9]+)*$ ]] || die "TG_PROV_QAT_CPU must be a CPU list such as 1 or 0,1"
 case "$CRYPTO" in 0 | 1) ;; *) die "TG_PROV_CRYPTO must be 0 or 1" ;; esac
 if [ "${#CERTS[@]}" -eq 0 ] || [ "${#TLSV[@]}" -eq 0 ] || [ "${#CONNS[@]}" -eq 0 ]; then
