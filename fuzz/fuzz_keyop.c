@@ -16,6 +16,8 @@
 #include <string.h>
 
 #include "keyprov/tg_keyprov.h"
+#include "providers/deferred/tg_deferred.h"
+#include "providers/software/tg_software.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -78,6 +80,10 @@ static void init_once(void)
 {
     if (g_key != NULL)
         return;
+    static const struct tg_keyprov_ops *const provs[] = {&tg_software_provider,
+                                                         &tg_deferred_provider};
+    char rwhy[256];
+    fatal_if(tg_keyprov_register(provs, 2, rwhy, sizeof(rwhy)) != TG_OK);
     EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     char why[128];
     fatal_if(pk == NULL || tg_pkey_from_evp(pk, &g_key, why, sizeof(why)) != TG_OK);

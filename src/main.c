@@ -22,6 +22,28 @@
 #include "keyprov/tg_keyprov.h"
 #include "proxy/tg_gateway.h"
 
+/*
+ * The key providers this program is built with, one folder each under
+ * src/providers/. Adding a provider: its folder (see docs/KEY-PROVIDERS.md,
+ * "Writing a provider") and one line here. "software" is required: it is
+ * every other provider's fallback.
+ */
+#define TG_PROVIDERS(X)                                                                            \
+    X(software)                                                                                    \
+    X(deferred)                                                                                    \
+    X(cryptomb)                                                                                    \
+    X(qat)
+
+#define TG_PROVIDER_DECL(name) extern const struct tg_keyprov_ops tg_##name##_provider;
+TG_PROVIDERS(TG_PROVIDER_DECL)
+#undef TG_PROVIDER_DECL
+
+static const struct tg_keyprov_ops *const tg_providers[] = {
+#define TG_PROVIDER_REF(name) &tg_##name##_provider,
+    TG_PROVIDERS(TG_PROVIDER_REF)
+#undef TG_PROVIDER_REF
+};
+
 static void tg_usage(FILE *f)
 {
     fprintf(f, "usage: tlsgate <command> [options]\n"
@@ -125,6 +147,11 @@ int main(int argc, char **argv)
     if (argc < 2) {
         tg_usage(stderr);
         return 2;
+    }
+    char why[256];
+    if (tg_keyprov_register(tg_providers, TG_ARRAY_LEN(tg_providers), why, sizeof(why)) != TG_OK) {
+        fprintf(stderr, "tlsgate: key providers: %s\n", why);
+        return 1;
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "run") == 0)

@@ -24,8 +24,8 @@
 #include "core/tg_buf.h"
 #include "core/tg_log.h"
 #include "keyprov/tg_keyprov.h"
-#include "keyprov/tg_mb.h"
-#include "keyprov/tg_mb_bench.h"
+#include "providers/cryptomb/tg_mb.h"
+#include "providers/cryptomb/tg_mb_bench.h"
 #include "ossl/tg_ossl.h"
 
 #define TG_BC_JOBS 64

@@ -46,17 +46,19 @@
 /* ------------------------------------------------------------------------ */
 /* Known provider names                                                     */
 
-static const char *const tg_conf_builtin_providers[] = {"software", "deferred", "cryptomb", "qat",
-                                                        NULL};
-static const char *const *tg_conf_providers = tg_conf_builtin_providers;
+/* The program's provider names (tg_config_set_known_providers); NULL: any
+ * name passes here and the key-provider registry judges it at start-up. */
+static const char *const *tg_conf_providers;
 
 void tg_config_set_known_providers(const char *const *names)
 {
-    tg_conf_providers = names != NULL ? names : tg_conf_builtin_providers;
+    tg_conf_providers = names;
 }
 
 static bool tg_conf_provider_known(const char *name)
 {
+    if (tg_conf_providers == NULL)
+        return true;
     for (size_t i = 0; tg_conf_providers[i] != NULL; i++) {
         if (strcmp(tg_conf_providers[i], name) == 0)
             return true;

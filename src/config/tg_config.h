@@ -217,10 +217,12 @@ extern const char tg_config_default_yaml[];
 int tg_config_load_default(const char *state_dir, struct tg_config **out, char *err,
                            size_t errlen) TG_MUST_CHECK;
 
-/* Names of providers the config accepts (set by tg_keyprov at start-up so the
- * config module does not depend on the providers). NULL-terminated; the array
- * is not copied and must outlive every later load. NULL restores the built-in
- * list (software, deferred, cryptomb, qat). Not thread-safe. */
+/* Names of the key providers the program is built with (the key-provider
+ * registry's list), so that an unknown provider_name is reported with the
+ * file position at load time. NULL-terminated; not copied: it must outlive
+ * every later load. NULL (the default): names are not checked here (the
+ * registry refuses an unknown one when the certificate is bound). The config
+ * module knows no provider by name. Not thread-safe. */
 void tg_config_set_known_providers(const char *const *names);
 
 #endif

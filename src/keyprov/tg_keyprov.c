@@ -11,15 +11,22 @@
 #include "keyprov/tg_keyprov.h"
 #include "keyprov/tg_keyprov_internal.h"
 
-/* The registry. Index = slot in per-worker instance arrays. software first:
- * it is the fallback of every other provider. */
-static const struct tg_keyprov_ops *const tg_providers[] = {
-    &tg_kp_software_ops,
-    &tg_kp_deferred_ops,
-    &tg_kp_cryptomb_ops,
-    &tg_kp_qat_ops,
-};
-#define TG_NPROV TG_ARRAY_LEN(tg_providers)
+/* The registry, filled once by tg_keyprov_register(). Index = slot in the
+ * per-worker instance arrays. */
+static const struct tg_keyprov_ops *tg_providers[TG_KEYPROV_MAX];
+static size_t tg_nprov;
+static int tg_software_slot = -1;
+#define TG_NPROV tg_nprov
+
+const char *tg_keyop_type_name(enum tg_keyop_type t)
+{
+    static const char *const names[] = {
+#define TG_KEYOP_NAME(id, label) label,
+        TG_KEYOP_TYPES(TG_KEYOP_NAME)
+#undef TG_KEYOP_NAME
+    };
+    return (unsigned)t < TG_KEYOP_TYPE_COUNT ? names[t] : "unknown";
+}
 
 const struct tg_hist_spec tg_keyprov_batch_spec = {
     .name = "tlsgate_keyprov_batch_size",
@@ -40,7 +47,7 @@ const struct tg_keyprov_ops *tg_keyprov_find(const char *name)
 
 const char *const *tg_keyprov_names(void)
 {
-    static const char *names[TG_NPROV + 1];
+    static const char *names[TG_KEYPROV_MAX + 1];
     for (size_t i = 0; i < TG_NPROV; i++)
         names[i] = tg_providers[i]->name;
     names[TG_NPROV] = NULL;
@@ -62,14 +69,70 @@ static int tg_keyprov_slot(const struct tg_keyprov_ops *ops)
     return -1;
 }
 
+/* The binding of inline software work; its ops are the registered
+ * "software" provider (set by tg_keyprov_register). */
+static struct tg_keyprov_binding tg_software_binding = {
+    .ops = NULL,
+    .configured = TG_KEYPROV_FALLBACK,
+    .settings = NULL,
+    .slot = -1,
+    .poll_delay_ns = 0,
+    .fallback = false,
+    .kx = false,
+};
+
+struct tg_keyprov_set;
+static struct tg_keyprov_set *tg_kp_sets; /* defined with the sets below */
+
+int tg_keyprov_register(const struct tg_keyprov_ops *const *ops, size_t n, char *why, size_t whylen)
+{
+    if (tg_kp_sets != NULL) {
+        snprintf(why, whylen, "providers cannot change while workers run");
+        return TG_ESTATE;
+    }
+    if (n > TG_KEYPROV_MAX) {
+        snprintf(why, whylen, "%zu providers registered, at most %d fit", n, TG_KEYPROV_MAX);
+        return TG_EINVAL;
+    }
+    int sw = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i] == NULL || ops[i]->name == NULL || ops[i]->name[0] == '\0' ||
+            ops[i]->submit == NULL) {
+            snprintf(why, whylen, "provider #%zu has no name or no submit function", i);
+            return TG_EINVAL;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(ops[i]->name, ops[j]->name) == 0) {
+                snprintf(why, whylen, "provider '%s' registered twice", ops[i]->name);
+                return TG_EINVAL;
+            }
+        }
+        if (strcmp(ops[i]->name, TG_KEYPROV_FALLBACK) == 0)
+            sw = (int)i;
+    }
+    if (sw < 0) {
+        snprintf(why, whylen, "no '%s' provider: it is every other provider's fallback",
+                 TG_KEYPROV_FALLBACK);
+        return TG_EINVAL;
+    }
+    tg_keyprov_shutdown();
+    for (size_t i = 0; i < n; i++)
+        tg_providers[i] = ops[i];
+    tg_nprov = n;
+    tg_software_slot = sw;
+    tg_software_binding.ops = ops[sw];
+    tg_software_binding.slot = sw;
+    return TG_OK;
+}
+
 /* ---- process-wide state (main thread at start-up; read-only afterwards) ---- */
 
 enum tg_init_state { TG_INIT_NOT_TRIED, TG_INIT_OK, TG_INIT_FAILED };
 
 static struct {
-    enum tg_init_state init[TG_NPROV];
-    char why[TG_NPROV][256];
-    bool used[TG_NPROV]; /* some binding runs on it: workers create its state */
+    enum tg_init_state init[TG_KEYPROV_MAX];
+    char why[TG_KEYPROV_MAX][256];
+    bool used[TG_KEYPROV_MAX]; /* some binding runs on it: workers create its state */
 } tg_kp_global;
 
 static int tg_keyprov_global_init(int slot, const char **why)
@@ -99,16 +162,6 @@ void tg_keyprov_shutdown(void)
     }
 }
 
-static const struct tg_keyprov_binding tg_software_binding = {
-    .ops = &tg_kp_software_ops,
-    .configured = "software",
-    .settings = NULL,
-    .slot = 0,
-    .poll_delay_ns = 0,
-    .fallback = false,
-    .kx = false,
-};
-
 const struct tg_keyprov_binding *tg_keyprov_software_binding(void)
 {
     return &tg_software_binding;
@@ -127,7 +180,7 @@ int tg_keyprov_bind(const struct tg_conf_keyprov *conf, const struct tg_pkey *ke
                     struct tg_keyprov_binding **out, char *err, size_t errlen)
 {
     *out = NULL;
-    const char *name = conf->provider_name ? conf->provider_name : "software";
+    const char *name = conf->provider_name ? conf->provider_name : TG_KEYPROV_FALLBACK;
     const struct tg_keyprov_ops *ops = tg_keyprov_find(name);
     if (ops == NULL) {
         tg_conf_error(err, errlen, &conf->mark, conf->path, "unknown provider '%s'", name);
@@ -176,12 +229,12 @@ int tg_keyprov_bind(const struct tg_conf_keyprov *conf, const struct tg_pkey *ke
         if (b->settings != NULL && ops->settings_free != NULL)
             ops->settings_free(b->settings);
         b->settings = NULL;
-        b->ops = &tg_kp_software_ops;
+        b->ops = tg_software_binding.ops;
         b->kx = false;
-        slot = 0;
+        slot = tg_software_slot;
     }
     b->slot = slot;
-    tg_kp_global.used[0] = true;
+    tg_kp_global.used[tg_software_slot] = true;
     tg_kp_global.used[slot] = true;
     *out = b;
     return TG_OK;
@@ -192,15 +245,15 @@ int tg_keyprov_bind(const struct tg_conf_keyprov *conf, const struct tg_pkey *ke
 struct tg_keyprov_set {
     struct ev_loop *loop;
     int worker_id;
-    void *state[TG_NPROV];
-    struct tg_keyprov_stats stats[TG_NPROV];
+    void *state[TG_KEYPROV_MAX];
+    struct tg_keyprov_stats stats[TG_KEYPROV_MAX];
     struct tg_keyprov_set *next; /* in tg_kp_sets, for /stats */
 };
 
 static pthread_mutex_t tg_kp_sets_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct tg_keyprov_set *tg_kp_sets;
 /* Stats of sets already freed, so counters survive a worker's exit. */
-static struct tg_keyprov_stats tg_kp_retired[TG_NPROV];
+static struct tg_keyprov_stats tg_kp_retired[TG_KEYPROV_MAX];
 
 static _Thread_local struct tg_keyprov_set *tg_kp_current_set;
 static _Thread_local struct tg_keyctx *tg_kp_current_ctx;
@@ -252,7 +305,8 @@ int tg_keyprov_set_new(struct ev_loop *loop, int worker_id, const size_t *handsh
         return TG_ENOMEM;
     set->loop = loop;
     set->worker_id = worker_id;
-    tg_kp_global.used[0] = true;
+    if (tg_software_slot >= 0)
+        tg_kp_global.used[tg_software_slot] = true;
     for (size_t i = 0; i < TG_NPROV; i++) {
         if (!tg_kp_global.used[i] || tg_providers[i]->worker_init == NULL)
             continue;
@@ -395,7 +449,7 @@ size_t tg_keyprov_set_pending(struct tg_keyprov_set *set)
 
 void tg_keyprov_render_stats(struct tg_buf *out)
 {
-    struct tg_keyprov_stats agg[TG_NPROV];
+    struct tg_keyprov_stats agg[TG_KEYPROV_MAX];
     memset(agg, 0, sizeof(agg));
     pthread_mutex_lock(&tg_kp_sets_lock);
     for (size_t i = 0; i < TG_NPROV; i++) {

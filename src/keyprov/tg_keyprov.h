@@ -5,8 +5,9 @@
  * A key provider performs private-key operations (RSA sign, ECDSA sign) and
  * ephemeral key exchange (keygen, derive) for the OpenSSL bridge (src/ossl).
  * It is a const table of function pointers (struct tg_keyprov_ops) looked up
- * by name. Providers: software (inline), deferred (asynchronous reference /
- * test provider), cryptomb (AVX-512 multi-buffer), qat (QuickAssist).
+ * by name. The providers themselves live in src/providers/<name>/; the
+ * program registers the ones it is built with (tg_keyprov_register), so the
+ * core knows none of them by name except "software", the fallback of all.
  *
  * Lifecycle of an operation (struct tg_keyop), enforced by one-shot guards
  * (misuse returns TG_ESTATE, never corrupts):
@@ -211,7 +212,21 @@ struct tg_keyprov_ops {
     void (*doctor)(struct tg_buf *out);
 };
 
-/* Registry of built-in providers. */
+/* Most providers one program can register. */
+#define TG_KEYPROV_MAX 16
+/* The provider every other one falls back to; it must be registered. */
+#define TG_KEYPROV_FALLBACK "software"
+
+/*
+ * Registry. tg_keyprov_register() installs the program's providers (main.c
+ * hands its table; tests hand theirs): the array is copied, its entries must
+ * be static. Names must be unique and one must be TG_KEYPROV_FALLBACK.
+ * Registering again replaces the table (and shuts down every provider that
+ * was initialised); TG_ESTATE while worker sets exist. Main thread only.
+ * Returns TG_OK, or TG_EINVAL / TG_ESTATE with the reason in why.
+ */
+int tg_keyprov_register(const struct tg_keyprov_ops *const *ops, size_t n, char *why,
+                        size_t whylen) TG_MUST_CHECK;
 const struct tg_keyprov_ops *tg_keyprov_find(const char *name);
 /* NULL-terminated list of names. */
 const char *const *tg_keyprov_names(void);

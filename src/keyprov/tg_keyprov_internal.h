@@ -1,4 +1,5 @@
-/* Internal to src/keyprov: shared between the registry and the op lifecycle. */
+/* Internal to src/keyprov: shared between the registry, the op lifecycle and
+ * the software computation. Providers do not include it. */
 #ifndef TG_KEYPROV_INTERNAL_H
 #define TG_KEYPROV_INTERNAL_H
 
@@ -9,10 +10,5 @@
 void *tg_keyprov_state_for(const struct tg_keyprov_binding *b);
 /* Free this thread's cached software contexts (call at worker exit). */
 void tg_keyop_sw_thread_cleanup(void);
-
-extern const struct tg_keyprov_ops tg_kp_software_ops;
-extern const struct tg_keyprov_ops tg_kp_deferred_ops;
-extern const struct tg_keyprov_ops tg_kp_cryptomb_ops;
-extern const struct tg_keyprov_ops tg_kp_qat_ops;
 
 #endif

@@ -17,6 +17,9 @@
 #include "doctor/tg_doctor.h"
 #include "doctor/tg_doctor_report.h"
 #include "keyprov/tg_keyprov.h"
+#include "keyprov/tg_keyprov.h"
+#include "providers/deferred/tg_deferred.h"
+#include "providers/software/tg_software.h"
 
 /* snprintf for paths: a test fixture path that does not fit is a test bug. */
 static void pathf(char *buf, size_t len, const char *fmt, ...)
@@ -596,6 +599,7 @@ static void test_main_cli(void **state)
 
 int main(void)
 {
+    TG_TEST_REGISTER_PROVIDERS(&tg_software_provider, &tg_deferred_provider);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_probe_and_text), cmocka_unit_test(test_json),
         cmocka_unit_test(test_no_qat),         cmocka_unit_test(test_render_cases),

@@ -6,6 +6,8 @@
 #include "config/tg_config.h"
 #include "keyprov/tg_keyprov.h"
 #include "tg_test_util.h"
+#include "providers/software/tg_software.h"
+#include "providers/deferred/tg_deferred.h"
 
 static struct tg_conf_param params[4];
 
@@ -147,6 +149,7 @@ static int teardown(void **state)
 
 int main(void)
 {
+    TG_TEST_REGISTER_PROVIDERS(&tg_software_provider, &tg_deferred_provider);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_registry),
         cmocka_unit_test(test_bind_deferred_params),

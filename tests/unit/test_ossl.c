@@ -16,6 +16,8 @@
 #include "keyprov/tg_keyprov.h"
 #include "ossl/tg_ossl.h"
 #include "tg_test_util.h"
+#include "providers/software/tg_software.h"
+#include "providers/deferred/tg_deferred.h"
 
 struct pair {
     SSL_CTX *sctx, *cctx;
@@ -460,6 +462,7 @@ static int teardown(void **state)
 
 int main(void)
 {
+    TG_TEST_REGISTER_PROVIDERS(&tg_software_provider, &tg_deferred_provider);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sync_rsa_tls13),
         cmocka_unit_test(test_sync_rsa_tls12_pkcs1),

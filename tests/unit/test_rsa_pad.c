@@ -10,7 +10,6 @@
 
 #include "keyprov/tg_keyprov.h"
 #include "keyprov/tg_rsa_pad.h"
-#include "tg_mb_fake.h"
 #include "tg_test_util.h"
 
 /* Modulus sizes: the usual ones, plus 2049 (modBits - 1 a multiple of 8:
@@ -34,7 +33,7 @@ static int group_setup(void **state)
     for (size_t i = 0; i < nkeys; i++) {
         /* OpenSSL's generator does not make odd sizes such as 2049 bits. */
         int b = key_bits[i];
-        keys[i] = tg_mb_test_rsa_key(b - b / 2, b / 2, 65537);
+        keys[i] = tg_test_rsa_key(b - b / 2, b / 2, 65537);
         if (keys[i] == NULL || EVP_PKEY_get_bits(keys[i]) != b)
             return -1;
     }

@@ -10,6 +10,8 @@
 #include "ossl/tg_ossl.h"
 #include "tls/tg_tls.h"
 #include "tg_test_util.h"
+#include "providers/software/tg_software.h"
+#include "providers/deferred/tg_deferred.h"
 
 static int dummy_async_cb(SSL *s, void *arg)
 {
@@ -198,6 +200,7 @@ static void test_errors(void **state)
 
 int main(void)
 {
+    TG_TEST_REGISTER_PROVIDERS(&tg_software_provider, &tg_deferred_provider);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_name_matches),
         cmocka_unit_test(test_build),

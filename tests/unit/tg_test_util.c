@@ -1,6 +1,8 @@
 #include "tg_test_util.h"
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdio.h>
@@ -100,4 +102,62 @@ void tg_test_make_cert(const char *alg, const char *cn, char **cert_pem, char **
     BIO_free(b);
     X509_free(x);
     EVP_PKEY_free(pk);
+}
+
+EVP_PKEY *tg_test_rsa_key(int pbits, int qbits, unsigned long e)
+{
+    EVP_PKEY *pk = NULL;
+    BN_CTX *ctx = BN_CTX_new();
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *pctx = NULL;
+    if (ctx == NULL || bld == NULL)
+        goto out;
+    BN_CTX_start(ctx);
+    BIGNUM *p = BN_CTX_get(ctx), *q = BN_CTX_get(ctx), *n = BN_CTX_get(ctx);
+    BIGNUM *be = BN_CTX_get(ctx), *d = BN_CTX_get(ctx), *p1 = BN_CTX_get(ctx);
+    BIGNUM *q1 = BN_CTX_get(ctx), *lcm = BN_CTX_get(ctx), *g = BN_CTX_get(ctx);
+    BIGNUM *dp = BN_CTX_get(ctx), *dq = BN_CTX_get(ctx), *iq = BN_CTX_get(ctx);
+    if (iq == NULL || !BN_set_word(be, e))
+        goto out;
+    for (int tries = 0; tries < 100; tries++) {
+        /* gcd(e, p - 1) = gcd(e, q - 1) = 1 so that d exists. */
+        if (!BN_generate_prime_ex2(p, pbits, 0, NULL, NULL, NULL, ctx) ||
+            !BN_generate_prime_ex2(q, qbits, 0, NULL, NULL, NULL, ctx))
+            goto out;
+        if (BN_cmp(p, q) == 0 || !BN_sub(p1, p, BN_value_one()) || !BN_sub(q1, q, BN_value_one()) ||
+            !BN_gcd(g, p1, be, ctx))
+            goto out;
+        if (!BN_is_one(g) || !BN_gcd(g, q1, be, ctx))
+            continue;
+        if (BN_is_one(g))
+            break;
+    }
+    if (!BN_mul(n, p, q, ctx) || BN_num_bits(n) != pbits + qbits || !BN_gcd(g, p1, q1, ctx) ||
+        !BN_mul(lcm, p1, q1, ctx) || !BN_div(lcm, NULL, lcm, g, ctx) ||
+        BN_mod_inverse(d, be, lcm, ctx) == NULL || !BN_mod(dp, d, p1, ctx) ||
+        !BN_mod(dq, d, q1, ctx) || BN_mod_inverse(iq, q, p, ctx) == NULL)
+        goto out;
+    if (!OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, be) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_D, d) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_FACTOR1, p) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_FACTOR2, q) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_EXPONENT1, dp) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_EXPONENT2, dq) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_COEFFICIENT1, iq))
+        goto out;
+    params = OSSL_PARAM_BLD_to_param(bld);
+    pctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    if (params == NULL || pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
+        EVP_PKEY_fromdata(pctx, &pk, EVP_PKEY_KEYPAIR, params) <= 0)
+        pk = NULL;
+out:
+    EVP_PKEY_CTX_free(pctx);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    if (ctx != NULL)
+        BN_CTX_end(ctx);
+    BN_CTX_free(ctx);
+    return pk;
 }

@@ -6,7 +6,7 @@
  * A lane is used only when its status nibble is 0: crypto_mb computes, and
  * may write, lanes that failed a parameter check.
  */
-#include "keyprov/tg_mb_ops.h"
+#include "providers/cryptomb/tg_mb_ops.h"
 
 #include <openssl/bn.h>
 #include <openssl/crypto.h>

@@ -17,7 +17,7 @@
 
 #include "core/tg_time.h"
 #include "keyprov/tg_keyprov.h"
-#include "keyprov/tg_keyprov_internal.h"
+#include "providers/deferred/tg_deferred.h"
 
 enum tg_dp_fail_mode { TG_DP_FAIL_ERROR, TG_DP_FAIL_FATAL };
 
@@ -211,7 +211,7 @@ static void tg_dp_drain(void *state)
         ev_timer_stop(st->loop, &st->timer);
 }
 
-const struct tg_keyprov_ops tg_kp_deferred_ops = {
+const struct tg_keyprov_ops tg_deferred_provider = {
     .name = "deferred",
     .description = "asynchronous reference provider: completes operations later from the "
                    "event loop (tests, fault injection)",

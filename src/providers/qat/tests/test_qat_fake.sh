@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The qat key provider end to end: the real tlsgate binary against the fake
-# qatlib (tests/fakes/fake_qat.c, built as $TG_BUILD_DIR/fakes/libqat.so.4 +
+# qatlib (src/providers/qat/tests/fake_qat.c, built as $TG_BUILD_DIR/fakes/libqat.so.4 +
 # libusdm.so.0) put in front of the real one with LD_LIBRARY_PATH, driven by
 # real clients (openssl s_client, curl, tlsgate bench).
 #
@@ -20,7 +20,7 @@
 #   6. no device: fallback: false -> start-up fails with a clear message and
 #      exit status 2 (run and check-config); fallback: true -> software.
 # Every gateway must exit 0 on SIGTERM (and be sanitizer/valgrind clean).
-. "$(dirname "$0")/lib.sh"
+. "${TG_SRC_DIR:-$(dirname "$0")/../../../..}/tests/integration/lib.sh"
 tg_init 300
 
 FAKES=${TG_BUILD_DIR:-$(dirname "$TLSGATE")}/fakes

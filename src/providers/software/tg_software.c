@@ -3,7 +3,7 @@
  * The baseline of every benchmark and the fallback of every other provider.
  */
 #include "keyprov/tg_keyprov.h"
-#include "keyprov/tg_keyprov_internal.h"
+#include "providers/software/tg_software.h"
 
 /* The state only has to be non-NULL: there is nothing per worker. */
 static int tg_sw_worker_init(const struct tg_keyprov_worker *w, void **state)
@@ -20,7 +20,7 @@ static int tg_sw_submit(void *state, struct tg_keyop *op)
     return TG_OK;
 }
 
-const struct tg_keyprov_ops tg_kp_software_ops = {
+const struct tg_keyprov_ops tg_software_provider = {
     .name = "software",
     .description = "OpenSSL default provider, inline (baseline and fallback)",
     .does_kx = false,

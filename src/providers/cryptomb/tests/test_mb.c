@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "core/tg_sysinfo.h"
-#include "keyprov/tg_mb.h"
+#include "providers/cryptomb/tg_mb.h"
 #include "tg_mb_fake.h"
 #include "tg_test_util.h"
 
@@ -385,7 +385,7 @@ static void test_conv_rsa_lanes(void **state)
     }
 
     /* Primes of 1000 and 1048 bits: refused per lane, the others computed. */
-    EVP_PKEY *odd = tg_mb_test_rsa_key(1048, 1000, 65537);
+    EVP_PKEY *odd = tg_test_rsa_key(1048, 1000, 65537);
     assert_non_null(odd);
     BIGNUM *op = rsa_bn(odd, OSSL_PKEY_PARAM_RSA_FACTOR1);
     BIGNUM *oq = rsa_bn(odd, OSSL_PKEY_PARAM_RSA_FACTOR2);

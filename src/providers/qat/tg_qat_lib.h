@@ -33,8 +33,8 @@
  * main thread). The returned table is immutable and may be used from any
  * thread; qatlib's own functions are thread-safe as documented by Intel.
  */
-#ifndef TG_QAT_H
-#define TG_QAT_H
+#ifndef TG_QAT_LIB_H
+#define TG_QAT_LIB_H
 
 #include <stdbool.h>
 #include <stddef.h>

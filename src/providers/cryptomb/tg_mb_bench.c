@@ -1,7 +1,7 @@
 /*
  * crypto_mb microbenchmark and the provider's batch-vs-scalar calibration.
  */
-#include "keyprov/tg_mb_bench.h"
+#include "providers/cryptomb/tg_mb_bench.h"
 
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
@@ -14,7 +14,7 @@
 
 #include "core/tg_sysinfo.h"
 #include "keyprov/tg_keyprov.h"
-#include "keyprov/tg_mb.h"
+#include "providers/cryptomb/tg_mb.h"
 #include "keyprov/tg_rsa_pad.h"
 
 struct tg_mb_kind_info {

@@ -31,10 +31,10 @@
 #include "core/tg_log.h"
 #include "core/tg_time.h"
 #include "keyprov/tg_keyprov.h"
-#include "keyprov/tg_keyprov_internal.h"
-#include "keyprov/tg_mb.h"
-#include "keyprov/tg_mb_bench.h"
-#include "keyprov/tg_mb_ops.h"
+#include "providers/cryptomb/tg_cryptomb.h"
+#include "providers/cryptomb/tg_mb.h"
+#include "providers/cryptomb/tg_mb_bench.h"
+#include "providers/cryptomb/tg_mb_ops.h"
 
 #define TG_CMB_LANES      TG_MB_LANES
 #define TG_CMB_POOL_MAX   1024
@@ -154,7 +154,7 @@ static const struct tg_cmb_settings tg_cmb_default_settings = {true, 64, TG_CMB_
 /* Worker-wide settings from every cryptomb binding: union of demands. */
 static const struct tg_cmb_settings *tg_cmb_settings_of(const struct tg_keyop *op)
 {
-    if (op->binding != NULL && op->binding->ops == &tg_kp_cryptomb_ops &&
+    if (op->binding != NULL && op->binding->ops == &tg_cryptomb_provider &&
         op->binding->settings != NULL)
         return op->binding->settings;
     return &tg_cmb_default_settings;
@@ -635,7 +635,7 @@ static void tg_cmb_doctor(struct tg_buf *out)
     }
 }
 
-const struct tg_keyprov_ops tg_kp_cryptomb_ops = {
+const struct tg_keyprov_ops tg_cryptomb_provider = {
     .name = "cryptomb",
     .description = "Intel ipp-crypto multi-buffer (AVX-512 IFMA): 8 operations per pass",
     .does_kx = true,

@@ -9,8 +9,8 @@
 #include <time.h>
 
 #include "core/tg_sysinfo.h"
-#include "keyprov/tg_mb.h"
-#include "keyprov/tg_mb_bench.h"
+#include "providers/cryptomb/tg_mb.h"
+#include "providers/cryptomb/tg_mb_bench.h"
 #include "tg_mb_fake.h"
 #include "tg_test_util.h"
 

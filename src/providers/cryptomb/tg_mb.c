@@ -1,7 +1,7 @@
 /*
  * crypto_mb shim: dlopen, dlsym, CPU and algorithm checks.
  */
-#include "keyprov/tg_mb.h"
+#include "providers/cryptomb/tg_mb.h"
 
 #include <dlfcn.h>
 #include <link.h>

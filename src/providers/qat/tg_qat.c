@@ -69,8 +69,8 @@
 #include "core/tg_sysinfo.h"
 #include "core/tg_time.h"
 #include "keyprov/tg_keyprov.h"
-#include "keyprov/tg_keyprov_internal.h"
-#include "keyprov/tg_qat.h"
+#include "providers/qat/tg_qat.h"
+#include "providers/qat/tg_qat_lib.h"
 #include "keyprov/tg_rsa_pad.h"
 
 /* ---- settings (one per certificate binding) ---- */
@@ -270,7 +270,7 @@ static void tg_qat_doctor(struct tg_buf *out)
     tg_buf_puts(out, "this tlsgate was built without the qatlib headers (qat/cpa.h)\n");
 }
 
-const struct tg_keyprov_ops tg_kp_qat_ops = {
+const struct tg_keyprov_ops tg_qat_provider = {
     .name = "qat",
     .description = "Intel QuickAssist offload through qatlib: RSA (CRT) and ECDSA signatures",
     .does_kx = false,
@@ -457,7 +457,8 @@ static _Thread_local struct tg_qat_wstate *tg_qat_polling;
 static const struct tg_qat_settings *tg_qat_settings_of(const struct tg_keyop *op)
 {
     /* A spilled op keeps its binding: only our own bindings carry our settings. */
-    if (op->binding != NULL && op->binding->ops == &tg_kp_qat_ops && op->binding->settings != NULL)
+    if (op->binding != NULL && op->binding->ops == &tg_qat_provider &&
+        op->binding->settings != NULL)
         return op->binding->settings;
     return &tg_qat_default_settings;
 }
@@ -1845,7 +1846,7 @@ static void tg_qat_doctor(struct tg_buf *out)
     }
 }
 
-const struct tg_keyprov_ops tg_kp_qat_ops = {
+const struct tg_keyprov_ops tg_qat_provider = {
     .name = "qat",
     .description = "Intel QuickAssist offload through qatlib: RSA (CRT) and ECDSA signatures",
     .does_kx = false,

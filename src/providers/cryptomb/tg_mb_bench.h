@@ -21,7 +21,7 @@
 
 #include "core/tg_buf.h"
 #include "core/tg_err.h"
-#include "keyprov/tg_mb_ops.h"
+#include "providers/cryptomb/tg_mb_ops.h"
 #include "keyprov/tg_pkey.h"
 
 /* X(id, label): the operation kinds measured and calibrated. */

@@ -45,7 +45,7 @@
 #include <stddef.h>
 
 #include "keyprov/tg_keyprov.h"
-#include "keyprov/tg_mb.h"
+#include "providers/cryptomb/tg_mb.h"
 #include "keyprov/tg_pkey.h"
 
 #define TG_MB_LANES 8

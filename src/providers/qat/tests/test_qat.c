@@ -1,5 +1,5 @@
 /*
- * The qat provider against the fake qatlib (tests/fakes/fake_qat.c), loaded
+ * The qat provider against the fake qatlib (src/providers/qat/tests/fake_qat.c), loaded
  * through the shim from $TG_BUILD_DIR/fakes (TG_QAT_LIB_DIR).
  *
  * Operations run the production way: tg_keyop_run() inside an OpenSSL ASYNC
@@ -41,8 +41,16 @@
 #include "config/tg_config.h"
 #include "core/tg_time.h"
 #include "keyprov/tg_keyprov.h"
-#include "keyprov/tg_keyprov_internal.h"
-#include "keyprov/tg_qat.h"
+#include "providers/deferred/tg_deferred.h"
+#include "providers/qat/tg_qat.h"
+#include "providers/software/tg_software.h"
+#ifdef TG_TEST_WITH_CRYPTOMB
+#include "providers/cryptomb/tg_cryptomb.h"
+#define TG_TEST_CRYPTOMB &tg_cryptomb_provider,
+#else
+#define TG_TEST_CRYPTOMB
+#endif
+#include "providers/qat/tg_qat_lib.h"
 #include "tg_test_util.h"
 
 /* ---- the fake's side channel ---- */
@@ -1187,12 +1195,14 @@ static int group_teardown(void **state)
     (void)state;
     for (int i = 0; i < K_COUNT; i++)
         tg_pkey_unref(keys[i]);
-    tg_keyop_sw_thread_cleanup();
+    tg_keyprov_shutdown(); /* also frees this thread's software contexts */
     return 0;
 }
 
 int main(void)
 {
+    TG_TEST_REGISTER_PROVIDERS(&tg_software_provider, &tg_deferred_provider,
+                               TG_TEST_CRYPTOMB & tg_qat_provider);
 #define T(f) cmocka_unit_test_setup_teardown(f, test_setup, test_teardown)
     const struct CMUnitTest tests[] = {
         T(test_no_device),        T(test_start_failure),

@@ -16,8 +16,8 @@
 
 #include "core/tg_sysinfo.h"
 #include "keyprov/tg_keyprov.h"
-#include "keyprov/tg_mb.h"
-#include "keyprov/tg_mb_ops.h"
+#include "providers/cryptomb/tg_mb.h"
+#include "providers/cryptomb/tg_mb_ops.h"
 #include "keyprov/tg_rsa_pad.h"
 #include "tg_mb_fake.h"
 #include "tg_test_util.h"
@@ -63,14 +63,14 @@ static int group_setup(void **state)
     nrsa_sizes = slow_env() ? 1 : NRSA_SIZES;
     for (size_t s = 0; s < nrsa_sizes; s++) {
         for (size_t i = 0; i < KEYS_PER; i++) {
-            rsa[s][i] = wrap(tg_mb_test_rsa_key(rsa_sizes[s] / 2, rsa_sizes[s] / 2, 65537));
+            rsa[s][i] = wrap(tg_test_rsa_key(rsa_sizes[s] / 2, rsa_sizes[s] / 2, 65537));
             if (rsa[s][i] == NULL)
                 return -1;
         }
     }
-    rsa_e3 = wrap(tg_mb_test_rsa_key(1024, 1024, 3));
-    rsa_unbal = wrap(tg_mb_test_rsa_key(1048, 1000, 65537));
-    rsa_2049 = wrap(tg_mb_test_rsa_key(1025, 1024, 65537));
+    rsa_e3 = wrap(tg_test_rsa_key(1024, 1024, 3));
+    rsa_unbal = wrap(tg_test_rsa_key(1048, 1000, 65537));
+    rsa_2049 = wrap(tg_test_rsa_key(1025, 1024, 65537));
     if (rsa_e3 == NULL || rsa_unbal == NULL || rsa_2049 == NULL || rsa_e3->bits != 2048 ||
         rsa_unbal->bits != 2048 || rsa_2049->bits != 2049)
         return -1;

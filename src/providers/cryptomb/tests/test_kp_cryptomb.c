@@ -15,9 +15,12 @@
 #include <string.h>
 
 #include "keyprov/tg_keyprov.h"
-#include "keyprov/tg_mb.h"
+#include "providers/cryptomb/tg_mb.h"
 #include "tg_mb_fake.h"
 #include "tg_test_util.h"
+#include "providers/software/tg_software.h"
+#include "providers/deferred/tg_deferred.h"
+#include "providers/cryptomb/tg_cryptomb.h"
 
 #define NJOBS 12
 
@@ -419,6 +422,7 @@ static int teardown(void **state)
 
 int main(void)
 {
+    TG_TEST_REGISTER_PROVIDERS(&tg_software_provider, &tg_deferred_provider, &tg_cryptomb_provider);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_typed_config),
         cmocka_unit_test(test_unavailable_and_fallback),

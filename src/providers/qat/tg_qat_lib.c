@@ -2,7 +2,7 @@
  * qatlib shim: dlopen both libraries in the documented order (tg_qat.h) and
  * resolve exactly the functions the qat provider calls.
  */
-#include "keyprov/tg_qat.h"
+#include "providers/qat/tg_qat_lib.h"
 
 bool tg_qat_have_headers(void)
 {

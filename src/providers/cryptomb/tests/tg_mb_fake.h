@@ -25,7 +25,7 @@
 #include <openssl/evp.h>
 #include <stdbool.h>
 
-#include "keyprov/tg_mb.h"
+#include "providers/cryptomb/tg_mb.h"
 
 enum tg_mb_fake_fn {
     TG_MB_FAKE_RSA_PRIVATE_CRT,
@@ -74,12 +74,6 @@ const struct tg_mb_fake_stats *tg_mb_fake_stats(void);
  */
 void tg_mb_fake_set_inner(const struct tg_mb_api *inner);
 
-/*
- * Test helper: an RSA key (default provider) from fresh primes of pbits and
- * qbits bits (top two bits set, so n has exactly pbits + qbits bits) and
- * public exponent e. Lets tests make keys OpenSSL's generator will not:
- * odd sizes (2049 bits), unbalanced primes, e = 3. NULL on failure.
- */
-EVP_PKEY *tg_mb_test_rsa_key(int pbits, int qbits, unsigned long e);
+/* Test keys of unusual shapes: tg_test_rsa_key() (tests/unit/tg_test_util.h). */
 
 #endif
