@@ -40,13 +40,14 @@ static void tg_doctor_probe(const struct tg_keyprov_ops *ops, struct tg_doctor_p
     p->name = ops->name ? ops->name : "?";
     p->description = ops->description ? ops->description : "";
     p->lines = (struct tg_buf)TG_BUF_INIT;
+    p->json = (struct tg_buf)TG_BUF_INIT;
     p->why[0] = '\0';
     p->rc = ops->global_init ? ops->global_init(p->why, sizeof(p->why)) : TG_OK;
     p->why[sizeof(p->why) - 1] = '\0'; /* whatever the provider wrote */
     if (p->rc != TG_OK && p->why[0] == '\0')
         snprintf(p->why, sizeof(p->why), "%s", tg_strerror(p->rc));
     if (ops->doctor)
-        ops->doctor(&p->lines);
+        ops->doctor(&p->lines, &p->json);
     if (p->rc == TG_OK && ops->global_cleanup)
         ops->global_cleanup();
 }
@@ -118,8 +119,10 @@ int tg_doctor_collect(const struct tg_doctor_opts *opts, const struct tg_keyprov
 
 void tg_doctor_facts_free(struct tg_doctor_facts *f)
 {
-    for (size_t i = 0; i < f->n_provs; i++)
+    for (size_t i = 0; i < f->n_provs; i++) {
         tg_buf_free(&f->provs[i].lines);
+        tg_buf_free(&f->provs[i].json);
+    }
     free(f->provs);
     free(f->qat);
     free(f->vfio);
@@ -461,7 +464,16 @@ static void tg_json_provider(const struct tg_doctor_prov *p, struct tg_buf *out)
         }
         s += l + (nl ? 1 : 0);
     }
-    tg_buf_puts(out, "]}");
+    tg_buf_puts(out, "]");
+    if (p->json.len > 0) {
+        /* The provider's own facts, as members of one object. */
+        tg_buf_append(out, ",", 1);
+        tg_jkey(out, "details");
+        tg_buf_append(out, "{", 1);
+        tg_buf_append(out, p->json.data, p->json.len);
+        tg_buf_append(out, "}", 1);
+    }
+    tg_buf_puts(out, "}");
 }
 
 void tg_doctor_render_json(const struct tg_doctor_facts *f, struct tg_buf *out)

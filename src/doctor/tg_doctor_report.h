@@ -41,7 +41,8 @@ struct tg_doctor_prov {
     const char *description; /* static, "" when the table has none */
     int rc;                  /* global_init result; TG_OK = available */
     char why[256];           /* reason when rc != TG_OK (never empty then) */
-    struct tg_buf lines;     /* ops->doctor output, possibly empty */
+    struct tg_buf lines;     /* ops->doctor text output, possibly empty */
+    struct tg_buf json;      /* ops->doctor JSON members, possibly empty */
 };
 
 struct tg_doctor_facts {

@@ -208,8 +208,12 @@ struct tg_keyprov_ops {
 
     /* Optional: extra Prometheus lines (already aggregated across workers). */
     void (*render_stats)(struct tg_buf *out);
-    /* Optional: lines for `tlsgate doctor` (what the provider sees here). */
-    void (*doctor)(struct tg_buf *out);
+    /* Optional: what the provider sees on this machine, for `tlsgate
+     * doctor`: text lines (shown indented under the provider) and, for
+     * --json, members of one JSON object ("key": value, comma-separated;
+     * may stay empty). Called on the main thread after global_init, whether
+     * it succeeded or not. Must not log: a report command prints the report. */
+    void (*doctor)(struct tg_buf *text, struct tg_buf *json);
 };
 
 /* Most providers one program can register. */

@@ -49,8 +49,9 @@ static void ok_cleanup(void)
 {
     ok_cleanups++;
 }
-static void ok_doctor(struct tg_buf *out)
+static void ok_doctor(struct tg_buf *out, struct tg_buf *json)
 {
+    (void)json;
     /* Only meaningful while initialised: the doctor runs before cleanup. */
     tg_buf_printf(out, "line one (initialised=%d)\n\nline two\n", ok_inits - ok_cleanups);
 }
@@ -65,8 +66,9 @@ static void un_cleanup(void)
 {
     un_cleanups++;
 }
-static void un_doctor(struct tg_buf *out)
+static void un_doctor(struct tg_buf *out, struct tg_buf *json)
 {
+    (void)json;
     tg_buf_puts(out, "checked \\sys"); /* no trailing newline */
 }
 

@@ -608,8 +608,9 @@ static void tg_cmb_render_stats(struct tg_buf *out)
     }
 }
 
-static void tg_cmb_doctor(struct tg_buf *out)
+static void tg_cmb_doctor(struct tg_buf *out, struct tg_buf *json)
 {
+    (void)json;
     struct tg_mb_info info;
     tg_mb_get_info(&info);
     tg_buf_printf(out, "library %s, version %s\n", info.path[0] ? info.path : "(none)",

@@ -265,8 +265,9 @@ static int tg_qat_submit(void *state, struct tg_keyop *op)
     return TG_OK;
 }
 
-static void tg_qat_doctor(struct tg_buf *out)
+static void tg_qat_doctor(struct tg_buf *out, struct tg_buf *json)
 {
+    (void)json;
     tg_buf_puts(out, "this tlsgate was built without the qatlib headers (qat/cpa.h)\n");
 }
 
@@ -1785,8 +1786,9 @@ static void tg_qat_render_stats(struct tg_buf *out)
 
 /* ---- tlsgate doctor ---- */
 
-static void tg_qat_doctor(struct tg_buf *out)
+static void tg_qat_doctor(struct tg_buf *out, struct tg_buf *json)
 {
+    (void)json;
     const char *path = tg_qat_lib_path();
     tg_buf_printf(out, "qatlib: %s\n", path[0] ? path : "not loaded");
     if (tg_qat_g.start_tried)
