@@ -2,7 +2,8 @@
 #
 #   make demo    install, build, run the demo (upstream + gateway + bench), stop
 #   make test    install, build, run every test: release build, then the same
-#                suite under ASan+UBSan, a clang build, and short fuzz runs
+#                suite under ASan+UBSan, two workers under TSan, a clang build,
+#                and short fuzz runs
 #
 # Other targets: build, asan, unit, integration, lint, format, bench-compare,
 # bench-providers, valgrind, clean.
@@ -10,12 +11,14 @@
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 CLANG_BUILD ?= build-clang
+TSAN_BUILD ?= build-tsan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 15
 JOBS       ?= $(shell nproc)
 CTEST_ARGS ?= --output-on-failure -j2
 
-.PHONY: all setup build asan demo test test-release test-asan test-clang test-fuzz unit integration \
+.PHONY: all setup build asan demo test test-release test-asan test-tsan test-clang test-fuzz unit \
+        integration \
         lint format \
         valgrind bench-compare bench-providers clean
 
@@ -38,7 +41,7 @@ asan: setup
 demo: build
 	bash scripts/demo.sh $(BUILD)/tlsgate
 
-test: test-release test-asan test-clang test-fuzz
+test: test-release test-asan test-tsan test-clang test-fuzz
 
 test-release: build
 	ctest --test-dir $(BUILD) $(CTEST_ARGS)
@@ -47,6 +50,15 @@ test-release: build
 test-asan: asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --test-dir $(ASAN_BUILD) $(CTEST_ARGS) -LE perf
+
+# ThreadSanitizer (clang): two workers under load with the deferred and
+# cryptomb providers (the 2-worker case of test_load); any report fails it.
+test-tsan: setup
+	CC=clang cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTG_TSAN=ON
+	cmake --build $(TSAN_BUILD) -j$(JOBS) --target tlsgate
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" TG_LOAD_WORKERS_ONLY=1 \
+	  TG_WORKER_PROVIDERS="deferred cryptomb" TG_TIMEOUT_SCALE=3 \
+	  ctest --test-dir $(TSAN_BUILD) -R '^integration/test_load$$' --output-on-failure
 
 # Warning-free with clang too (-Werror): build everything.
 test-clang: setup
@@ -84,4 +96,4 @@ bench-providers: build
 	bash bench/providers.sh $(BUILD)/tlsgate
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(CLANG_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(CLANG_BUILD) $(FUZZ_BUILD)

@@ -36,6 +36,8 @@ else
     TG_SCALE=1
 fi
 TG_LOG_LEVEL=${TG_LOG_LEVEL:-info}
+# What a sanitizer (ASan, UBSan, LSan, TSan) prints when it finds something.
+TG_SANITIZER_RE='(ERROR|WARNING): (Address|Leak|Thread)Sanitizer|runtime error: '
 
 if [ -z "${TLSGATE:-}" ]; then
     for d in "${TG_BUILD_DIR:-}" "$TG_LIB_DIR/../../build-integ" "$TG_LIB_DIR/../../build"; do
@@ -115,6 +117,15 @@ tg_exit() {
         kill -KILL "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
     done
+    # A sanitizer report in any process's log fails the test, even when
+    # every check passed (a race or leak seen at exit is still a bug).
+    local reports
+    reports=$(grep -lE "$TG_SANITIZER_RE" "$TG_TMP"/*.log 2>/dev/null || true)
+    if [ -n "$reports" ]; then
+        echo "FAIL: $TG_NAME: sanitizer report(s) in: $reports" >&2
+        grep -hE -A30 "$TG_SANITIZER_RE" $reports | head -n 120 >&2
+        [ "$rc" = 0 ] && rc=1
+    fi
     cd /
     if [ -n "${TG_KEEP_TMP:-}" ]; then
         echo "temp dir kept: $TG_TMP"

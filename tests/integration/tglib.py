@@ -70,6 +70,10 @@ if os.environ.get("TG_PROVIDERS"):
                  for v in os.environ["TG_PROVIDERS"].split()}
 
 
+# What a sanitizer (ASan, UBSan, LSan, TSan) prints when it finds something.
+SANITIZER_RE = re.compile(r"(ERROR|WARNING): (Address|Leak|Thread)Sanitizer|runtime error: ")
+
+
 class TestFailure(Exception):
     pass
 
@@ -488,6 +492,24 @@ class Test:
         print("    ok (%.2fs)" % (time.monotonic() - t0), flush=True)
 
     # -- teardown --
+    def stop_all(self, timeout=10):
+        """SIGTERM every process still running and wait for it to exit."""
+        for p in self.procs:
+            if p.alive():
+                p.signal(signal.SIGTERM)
+        for p in self.procs:
+            if p.alive() and p.wait(timeout) is None:
+                p.kill()
+
+    def sanitizer_reports(self):
+        """Lines where a sanitizer reported something, with the log's name."""
+        found = []
+        for p in self.procs:
+            for ln in p.log().splitlines():
+                if SANITIZER_RE.search(ln):
+                    found.append("%s: %s" % (p.name, ln))
+        return found
+
     def cleanup(self):
         for up in self.upstreams:
             up.stop()
@@ -547,6 +569,12 @@ def run(main, timeout=120):
     rc = 0
     try:
         main(t)
+        # A sanitizer report in any process's log fails the test, even when
+        # every check passed (a race or leak seen at exit is still a bug).
+        t.stop_all()
+        reports = t.sanitizer_reports()
+        if reports:
+            t.failures.append("sanitizer report(s):\n" + "\n".join(reports))
         if t.failures:
             raise TestFailure("%d step(s) failed:\n  %s" % (len(t.failures), "\n  ".join(t.failures)))
         print("PASS %s (%.1fs)" % (name, time.monotonic() - t.t0))
