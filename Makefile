@@ -5,8 +5,8 @@
 #                suite under ASan+UBSan, two workers under TSan, a clang build,
 #                and short fuzz runs
 #
-# Other targets: build, asan, unit, integration, lint, format, bench-compare,
-# bench-providers, valgrind, clean.
+# Other targets: build, asan, unit, integration, lint, format, test-repeat,
+# bench-compare, bench-providers, valgrind, clean.
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -19,7 +19,7 @@ CTEST_ARGS ?= --output-on-failure -j2
 
 .PHONY: all setup build asan demo test test-release test-asan test-tsan test-clang test-fuzz unit \
         integration \
-        lint format \
+        lint format test-repeat \
         valgrind bench-compare bench-providers clean
 
 all: build
@@ -78,6 +78,11 @@ unit: build
 
 integration: build
 	ctest --test-dir $(BUILD) -L integration $(CTEST_ARGS)
+
+# Every unit test 50 times under -j2 with both CPUs busy (REPEAT=N to change).
+REPEAT ?= 50
+test-repeat: build
+	bash scripts/test-repeat.sh $(BUILD) $(REPEAT)
 
 lint: build
 	ctest --test-dir $(BUILD) -L lint $(CTEST_ARGS)
