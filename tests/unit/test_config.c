@@ -4,7 +4,7 @@
  * and their defaults, the error messages (exact FILE:LINE:COL and key paths),
  * robustness, and the embedded default configuration. The scalar parsers and
  * the typed_config helpers have their own tests (test_conf_parse.c,
- * test_conf_params.c).
+ * test_conf_params.c); the demo certificate is src/tls's (test_tls_demo.c).
  */
 #include "tg_test_util.h"
 
@@ -15,11 +15,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/prov_ssl.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -994,47 +990,25 @@ static void test_robustness(void **state)
 /* ------------------------------------------------------------------------ */
 /* Embedded default                                                         */
 
-static void check_demo_cert(const char *dir)
+/* The embedded default only reads its demo certificate (src/tls creates it):
+ * any certificate and key will do here. */
+static void put_demo_files(const char *subdir)
 {
     char path[700];
-    snprintf(path, sizeof(path), "%s/demo-cert.pem", dir);
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
-    fclose(f);
-    assert_non_null(x);
-    snprintf(path, sizeof(path), "%s/demo-key.pem", dir);
-    f = fopen(path, "r");
-    assert_non_null(f);
-    EVP_PKEY *pk = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-    fclose(f);
-    assert_non_null(pk);
-    assert_int_equal(X509_check_private_key(x, pk), 1);
-    assert_true(EVP_PKEY_is_a(pk, "RSA"));
-    assert_int_equal(EVP_PKEY_get_bits(pk), 2048);
-    char cn[64];
-    assert_int_equal(
-        X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof(cn)), 9);
-    assert_string_equal(cn, "localhost");
-    assert_int_equal(X509_check_host(x, "localhost", 0, 0, NULL), 1);
-    assert_int_equal(X509_check_ip_asc(x, "127.0.0.1", 0), 1);
-    assert_int_equal(X509_get_signature_nid(x), NID_sha256WithRSAEncryption);
-    int days = 0, secs = 0;
-    assert_int_equal(ASN1_TIME_diff(&days, &secs, X509_get0_notBefore(x), X509_get0_notAfter(x)),
-                     1);
-    assert_true(days >= 365 && days <= 366);
-    assert_int_equal(X509_NAME_cmp(X509_get_issuer_name(x), X509_get_subject_name(x)), 0);
-    assert_int_equal(X509_verify(x, pk), 1);
-    EVP_PKEY_free(pk);
-    X509_free(x);
+    snprintf(path, sizeof(path), "%s/%s", g_dir, subdir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    snprintf(path, sizeof(path), "%s/" TG_CONFIG_DEMO_CERT, subdir);
+    tg_test_write_file(path, g_cert_pem, strlen(g_cert_pem));
+    snprintf(path, sizeof(path), "%s/" TG_CONFIG_DEMO_KEY, subdir);
+    tg_test_write_file(path, g_key_pem, strlen(g_key_pem));
 }
 
 static void test_default_config(void **state)
 {
     (void)state;
     char dir[600], path[700];
-    struct stat st, st2;
-    snprintf(dir, sizeof(dir), "%s/state/a/b", g_dir);
+    put_demo_files("state");
+    snprintf(dir, sizeof(dir), "%s/state", g_dir);
     struct tg_config *cfg = NULL;
     char err[TG_CONFIG_ERRLEN] = "";
     int rc = tg_config_load_default(dir, &cfg, err, sizeof(err));
@@ -1058,49 +1032,40 @@ static void test_default_config(void **state)
     snprintf(path, sizeof(path), "%s/demo-cert.pem", dir);
     assert_string_equal(l->tls.certs[0].chain.filename, path);
     assert_true(l->tls.certs[0].chain.mark.line > 0);
-
-    assert_int_equal(stat(dir, &st), 0);
-    assert_int_equal(st.st_mode & 0777, 0700);
+    assert_string_equal(l->tls.certs[0].chain.data, g_cert_pem);
     snprintf(path, sizeof(path), "%s/demo-key.pem", dir);
-    assert_int_equal(stat(path, &st), 0);
-    assert_int_equal(st.st_mode & 0777, 0600);
     assert_string_equal(l->tls.certs[0].private_key.filename, path);
-    check_demo_cert(dir);
-    char *key1 = strdup(l->tls.certs[0].private_key.data);
+    assert_string_equal(l->tls.certs[0].private_key.data, g_key_pem);
     tg_config_free(cfg);
 
-    /* Second call: reuses the same files. */
-    cfg = NULL;
-    assert_int_equal(tg_config_load_default(dir, &cfg, err, sizeof(err)), TG_OK);
-    assert_string_equal(cfg->listeners[0].tls.certs[0].private_key.data, key1);
-    assert_int_equal(stat(path, &st2), 0);
-    assert_true(st.st_ino == st2.st_ino);
-    tg_config_free(cfg);
-
-    /* A lone key (interrupted generation) is replaced by a fresh pair. */
-    snprintf(path, sizeof(path), "%s/demo-cert.pem", dir);
-    assert_int_equal(unlink(path), 0);
-    cfg = NULL;
-    assert_int_equal(tg_config_load_default(dir, &cfg, err, sizeof(err)), TG_OK);
-    assert_string_not_equal(cfg->listeners[0].tls.certs[0].private_key.data, key1);
-    check_demo_cert(dir);
-    tg_config_free(cfg);
-    free(key1);
-
-    /* No temporary files left behind. */
+    /* Loading creates nothing: no lock file, no temporary file. */
     char cmd[800];
     snprintf(cmd, sizeof(cmd),
-             "test -z \"$(ls -A '%s' | grep -v -e '^demo-cert.pem$' -e "
-             "'^demo-key.pem$' -e '^.demo.lock$')\"",
-             dir);
+             "test -z \"$(ls -A '%s' | grep -v -e '^demo-cert.pem$' -e '^demo-key.pem$')\"", dir);
     assert_int_equal(system(cmd), 0);
+
+    /* Without the certificate (nobody ensured it): the usual message for a
+     * missing file, and no directory appears. */
+    snprintf(dir, sizeof(dir), "%s/no-state", g_dir);
+    cfg = (struct tg_config *)1;
+    assert_int_equal(tg_config_load_default(dir, &cfg, err, sizeof(err)), TG_ECONFIG);
+    assert_null(cfg);
+    char want[1400];
+    snprintf(want, sizeof(want),
+             "<embedded default>:13:42: listeners[0].tls.certificates[0].certificate_chain."
+             "filename: cannot read '%s/demo-cert.pem': No such file or directory",
+             dir);
+    assert_string_equal(err, want);
+    struct stat st;
+    assert_int_not_equal(stat(dir, &st), 0);
 }
 
 static void test_default_config_odd_dir(void **state)
 {
     (void)state;
-    char dir[600];
+    char dir[600], path[700];
     /* Quotes and backslashes must survive the YAML substitution. */
+    put_demo_files("st\"a\\te: #x");
     snprintf(dir, sizeof(dir), "%s/st\"a\\te: #x", g_dir);
     struct tg_config *cfg = NULL;
     char err[TG_CONFIG_ERRLEN] = "";
@@ -1109,17 +1074,27 @@ static void test_default_config_odd_dir(void **state)
         print_error("%s\n", err);
     assert_int_equal(rc, TG_OK);
     assert_string_equal(cfg->state_dir, dir);
+    snprintf(path, sizeof(path), "%s/demo-key.pem", dir);
+    assert_string_equal(cfg->listeners[0].tls.certs[0].private_key.filename, path);
     tg_config_free(cfg);
 
-    /* Unusable directories. */
-    char file[600];
-    snprintf(file, sizeof(file), "%s/certs/server.pem/x", g_dir);
+    /* Unusable names, refused the same way by the check and the load. */
+    assert_int_equal(tg_config_check_state_dir(dir, err, sizeof(err)), TG_OK);
+    assert_int_equal(tg_config_check_state_dir("", err, sizeof(err)), TG_EINVAL);
+    assert_string_equal(err, "<embedded default>: no state directory given");
+    assert_int_equal(tg_config_check_state_dir(NULL, err, sizeof(err)), TG_EINVAL);
+    assert_int_equal(tg_config_check_state_dir("a\nb", err, sizeof(err)), TG_ECONFIG);
+    assert_string_equal(err,
+                        "<embedded default>: the state directory name contains control characters");
+    assert_int_equal(tg_config_check_state_dir("a\x7f", NULL, 0), TG_ECONFIG);
     cfg = (struct tg_config *)1;
-    assert_int_not_equal(tg_config_load_default(file, &cfg, err, sizeof(err)), TG_OK);
-    assert_null(cfg);
-    assert_non_null(strstr(err, "cannot create directory: Not a directory"));
     assert_int_equal(tg_config_load_default("", &cfg, err, sizeof(err)), TG_EINVAL);
+    assert_null(cfg);
+    assert_string_equal(err, "<embedded default>: no state directory given");
     assert_int_equal(tg_config_load_default("a\nb", &cfg, err, sizeof(err)), TG_ECONFIG);
+    assert_string_equal(err,
+                        "<embedded default>: the state directory name contains control characters");
+    assert_int_equal(tg_config_load_default(dir, NULL, err, sizeof(err)), TG_EINVAL);
 }
 
 /* tls.key_exchange_provider: the same block as private_key_provider, at the
