@@ -21,6 +21,7 @@
 #include "doctor/tg_doctor.h"
 #include "keyprov/tg_keyprov.h"
 #include "proxy/tg_gateway.h"
+#include "tls/tg_tls_demo.h"
 
 /*
  * The key providers this program is built with, one folder each under
@@ -85,8 +86,16 @@ static int tg_load_config(const char *path, const char *state_dir, struct tg_con
 {
     char err[TG_CONFIG_ERRLEN] = "";
     tg_config_set_known_providers(tg_keyprov_names());
-    int rc = path ? tg_config_load_file(path, cfg, err, sizeof(err))
-                  : tg_config_load_default(state_dir, cfg, err, sizeof(err));
+    int rc;
+    if (path != NULL) {
+        rc = tg_config_load_file(path, cfg, err, sizeof(err));
+    } else {
+        /* The embedded default serves a demo certificate from the state
+         * directory: create it (first run only) before the YAML names it. */
+        rc = tg_tls_demo_cert_ensure(state_dir, err, sizeof(err));
+        if (rc == TG_OK)
+            rc = tg_config_load_default(state_dir, cfg, err, sizeof(err));
+    }
     if (rc != TG_OK) {
         fprintf(stderr, "tlsgate: %s\n", err[0] ? err : tg_strerror(rc));
         return 2;

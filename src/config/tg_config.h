@@ -210,12 +210,25 @@ int tg_conf_params_check_unused(const struct tg_conf_params *p, const char *prov
                                 char *err, size_t errlen) TG_MUST_CHECK;
 
 /* The embedded default configuration (YAML text) used by `tlsgate run` without
- * --config and by `make demo`. It refers to ${STATE_DIR}/demo-cert.pem and
- * ${STATE_DIR}/demo-key.pem, which tg_config_load_default creates (self-signed
- * RSA-2048, CN=localhost) on first use. */
+ * --config and by `make demo`; its source_name is TG_CONFIG_DEFAULT_NAME. It
+ * refers to ${STATE_DIR}/TG_CONFIG_DEMO_CERT and ${STATE_DIR}/TG_CONFIG_DEMO_KEY,
+ * a self-signed demo certificate that the caller makes sure exists first
+ * (tg_tls_demo_cert_ensure, src/tls): tg_config_load_default only reads the
+ * files, like those of any configuration, and creates nothing. */
+#define TG_CONFIG_DEFAULT_NAME "<embedded default>"
+#define TG_CONFIG_DEMO_CERT    "demo-cert.pem"
+#define TG_CONFIG_DEMO_KEY     "demo-key.pem"
 extern const char tg_config_default_yaml[];
+/* Loads the default with ${STATE_DIR} = state_dir (checked with
+ * tg_config_check_state_dir); cfg->state_dir is a copy of state_dir. */
 int tg_config_load_default(const char *state_dir, struct tg_config **out, char *err,
                            size_t errlen) TG_MUST_CHECK;
+/* Whether state_dir can stand in the default YAML: not NULL or empty
+ * (TG_EINVAL, "<embedded default>: no state directory given"), no control
+ * characters (TG_ECONFIG). For callers that prepare the directory before
+ * loading, so that a bad name is refused with the same line before anything
+ * is created. */
+int tg_config_check_state_dir(const char *state_dir, char *err, size_t errlen) TG_MUST_CHECK;
 
 /* Names of the key providers the program is built with (the key-provider
  * registry's list), so that an unknown provider_name is reported with the

@@ -1,0 +1,32 @@
+/*
+ * tg_conf_parse: scalar value parsers of the configuration (integers,
+ * durations, booleans, socket addresses). The public ones are declared in
+ * config/tg_config.h (key providers use them too); this header adds what the
+ * rest of src/config needs beyond them.
+ *
+ * Pure functions: no I/O, no global state, no message formatting (callers
+ * word the error, with the file position they know). Any thread.
+ */
+#ifndef TG_CONF_PARSE_H
+#define TG_CONF_PARSE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/tg_config.h"
+
+/* '0'..'9' only, whatever the locale. */
+bool tg_conf_parse_is_digit(char c);
+
+/* Like tg_conf_parse_addr, but says why s is not an address: NULL on success
+ * (out->text is then a malloc'd copy of s), else a static English phrase
+ * ("missing ':port'") and *out untouched. */
+const char *tg_conf_parse_addr_why(const char *s, struct tg_conf_addr *out);
+
+/* Port of a parsed address (host order); 0 for "any free port". */
+uint16_t tg_conf_parse_port(const struct tg_conf_addr *a);
+
+/* Same family, address and port. */
+bool tg_conf_parse_same_addr(const struct tg_conf_addr *a, const struct tg_conf_addr *b);
+
+#endif
