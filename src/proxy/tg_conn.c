@@ -126,7 +126,7 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
     w->n_conns--;
     tg_stat_inc(&w->stats, (enum tg_core_stat)stat);
     tg_stat_inc(&w->stats, TG_STAT_CONN_CLOSED_ACTIVE);
-    tg_gateway_conn_release(w->gw);
+    tg_worker_conn_release(w);
     TG_DEBUG("conn %p: closed (%s, stat %d)", (void *)c, tg_conn_state_name(c->state), stat);
     c->state = TG_CONN_CLOSED;
     free(c);
@@ -292,14 +292,6 @@ static void tg_conn_handshake(struct tg_conn *c)
         tg_conn_handshake_failed(c, err);
         return;
     }
-}
-
-int tg_conn_async_cb(SSL *ssl, void *arg)
-{
-    (void)ssl;
-    struct tg_conn *c = arg;
-    tg_worker_make_ready(c->w, c);
-    return 1;
 }
 
 void tg_conn_resume(struct tg_conn *c)
@@ -562,7 +554,7 @@ static void tg_conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 void tg_conn_accept(struct tg_wlistener *l, int fd)
 {
     struct tg_worker *w = l->w;
-    if (!tg_gateway_conn_acquire(w->gw)) {
+    if (!tg_worker_conn_acquire(w)) {
         tg_stat_inc(&w->stats, TG_STAT_CONN_REJECTED_LIMIT);
         close(fd);
         return;
@@ -574,7 +566,7 @@ void tg_conn_accept(struct tg_wlistener *l, int fd)
         SSL_free(ssl);
         free(c);
         close(fd);
-        tg_gateway_conn_release(w->gw);
+        tg_worker_conn_release(w);
         return;
     }
     /* TCP_NODELAY comes from the listening socket. */

@@ -6,9 +6,10 @@
  *            -> (half-closed directions drain) -> CLOSED
  *
  * KEYOP_WAIT: libssl's ASYNC job is paused on a key operation; no SSL_* call
- * is made until the async callback puts the connection on the worker's ready
- * list. A connection asked to close while in KEYOP_WAIT is only marked
- * (closing, its key context cancelled); it is freed after its job ended.
+ * is made until the async callback (tg_worker_ssl_async_cb, whose argument is
+ * the connection) puts the connection on the worker's ready list. A connection asked to close while
+ * in KEYOP_WAIT is only marked (closing, its key context cancelled); it is freed after its job
+ * ended.
  *
  * Owner: the worker thread that accepted it. Created by tg_conn_accept();
  * freed only by the close path.
@@ -92,7 +93,5 @@ void tg_conn_accept(struct tg_wlistener *l, int fd);
 void tg_conn_resume(struct tg_conn *c);
 /* The one close path. stat is the tg_core_stat to count (CLOSE_*). */
 void tg_conn_close(struct tg_conn *c, int stat);
-/* SSL_CTX async callback: a paused key operation completed (loop thread). */
-int tg_conn_async_cb(SSL *ssl, void *arg);
 
 #endif

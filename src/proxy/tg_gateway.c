@@ -12,12 +12,8 @@
 #include "core/tg_log.h"
 #include "core/tg_time.h"
 #include "ossl/tg_ossl.h"
-#include "proxy/tg_conn.h"
 #include "proxy/tg_worker.h"
 #include "tls/tg_tls.h"
-
-int tg_worker_init(struct tg_worker *w, int id, struct tg_gateway *gw, const struct tg_config *cfg);
-void tg_worker_destroy(struct tg_worker *w);
 
 struct tg_gateway {
     struct tg_config *cfg;
@@ -31,29 +27,16 @@ struct tg_gateway {
     ev_signal sigterm, sigint;
     ev_async worker_exit;
     struct tg_admin *admin;
-    _Atomic uint64_t active;
+    _Atomic uint64_t active; /* open connections, all workers (limits.max_connections) */
     _Atomic int exited;
     _Atomic bool stopping;
     uint64_t started_ns;
 };
 
-bool tg_gateway_conn_acquire(struct tg_gateway *gw)
+/* tg_worker_host.exited: on the worker's thread, as it finishes. */
+static void tg_gateway_worker_exited(void *arg)
 {
-    uint64_t n = atomic_fetch_add_explicit(&gw->active, 1, memory_order_relaxed);
-    if (n >= gw->cfg->limits.max_connections) {
-        atomic_fetch_sub_explicit(&gw->active, 1, memory_order_relaxed);
-        return false;
-    }
-    return true;
-}
-
-void tg_gateway_conn_release(struct tg_gateway *gw)
-{
-    atomic_fetch_sub_explicit(&gw->active, 1, memory_order_relaxed);
-}
-
-void tg_gateway_worker_exited(struct tg_gateway *gw)
-{
+    struct tg_gateway *gw = arg;
     atomic_fetch_add_explicit(&gw->exited, 1, memory_order_acq_rel);
     ev_async_send(gw->loop, &gw->worker_exit);
 }
@@ -126,7 +109,7 @@ static int tg_gateway_build_tls(struct tg_gateway *gw)
     if (gw->tls == NULL)
         return 1;
     for (size_t i = 0; i < cfg->n_listeners; i++) {
-        int rc = tg_tls_listener_new(&cfg->listeners[i], tg_conn_async_cb, &gw->tls[i], err,
+        int rc = tg_tls_listener_new(&cfg->listeners[i], tg_worker_ssl_async_cb, &gw->tls[i], err,
                                      sizeof(err));
         if (rc != TG_OK) {
             fprintf(stderr, "tlsgate: %s\n", err[0] ? err : tg_strerror(rc));
@@ -210,8 +193,14 @@ int tg_gateway_run(struct tg_config *cfg)
         rc = 1;
         goto out;
     }
+    struct tg_worker_host host = {
+        .active = &gw->active,
+        .max_active = cfg->limits.max_connections,
+        .exited = tg_gateway_worker_exited,
+        .exited_arg = gw,
+    };
     for (int i = 0; i < gw->n_workers; i++) {
-        if (tg_worker_init(&gw->workers[i], i, gw, cfg) != TG_OK) {
+        if (tg_worker_init(&gw->workers[i], i, cfg, &host) != TG_OK) {
             rc = 1;
             goto out;
         }

@@ -128,6 +128,39 @@ static void tg_worker_run_ready(struct tg_worker *w)
     }
 }
 
+int tg_worker_ssl_async_cb(SSL *ssl, void *arg)
+{
+    (void)ssl;
+    struct tg_conn *c = arg;
+    tg_worker_make_ready(c->w, c);
+    return 1;
+}
+
+size_t tg_worker_count_state(const struct tg_worker *w, enum tg_conn_state s)
+{
+    size_t n = 0;
+    for (const struct tg_conn *c = w->conns; c != NULL; c = c->next)
+        n += c->state == s;
+    return n;
+}
+
+/* ---- connection accounting ---- */
+
+bool tg_worker_conn_acquire(struct tg_worker *w)
+{
+    uint64_t n = atomic_fetch_add_explicit(w->host.active, 1, memory_order_relaxed);
+    if (n >= w->host.max_active) {
+        atomic_fetch_sub_explicit(w->host.active, 1, memory_order_relaxed);
+        return false;
+    }
+    return true;
+}
+
+void tg_worker_conn_release(struct tg_worker *w)
+{
+    atomic_fetch_sub_explicit(w->host.active, 1, memory_order_relaxed);
+}
+
 /* ---- buffers ---- */
 
 void *tg_worker_buf_get(struct tg_worker *w)
@@ -307,9 +340,8 @@ static void tg_worker_teardown(struct tg_worker *w)
     ev_timer_stop(w->loop, &w->accept_retry);
 }
 
-void *tg_worker_main(void *arg)
+int tg_worker_thread_start(struct tg_worker *w)
 {
-    struct tg_worker *w = arg;
     char tag[16];
     snprintf(tag, sizeof(tag), "w%d", w->id);
     tg_log_set_thread_tag(tag);
@@ -322,7 +354,7 @@ void *tg_worker_main(void *arg)
     int rc = tg_keyprov_set_new(w->loop, w->id, &w->n_handshaking, &w->kp);
     if (rc != TG_OK) {
         TG_ERROR("worker %d cannot start its key providers: %s", w->id, tg_strerror(rc));
-        goto out;
+        return rc;
     }
     tg_keyprov_set_current(w->kp);
     for (size_t i = 0; i < w->n_listeners; i++) {
@@ -331,25 +363,36 @@ void *tg_worker_main(void *arg)
         l->io.data = l;
         ev_io_start(w->loop, &l->io);
     }
-    ev_run(w->loop, 0);
-    tg_worker_teardown(w);
-out:
+    return TG_OK;
+}
+
+void tg_worker_thread_end(struct tg_worker *w)
+{
+    /* No provider set: thread_start failed before anything else started. */
+    if (w->kp != NULL)
+        tg_worker_teardown(w);
     tg_keyprov_set_current(NULL);
     ASYNC_cleanup_thread();
     OPENSSL_thread_stop();
-    tg_gateway_worker_exited(w->gw);
+    if (w->host.exited != NULL)
+        w->host.exited(w->host.exited_arg);
+}
+
+void *tg_worker_main(void *arg)
+{
+    struct tg_worker *w = arg;
+    if (tg_worker_thread_start(w) == TG_OK)
+        ev_run(w->loop, 0);
+    tg_worker_thread_end(w);
     return NULL;
 }
 
-/* Exposed to the gateway through tg_gateway.c (same module). */
-int tg_worker_init(struct tg_worker *w, int id, struct tg_gateway *gw, const struct tg_config *cfg);
-void tg_worker_destroy(struct tg_worker *w);
-
-int tg_worker_init(struct tg_worker *w, int id, struct tg_gateway *gw, const struct tg_config *cfg)
+int tg_worker_init(struct tg_worker *w, int id, const struct tg_config *cfg,
+                   const struct tg_worker_host *host)
 {
     memset(w, 0, sizeof(*w));
     w->id = id;
-    w->gw = gw;
+    w->host = *host;
     w->cfg = cfg;
     w->loop = ev_loop_new(EVBACKEND_EPOLL | EVFLAG_NOENV | EVFLAG_NOSIGMASK);
     w->listeners = calloc(cfg->n_listeners, sizeof(*w->listeners));
