@@ -14,9 +14,7 @@
 static const struct tg_qat_settings tg_qat_default_settings = {
     .timeout_ns = TG_QAT_DEFAULT_TIMEOUT,
     .verify = true,
-    .nspill = 1,
-    .spill = {"software"},
-    .spill_ok = {true},
+    .nspill = 0, /* only the implied software */
 };
 
 static char tg_qat_section_name[TG_QAT_SECTION_MAX] = "SSL";
@@ -31,6 +29,17 @@ void tg_qat_section_reset(void)
 {
     tg_qat_section_fixed = false;
     snprintf(tg_qat_section_name, sizeof(tg_qat_section_name), "SSL");
+}
+
+int tg_qat_registry_slot(const struct tg_keyprov_ops *ops)
+{
+    size_t n = 0;
+    const struct tg_keyprov_ops *const *all = tg_keyprov_all(&n);
+    for (size_t i = 0; all != NULL && i < n && i < TG_KEYPROV_MAX; i++) {
+        if (all[i] == ops)
+            return (int)i;
+    }
+    return -1;
 }
 
 const struct tg_qat_settings *tg_qat_settings_of(const struct tg_keyop *op)
@@ -57,7 +66,27 @@ static int tg_qat_conf_fail(const struct tg_conf_params *p, const struct tg_conf
     return TG_ECONFIG;
 }
 
-/* spill: cryptomb and/or software, in order; software only at the end. */
+/* "software, deferred, cryptomb": the providers a spill list may name. */
+static void tg_qat_spill_choices(char *buf, size_t len)
+{
+    size_t n = 0, used = 0;
+    const struct tg_keyprov_ops *const *all = tg_keyprov_all(&n);
+    buf[0] = '\0';
+    for (size_t i = 0; all != NULL && i < n; i++) {
+        if (all[i] == &tg_qat_provider)
+            continue;
+        int w = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", all[i]->name);
+        if (w < 0 || (size_t)w >= len - used)
+            break;
+        used += (size_t)w;
+    }
+}
+
+/*
+ * spill: a list of registered providers (or one as a scalar), in order;
+ * "software" may only end it and is implied anyway. qat itself is refused:
+ * its own ring is what is full.
+ */
 static int tg_qat_conf_spill(const struct tg_conf_params *p, struct tg_qat_settings *s, char *err,
                              size_t errlen)
 {
@@ -80,20 +109,29 @@ static int tg_qat_conf_spill(const struct tg_conf_params *p, struct tg_qat_setti
     s->nspill = 0;
     for (size_t i = 0; i < n; i++) {
         const char *name = items[i];
-        if (strcmp(name, "software") != 0 && strcmp(name, "cryptomb") != 0)
+        const struct tg_keyprov_ops *ops = tg_keyprov_find(name);
+        if (ops == NULL) {
+            char choices[256];
+            tg_qat_spill_choices(choices, sizeof(choices));
+            return tg_qat_conf_fail(p, q, err, errlen, "unknown spill target '%s' (expected %s)",
+                                    name, choices);
+        }
+        if (ops == &tg_qat_provider)
             return tg_qat_conf_fail(p, q, err, errlen,
-                                    "unknown spill target '%s' (expected cryptomb or software)",
-                                    name);
-        for (size_t j = 0; j < s->nspill; j++) {
-            if (strcmp(s->spill[j], name) == 0)
+                                    "spill target 'qat' is this provider: its ring is the one "
+                                    "that is full");
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(items[j], name) == 0)
                 return tg_qat_conf_fail(p, q, err, errlen, "'%s' is listed twice", name);
         }
-        if (i > 0 && strcmp(items[i - 1], "software") == 0)
+        if (i > 0 && strcmp(items[i - 1], TG_KEYPROV_FALLBACK) == 0)
             return tg_qat_conf_fail(p, q, err, errlen,
                                     "'software' must be last (it always succeeds), not before "
                                     "'%s'",
                                     name);
-        snprintf(s->spill[s->nspill], sizeof(s->spill[0]), "%s", name);
+        if (strcmp(name, TG_KEYPROV_FALLBACK) == 0)
+            continue; /* implied at the end */
+        s->spill[s->nspill] = ops;
         s->spill_ok[s->nspill] = true;
         s->nspill++;
     }
@@ -166,13 +204,11 @@ int tg_qat_configure(const struct tg_conf_keyprov *conf, void **settings, bool *
     /* A spill target needs a per-worker state even if no certificate uses it. */
     for (size_t i = 0; i < s->nspill; i++) {
         char why[256] = "";
-        if (strcmp(s->spill[i], "software") == 0)
-            continue;
-        if (tg_keyprov_require(s->spill[i], why, sizeof(why)) != TG_OK) {
+        if (tg_keyprov_require(s->spill[i]->name, why, sizeof(why)) != TG_OK) {
             s->spill_ok[i] = false;
             TG_WARN("%s: spill target '%s' cannot run here (%s); ring-full operations go to "
                     "the next one",
-                    conf->path ? conf->path : "private_key_provider", s->spill[i], why);
+                    conf->path ? conf->path : "private_key_provider", s->spill[i]->name, why);
         }
     }
     *settings = s;

@@ -55,7 +55,7 @@
  *
  * Backpressure: CPA_STATUS_RETRY (ring full) is never retried in a loop; the
  * operation goes down the configured spill list (`spill: [cryptomb,
- * software]`) and is counted.
+ * software]`, any registered provider but qat) and is counted per target.
  * Any other submit error, a failed callback, a multiply failure, a result
  * that fails the public-key check (`verify`) or a timeout is finished in
  * software by tg_keyop_complete: the handshake never fails because of the
@@ -88,12 +88,15 @@
 struct tg_qat_settings {
     uint64_t timeout_ns;
     bool verify; /* check each RSA result with the public key (Bellcore / Lenstra) */
+    /* Spill targets before the implied final "software", in order: registry
+     * entries (static), never qat itself nor software. */
     size_t nspill;
-    char spill[TG_QAT_SPILL_MAX][16]; /* provider names, in order; "software" ends it */
-    bool spill_ok[TG_QAT_SPILL_MAX];  /* target can run here (tg_keyprov_require) */
+    const struct tg_keyprov_ops *spill[TG_QAT_SPILL_MAX];
+    bool spill_ok[TG_QAT_SPILL_MAX]; /* target can run here (tg_keyprov_require) */
 };
 
-/* tg_keyprov_ops.configure / settings_free. */
+/* tg_keyprov_ops.configure / settings_free. Spill targets are checked
+ * against the provider registry (tg_keyprov_find), so it must be set. */
 int tg_qat_configure(const struct tg_conf_keyprov *conf, void **settings, bool *kx, char *err,
                      size_t errlen);
 void tg_qat_settings_free(void *settings);
@@ -108,6 +111,9 @@ const char *tg_qat_section(void);
 /* qatlib is not running (failed start-up, cleanup): the next configuration
  * may name its section afresh ("SSL" until then). */
 void tg_qat_section_reset(void);
+
+/* Index of a provider in tg_keyprov_all() (the spill counters' slot), or -1. */
+int tg_qat_registry_slot(const struct tg_keyprov_ops *ops);
 
 #ifdef TG_HAVE_QAT_H
 
@@ -136,7 +142,9 @@ void tg_qat_section_reset(void);
 #define TG_QAT_RECLAIM_NS    (100 * TG_NS_PER_MS) /* poll for abandoned requests only */
 
 /* X(id, metric, labels, help): per-instance counters. Rows with the same
- * metric are adjacent; the first row of a metric carries its help. */
+ * metric are adjacent; the first row of a metric carries its help. The
+ * spilled counter is not a row: it has one series per spill target
+ * (tg_qat_istats.spilled), rendered after RETRIED. */
 #define TG_QAT_STATS(X)                                                                            \
     X(SUBMITTED, "tlsgate_qat_requests_submitted_total", "",                                       \
       "Requests a QAT instance accepted (RSA decrypt / ECDSA sign)")                               \
@@ -144,9 +152,6 @@ void tg_qat_section_reset(void);
       "Requests the device returned with a result")                                                \
     X(RETRIED, "tlsgate_qat_requests_retried_total", "",                                           \
       "Submissions refused with CPA_STATUS_RETRY (ring full)")                                     \
-    X(SPILL_CRYPTOMB, "tlsgate_qat_spilled_total", "to=\"cryptomb\"",                              \
-      "Operations sent elsewhere because the ring was full, by target")                            \
-    X(SPILL_SOFTWARE, "tlsgate_qat_spilled_total", "to=\"software\"", "")                          \
     X(FAIL_SUBMIT, "tlsgate_qat_requests_failed_total", "stage=\"submit\"",                        \
       "Operations the device did not do (finished in software), by stage")                         \
     X(FAIL_DEVICE, "tlsgate_qat_requests_failed_total", "stage=\"device\"", "")                    \
@@ -169,6 +174,9 @@ extern const struct tg_hist_spec tg_qat_latency_spec;
 /* One worker's counters for its instance (single writer: that worker). */
 struct tg_qat_istats {
     tg_ctr c[TG_QAT_STAT_COUNT];
+    /* tlsgate_qat_spilled_total{to}: by the target's slot in the provider
+     * registry (tg_qat_registry_slot), software included. */
+    tg_ctr spilled[TG_KEYPROV_MAX];
     tg_ctr inflight_up, inflight_down; /* gauge: requests on the device */
     struct tg_hist latency_us;
 };

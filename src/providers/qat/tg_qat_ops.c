@@ -72,6 +72,8 @@ static void tg_qat_istats_merge(struct tg_qat_istats *dst, const struct tg_qat_i
 {
     for (int i = 0; i < TG_QAT_STAT_COUNT; i++)
         tg_ctr_add(&dst->c[i], tg_ctr_get(&src->c[i]));
+    for (int i = 0; i < TG_KEYPROV_MAX; i++)
+        tg_ctr_add(&dst->spilled[i], tg_ctr_get(&src->spilled[i]));
     tg_ctr_add(&dst->inflight_up, tg_ctr_get(&src->inflight_up));
     tg_ctr_add(&dst->inflight_down, tg_ctr_get(&src->inflight_down));
     tg_hist_merge(&dst->latency_us, &src->latency_us);
@@ -150,6 +152,28 @@ static void tg_qat_worker_cleanup(void *state)
 
 /* ---- /stats ---- */
 
+/* tlsgate_qat_spilled_total{to}: one series per provider a spill list may
+ * name (every registered one but qat), whether a list names it or not, so
+ * the set of series does not depend on the configuration. */
+static void tg_qat_render_spilled(struct tg_buf *out, const struct tg_qat_istats *agg, unsigned n)
+{
+    static const char metric[] = "tlsgate_qat_spilled_total";
+    char lab[192];
+    size_t np = 0;
+    const struct tg_keyprov_ops *const *all = tg_keyprov_all(&np);
+    tg_prom_header(out, metric, "counter",
+                   "Operations sent elsewhere because the ring was full, by target");
+    for (size_t p = 0; all != NULL && p < np && p < TG_KEYPROV_MAX; p++) {
+        if (all[p] == &tg_qat_provider)
+            continue;
+        for (unsigned i = 0; i < n; i++) {
+            snprintf(lab, sizeof(lab), "provider=\"qat\",instance=\"%u\",to=\"%.32s\"", i,
+                     all[p]->name);
+            tg_prom_value(out, metric, lab, tg_ctr_get(&agg[i].spilled[p]));
+        }
+    }
+}
+
 static void tg_qat_render_stats(struct tg_buf *out)
 {
     pthread_mutex_lock(&tg_qat_g.lock);
@@ -189,6 +213,8 @@ static void tg_qat_render_stats(struct tg_buf *out)
 #undef TG_QAT_STAT_ROW
     };
     for (int s = 0; s < TG_QAT_STAT_COUNT; s++) {
+        if (s == TG_QAT_FAIL_SUBMIT) /* where the spilled rows always were */
+            tg_qat_render_spilled(out, agg, n);
         if (rows[s].help[0] != '\0')
             tg_prom_header(out, rows[s].metric, "counter", rows[s].help);
         for (unsigned i = 0; i < n; i++) {

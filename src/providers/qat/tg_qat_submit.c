@@ -13,24 +13,29 @@
 #include "keyprov/tg_rsa_pad.h"
 #include "providers/qat/tg_qat_internal.h"
 
+static void tg_qat_count_spill(struct tg_qat_wstate *st, const struct tg_keyprov_ops *to)
+{
+    int slot = to != NULL ? tg_qat_registry_slot(to) : -1;
+    if (slot >= 0)
+        tg_ctr_inc(&st->st.spilled[slot]);
+}
+
 /* The ring is full: the first spill target that runs here takes the op;
  * software (tg_keyop_complete's fallback) when none does. */
 static int tg_qat_spill(struct tg_qat_wstate *st, struct tg_keyop *op)
 {
     const struct tg_qat_settings *s = tg_qat_settings_of(op);
     for (size_t i = 0; i < s->nspill; i++) {
-        if (strcmp(s->spill[i], "software") == 0)
-            break;
         if (!s->spill_ok[i])
             continue;
-        if (tg_keyprov_spill(op, s->spill[i]) == TG_OK) {
-            tg_ctr_inc(&st->st.c[TG_QAT_SPILL_CRYPTOMB]);
+        if (tg_keyprov_spill(op, s->spill[i]->name) == TG_OK) {
+            tg_qat_count_spill(st, s->spill[i]);
             return op->state == TG_KEYOP_DONE ? TG_OK : TG_EPENDING;
         }
         if (op->state == TG_KEYOP_DONE)
             return TG_OK;
     }
-    tg_ctr_inc(&st->st.c[TG_QAT_SPILL_SOFTWARE]);
+    tg_qat_count_spill(st, tg_keyprov_find(TG_KEYPROV_FALLBACK));
     (void)tg_keyop_complete(op, TG_ELIMIT, TG_FALLBACK_RING_FULL);
     return TG_OK;
 }

@@ -11,7 +11,8 @@
  * Covered: start-up without device / with failing instances / without
  * instances / without the library, instance spreading, RSA 2048/3072/4096
  * PKCS#1 v1.5 and PSS, ECDSA P-256/P-384 with digest truncation, completion
- * only when polled and not before the latency, ring full -> spill -> software,
+ * only when polled and not before the latency, ring full -> spill (to deferred,
+ * to cryptomb where it runs) -> software,
  * device errors, a device that dies (timeouts), late completions after a
  * timeout (the op's memory freed meanwhile: ASan/valgrind would see a touch),
  * drain, workers sharing an instance across threads (callbacks on the wrong
@@ -648,16 +649,18 @@ static void test_timer_latency(void **state)
 }
 
 /* Capacity 2 and five operations at once: two go to the device, three are
- * refused with CPA_STATUS_RETRY and spilled; to_cryptomb: where they went. */
-static void ring_full_case(bool list_cryptomb, bool to_cryptomb)
+ * refused with CPA_STATUS_RETRY and spilled to `target` (then software;
+ * NULL: the default list, software alone); taken: the target runs here and
+ * took them. */
+static void ring_full_case(const char *target, bool taken)
 {
     fq_reset();
     setenv("FAKE_QAT_CAPACITY", "2", 1);
     setenv("FAKE_QAT_LATENCY_US", "5000", 1);
     struct tg_conf_keyprov c;
     conf_init(&c, false);
-    if (list_cryptomb)
-        add_seq(&c, "spill", "cryptomb", "software");
+    if (target != NULL)
+        add_seq(&c, "spill", target, "software");
     struct tg_keyprov_binding *b = bind_ok(&c, keys[K_RSA2048]);
     struct world w;
     world_init(&w, 0);
@@ -666,7 +669,7 @@ static void ring_full_case(bool list_cryptomb, bool to_cryptomb)
         job_start(&jobs[i], op_new(b, keys[K_RSA2048], "SHA256", TG_RSA_PAD_PKCS1));
     assert_false(jobs[0].finished);
     assert_false(jobs[1].finished);
-    if (!to_cryptomb) {
+    if (!taken) {
         /* Software, at once, counted as ring_full fallbacks. */
         for (int i = 2; i < 5; i++) {
             assert_true(jobs[i].finished);
@@ -680,25 +683,36 @@ static void ring_full_case(bool list_cryptomb, bool to_cryptomb)
     for (int i = 0; i < 5; i++) {
         assert_int_equal(jobs[i].ret, TG_OK);
         assert_true(sig_ok(jobs[i].op));
-        if (to_cryptomb)
-            assert_false(jobs[i].op->fell_back); /* cryptomb computed them */
+        if (taken)
+            assert_false(jobs[i].op->fell_back); /* the target computed them */
         job_free(&jobs[i]);
     }
     assert_int_equal(
         stat_value("tlsgate_qat_requests_retried_total{provider=\"qat\",instance=\"0\"}"), 3);
-    assert_int_equal(
-        stat_value("tlsgate_qat_spilled_total{provider=\"qat\",instance=\"0\",to=\"software\"}"),
-        to_cryptomb ? 0 : 3);
-    assert_int_equal(
-        stat_value("tlsgate_qat_spilled_total{provider=\"qat\",instance=\"0\",to=\"cryptomb\"}"),
-        to_cryptomb ? 3 : 0);
+    /* One series per provider a list may name, whether listed or not. */
+    size_t np = 0;
+    const struct tg_keyprov_ops *const *all = tg_keyprov_all(&np);
+    for (size_t i = 0; i < np; i++) {
+        char series[160];
+        snprintf(series, sizeof(series),
+                 "tlsgate_qat_spilled_total{provider=\"qat\",instance=\"0\",to=\"%s\"}",
+                 all[i]->name);
+        long long want = 0;
+        if (strcmp(all[i]->name, "qat") == 0)
+            want = -1; /* never a target: no series */
+        else if (taken ? strcmp(all[i]->name, target) == 0 : strcmp(all[i]->name, "software") == 0)
+            want = 3;
+        if (stat_value(series) != want)
+            fail_msg("%s: %lld, expected %lld", series, stat_value(series), want);
+    }
     assert_int_equal(
         stat_value("tlsgate_qat_requests_submitted_total{provider=\"qat\",instance=\"0\"}"), 2);
-    if (to_cryptomb)
-        assert_int_equal(
-            stat_value(
-                "tlsgate_keyprov_operations_total{provider=\"cryptomb\",type=\"rsa_sign\"}") >= 3,
-            1);
+    if (taken) {
+        char series[160];
+        snprintf(series, sizeof(series),
+                 "tlsgate_keyprov_operations_total{provider=\"%s\",type=\"rsa_sign\"}", target);
+        assert_true(stat_value(series) >= 3);
+    }
     world_free(&w);
     tg_keyprov_binding_free(b);
     tg_keyprov_shutdown();
@@ -709,16 +723,20 @@ static void test_ring_full_spill(void **state)
     (void)state;
     NEED_FAKE();
     /* Default spill list: software. */
-    ring_full_case(false, false);
+    ring_full_case(NULL, false);
+    /* [deferred, software]: any registered provider takes the overflow,
+     * none is known to qat by name. */
+    ring_full_case("deferred", true);
+    if (tg_keyprov_find("cryptomb") == NULL)
+        return;
     /* [cryptomb, software]: cryptomb takes them where it can run. */
     char why[256];
-    bool mb = tg_keyprov_find("cryptomb") != NULL &&
-              tg_keyprov_require("cryptomb", why, sizeof(why)) == TG_OK;
+    bool mb = tg_keyprov_require("cryptomb", why, sizeof(why)) == TG_OK;
     tg_keyprov_shutdown();
-    ring_full_case(true, mb);
+    ring_full_case("cryptomb", mb);
     /* A cryptomb that cannot run (no AVX-512 IFMA) is skipped: software. */
     setenv("TG_FAKE_NO_IFMA", "1", 1);
-    ring_full_case(true, false);
+    ring_full_case("cryptomb", false);
     unsetenv("TG_FAKE_NO_IFMA");
 }
 
@@ -1093,14 +1111,27 @@ static void test_config(void **state)
     add_param(&c, "section", "bad name!");
     expect_config_error(&c, "typed_config.section", "invalid qatlib section name");
     conf_init(&c, true);
-    add_seq(&c, "spill", "software", "cryptomb");
+    add_seq(&c, "spill", "software", "deferred");
     expect_config_error(&c, "gw.yaml:10:20: ", "'software' must be last");
     conf_init(&c, true);
-    add_seq(&c, "spill", "cryptomb", "cryptomb");
+    add_seq(&c, "spill", "deferred", "deferred");
     expect_config_error(&c, "typed_config.spill", "listed twice");
     conf_init(&c, true);
     add_seq(&c, "spill", "qat", NULL);
-    expect_config_error(&c, "typed_config.spill", "unknown spill target 'qat'");
+    expect_config_error(&c, "gw.yaml:10:20: ", "spill target 'qat' is this provider");
+    /* Targets come from the provider registry: an unknown name is refused
+     * at its place in the file, with the names that would do. */
+    conf_init(&c, true);
+    add_seq(&c, "spill", "nosuch", "software");
+    expect_config_error(&c, "gw.yaml:10:20: ",
+                        "private_key_provider.typed_config.spill: unknown spill target 'nosuch' "
+                        "(expected software, deferred");
+    conf_init(&c, true);
+    add_param(&c, "spill", "qat-ish");
+    expect_config_error(&c, "gw.yaml:9:20: ", "unknown spill target 'qat-ish'");
+    conf_init(&c, true);
+    add_seq(&c, "spill", "Software", NULL); /* names are exact */
+    expect_config_error(&c, "typed_config.spill", "unknown spill target 'Software'");
     conf_init(&c, true);
     add_seq(&c, "spill", NULL, NULL);
     expect_config_error(&c, "typed_config.spill", "expected a list");
@@ -1117,6 +1148,15 @@ static void test_config(void **state)
     add_param(&c, "spill", "software");
     struct tg_keyprov_binding *b = bind_ok(&c, NULL);
     assert_false(b->kx);
+    tg_keyprov_binding_free(b);
+    /* Any registered provider but qat, software implied or last. */
+    conf_init(&c, true);
+    add_seq(&c, "spill", "deferred", NULL);
+    b = bind_ok(&c, NULL);
+    tg_keyprov_binding_free(b);
+    conf_init(&c, true);
+    add_seq(&c, "spill", "deferred", "software");
+    b = bind_ok(&c, NULL);
     tg_keyprov_binding_free(b);
     /* Another certificate may not pick another qatlib section (once qatlib
      * runs with the first one). */
