@@ -6,6 +6,9 @@
  * through qatlib (behind the tg_qat_lib shim). Its files:
  *
  *   both builds        tg_qat_config.c   typed_config -> settings; the qatlib section
+ *                      tg_qat_doctor.c   the machine half of the doctor hook
+ *                      tg_qat_pci.c      QAT functions in PCI sysfs, /dev/vfio (own header)
+ *                      tg_qat_memlock.c  RLIMIT_MEMLOCK against qatlib's needs (own header)
  *                      tg_qat_lib.c      the qatlib shim (own header)
  *   qatlib headers     tg_qat_mem.c      pinned memory; keys in device form
  *   (TG_HAVE_QAT_H)    tg_qat_req.c      request records, completion, polling, timers
@@ -114,6 +117,30 @@ void tg_qat_section_reset(void);
 
 /* Index of a provider in tg_keyprov_all() (the spill counters' slot), or -1. */
 int tg_qat_registry_slot(const struct tg_keyprov_ops *ops);
+
+/* ======================================================================== */
+/* Both builds: the machine half of the doctor hook (tg_qat_doctor.c)       */
+/* ======================================================================== */
+
+/* Width of the label column of the doctor text (as the doctor's own). */
+#define TG_QAT_DOCTOR_W "24"
+
+/* Append s as a JSON string literal (NULL: null). */
+void tg_qat_json_str(struct tg_buf *out, const char *s);
+/* Append "label  text\n", the text wrapped on spaces under its column. */
+void tg_qat_doctor_line(struct tg_buf *out, const char *label, const char *text);
+
+/*
+ * What the machine offers qatlib, read under tg_sysinfo_sysfs_root() and
+ * tg_sysinfo_dev_root(): QAT functions with driver / IOMMU / vfio access, the
+ * IOMMU, memlock; then the verdict line. Text lines into text, JSON members
+ * ("pci", "memlock", "usable", "verdict") into json, after a comma when json
+ * already holds members. usable: what runs ("2 instance(s); ..."), NULL when
+ * qat cannot run; then why_not names the build's reason if it has one (no
+ * headers, no library), else the machine's likeliest cause is given.
+ */
+void tg_qat_doctor_machine(struct tg_buf *text, struct tg_buf *json, const char *usable,
+                           const char *why_not);
 
 #ifdef TG_HAVE_QAT_H
 

@@ -1,14 +1,13 @@
 /*
  * The qat provider's ops table (built with the qatlib headers), with what
  * belongs to no single stage: worker set-up and tear-down, /stats, and the
- * doctor hook (tg_qat_internal.h).
+ * qatlib half of the doctor hook (tg_qat_internal.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/tg_log.h"
-#include "core/tg_sysinfo.h"
 #include "providers/qat/tg_qat_internal.h"
 
 const struct tg_hist_spec tg_qat_latency_spec = {
@@ -238,66 +237,52 @@ static void tg_qat_render_stats(struct tg_buf *out)
 
 /* ---- tlsgate doctor ---- */
 
+/* qatlib's view (library, start-up, instances), then the machine's
+ * (tg_qat_doctor_machine) and the verdict. */
 static void tg_qat_doctor(struct tg_buf *out, struct tg_buf *json)
 {
-    (void)json;
+    char label[96], line[256];
     const char *path = tg_qat_lib_path();
-    tg_buf_printf(out, "qatlib: %s\n", path[0] ? path : "not loaded");
-    if (tg_qat_g.start_tried)
-        tg_buf_printf(out, "icp_sal_userStart(\"%s\"): %s\n", tg_qat_section(),
-                      tg_qat_status_name(tg_qat_g.start_status));
+    tg_qat_doctor_line(out, "qatlib", path[0] ? path : "not loaded");
+    tg_buf_puts(json, "\"headers\":true,\"library\":");
+    tg_qat_json_str(json, path[0] ? path : NULL);
+    tg_buf_puts(json, ",\"section\":");
+    tg_qat_json_str(json, tg_qat_section());
+    tg_buf_puts(json, ",\"start_status\":");
+    tg_qat_json_str(json, tg_qat_g.start_tried ? tg_qat_status_name(tg_qat_g.start_status) : NULL);
+    tg_buf_puts(json, ",\"qatlib_said\":");
+    tg_qat_json_str(json, tg_qat_g.said[0] ? tg_qat_g.said : NULL);
+    if (tg_qat_g.start_tried) {
+        snprintf(label, sizeof(label), "icp_sal_userStart(\"%s\")", tg_qat_section());
+        tg_qat_doctor_line(out, label, tg_qat_status_name(tg_qat_g.start_status));
+    }
     if (tg_qat_g.said[0] != '\0')
-        tg_buf_printf(out, "qatlib said: %s\n", tg_qat_g.said);
-    if (tg_qat_g.seen_inst > 0)
-        tg_buf_printf(out, "crypto instances seen: %u, started: %u\n", tg_qat_g.seen_inst,
-                      tg_qat_g.ninst);
+        tg_qat_doctor_line(out, "qatlib said", tg_qat_g.said);
+    if (tg_qat_g.seen_inst > 0) {
+        snprintf(line, sizeof(line), "%u seen, %u started", tg_qat_g.seen_inst, tg_qat_g.ninst);
+        tg_qat_doctor_line(out, "crypto instances", line);
+    }
+    tg_buf_printf(json, ",\"instances_seen\":%u,\"instances_started\":%u,\"instances\":[",
+                  tg_qat_g.seen_inst, tg_qat_g.ninst);
     for (unsigned i = 0; i < tg_qat_g.ninst; i++) {
         const struct tg_qat_inst *in = &tg_qat_g.inst[i];
-        tg_buf_printf(out, "  instance %u: %s (%s), NUMA node %d, RSA yes, ECDSA %s\n", i, in->name,
-                      in->part, in->node, in->ecdsa ? "yes" : "no");
+        snprintf(label, sizeof(label), "  instance %u", i);
+        snprintf(line, sizeof(line), "%s (%s), NUMA node %d, RSA yes, ECDSA %s", in->name, in->part,
+                 in->node, in->ecdsa ? "yes" : "no");
+        tg_qat_doctor_line(out, label, line);
+        tg_buf_printf(json, "%s{\"index\":%u,\"name\":", i ? "," : "", i);
+        tg_qat_json_str(json, in->name);
+        tg_buf_puts(json, ",\"part\":");
+        tg_qat_json_str(json, in->part);
+        tg_buf_printf(json, ",\"node\":%d,\"rsa\":true,\"ecdsa\":%s}", in->node,
+                      in->ecdsa ? "true" : "false");
     }
-    /* The machine side of the prerequisites (the full table is above). */
-    struct tg_qat_dev devs[TG_QAT_MAX_DEVICES];
-    size_t nd = 0, found = 0, pf = 0, vf = 0, vfio = 0;
-    if (tg_sysinfo_qat_scan(NULL, devs, TG_QAT_MAX_DEVICES, &nd, &found) == TG_OK) {
-        for (size_t i = 0; i < nd; i++) {
-            if (devs[i].is_vf) {
-                vf++;
-                vfio += strcmp(devs[i].driver, "vfio-pci") == 0;
-            } else {
-                pf++;
-            }
-        }
-        tg_buf_printf(out, "PCI: %zu QAT physical function(s), %zu VF(s), %zu VF(s) on vfio-pci\n",
-                      pf, vf, vfio);
-    } else {
-        tg_buf_puts(out, "PCI: /sys/bus/pci not readable here\n");
-    }
-    struct tg_memlock ml;
-    if (tg_sysinfo_memlock(&ml) == TG_OK) {
-        char advice[256] = "";
-        enum tg_memlock_verdict v = tg_sysinfo_memlock_verdict(&ml, advice, sizeof(advice));
-        tg_buf_printf(out, "memlock: %s\n", v == TG_MEMLOCK_OK ? "enough for qatlib" : advice);
-    }
-    if (tg_qat_g.up) {
-        tg_buf_printf(out, "verdict: usable (%u instance(s); RSA 2048/3072/4096%s)\n",
-                      tg_qat_g.ninst, tg_qat_g.ecdsa ? ", ECDSA P-256/P-384" : "");
-    } else {
-        /* The reason qatlib gave is printed with the provider's name; add
-         * what the machine says about the likely cause. */
-        const char *hint = "see the reason above";
-        if (!tg_qat_have_headers())
-            hint = "rebuild with the qatlib headers";
-        else if (!tg_qat_g.start_tried)
-            hint = "qatlib is not installed";
-        else if (found == 0)
-            hint = "no QAT PCI device on this machine";
-        else if (vf == 0)
-            hint = "no QAT virtual function: enable SR-IOV (sriov_numvfs) on the PFs";
-        else if (vfio == 0)
-            hint = "no QAT VF is bound to vfio-pci";
-        tg_buf_printf(out, "verdict: not usable: %s\n", hint);
-    }
+    tg_buf_puts(json, "]");
+    char usable[128];
+    snprintf(usable, sizeof(usable), "%u instance(s); RSA 2048/3072/4096%s", tg_qat_g.ninst,
+             tg_qat_g.ecdsa ? ", ECDSA P-256/P-384" : "");
+    tg_qat_doctor_machine(out, json, tg_qat_g.up ? usable : NULL,
+                          tg_qat_g.start_tried ? NULL : "qatlib is not installed");
 }
 
 const struct tg_keyprov_ops tg_qat_provider = {

@@ -2,7 +2,8 @@
  * The qat provider built without the qatlib headers (qat/cpa.h): CMake
  * compiles this file instead of the real ones. The provider still exists, so
  * configurations stay portable and are validated the same way
- * (tg_qat_config.c); it never runs: global_init says why.
+ * (tg_qat_config.c), and `tlsgate doctor` still shows what the machine
+ * offers (tg_qat_doctor.c); it never runs: global_init says why.
  */
 #include <stdio.h>
 
@@ -33,8 +34,9 @@ static int tg_qat_submit(void *state, struct tg_keyop *op)
 
 static void tg_qat_doctor(struct tg_buf *out, struct tg_buf *json)
 {
-    (void)json;
     tg_buf_puts(out, "this tlsgate was built without the qatlib headers (qat/cpa.h)\n");
+    tg_buf_puts(json, "\"headers\":false");
+    tg_qat_doctor_machine(out, json, NULL, "rebuild with the qatlib headers");
 }
 
 const struct tg_keyprov_ops tg_qat_provider = {

@@ -1205,10 +1205,18 @@ static void test_verify_off_and_stats_doctor(void **state)
     assert_non_null(qat);
     struct tg_buf json = TG_BUF_INIT;
     qat->doctor(&out, &json);
-    tg_buf_free(&json);
     assert_non_null(strstr(out.data, "fakes/libqat.so.4"));
-    assert_non_null(strstr(out.data, "crypto instances seen: 2, started: 2"));
-    assert_non_null(strstr(out.data, "verdict: usable"));
+    assert_non_null(strstr(out.data, "icp_sal_userStart(\"SSL\") CPA_STATUS_SUCCESS\n"));
+    assert_non_null(strstr(out.data, "crypto instances         2 seen, 2 started\n"));
+    assert_non_null(strstr(out.data, "  instance 1             SSL_CY1 ("));
+    assert_non_null(strstr(out.data, "verdict                  usable (2 instance(s); RSA "
+                                     "2048/3072/4096, ECDSA P-256/P-384)\n"));
+    assert_non_null(strstr(json.data, "\"headers\":true,\"library\":\""));
+    assert_non_null(strstr(json.data, "\"start_status\":\"CPA_STATUS_SUCCESS\""));
+    assert_non_null(strstr(json.data, "\"instances_seen\":2,\"instances_started\":2,"));
+    assert_non_null(strstr(json.data, "{\"index\":1,\"name\":\"SSL_CY1\","));
+    assert_non_null(strstr(json.data, "\"usable\":true,\"verdict\":\"usable (2 instance(s)"));
+    tg_buf_free(&json);
     tg_buf_free(&out);
     world_free(&w);
     tg_keyprov_binding_free(b);
