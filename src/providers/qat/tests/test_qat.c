@@ -26,9 +26,11 @@
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,6 +53,7 @@
 #else
 #define TG_TEST_CRYPTOMB
 #endif
+#include "providers/qat/tg_qat_internal.h"
 #include "providers/qat/tg_qat_lib.h"
 #include "tg_test_util.h"
 
@@ -565,22 +568,31 @@ static void test_completion_only_on_poll(void **state)
     job_start(&j, op_new(b, keys[K_RSA2048], "SHA256", TG_RSA_PAD_PSS));
     assert_false(j.finished);
     assert_int_equal(tg_keyprov_set_pending(w.set), 1);
-    /* Before the latency: a poll finds nothing. */
+    /* Before the latency: a poll finds nothing. (Only checked when this
+     * thread got here in time: a loaded machine may stall it longer.) */
     tg_keyprov_set_flush(w.set);
-    assert_false(j.woken);
-    /* After it, but nobody polls: still nothing. */
-    sleep_ms(40);
-    assert_false(j.woken);
-    assert_int_equal(fq_counter("completed"), 0);
-    assert_int_equal(fq_inflight(), 1);
-    /* The loop is about to block: flush polls, the op completes. */
-    tg_keyprov_set_flush(w.set);
-    assert_true(j.woken);
+    if (tg_now_ns() - t0 < 20 * TG_NS_PER_MS)
+        assert_false(j.woken);
+    if (!j.woken) {
+        /* After it, but nobody polls: still nothing. */
+        sleep_ms(40);
+        assert_false(j.woken);
+        assert_int_equal(fq_counter("completed"), 0);
+        assert_int_equal(fq_inflight(), 1);
+        /* The loop is about to block: flush polls, the op completes (once
+         * the fake's own thread has computed it: poll until then). */
+        for (uint64_t t1 = tg_now_ns(); !j.woken && tg_now_ns() - t1 < 10 * TG_NS_PER_S;) {
+            tg_keyprov_set_flush(w.set);
+            if (!j.woken)
+                sleep_ms(1);
+        }
+        assert_true(j.woken);
+    }
     assert_int_equal(fq_counter("completed"), 1);
-    world_run(&w, &j, 1, 1.0);
+    world_run(&w, &j, 1, 10.0);
     assert_int_equal(j.ret, TG_OK);
     assert_true(sig_ok(j.op));
-    assert_true(tg_now_ns() - t0 >= 20 * TG_NS_PER_MS);
+    assert_true(tg_now_ns() - t0 >= 20 * TG_NS_PER_MS); /* never before the latency */
     job_free(&j);
 
     /* The timer alone (no flush) completes the next one, about one latency
@@ -597,7 +609,7 @@ static void test_completion_only_on_poll(void **state)
     for (int i = 0; i < 20; i++) {
         job_start(&j, op_new(b, keys[K_RSA2048], "SHA256", TG_RSA_PAD_PSS));
         t0 = tg_now_ns();
-        while (!j.woken && tg_now_ns() - t0 < TG_NS_PER_S)
+        while (!j.woken && tg_now_ns() - t0 < 10 * TG_NS_PER_S)
             loop_once(&w); /* timers only: no flush */
         assert_true(j.woken);
         j.woken = false;
@@ -613,10 +625,18 @@ static void test_completion_only_on_poll(void **state)
     tg_keyprov_binding_free(b);
 }
 
+/*
+ * The poll timer aims at the expected completion of the oldest request (a
+ * running estimate of the device latency), not at poll_delay, and runs on a
+ * timerfd (nanoseconds; libev's epoll timers round up to 1 ms). Checked on
+ * what the provider armed, not on how late the kernel woke this thread: a
+ * loaded machine may wake anyone late, and that is not the provider's doing.
+ */
 static void test_timer_latency(void **state)
 {
     (void)state;
     NEED_FAKE();
+#ifdef TG_HAVE_QAT_H /* have_fake implies it; this reads the provider's state */
     setenv("FAKE_QAT_LATENCY_US", "300", 1);
     struct tg_conf_keyprov c;
     conf_init(&c, false);
@@ -624,28 +644,47 @@ static void test_timer_latency(void **state)
     struct tg_keyprov_binding *b = bind_ok(&c, keys[K_P256]);
     struct world w;
     world_init(&w, 0);
-    uint64_t worst = 0;
     for (int i = 0; i < 30; i++) {
         struct job j;
         job_start(&j, op_new(b, keys[K_P256], "SHA256", 0));
+        uint64_t after = tg_now_ns();
+        const struct tg_qat_req *r = j.op->prov_data;
+        assert_non_null(r);
+        const struct tg_qat_wstate *st = atomic_load(&r->owner);
+        assert_non_null(st);
+        assert_true(st->tfd >= 0);
+        assert_true(st->poll_at != 0);
+        /* Armed for submit + estimate (or a fraction of it once passed, and
+         * never under the floor): the first time from the initial 100 us. */
+        uint64_t est = st->ewma_ns > TG_QAT_MIN_POLL_NS ? st->ewma_ns : TG_QAT_MIN_POLL_NS;
+        if (i == 0)
+            assert_true(est <= 100 * TG_NS_PER_US);
+        if (st->poll_at > after + est)
+            fail_msg("op %d: poll armed %llu us after submit, estimate %llu us", i,
+                     (unsigned long long)((st->poll_at - r->t_submit) / 1000),
+                     (unsigned long long)(est / 1000));
+        /* The kernel timer holds that much, not poll_delay. */
+        struct itimerspec its;
+        assert_int_equal(timerfd_gettime(st->tfd, &its), 0);
+        uint64_t left =
+            (uint64_t)its.it_value.tv_sec * TG_NS_PER_S + (uint64_t)its.it_value.tv_nsec;
+        assert_true(left <= est);
+        /* The timer alone completes it: no flush. */
         uint64_t t0 = tg_now_ns();
-        while (!j.woken && tg_now_ns() - t0 < TG_NS_PER_S)
+        while (!j.woken && tg_now_ns() - t0 < 10 * TG_NS_PER_S)
             loop_once(&w);
-        uint64_t d = tg_now_ns() - t0;
-        if (i >= 10 && d > worst)
-            worst = d; /* after the latency estimate settled */
+        assert_true(j.woken);
         j.woken = false;
         job_step(&j);
         assert_true(j.finished && j.ret == TG_OK);
         job_free(&j);
     }
-    /* Sub-millisecond timer (timerfd): far below poll_delay (50 ms) and
-     * libev's 1 ms epoll granularity would allow. Generous bound for busy
-     * machines and sanitizers; valgrind only checks it stays under poll_delay. */
-    if (worst > (UNDER_VALGRIND() ? 45 : 10) * TG_NS_PER_MS)
-        fail_msg("worst wake-up %llu us", (unsigned long long)(worst / 1000));
+    /* Every completion came from a timer poll (flushes never ran). */
+    assert_int_equal(
+        stat_value("tlsgate_qat_requests_completed_total{provider=\"qat\",instance=\"0\"}"), 30);
     world_free(&w);
     tg_keyprov_binding_free(b);
+#endif
 }
 
 /* Capacity 2 and five operations at once: two go to the device, three are
