@@ -24,7 +24,7 @@
 #include "core/tg_buf.h"
 #include "core/tg_log.h"
 #include "keyprov/tg_keyprov.h"
-#include "providers/cryptomb/tg_mb.h"
+#include "providers/cryptomb/tg_mbx.h"
 #include "providers/cryptomb/tg_mb_bench.h"
 #include "ossl/tg_ossl.h"
 

@@ -1,7 +1,7 @@
 /*
  * The cryptomb provider: Intel ipp-crypto multi-buffer (AVX-512 IFMA) runs
  * up to 8 operations of one kind in a single pass. This file is the policy;
- * the arithmetic is in tg_mb_ops.c behind the crypto_mb shim (tg_mb.c).
+ * the arithmetic is in tg_cmb_batch.c behind the crypto_mb shim (tg_mbx.c).
  *
  * Queues: one per worker per operation kind (RSA-2048/3072/4096 sign, ECDSA
  * P-256/P-384 sign, X25519/P-256/P-384 keygen and derive), shared by every
@@ -32,11 +32,11 @@
 #include "core/tg_time.h"
 #include "keyprov/tg_keyprov.h"
 #include "providers/cryptomb/tg_cryptomb.h"
-#include "providers/cryptomb/tg_mb.h"
+#include "providers/cryptomb/tg_mbx.h"
 #include "providers/cryptomb/tg_mb_bench.h"
-#include "providers/cryptomb/tg_mb_ops.h"
+#include "providers/cryptomb/tg_cmb_batch.h"
 
-#define TG_CMB_LANES      TG_MB_LANES
+#define TG_CMB_LANES      TG_MBX_LANES
 #define TG_CMB_POOL_MAX   1024
 #define TG_CMB_KIND_COUNT TG_MB_KIND_COUNT
 #define TG_CMB_NONE       TG_MB_KIND_COUNT
@@ -183,7 +183,7 @@ static void tg_cmb_calibrate(const struct tg_pkey *key, unsigned mask)
 
 static int tg_cmb_global_init(char *why, size_t whylen)
 {
-    if (tg_mb_load(why, whylen) != TG_OK)
+    if (tg_mbx_load(why, whylen) != TG_OK)
         return TG_EUNAVAIL;
     tg_cmb.loaded = true;
     /* Until a kind is measured, batch from 2 ops: right for every kind on
@@ -193,7 +193,7 @@ static int tg_cmb_global_init(char *why, size_t whylen)
     unsigned kx = 0;
     static const enum tg_group groups[] = {TG_GROUP_X25519, TG_GROUP_P256, TG_GROUP_P384};
     for (size_t i = 0; i < TG_ARRAY_LEN(groups); i++) {
-        if (tg_mb_group_supported(groups[i]))
+        if (tg_cmb_batch_group_supported(groups[i]))
             kx |= TG_MB_KIND_BIT(tg_mb_kind_keygen(groups[i])) |
                   TG_MB_KIND_BIT(tg_mb_kind_derive(groups[i]));
     }
@@ -205,12 +205,12 @@ static int tg_cmb_global_init(char *why, size_t whylen)
 static void tg_cmb_global_cleanup(void)
 {
     memset(&tg_cmb, 0, sizeof(tg_cmb));
-    tg_mb_unload();
+    tg_mbx_unload();
 }
 
 static int tg_cmb_supports_key(const struct tg_pkey *key, char *why, size_t whylen)
 {
-    if (tg_mb_key_supported(key, why, whylen) != TG_OK)
+    if (tg_cmb_batch_key_supported(key, why, whylen) != TG_OK)
         return TG_EUNAVAIL;
     enum tg_mb_kind k = tg_mb_kind_for_key(key);
     if (k == TG_CMB_NONE) {
@@ -301,20 +301,20 @@ static void tg_cmb_run_mb(struct tg_cmb_state *st, enum tg_mb_kind k, struct tg_
     int rc;
     switch (ops[0]->type) {
     case TG_KEYOP_RSA_SIGN:
-        rc = tg_mb_rsa_sign(ops, n, results, reasons, st->fault_check);
+        rc = tg_cmb_batch_rsa_sign(ops, n, results, reasons, st->fault_check);
         break;
     case TG_KEYOP_ECDSA_SIGN:
-        rc = tg_mb_ecdsa_sign(ops, n, results, reasons);
+        rc = tg_cmb_batch_ecdsa_sign(ops, n, results, reasons);
         break;
     case TG_KEYOP_KX_KEYGEN: {
         struct tg_kxkey *keys[TG_CMB_LANES];
         for (size_t i = 0; i < n; i++)
             keys[i] = ops[i]->kx;
-        rc = tg_mb_kx_keygen(keys, n, ops[0]->kx->group, results);
+        rc = tg_cmb_batch_keygen(keys, n, ops[0]->kx->group, results);
         break;
     }
     default:
-        rc = tg_mb_kx_derive(ops, n, results, reasons);
+        rc = tg_cmb_batch_derive(ops, n, results, reasons);
         break;
     }
     if (rc != TG_OK && rc != TG_EUNAVAIL) {
@@ -472,7 +472,7 @@ static void tg_cmb_pool_refill(struct tg_cmb_state *st)
             p->keys[p->n + i].group = g;
             keys[i] = &p->keys[p->n + i];
         }
-        if (tg_mb_kx_keygen(keys, TG_CMB_LANES, g, results) != TG_OK) {
+        if (tg_cmb_batch_keygen(keys, TG_CMB_LANES, g, results) != TG_OK) {
             for (size_t i = 0; i < TG_CMB_LANES; i++)
                 tg_kxkey_clear(keys[i]);
             continue;
@@ -611,14 +611,14 @@ static void tg_cmb_render_stats(struct tg_buf *out)
 static void tg_cmb_doctor(struct tg_buf *out, struct tg_buf *json)
 {
     (void)json;
-    struct tg_mb_info info;
-    tg_mb_get_info(&info);
+    struct tg_mbx_info info;
+    tg_mbx_get_info(&info);
     tg_buf_printf(out, "library %s, version %s\n", info.path[0] ? info.path : "(none)",
                   info.version[0] ? info.version : "?");
     tg_buf_puts(out, "batches:");
-    for (int a = 0; a < TG_MB_ALG_COUNT; a++) {
+    for (int a = 0; a < TG_MBX_ALG_COUNT; a++) {
         if (info.alg[a])
-            tg_buf_printf(out, " %s", tg_mb_alg_name((enum tg_mb_alg)a));
+            tg_buf_printf(out, " %s", tg_mbx_alg_name((enum tg_mbx_alg)a));
     }
     tg_buf_puts(out, "\n");
     tg_cmb_calibrate(NULL, TG_MB_KIND_ALL); /* kinds measurable without keys */

@@ -14,7 +14,7 @@
 
 #include "core/tg_sysinfo.h"
 #include "keyprov/tg_keyprov.h"
-#include "providers/cryptomb/tg_mb.h"
+#include "providers/cryptomb/tg_mbx.h"
 #include "keyprov/tg_rsa_pad.h"
 
 struct tg_mb_kind_info {
@@ -84,17 +84,17 @@ struct tg_mb_case {
     enum tg_mb_kind kind;
     const struct tg_mb_kind_info *info;
     const struct tg_pkey *key;
-    struct tg_keyop ops[TG_MB_LANES];
-    struct tg_keyop *p[TG_MB_LANES];
-    struct tg_kxkey mine[TG_MB_LANES], peers[TG_MB_LANES], scratch;
-    struct tg_kxkey *kp[TG_MB_LANES];
-    int res[TG_MB_LANES];
-    enum tg_fallback_reason why[TG_MB_LANES];
+    struct tg_keyop ops[TG_MBX_LANES];
+    struct tg_keyop *p[TG_MBX_LANES];
+    struct tg_kxkey mine[TG_MBX_LANES], peers[TG_MBX_LANES], scratch;
+    struct tg_kxkey *kp[TG_MBX_LANES];
+    int res[TG_MBX_LANES];
+    enum tg_fallback_reason why[TG_MBX_LANES];
     bool fault_check;
     unsigned errors;
     /* raw mbx inputs and outputs */
-    unsigned char in[TG_MB_LANES][512], out[TG_MB_LANES][512], out2[TG_MB_LANES][512];
-    BIGNUM *bn_a[TG_MB_LANES], *bn_b[TG_MB_LANES], *bn_c[TG_MB_LANES];
+    unsigned char in[TG_MBX_LANES][512], out[TG_MBX_LANES][512], out2[TG_MBX_LANES][512];
+    BIGNUM *bn_a[TG_MBX_LANES], *bn_b[TG_MBX_LANES], *bn_c[TG_MBX_LANES];
 };
 
 static double tg_cpu_s(void)
@@ -108,7 +108,7 @@ static void tg_mb_case_free(struct tg_mb_case *c)
 {
     if (c == NULL)
         return;
-    for (size_t i = 0; i < TG_MB_LANES; i++) {
+    for (size_t i = 0; i < TG_MBX_LANES; i++) {
         tg_kxkey_clear(&c->mine[i]);
         tg_kxkey_clear(&c->peers[i]);
         BN_clear_free(c->bn_a[i]);
@@ -164,7 +164,7 @@ static struct tg_mb_case *tg_mb_case_new(enum tg_mb_kind kind, const struct tg_p
     c->key = key;
     c->fault_check = true;
     const EVP_MD *sha256 = EVP_sha256();
-    for (size_t i = 0; i < TG_MB_LANES; i++) {
+    for (size_t i = 0; i < TG_MBX_LANES; i++) {
         struct tg_keyop *op = &c->ops[i];
         c->p[i] = op;
         c->kp[i] = &c->mine[i];
@@ -232,7 +232,7 @@ static struct tg_mb_case *tg_mb_case_new(enum tg_mb_kind kind, const struct tg_p
         kg.kx = &c->mine[0];
         if (tg_keyop_compute_sw(&kg) != TG_OK || tg_mb_peer(&c->peers[0], g) != TG_OK)
             goto fail;
-        for (size_t i = 0; i < TG_MB_LANES; i++) {
+        for (size_t i = 0; i < TG_MBX_LANES; i++) {
             if (i > 0) {
                 c->mine[i] = c->mine[0];
                 c->mine[i].sw = NULL; /* built on demand */
@@ -274,20 +274,20 @@ static int tg_mb_run_ops(struct tg_mb_case *c, size_t n)
     int rc;
     switch (c->info->type) {
     case TG_KEYOP_RSA_SIGN:
-        rc = tg_mb_rsa_sign(c->p, n, c->res, c->why, c->fault_check);
+        rc = tg_cmb_batch_rsa_sign(c->p, n, c->res, c->why, c->fault_check);
         break;
     case TG_KEYOP_ECDSA_SIGN:
-        rc = tg_mb_ecdsa_sign(c->p, n, c->res, c->why);
+        rc = tg_cmb_batch_ecdsa_sign(c->p, n, c->res, c->why);
         break;
     case TG_KEYOP_KX_KEYGEN: {
-        struct tg_kxkey *keys[TG_MB_LANES];
+        struct tg_kxkey *keys[TG_MBX_LANES];
         for (size_t i = 0; i < n; i++)
             keys[i] = &c->peers[i]; /* scratch keys; derive cases use their own */
-        rc = tg_mb_kx_keygen(keys, n, c->info->grp, c->res);
+        rc = tg_cmb_batch_keygen(keys, n, c->info->grp, c->res);
         break;
     }
     default:
-        rc = tg_mb_kx_derive(c->p, n, c->res, c->why);
+        rc = tg_cmb_batch_derive(c->p, n, c->res, c->why);
         break;
     }
     for (size_t i = 0; i < n; i++) {
@@ -299,13 +299,13 @@ static int tg_mb_run_ops(struct tg_mb_case *c, size_t n)
 
 static int tg_mb_run_raw(struct tg_mb_case *c, size_t n)
 {
-    const struct tg_mb_api *api = tg_mb_api();
+    const struct tg_mbx_api *api = tg_mbx_api();
     tg_mbx_status st;
-    const unsigned char *in[TG_MB_LANES] = {NULL};
-    unsigned char *out[TG_MB_LANES] = {NULL}, *out2[TG_MB_LANES] = {NULL};
-    const BIGNUM *a[TG_MB_LANES] = {NULL}, *b[TG_MB_LANES] = {NULL}, *cc[TG_MB_LANES] = {NULL};
-    const BIGNUM *d[TG_MB_LANES] = {NULL}, *e[TG_MB_LANES] = {NULL};
-    BIGNUM *x[TG_MB_LANES] = {NULL}, *y[TG_MB_LANES] = {NULL};
+    const unsigned char *in[TG_MBX_LANES] = {NULL};
+    unsigned char *out[TG_MBX_LANES] = {NULL}, *out2[TG_MBX_LANES] = {NULL};
+    const BIGNUM *a[TG_MBX_LANES] = {NULL}, *b[TG_MBX_LANES] = {NULL}, *cc[TG_MBX_LANES] = {NULL};
+    const BIGNUM *d[TG_MBX_LANES] = {NULL}, *e[TG_MBX_LANES] = {NULL};
+    BIGNUM *x[TG_MBX_LANES] = {NULL}, *y[TG_MBX_LANES] = {NULL};
     if (api == NULL)
         return TG_EUNAVAIL;
     for (size_t i = 0; i < n; i++) {
@@ -414,7 +414,7 @@ int tg_mb_calibrate(const struct tg_pkey *const keys[], size_t nkeys, unsigned k
                     struct tg_mb_calib *out)
 {
     memset(out, 0, sizeof(*out));
-    if (tg_mb_api() == NULL)
+    if (tg_mbx_api() == NULL)
         return TG_EUNAVAIL;
     if (kinds == 0)
         kinds = TG_MB_KIND_ALL;
@@ -427,25 +427,25 @@ int tg_mb_calibrate(const struct tg_pkey *const keys[], size_t nkeys, unsigned k
         if (info->type == TG_KEYOP_RSA_SIGN || info->type == TG_KEYOP_ECDSA_SIGN) {
             for (size_t i = 0; i < nkeys && key == NULL; i++) {
                 if (keys[i] != NULL && tg_mb_kind_for_key(keys[i]) == (enum tg_mb_kind)k &&
-                    tg_mb_key_supported(keys[i], NULL, 0) == TG_OK)
+                    tg_cmb_batch_key_supported(keys[i], NULL, 0) == TG_OK)
                     key = keys[i];
             }
             if (key == NULL)
                 continue;
-        } else if (!tg_mb_group_supported(info->grp)) {
+        } else if (!tg_cmb_batch_group_supported(info->grp)) {
             continue;
         }
         struct tg_mb_case *c = tg_mb_case_new((enum tg_mb_kind)k, key);
         if (c == NULL)
             continue;
         double one = tg_mb_min_us(tg_mb_run_ops, c, 1);
-        double eight = tg_mb_min_us(tg_mb_run_ops, c, TG_MB_LANES);
+        double eight = tg_mb_min_us(tg_mb_run_ops, c, TG_MBX_LANES);
         double scalar = tg_mb_min_us(tg_mb_run_scalar, c, 1);
         if (c->errors == 0) {
             out->valid[k] = true;
             out->scalar_us[k] = scalar;
-            for (size_t n = 1; n <= TG_MB_LANES; n++)
-                out->batch_us[k][n] = one + (eight - one) * (double)(n - 1) / (TG_MB_LANES - 1);
+            for (size_t n = 1; n <= TG_MBX_LANES; n++)
+                out->batch_us[k][n] = one + (eight - one) * (double)(n - 1) / (TG_MBX_LANES - 1);
             any = true;
         }
         tg_mb_case_free(c);
@@ -455,7 +455,7 @@ int tg_mb_calibrate(const struct tg_pkey *const keys[], size_t nkeys, unsigned k
 
 bool tg_mb_calib_prefer_batch(const struct tg_mb_calib *c, enum tg_mb_kind k, size_t n)
 {
-    if (c == NULL || (unsigned)k >= TG_MB_KIND_COUNT || !c->valid[k] || n > TG_MB_LANES)
+    if (c == NULL || (unsigned)k >= TG_MB_KIND_COUNT || !c->valid[k] || n > TG_MBX_LANES)
         return true;
     if (n == 0)
         return false;
@@ -464,11 +464,11 @@ bool tg_mb_calib_prefer_batch(const struct tg_mb_calib *c, enum tg_mb_kind k, si
 
 size_t tg_mb_calib_min_batch(const struct tg_mb_calib *c, enum tg_mb_kind k)
 {
-    for (size_t n = 1; n <= TG_MB_LANES; n++) {
+    for (size_t n = 1; n <= TG_MBX_LANES; n++) {
         if (tg_mb_calib_prefer_batch(c, k, n))
             return n;
     }
-    return TG_MB_LANES + 1;
+    return TG_MBX_LANES + 1;
 }
 
 /* ---- the benchmark ---- */
@@ -487,10 +487,10 @@ static struct tg_pkey *tg_mb_bench_key(const char *type, size_t bits_or_0, const
 int tg_mb_bench_run(struct tg_buf *out, double seconds_per_case)
 {
     char why[256] = "";
-    bool have_mb = tg_mb_load(why, sizeof(why)) == TG_OK;
-    struct tg_mb_info info;
+    bool have_mb = tg_mbx_load(why, sizeof(why)) == TG_OK;
+    struct tg_mbx_info info;
     struct tg_cpuinfo cpu;
-    tg_mb_get_info(&info);
+    tg_mbx_get_info(&info);
     if (tg_sysinfo_read_cpuinfo(NULL, &cpu) != TG_OK)
         cpu.model[0] = '\0';
     if (seconds_per_case <= 0)
@@ -515,7 +515,7 @@ int tg_mb_bench_run(struct tg_buf *out, double seconds_per_case)
                        "ops/s | raw mbx call, 8 lanes ops/s | speed-up (tg_mb_ops / scalar) |\n");
     tg_buf_printf(out, "|---|---:|---:|---:|---:|\n");
 
-    double scalar_us[TG_MB_KIND_COUNT] = {0}, cost[TG_MB_KIND_COUNT][TG_MB_LANES + 1];
+    double scalar_us[TG_MB_KIND_COUNT] = {0}, cost[TG_MB_KIND_COUNT][TG_MBX_LANES + 1];
     bool measured[TG_MB_KIND_COUNT] = {false};
     memset(cost, 0, sizeof(cost));
     for (int k = 0; k < TG_MB_KIND_COUNT; k++) {
@@ -539,20 +539,20 @@ int tg_mb_bench_run(struct tg_buf *out, double seconds_per_case)
             tg_mb_case_free(c);
             continue;
         }
-        double ops_us = tg_mb_rate(tg_mb_run_ops, c, TG_MB_LANES, seconds_per_case);
-        double raw_us = tg_mb_rate(tg_mb_run_raw, c, TG_MB_LANES, seconds_per_case);
+        double ops_us = tg_mb_rate(tg_mb_run_ops, c, TG_MBX_LANES, seconds_per_case);
+        double raw_us = tg_mb_rate(tg_mb_run_raw, c, TG_MBX_LANES, seconds_per_case);
         tg_buf_printf(out, "| %s%s | %.0f | %.0f | %.0f | %.2fx |\n", ki->label,
                       ki->type == TG_KEYOP_RSA_SIGN ? ", fault check on" : "", 1e6 / s_us,
-                      1e6 * TG_MB_LANES / ops_us, 1e6 * TG_MB_LANES / raw_us,
-                      s_us * TG_MB_LANES / ops_us);
+                      1e6 * TG_MBX_LANES / ops_us, 1e6 * TG_MBX_LANES / raw_us,
+                      s_us * TG_MBX_LANES / ops_us);
         if (ki->type == TG_KEYOP_RSA_SIGN) {
             c->fault_check = false;
-            double nf_us = tg_mb_rate(tg_mb_run_ops, c, TG_MB_LANES, seconds_per_case);
+            double nf_us = tg_mb_rate(tg_mb_run_ops, c, TG_MBX_LANES, seconds_per_case);
             tg_buf_printf(out, "| %s, fault check off | | %.0f | | %.2fx |\n", ki->label,
-                          1e6 * TG_MB_LANES / nf_us, s_us * TG_MB_LANES / nf_us);
+                          1e6 * TG_MBX_LANES / nf_us, s_us * TG_MBX_LANES / nf_us);
             c->fault_check = true;
         }
-        for (size_t n = 1; n <= TG_MB_LANES; n++)
+        for (size_t n = 1; n <= TG_MBX_LANES; n++)
             cost[k][n] = tg_mb_rate(tg_mb_run_raw, c, n, seconds_per_case / 4);
         measured[k] = true;
         if (c->errors != 0)
@@ -566,10 +566,10 @@ int tg_mb_bench_run(struct tg_buf *out, double seconds_per_case)
                            "The provider's cost model: a partial batch of n is worth running "
                            "when mb8(n) < n x scalar (break-even n below).\n\n");
         tg_buf_printf(out, "| operation | scalar us/op |");
-        for (size_t n = 1; n <= TG_MB_LANES; n++)
+        for (size_t n = 1; n <= TG_MBX_LANES; n++)
             tg_buf_printf(out, " n=%zu |", n);
         tg_buf_printf(out, " break-even n |\n|---|---:|");
-        for (size_t n = 1; n <= TG_MB_LANES; n++)
+        for (size_t n = 1; n <= TG_MBX_LANES; n++)
             tg_buf_printf(out, "---:|");
         tg_buf_printf(out, "---:|\n");
         for (int k = 0; k < TG_MB_KIND_COUNT; k++) {
@@ -577,7 +577,7 @@ int tg_mb_bench_run(struct tg_buf *out, double seconds_per_case)
                 continue;
             size_t be = 0;
             tg_buf_printf(out, "| %s | %.1f |", tg_mb_kinds[k].label, scalar_us[k]);
-            for (size_t n = 1; n <= TG_MB_LANES; n++) {
+            for (size_t n = 1; n <= TG_MBX_LANES; n++) {
                 tg_buf_printf(out, " %.1f |", cost[k][n]);
                 if (be == 0 && cost[k][n] < (double)n * scalar_us[k])
                     be = n;

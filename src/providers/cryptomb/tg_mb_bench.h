@@ -11,7 +11,7 @@
  * functions (what the provider calls) and, separately, the raw mbx call.
  *
  * Threading: any thread, on a normal stack (RSA-4096 needs ~128 KiB); not
- * concurrently with tg_mb_install()/tg_mb_unload().
+ * concurrently with tg_mbx_install()/tg_mbx_unload().
  */
 #ifndef TG_MB_BENCH_H
 #define TG_MB_BENCH_H
@@ -21,7 +21,7 @@
 
 #include "core/tg_buf.h"
 #include "core/tg_err.h"
-#include "providers/cryptomb/tg_mb_ops.h"
+#include "providers/cryptomb/tg_cmb_batch.h"
 #include "keyprov/tg_pkey.h"
 
 /* X(id, label): the operation kinds measured and calibrated. */
@@ -64,7 +64,7 @@ enum tg_mb_kind tg_mb_kind_derive(enum tg_group g);
 struct tg_mb_calib {
     bool valid[TG_MB_KIND_COUNT];
     double scalar_us[TG_MB_KIND_COUNT];
-    double batch_us[TG_MB_KIND_COUNT][TG_MB_LANES + 1]; /* [0] unused */
+    double batch_us[TG_MB_KIND_COUNT][TG_MBX_LANES + 1]; /* [0] unused */
 };
 
 /*

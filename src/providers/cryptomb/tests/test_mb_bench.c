@@ -9,9 +9,9 @@
 #include <time.h>
 
 #include "core/tg_sysinfo.h"
-#include "providers/cryptomb/tg_mb.h"
+#include "providers/cryptomb/tg_mbx.h"
 #include "providers/cryptomb/tg_mb_bench.h"
-#include "tg_mb_fake.h"
+#include "tg_mbx_fake.h"
 #include "tg_test_util.h"
 
 static struct tg_pkey *keys[4];
@@ -40,16 +40,16 @@ static int group_teardown(void **state)
     (void)state;
     for (size_t i = 0; i < 4; i++)
         tg_pkey_unref(keys[i]);
-    tg_mb_unload();
-    tg_mb_fake_cleanup();
+    tg_mbx_unload();
+    tg_mbx_fake_cleanup();
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    tg_mb_unload();
-    tg_mb_fake_reset();
+    tg_mbx_unload();
+    tg_mbx_fake_reset();
     return 0;
 }
 
@@ -58,14 +58,14 @@ static const enum backend be_real = REAL, be_fake = FAKE;
 
 static void use_backend(void **state)
 {
-    tg_mb_unload();
-    tg_mb_fake_reset();
+    tg_mbx_unload();
+    tg_mbx_fake_reset();
     if (*(const enum backend *)*state == FAKE) {
-        assert_int_equal(tg_mb_install(tg_mb_fake_api()), TG_OK);
+        assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_OK);
         return;
     }
     char why[256];
-    if (tg_mb_load(why, sizeof(why)) != TG_OK) {
+    if (tg_mbx_load(why, sizeof(why)) != TG_OK) {
         print_message("real crypto_mb unavailable: %s\n", why);
         skip();
     }
@@ -112,7 +112,7 @@ static void test_cost_model(void **state)
     /* mb8 call 500 us whatever the fill, scalar 300 us: batch from 2 on. */
     c.valid[TG_MB_KIND_RSA2048] = true;
     c.scalar_us[TG_MB_KIND_RSA2048] = 300;
-    for (size_t n = 1; n <= TG_MB_LANES; n++)
+    for (size_t n = 1; n <= TG_MBX_LANES; n++)
         c.batch_us[TG_MB_KIND_RSA2048][n] = 500;
     assert_false(tg_mb_calib_prefer_batch(&c, TG_MB_KIND_RSA2048, 1));
     assert_true(tg_mb_calib_prefer_batch(&c, TG_MB_KIND_RSA2048, 2));
@@ -121,7 +121,7 @@ static void test_cost_model(void **state)
     assert_int_equal(tg_mb_calib_min_batch(&c, TG_MB_KIND_RSA2048), 2);
     /* Never worth it. */
     c.scalar_us[TG_MB_KIND_RSA2048] = 10;
-    assert_int_equal(tg_mb_calib_min_batch(&c, TG_MB_KIND_RSA2048), TG_MB_LANES + 1);
+    assert_int_equal(tg_mb_calib_min_batch(&c, TG_MB_KIND_RSA2048), TG_MBX_LANES + 1);
 }
 
 static void test_calibrate(void **state)
@@ -161,7 +161,7 @@ static void test_calibrate(void **state)
     assert_false(c.valid[TG_MB_KIND_RSA2048]);
     /* A sign kind without its key: nothing measured. */
     assert_int_equal(tg_mb_calibrate(k, 0, TG_MB_KIND_BIT(TG_MB_KIND_RSA2048), &c), TG_EUNAVAIL);
-    tg_mb_unload();
+    tg_mbx_unload();
     assert_int_equal(tg_mb_calibrate(k, 4, 0, &c), TG_EUNAVAIL);
     assert_false(c.valid[TG_MB_KIND_X25519_DERIVE]);
 }
@@ -193,7 +193,7 @@ static void test_bench_without_mb(void **state)
     if (slow_env())
         skip();
     struct tg_buf out = TG_BUF_INIT;
-    tg_mb_unload();
+    tg_mbx_unload();
     setenv("TG_FAKE_NO_IFMA", "1", 1);
     assert_int_equal(tg_mb_bench_run(&out, 0.002), TG_EUNAVAIL);
     unsetenv("TG_FAKE_NO_IFMA");

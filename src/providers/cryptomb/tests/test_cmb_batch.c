@@ -16,10 +16,10 @@
 
 #include "core/tg_sysinfo.h"
 #include "keyprov/tg_keyprov.h"
-#include "providers/cryptomb/tg_mb.h"
-#include "providers/cryptomb/tg_mb_ops.h"
+#include "providers/cryptomb/tg_mbx.h"
+#include "providers/cryptomb/tg_cmb_batch.h"
 #include "keyprov/tg_rsa_pad.h"
-#include "tg_mb_fake.h"
+#include "tg_mbx_fake.h"
 #include "tg_test_util.h"
 
 #define NONE TG_FALLBACK_REASON_COUNT
@@ -96,8 +96,8 @@ static int group_teardown(void **state)
     tg_pkey_unref(rsa_e3);
     tg_pkey_unref(rsa_unbal);
     tg_pkey_unref(rsa_2049);
-    tg_mb_unload();
-    tg_mb_fake_cleanup();
+    tg_mbx_unload();
+    tg_mbx_fake_cleanup();
     return 0;
 }
 
@@ -105,20 +105,20 @@ static int group_teardown(void **state)
 
 enum backend { REAL, FAKE };
 static const enum backend be_real = REAL, be_fake = FAKE;
-static struct tg_mb_api real_copy;
+static struct tg_mbx_api real_copy;
 static void *real_hold;
 
 static void use_backend(void **state)
 {
     enum backend b = *(const enum backend *)*state;
-    tg_mb_unload();
-    tg_mb_fake_reset();
+    tg_mbx_unload();
+    tg_mbx_fake_reset();
     if (b == FAKE) {
-        assert_int_equal(tg_mb_install(tg_mb_fake_api()), TG_OK);
+        assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_OK);
         return;
     }
     char why[256];
-    if (tg_mb_load(why, sizeof(why)) != TG_OK) {
+    if (tg_mbx_load(why, sizeof(why)) != TG_OK) {
         print_message("real crypto_mb unavailable: %s\n", why);
         if (tg_sysinfo_cpu_has_avx512_ifma() && strstr(why, "not found") == NULL)
             fail_msg("crypto_mb failed to load on an IFMA CPU: %s", why);
@@ -134,14 +134,14 @@ static void use_injection(void **state)
     enum backend b = *(const enum backend *)*state;
     if (b == FAKE)
         return;
-    struct tg_mb_info info;
-    tg_mb_get_info(&info);
-    real_copy = *tg_mb_api();
+    struct tg_mbx_info info;
+    tg_mbx_get_info(&info);
+    real_copy = *tg_mbx_api();
     real_hold = dlopen(info.path, RTLD_NOW | RTLD_NOLOAD);
     assert_non_null(real_hold);
-    tg_mb_fake_reset();
-    tg_mb_fake_set_inner(&real_copy);
-    assert_int_equal(tg_mb_install(tg_mb_fake_api()), TG_OK);
+    tg_mbx_fake_reset();
+    tg_mbx_fake_set_inner(&real_copy);
+    assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_OK);
 }
 
 static bool is_real(void **state)
@@ -152,8 +152,8 @@ static bool is_real(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    tg_mb_unload();
-    tg_mb_fake_reset();
+    tg_mbx_unload();
+    tg_mbx_fake_reset();
     if (real_hold != NULL)
         dlclose(real_hold);
     real_hold = NULL;
@@ -236,14 +236,14 @@ static void assert_unreleased(const struct tg_keyop *op)
 static void test_rsa_sign_batches(void **state)
 {
     use_backend(state);
-    struct tg_keyop ops[TG_MB_LANES];
-    struct tg_keyop *p[TG_MB_LANES];
-    int res[TG_MB_LANES];
-    enum tg_fallback_reason why[TG_MB_LANES];
+    struct tg_keyop ops[TG_MBX_LANES];
+    struct tg_keyop *p[TG_MBX_LANES];
+    int res[TG_MBX_LANES];
+    enum tg_fallback_reason why[TG_MBX_LANES];
     size_t ci = 0;
     for (size_t s = 0; s < nrsa_sizes; s++) {
         size_t k = (size_t)rsa_sizes[s] / 8;
-        for (size_t n = 1; n <= TG_MB_LANES; n++) {
+        for (size_t n = 1; n <= TG_MBX_LANES; n++) {
             if (slow_env() && n != 1 && n != 3 && n != 8)
                 continue;
             bool fault_check = n % 2 == 1;
@@ -253,7 +253,7 @@ static void test_rsa_sign_batches(void **state)
                        &rsa_cases[ci++ % TG_ARRAY_LEN(rsa_cases)]);
                 p[i] = &ops[i];
             }
-            assert_int_equal(tg_mb_rsa_sign(p, n, res, why, fault_check), TG_OK);
+            assert_int_equal(tg_cmb_batch_rsa_sign(p, n, res, why, fault_check), TG_OK);
             for (size_t i = 0; i < n; i++) {
                 assert_int_equal(res[i], TG_OK);
                 assert_int_equal(why[i], NONE);
@@ -268,21 +268,21 @@ static void test_rsa_lane_error_each_position(void **state)
 {
     use_backend(state);
     use_injection(state);
-    struct tg_keyop ops[TG_MB_LANES];
-    struct tg_keyop *p[TG_MB_LANES];
-    int res[TG_MB_LANES];
-    enum tg_fallback_reason why[TG_MB_LANES];
-    for (unsigned bad = 0; bad < TG_MB_LANES; bad++) {
-        tg_mb_fake_reset();
+    struct tg_keyop ops[TG_MBX_LANES];
+    struct tg_keyop *p[TG_MBX_LANES];
+    int res[TG_MBX_LANES];
+    enum tg_fallback_reason why[TG_MBX_LANES];
+    for (unsigned bad = 0; bad < TG_MBX_LANES; bad++) {
+        tg_mbx_fake_reset();
         if (is_real(state))
-            tg_mb_fake_set_inner(&real_copy);
-        tg_mb_fake_fail_lane(TG_MB_FAKE_RSA_PRIVATE_CRT, bad, TG_MBX_STATUS_MISMATCH_PARAM_ERR);
-        for (size_t i = 0; i < TG_MB_LANES; i++) {
+            tg_mbx_fake_set_inner(&real_copy);
+        tg_mbx_fake_fail_lane(TG_MBX_FAKE_RSA_PRIVATE_CRT, bad, TG_MBX_STATUS_MISMATCH_PARAM_ERR);
+        for (size_t i = 0; i < TG_MBX_LANES; i++) {
             rsa_op(&ops[i], rsa[0][i % KEYS_PER], &rsa_cases[i % TG_ARRAY_LEN(rsa_cases)]);
             p[i] = &ops[i];
         }
-        assert_int_equal(tg_mb_rsa_sign(p, TG_MB_LANES, res, why, true), TG_OK);
-        for (unsigned i = 0; i < TG_MB_LANES; i++) {
+        assert_int_equal(tg_cmb_batch_rsa_sign(p, TG_MBX_LANES, res, why, true), TG_OK);
+        for (unsigned i = 0; i < TG_MBX_LANES; i++) {
             if (i == bad) {
                 assert_int_equal(res[i], TG_EDEVICE);
                 assert_int_equal(why[i], TG_FALLBACK_LANE_ERROR);
@@ -293,40 +293,40 @@ static void test_rsa_lane_error_each_position(void **state)
             }
         }
         /* One private-op call and one verification call for the batch. */
-        assert_int_equal(tg_mb_fake_stats()->calls[TG_MB_FAKE_RSA_PRIVATE_CRT], 1);
-        assert_int_equal(tg_mb_fake_stats()->lanes[TG_MB_FAKE_RSA_PRIVATE_CRT], 8);
-        assert_int_equal(tg_mb_fake_stats()->calls[TG_MB_FAKE_RSA_PUBLIC], 1);
-        assert_int_equal(tg_mb_fake_stats()->lanes[TG_MB_FAKE_RSA_PUBLIC], 7);
+        assert_int_equal(tg_mbx_fake_stats()->calls[TG_MBX_FAKE_RSA_PRIVATE_CRT], 1);
+        assert_int_equal(tg_mbx_fake_stats()->lanes[TG_MBX_FAKE_RSA_PRIVATE_CRT], 8);
+        assert_int_equal(tg_mbx_fake_stats()->calls[TG_MBX_FAKE_RSA_PUBLIC], 1);
+        assert_int_equal(tg_mbx_fake_stats()->lanes[TG_MBX_FAKE_RSA_PUBLIC], 7);
     }
     /* A failure injected on an empty lane changes nothing. */
-    tg_mb_fake_reset();
+    tg_mbx_fake_reset();
     if (is_real(state))
-        tg_mb_fake_set_inner(&real_copy);
-    tg_mb_fake_fail_lane(TG_MB_FAKE_RSA_PRIVATE_CRT, 6, TG_MBX_STATUS_MISMATCH_PARAM_ERR);
+        tg_mbx_fake_set_inner(&real_copy);
+    tg_mbx_fake_fail_lane(TG_MBX_FAKE_RSA_PRIVATE_CRT, 6, TG_MBX_STATUS_MISMATCH_PARAM_ERR);
     for (size_t i = 0; i < 5; i++)
         rsa_op(&ops[i], rsa[0][0], &rsa_cases[0]);
-    assert_int_equal(tg_mb_rsa_sign(p, 5, res, why, false), TG_OK);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 5, res, why, false), TG_OK);
     for (size_t i = 0; i < 5; i++)
         assert_int_equal(res[i], TG_OK);
-    assert_int_equal(tg_mb_fake_stats()->calls[TG_MB_FAKE_RSA_PUBLIC], 0);
+    assert_int_equal(tg_mbx_fake_stats()->calls[TG_MBX_FAKE_RSA_PUBLIC], 0);
 }
 
 static void test_rsa_fault_check(void **state)
 {
     use_backend(state);
     use_injection(state);
-    struct tg_keyop ops[TG_MB_LANES];
-    struct tg_keyop *p[TG_MB_LANES];
-    int res[TG_MB_LANES];
-    enum tg_fallback_reason why[TG_MB_LANES];
-    for (unsigned bad = 0; bad < TG_MB_LANES; bad += 3) {
-        tg_mb_fake_corrupt_lane(bad);
-        for (size_t i = 0; i < TG_MB_LANES; i++) {
+    struct tg_keyop ops[TG_MBX_LANES];
+    struct tg_keyop *p[TG_MBX_LANES];
+    int res[TG_MBX_LANES];
+    enum tg_fallback_reason why[TG_MBX_LANES];
+    for (unsigned bad = 0; bad < TG_MBX_LANES; bad += 3) {
+        tg_mbx_fake_corrupt_lane(bad);
+        for (size_t i = 0; i < TG_MBX_LANES; i++) {
             rsa_op(&ops[i], rsa[0][i % KEYS_PER], &rsa_cases[i % TG_ARRAY_LEN(rsa_cases)]);
             p[i] = &ops[i];
         }
-        assert_int_equal(tg_mb_rsa_sign(p, TG_MB_LANES, res, why, true), TG_OK);
-        for (unsigned i = 0; i < TG_MB_LANES; i++) {
+        assert_int_equal(tg_cmb_batch_rsa_sign(p, TG_MBX_LANES, res, why, true), TG_OK);
+        for (unsigned i = 0; i < TG_MBX_LANES; i++) {
             if (i == bad) {
                 /* The faulty signature never leaves. */
                 assert_int_equal(res[i], TG_EDEVICE);
@@ -338,20 +338,20 @@ static void test_rsa_fault_check(void **state)
             }
         }
         /* Without the check the corrupted signature would go out. */
-        for (size_t i = 0; i < TG_MB_LANES; i++)
+        for (size_t i = 0; i < TG_MBX_LANES; i++)
             rsa_op(&ops[i], rsa[0][i % KEYS_PER], &rsa_cases[0]);
-        assert_int_equal(tg_mb_rsa_sign(p, TG_MB_LANES, res, why, false), TG_OK);
+        assert_int_equal(tg_cmb_batch_rsa_sign(p, TG_MBX_LANES, res, why, false), TG_OK);
         assert_int_equal(res[bad], TG_OK);
         assert_int_equal(rsa_verify(&ops[bad]), 0);
-        tg_mb_fake_reset();
+        tg_mbx_fake_reset();
         if (is_real(state))
-            tg_mb_fake_set_inner(&real_copy);
+            tg_mbx_fake_set_inner(&real_copy);
     }
     /* The verification call failing for a lane: not released either. */
-    tg_mb_fake_fail_lane(TG_MB_FAKE_RSA_PUBLIC, 2, TG_MBX_STATUS_MISMATCH_PARAM_ERR);
+    tg_mbx_fake_fail_lane(TG_MBX_FAKE_RSA_PUBLIC, 2, TG_MBX_STATUS_MISMATCH_PARAM_ERR);
     for (size_t i = 0; i < 4; i++)
         rsa_op(&ops[i], rsa[0][i % KEYS_PER], &rsa_cases[i]);
-    assert_int_equal(tg_mb_rsa_sign(p, 4, res, why, true), TG_OK);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 4, res, why, true), TG_OK);
     assert_int_equal(res[2], TG_EDEVICE);
     assert_int_equal(why[2], TG_FALLBACK_LANE_ERROR);
     assert_unreleased(&ops[2]);
@@ -370,42 +370,42 @@ static void test_rsa_special_keys(void **state)
 
     /* e = 3: crypto_mb's public op is for 65537 only, so the fault check of
      * that lane runs in scalar OpenSSL; it still catches faults. */
-    assert_int_equal(tg_mb_key_supported(rsa_e3, reason, sizeof(reason)), TG_OK);
+    assert_int_equal(tg_cmb_batch_key_supported(rsa_e3, reason, sizeof(reason)), TG_OK);
     rsa_op(&ops[0], rsa[0][0], &rsa_cases[0]);
     rsa_op(&ops[1], rsa_e3, &rsa_cases[1]);
     rsa_op(&ops[2], rsa_e3, &rsa_cases[2]);
     rsa_op(&ops[3], rsa[0][1], &rsa_cases[3]);
-    tg_mb_fake_corrupt_lane(2);
-    assert_int_equal(tg_mb_rsa_sign(p, 4, res, why, true), TG_OK);
+    tg_mbx_fake_corrupt_lane(2);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 4, res, why, true), TG_OK);
     assert_int_equal(res[0], TG_OK);
     assert_int_equal(res[1], TG_OK);
     assert_int_equal(rsa_verify(&ops[1]), 1);
     assert_int_equal(res[2], TG_EDEVICE);
     assert_int_equal(why[2], TG_FALLBACK_FAULT_CHECK);
     assert_int_equal(res[3], TG_OK);
-    assert_int_equal(tg_mb_fake_stats()->lanes[TG_MB_FAKE_RSA_PUBLIC], 2);
+    assert_int_equal(tg_mbx_fake_stats()->lanes[TG_MBX_FAKE_RSA_PUBLIC], 2);
 
     /* Primes of 1048 and 1000 bits: not for crypto_mb; such a lane is never
      * sent and goes to software. */
-    assert_int_equal(tg_mb_key_supported(rsa_unbal, reason, sizeof(reason)), TG_EUNAVAIL);
+    assert_int_equal(tg_cmb_batch_key_supported(rsa_unbal, reason, sizeof(reason)), TG_EUNAVAIL);
     assert_non_null(strstr(reason, "primes of 1048 and 1000 bits"));
-    tg_mb_fake_reset();
+    tg_mbx_fake_reset();
     if (is_real(state))
-        tg_mb_fake_set_inner(&real_copy);
+        tg_mbx_fake_set_inner(&real_copy);
     rsa_op(&ops[0], rsa[0][0], &rsa_cases[0]);
     rsa_op(&ops[1], rsa_unbal, &rsa_cases[1]);
-    assert_int_equal(tg_mb_rsa_sign(p, 2, res, why, true), TG_OK);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 2, res, why, true), TG_OK);
     assert_int_equal(res[0], TG_OK);
     assert_int_equal(res[1], TG_EDEVICE);
     assert_int_equal(why[1], TG_FALLBACK_LANE_ERROR);
     assert_unreleased(&ops[1]);
-    assert_int_equal(tg_mb_fake_stats()->lanes[TG_MB_FAKE_RSA_PRIVATE_CRT], 1);
+    assert_int_equal(tg_mbx_fake_stats()->lanes[TG_MBX_FAKE_RSA_PRIVATE_CRT], 1);
 
     /* A size crypto_mb does not have: the whole batch is unavailable. */
-    assert_int_equal(tg_mb_key_supported(rsa_2049, reason, sizeof(reason)), TG_EUNAVAIL);
+    assert_int_equal(tg_cmb_batch_key_supported(rsa_2049, reason, sizeof(reason)), TG_EUNAVAIL);
     assert_non_null(strstr(reason, "RSA-2049"));
     rsa_op(&ops[0], rsa_2049, &rsa_cases[0]);
-    assert_int_equal(tg_mb_rsa_sign(p, 1, res, why, true), TG_EUNAVAIL);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 1, res, why, true), TG_EUNAVAIL);
     assert_int_equal(res[0], TG_EDEVICE);
     assert_int_equal(why[0], TG_FALLBACK_DEVICE_ERROR);
 }
@@ -413,19 +413,19 @@ static void test_rsa_special_keys(void **state)
 static void test_rsa_invalid(void **state)
 {
     use_backend(state);
-    struct tg_keyop ops[TG_MB_LANES + 1];
-    struct tg_keyop *p[TG_MB_LANES + 1];
-    int res[TG_MB_LANES + 1];
-    enum tg_fallback_reason why[TG_MB_LANES + 1];
-    for (size_t i = 0; i <= TG_MB_LANES; i++) {
+    struct tg_keyop ops[TG_MBX_LANES + 1];
+    struct tg_keyop *p[TG_MBX_LANES + 1];
+    int res[TG_MBX_LANES + 1];
+    enum tg_fallback_reason why[TG_MBX_LANES + 1];
+    for (size_t i = 0; i <= TG_MBX_LANES; i++) {
         rsa_op(&ops[i], rsa[0][0], &rsa_cases[0]);
         p[i] = &ops[i];
     }
-    assert_int_equal(tg_mb_rsa_sign(p, 0, res, why, true), TG_OK);
-    assert_int_equal(tg_mb_rsa_sign(p, TG_MB_LANES + 1, res, why, true), TG_EINVAL);
-    assert_int_equal(tg_mb_rsa_sign(NULL, 1, res, why, true), TG_EINVAL);
-    assert_int_equal(tg_mb_rsa_sign(p, 1, NULL, why, true), TG_EINVAL);
-    assert_int_equal(tg_mb_rsa_sign(p, 1, res, NULL, true), TG_EINVAL);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 0, res, why, true), TG_OK);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, TG_MBX_LANES + 1, res, why, true), TG_EINVAL);
+    assert_int_equal(tg_cmb_batch_rsa_sign(NULL, 1, res, why, true), TG_EINVAL);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 1, NULL, why, true), TG_EINVAL);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 1, res, NULL, true), TG_EINVAL);
 
     /* Per-lane contract violations fail that lane only, without overflow. */
     ops[1].inlen = 31;                    /* SHA-256 digest must be 32 bytes */
@@ -439,10 +439,10 @@ static void test_rsa_invalid(void **state)
         ops[7].pkey = rsa[1][0]; /* 3072 in a 2048 batch */
     else
         ops[7].pkey = ec[0][0];
-    assert_int_equal(tg_mb_rsa_sign(p, TG_MB_LANES, res, why, true), TG_OK);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, TG_MBX_LANES, res, why, true), TG_OK);
     assert_int_equal(res[0], TG_OK);
     assert_int_equal(rsa_verify(&ops[0]), 1);
-    for (size_t i = 1; i < TG_MB_LANES; i++) {
+    for (size_t i = 1; i < TG_MBX_LANES; i++) {
         assert_int_equal(res[i], TG_EINVAL);
         assert_int_equal(why[i], NONE);
         if (p[i] != NULL)
@@ -455,7 +455,7 @@ static void test_rsa_invalid(void **state)
     rsa_op(&ops[0], rsa[0][0], &rsa_cases[0]);
     ops[0].md = sha3;
     rsa_op(&ops[1], rsa[0][0], &rsa_cases[0]);
-    assert_int_equal(tg_mb_rsa_sign(p, 2, res, why, true), TG_OK);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 2, res, why, true), TG_OK);
     assert_int_equal(res[0], TG_EDEVICE);
     assert_int_equal(why[0], TG_FALLBACK_LANE_ERROR);
     assert_int_equal(res[1], TG_OK);
@@ -487,19 +487,19 @@ static void test_ecdsa_batches(void **state)
 {
     use_backend(state);
     static const size_t dlens[] = {32, 48, 64, 20, 28};
-    struct tg_keyop ops[TG_MB_LANES];
-    struct tg_keyop *p[TG_MB_LANES];
-    int res[TG_MB_LANES];
-    enum tg_fallback_reason why[TG_MB_LANES];
+    struct tg_keyop ops[TG_MBX_LANES];
+    struct tg_keyop *p[TG_MBX_LANES];
+    int res[TG_MBX_LANES];
+    enum tg_fallback_reason why[TG_MBX_LANES];
     size_t di = 0;
     for (size_t c = 0; c < NCURVES; c++) {
-        for (size_t n = 1; n <= TG_MB_LANES; n++) {
+        for (size_t n = 1; n <= TG_MBX_LANES; n++) {
             for (size_t i = 0; i < n; i++) {
                 /* Digests shorter and longer than the order (truncation). */
                 ecdsa_op(&ops[i], ec[c][(i + n) % KEYS_PER], dlens[di++ % TG_ARRAY_LEN(dlens)]);
                 p[i] = &ops[i];
             }
-            assert_int_equal(tg_mb_ecdsa_sign(p, n, res, why), TG_OK);
+            assert_int_equal(tg_cmb_batch_ecdsa_sign(p, n, res, why), TG_OK);
             for (size_t i = 0; i < n; i++) {
                 assert_int_equal(res[i], TG_OK);
                 assert_int_equal(why[i], NONE);
@@ -533,7 +533,7 @@ static void test_ecdsa_digest_edges(void **state)
         ops[4].inlen = 1;
         ops[4].in[0] |= 1;
         ops[5].inlen = 33;
-        assert_int_equal(tg_mb_ecdsa_sign(p, 6, res, why), TG_OK);
+        assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 6, res, why), TG_OK);
         for (size_t i = 0; i < 6; i++) {
             if (i == 2 || i == 3) {
                 assert_int_equal(res[i], TG_EDEVICE);
@@ -552,7 +552,7 @@ static void test_ecdsa_digest_edges(void **state)
     /* The nonce is fresh: two signatures of one digest differ. */
     ecdsa_op(&ops[0], ec[0][0], 32);
     ops[1] = ops[0];
-    assert_int_equal(tg_mb_ecdsa_sign(p, 2, res, why), TG_OK);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 2, res, why), TG_OK);
     assert_int_equal(res[0], TG_OK);
     assert_int_equal(res[1], TG_OK);
     assert_true(ops[0].outlen != ops[1].outlen ||
@@ -563,21 +563,21 @@ static void test_ecdsa_lane_errors_and_invalid(void **state)
 {
     use_backend(state);
     use_injection(state);
-    struct tg_keyop ops[TG_MB_LANES];
-    struct tg_keyop *p[TG_MB_LANES];
-    int res[TG_MB_LANES];
-    enum tg_fallback_reason why[TG_MB_LANES];
-    for (unsigned bad = 0; bad < TG_MB_LANES; bad++) {
-        tg_mb_fake_reset();
+    struct tg_keyop ops[TG_MBX_LANES];
+    struct tg_keyop *p[TG_MBX_LANES];
+    int res[TG_MBX_LANES];
+    enum tg_fallback_reason why[TG_MBX_LANES];
+    for (unsigned bad = 0; bad < TG_MBX_LANES; bad++) {
+        tg_mbx_fake_reset();
         if (is_real(state))
-            tg_mb_fake_set_inner(&real_copy);
-        tg_mb_fake_fail_lane(TG_MB_FAKE_ECDSA_SIGN, bad, TG_MBX_STATUS_SIGNATURE_ERR);
-        for (size_t i = 0; i < TG_MB_LANES; i++) {
+            tg_mbx_fake_set_inner(&real_copy);
+        tg_mbx_fake_fail_lane(TG_MBX_FAKE_ECDSA_SIGN, bad, TG_MBX_STATUS_SIGNATURE_ERR);
+        for (size_t i = 0; i < TG_MBX_LANES; i++) {
             ecdsa_op(&ops[i], ec[1][i % KEYS_PER], 48);
             p[i] = &ops[i];
         }
-        assert_int_equal(tg_mb_ecdsa_sign(p, TG_MB_LANES, res, why), TG_OK);
-        for (unsigned i = 0; i < TG_MB_LANES; i++) {
+        assert_int_equal(tg_cmb_batch_ecdsa_sign(p, TG_MBX_LANES, res, why), TG_OK);
+        for (unsigned i = 0; i < TG_MBX_LANES; i++) {
             if (i == bad) {
                 assert_int_equal(res[i], TG_EDEVICE);
                 assert_int_equal(why[i], TG_FALLBACK_LANE_ERROR);
@@ -587,7 +587,7 @@ static void test_ecdsa_lane_errors_and_invalid(void **state)
                 assert_int_equal(ecdsa_verify(&ops[i]), 1);
             }
         }
-        assert_int_equal(tg_mb_fake_stats()->calls[TG_MB_FAKE_ECDSA_SIGN], 1);
+        assert_int_equal(tg_mbx_fake_stats()->calls[TG_MBX_FAKE_ECDSA_SIGN], 1);
     }
     /* Contract violations. */
     for (size_t i = 0; i < 4; i++)
@@ -595,14 +595,14 @@ static void test_ecdsa_lane_errors_and_invalid(void **state)
     ops[1].pkey = ec[1][0]; /* P-384 in a P-256 batch */
     ops[2].inlen = 65;      /* beyond the input buffer */
     ops[3].pkey = rsa[0][0];
-    assert_int_equal(tg_mb_ecdsa_sign(p, 4, res, why), TG_OK);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 4, res, why), TG_OK);
     assert_int_equal(res[0], TG_OK);
     for (size_t i = 1; i < 4; i++) {
         assert_int_equal(res[i], TG_EINVAL);
         assert_unreleased(&ops[i]);
     }
-    assert_int_equal(tg_mb_ecdsa_sign(p, 9, res, why), TG_EINVAL);
-    assert_int_equal(tg_mb_ecdsa_sign(p, 0, res, why), TG_OK);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 9, res, why), TG_EINVAL);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 0, res, why), TG_OK);
 }
 
 /* ---- key generation ---- */
@@ -645,17 +645,17 @@ static void check_kxkey(const struct tg_kxkey *k, enum tg_group g)
 static void test_keygen(void **state)
 {
     use_backend(state);
-    struct tg_kxkey keys[TG_MB_LANES];
-    struct tg_kxkey *p[TG_MB_LANES];
-    int res[TG_MB_LANES];
+    struct tg_kxkey keys[TG_MBX_LANES];
+    struct tg_kxkey *p[TG_MBX_LANES];
+    int res[TG_MBX_LANES];
     memset(keys, 0, sizeof(keys));
     for (size_t gi = 0; gi < NGROUPS; gi++) {
         enum tg_group g = groups[gi];
-        assert_true(tg_mb_group_supported(g));
-        for (size_t n = 1; n <= TG_MB_LANES; n++) {
+        assert_true(tg_cmb_batch_group_supported(g));
+        for (size_t n = 1; n <= TG_MBX_LANES; n++) {
             for (size_t i = 0; i < n; i++)
                 p[i] = &keys[i];
-            assert_int_equal(tg_mb_kx_keygen(p, n, g, res), TG_OK);
+            assert_int_equal(tg_cmb_batch_keygen(p, n, g, res), TG_OK);
             for (size_t i = 0; i < n; i++) {
                 assert_int_equal(res[i], TG_OK);
                 check_kxkey(&keys[i], g);
@@ -666,7 +666,7 @@ static void test_keygen(void **state)
             }
         }
     }
-    for (size_t i = 0; i < TG_MB_LANES; i++)
+    for (size_t i = 0; i < TG_MBX_LANES; i++)
         tg_kxkey_clear(&keys[i]);
 }
 
@@ -674,22 +674,22 @@ static void test_keygen_lane_errors(void **state)
 {
     use_backend(state);
     use_injection(state);
-    struct tg_kxkey keys[TG_MB_LANES];
-    struct tg_kxkey *p[TG_MB_LANES];
-    int res[TG_MB_LANES];
+    struct tg_kxkey keys[TG_MBX_LANES];
+    struct tg_kxkey *p[TG_MBX_LANES];
+    int res[TG_MBX_LANES];
     memset(keys, 0, sizeof(keys));
-    for (size_t i = 0; i < TG_MB_LANES; i++)
+    for (size_t i = 0; i < TG_MBX_LANES; i++)
         p[i] = &keys[i];
     for (size_t gi = 0; gi < NGROUPS; gi++) {
         enum tg_group g = groups[gi];
-        tg_mb_fake_reset();
+        tg_mbx_fake_reset();
         if (is_real(state))
-            tg_mb_fake_set_inner(&real_copy);
-        tg_mb_fake_fail_lane(g == TG_GROUP_X25519 ? TG_MB_FAKE_X25519_PUBLIC_KEY
-                                                  : TG_MB_FAKE_EC_PUBLIC_KEY,
-                             2, TG_MBX_STATUS_MISMATCH_PARAM_ERR);
-        assert_int_equal(tg_mb_kx_keygen(p, TG_MB_LANES, g, res), TG_OK);
-        for (size_t i = 0; i < TG_MB_LANES; i++) {
+            tg_mbx_fake_set_inner(&real_copy);
+        tg_mbx_fake_fail_lane(g == TG_GROUP_X25519 ? TG_MBX_FAKE_X25519_PUBLIC_KEY
+                                                   : TG_MBX_FAKE_EC_PUBLIC_KEY,
+                              2, TG_MBX_STATUS_MISMATCH_PARAM_ERR);
+        assert_int_equal(tg_cmb_batch_keygen(p, TG_MBX_LANES, g, res), TG_OK);
+        for (size_t i = 0; i < TG_MBX_LANES; i++) {
             if (i == 2) {
                 assert_int_equal(res[i], TG_EDEVICE);
                 assert_false(keys[i].has_priv);
@@ -710,14 +710,14 @@ static void test_keygen_lane_errors(void **state)
     }
     /* NULL key slots; bad n. */
     p[1] = NULL;
-    assert_int_equal(tg_mb_kx_keygen(p, 3, TG_GROUP_X25519, res), TG_OK);
+    assert_int_equal(tg_cmb_batch_keygen(p, 3, TG_GROUP_X25519, res), TG_OK);
     assert_int_equal(res[1], TG_EINVAL);
-    assert_int_equal(tg_mb_kx_keygen(p, 9, TG_GROUP_X25519, res), TG_EINVAL);
-    assert_int_equal(tg_mb_kx_keygen(NULL, 1, TG_GROUP_X25519, res), TG_EINVAL);
-    assert_int_equal(tg_mb_kx_keygen(p, 0, TG_GROUP_X25519, res), TG_OK);
-    assert_int_equal(tg_mb_kx_keygen(p, 1, TG_GROUP_NONE, res), TG_EUNAVAIL);
+    assert_int_equal(tg_cmb_batch_keygen(p, 9, TG_GROUP_X25519, res), TG_EINVAL);
+    assert_int_equal(tg_cmb_batch_keygen(NULL, 1, TG_GROUP_X25519, res), TG_EINVAL);
+    assert_int_equal(tg_cmb_batch_keygen(p, 0, TG_GROUP_X25519, res), TG_OK);
+    assert_int_equal(tg_cmb_batch_keygen(p, 1, TG_GROUP_NONE, res), TG_EUNAVAIL);
     assert_int_equal(res[0], TG_EDEVICE);
-    for (size_t i = 0; i < TG_MB_LANES; i++)
+    for (size_t i = 0; i < TG_MBX_LANES; i++)
         tg_kxkey_clear(&keys[i]);
 }
 
@@ -759,33 +759,33 @@ static void check_derive(struct tg_keyop *op)
 static void test_derive(void **state)
 {
     use_backend(state);
-    struct tg_kxkey mine[TG_MB_LANES], peers[TG_MB_LANES];
-    struct tg_kxkey *kp[TG_MB_LANES];
-    struct tg_keyop ops[TG_MB_LANES];
-    struct tg_keyop *p[TG_MB_LANES];
-    int res[TG_MB_LANES];
-    enum tg_fallback_reason why[TG_MB_LANES];
+    struct tg_kxkey mine[TG_MBX_LANES], peers[TG_MBX_LANES];
+    struct tg_kxkey *kp[TG_MBX_LANES];
+    struct tg_keyop ops[TG_MBX_LANES];
+    struct tg_keyop *p[TG_MBX_LANES];
+    int res[TG_MBX_LANES];
+    enum tg_fallback_reason why[TG_MBX_LANES];
     memset(mine, 0, sizeof(mine));
     for (size_t gi = 0; gi < NGROUPS; gi++) {
         enum tg_group g = groups[gi];
-        for (size_t i = 0; i < TG_MB_LANES; i++) {
+        for (size_t i = 0; i < TG_MBX_LANES; i++) {
             kp[i] = &mine[i];
             peer_key(&peers[i], g);
         }
-        assert_int_equal(tg_mb_kx_keygen(kp, TG_MB_LANES, g, res), TG_OK);
-        for (size_t n = 1; n <= TG_MB_LANES; n++) {
+        assert_int_equal(tg_cmb_batch_keygen(kp, TG_MBX_LANES, g, res), TG_OK);
+        for (size_t n = 1; n <= TG_MBX_LANES; n++) {
             for (size_t i = 0; i < n; i++) {
-                derive_op(&ops[i], &mine[(i + n) % TG_MB_LANES], &peers[i]);
+                derive_op(&ops[i], &mine[(i + n) % TG_MBX_LANES], &peers[i]);
                 p[i] = &ops[i];
             }
-            assert_int_equal(tg_mb_kx_derive(p, n, res, why), TG_OK);
+            assert_int_equal(tg_cmb_batch_derive(p, n, res, why), TG_OK);
             for (size_t i = 0; i < n; i++) {
                 assert_int_equal(res[i], TG_OK);
                 assert_int_equal(why[i], NONE);
                 check_derive(&ops[i]);
             }
         }
-        for (size_t i = 0; i < TG_MB_LANES; i++) {
+        for (size_t i = 0; i < TG_MBX_LANES; i++) {
             tg_kxkey_clear(&mine[i]);
             tg_kxkey_clear(&peers[i]);
         }
@@ -816,19 +816,19 @@ static void hex32(const char *hex, unsigned char *out)
 static void test_x25519_low_order(void **state)
 {
     use_backend(state);
-    struct tg_kxkey mine[TG_MB_LANES], peers[TG_MB_LANES];
-    struct tg_kxkey *kp[TG_MB_LANES];
-    struct tg_keyop ops[TG_MB_LANES];
-    struct tg_keyop *p[TG_MB_LANES];
-    int res[TG_MB_LANES];
-    enum tg_fallback_reason why[TG_MB_LANES];
+    struct tg_kxkey mine[TG_MBX_LANES], peers[TG_MBX_LANES];
+    struct tg_kxkey *kp[TG_MBX_LANES];
+    struct tg_keyop ops[TG_MBX_LANES];
+    struct tg_keyop *p[TG_MBX_LANES];
+    int res[TG_MBX_LANES];
+    enum tg_fallback_reason why[TG_MBX_LANES];
     memset(mine, 0, sizeof(mine));
-    for (size_t i = 0; i < TG_MB_LANES; i++)
+    for (size_t i = 0; i < TG_MBX_LANES; i++)
         kp[i] = &mine[i];
-    assert_int_equal(tg_mb_kx_keygen(kp, TG_MB_LANES, TG_GROUP_X25519, res), TG_OK);
+    assert_int_equal(tg_cmb_batch_keygen(kp, TG_MBX_LANES, TG_GROUP_X25519, res), TG_OK);
     for (size_t bad = 0; bad < TG_ARRAY_LEN(low_order); bad++) {
-        size_t lane = bad % TG_MB_LANES;
-        for (size_t i = 0; i < TG_MB_LANES; i++) {
+        size_t lane = bad % TG_MBX_LANES;
+        for (size_t i = 0; i < TG_MBX_LANES; i++) {
             peer_key(&peers[i], TG_GROUP_X25519);
             derive_op(&ops[i], &mine[i], &peers[i]);
             p[i] = &ops[i];
@@ -837,8 +837,8 @@ static void test_x25519_low_order(void **state)
         hex32(low_order[bad], u);
         tg_kxkey_clear(&peers[lane]);
         assert_int_equal(tg_kxkey_set_public(&peers[lane], TG_GROUP_X25519, u, 32), TG_OK);
-        assert_int_equal(tg_mb_kx_derive(p, TG_MB_LANES, res, why), TG_OK);
-        for (size_t i = 0; i < TG_MB_LANES; i++) {
+        assert_int_equal(tg_cmb_batch_derive(p, TG_MBX_LANES, res, why), TG_OK);
+        for (size_t i = 0; i < TG_MBX_LANES; i++) {
             if (i == lane) {
                 /* Refused, as OpenSSL refuses it; not a fallback. */
                 assert_int_equal(res[i], TG_EPROTO);
@@ -852,7 +852,7 @@ static void test_x25519_low_order(void **state)
                 check_derive(&ops[i]);
             }
         }
-        for (size_t i = 0; i < TG_MB_LANES; i++)
+        for (size_t i = 0; i < TG_MBX_LANES; i++)
             tg_kxkey_clear(&peers[i]);
     }
     /* Top bit set: masked as OpenSSL masks it. */
@@ -862,12 +862,12 @@ static void test_x25519_low_order(void **state)
         u[31] |= 0x80;
         assert_int_equal(tg_kxkey_set_public(&peers[0], TG_GROUP_X25519, u, 32), TG_OK);
         derive_op(&ops[0], &mine[j], &peers[0]);
-        assert_int_equal(tg_mb_kx_derive(p, 1, res, why), TG_OK);
+        assert_int_equal(tg_cmb_batch_derive(p, 1, res, why), TG_OK);
         assert_int_equal(res[0], TG_OK);
         check_derive(&ops[0]);
         tg_kxkey_clear(&peers[0]);
     }
-    for (size_t i = 0; i < TG_MB_LANES; i++)
+    for (size_t i = 0; i < TG_MBX_LANES; i++)
         tg_kxkey_clear(&mine[i]);
 }
 
@@ -889,29 +889,29 @@ static const char *const structured[] = {
 static void test_x25519_structured_inputs(void **state)
 {
     use_backend(state);
-    struct tg_kxkey mine[TG_MB_LANES], peers[TG_MB_LANES];
-    struct tg_kxkey *kp[TG_MB_LANES];
-    struct tg_keyop ops[TG_MB_LANES];
-    struct tg_keyop *p[TG_MB_LANES];
-    int res[TG_MB_LANES];
-    enum tg_fallback_reason why[TG_MB_LANES];
+    struct tg_kxkey mine[TG_MBX_LANES], peers[TG_MBX_LANES];
+    struct tg_kxkey *kp[TG_MBX_LANES];
+    struct tg_keyop ops[TG_MBX_LANES];
+    struct tg_keyop *p[TG_MBX_LANES];
+    int res[TG_MBX_LANES];
+    enum tg_fallback_reason why[TG_MBX_LANES];
     memset(mine, 0, sizeof(mine));
     memset(peers, 0, sizeof(peers));
-    for (size_t i = 0; i < TG_MB_LANES; i++) {
+    for (size_t i = 0; i < TG_MBX_LANES; i++) {
         kp[i] = &mine[i];
         p[i] = &ops[i];
     }
-    assert_int_equal(tg_mb_kx_keygen(kp, TG_MB_LANES, TG_GROUP_X25519, res), TG_OK);
-    for (size_t j = 0; j < TG_ARRAY_LEN(structured); j += TG_MB_LANES) {
-        size_t n =
-            TG_ARRAY_LEN(structured) - j < TG_MB_LANES ? TG_ARRAY_LEN(structured) - j : TG_MB_LANES;
+    assert_int_equal(tg_cmb_batch_keygen(kp, TG_MBX_LANES, TG_GROUP_X25519, res), TG_OK);
+    for (size_t j = 0; j < TG_ARRAY_LEN(structured); j += TG_MBX_LANES) {
+        size_t n = TG_ARRAY_LEN(structured) - j < TG_MBX_LANES ? TG_ARRAY_LEN(structured) - j
+                                                               : TG_MBX_LANES;
         for (size_t i = 0; i < n; i++) {
             unsigned char u[32];
             hex32(structured[j + i], u);
             assert_int_equal(tg_kxkey_set_public(&peers[i], TG_GROUP_X25519, u, 32), TG_OK);
             derive_op(&ops[i], &mine[i], &peers[i]);
         }
-        assert_int_equal(tg_mb_kx_derive(p, n, res, why), TG_OK);
+        assert_int_equal(tg_cmb_batch_derive(p, n, res, why), TG_OK);
         for (size_t i = 0; i < n; i++) {
             assert_int_equal(res[i], TG_EDEVICE);
             assert_int_equal(why[i], TG_FALLBACK_LANE_ERROR);
@@ -921,7 +921,7 @@ static void test_x25519_structured_inputs(void **state)
             tg_kxkey_clear(&peers[i]);
         }
     }
-    for (size_t i = 0; i < TG_MB_LANES; i++)
+    for (size_t i = 0; i < TG_MBX_LANES; i++)
         tg_kxkey_clear(&mine[i]);
 }
 
@@ -929,32 +929,32 @@ static void test_derive_lane_errors_and_invalid(void **state)
 {
     use_backend(state);
     use_injection(state);
-    struct tg_kxkey mine[TG_MB_LANES], peers[TG_MB_LANES];
-    struct tg_kxkey *kp[TG_MB_LANES];
-    struct tg_keyop ops[TG_MB_LANES];
-    struct tg_keyop *p[TG_MB_LANES];
-    int res[TG_MB_LANES];
-    enum tg_fallback_reason why[TG_MB_LANES];
+    struct tg_kxkey mine[TG_MBX_LANES], peers[TG_MBX_LANES];
+    struct tg_kxkey *kp[TG_MBX_LANES];
+    struct tg_keyop ops[TG_MBX_LANES];
+    struct tg_keyop *p[TG_MBX_LANES];
+    int res[TG_MBX_LANES];
+    enum tg_fallback_reason why[TG_MBX_LANES];
     memset(mine, 0, sizeof(mine));
     for (size_t gi = 0; gi < NGROUPS; gi++) {
         enum tg_group g = groups[gi];
-        tg_mb_fake_reset();
+        tg_mbx_fake_reset();
         if (is_real(state))
-            tg_mb_fake_set_inner(&real_copy);
-        for (size_t i = 0; i < TG_MB_LANES; i++) {
+            tg_mbx_fake_set_inner(&real_copy);
+        for (size_t i = 0; i < TG_MBX_LANES; i++) {
             kp[i] = &mine[i];
             peer_key(&peers[i], g);
         }
-        assert_int_equal(tg_mb_kx_keygen(kp, TG_MB_LANES, g, res), TG_OK);
-        unsigned bad = (unsigned)(gi * 3 + 1) % TG_MB_LANES;
-        tg_mb_fake_fail_lane(g == TG_GROUP_X25519 ? TG_MB_FAKE_X25519 : TG_MB_FAKE_ECDH, bad,
-                             TG_MBX_STATUS_MISMATCH_PARAM_ERR);
-        for (size_t i = 0; i < TG_MB_LANES; i++) {
+        assert_int_equal(tg_cmb_batch_keygen(kp, TG_MBX_LANES, g, res), TG_OK);
+        unsigned bad = (unsigned)(gi * 3 + 1) % TG_MBX_LANES;
+        tg_mbx_fake_fail_lane(g == TG_GROUP_X25519 ? TG_MBX_FAKE_X25519 : TG_MBX_FAKE_ECDH, bad,
+                              TG_MBX_STATUS_MISMATCH_PARAM_ERR);
+        for (size_t i = 0; i < TG_MBX_LANES; i++) {
             derive_op(&ops[i], &mine[i], &peers[i]);
             p[i] = &ops[i];
         }
-        assert_int_equal(tg_mb_kx_derive(p, TG_MB_LANES, res, why), TG_OK);
-        for (unsigned i = 0; i < TG_MB_LANES; i++) {
+        assert_int_equal(tg_cmb_batch_derive(p, TG_MBX_LANES, res, why), TG_OK);
+        for (unsigned i = 0; i < TG_MBX_LANES; i++) {
             if (i == bad) {
                 assert_int_equal(res[i], TG_EDEVICE);
                 assert_int_equal(why[i], TG_FALLBACK_LANE_ERROR);
@@ -964,13 +964,13 @@ static void test_derive_lane_errors_and_invalid(void **state)
                 check_derive(&ops[i]);
             }
         }
-        assert_int_equal(
-            tg_mb_fake_stats()->calls[g == TG_GROUP_X25519 ? TG_MB_FAKE_X25519 : TG_MB_FAKE_ECDH],
-            1);
+        assert_int_equal(tg_mbx_fake_stats()
+                             ->calls[g == TG_GROUP_X25519 ? TG_MBX_FAKE_X25519 : TG_MBX_FAKE_ECDH],
+                         1);
         /* Contract violations: other group, no private key, bad lengths. */
-        tg_mb_fake_reset();
+        tg_mbx_fake_reset();
         if (is_real(state))
-            tg_mb_fake_set_inner(&real_copy);
+            tg_mbx_fake_set_inner(&real_copy);
         struct tg_kxkey other, nopriv = mine[2];
         peer_key(&other, g == TG_GROUP_P256 ? TG_GROUP_P384 : TG_GROUP_P256);
         nopriv.has_priv = false;
@@ -984,20 +984,20 @@ static void test_derive_lane_errors_and_invalid(void **state)
         ops[2].kx = &nopriv;
         ops[3].peer = &badlen;
         ops[4].type = TG_KEYOP_KX_KEYGEN;
-        assert_int_equal(tg_mb_kx_derive(p, 5, res, why), TG_OK);
+        assert_int_equal(tg_cmb_batch_derive(p, 5, res, why), TG_OK);
         assert_int_equal(res[0], TG_OK);
         for (size_t i = 1; i < 5; i++) {
             assert_int_equal(res[i], TG_EINVAL);
             assert_unreleased(&ops[i]);
         }
         tg_kxkey_clear(&other);
-        for (size_t i = 0; i < TG_MB_LANES; i++) {
+        for (size_t i = 0; i < TG_MBX_LANES; i++) {
             tg_kxkey_clear(&mine[i]);
             tg_kxkey_clear(&peers[i]);
         }
     }
-    assert_int_equal(tg_mb_kx_derive(p, 9, res, why), TG_EINVAL);
-    assert_int_equal(tg_mb_kx_derive(p, 1, res, NULL), TG_EINVAL);
+    assert_int_equal(tg_cmb_batch_derive(p, 9, res, why), TG_EINVAL);
+    assert_int_equal(tg_cmb_batch_derive(p, 1, res, NULL), TG_EINVAL);
 }
 
 /* ---- availability ---- */
@@ -1012,47 +1012,47 @@ static void test_not_loaded_or_unavailable(void **state)
     enum tg_fallback_reason why[2];
     char reason[128];
     memset(&key, 0, sizeof(key));
-    tg_mb_unload();
+    tg_mbx_unload();
     rsa_op(&ops[0], rsa[0][0], &rsa_cases[0]);
     rsa_op(&ops[1], rsa[0][0], &rsa_cases[0]);
-    assert_int_equal(tg_mb_rsa_sign(p, 2, res, why, true), TG_EUNAVAIL);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 2, res, why, true), TG_EUNAVAIL);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(res[i], TG_EDEVICE);
         assert_int_equal(why[i], TG_FALLBACK_DEVICE_ERROR);
     }
     ecdsa_op(&ops[0], ec[0][0], 32);
-    assert_int_equal(tg_mb_ecdsa_sign(p, 1, res, why), TG_EUNAVAIL);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 1, res, why), TG_EUNAVAIL);
     assert_int_equal(res[0], TG_EDEVICE);
-    assert_int_equal(tg_mb_kx_keygen(kp, 1, TG_GROUP_X25519, res), TG_EUNAVAIL);
+    assert_int_equal(tg_cmb_batch_keygen(kp, 1, TG_GROUP_X25519, res), TG_EUNAVAIL);
     assert_int_equal(res[0], TG_EDEVICE);
     assert_false(key.has_priv);
-    assert_false(tg_mb_group_supported(TG_GROUP_X25519));
-    assert_int_equal(tg_mb_key_supported(rsa[0][0], reason, sizeof(reason)), TG_EUNAVAIL);
+    assert_false(tg_cmb_batch_group_supported(TG_GROUP_X25519));
+    assert_int_equal(tg_cmb_batch_key_supported(rsa[0][0], reason, sizeof(reason)), TG_EUNAVAIL);
     assert_string_equal(reason, "crypto_mb is not loaded");
-    assert_int_equal(tg_mb_key_supported(NULL, NULL, 0), TG_EINVAL);
+    assert_int_equal(tg_cmb_batch_key_supported(NULL, NULL, 0), TG_EINVAL);
 
     /* Loaded, but an algorithm missing here: that kind goes to software. */
-    tg_mb_fake_reset();
-    tg_mb_fake_set_algo(TG_MBX_ALGO_EC_NIST_P256, false);
-    assert_int_equal(tg_mb_install(tg_mb_fake_api()), TG_OK);
-    assert_int_equal(tg_mb_ecdsa_sign(p, 1, res, why), TG_EUNAVAIL);
+    tg_mbx_fake_reset();
+    tg_mbx_fake_set_algo(TG_MBX_ALGO_EC_NIST_P256, false);
+    assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_OK);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 1, res, why), TG_EUNAVAIL);
     assert_int_equal(why[0], TG_FALLBACK_DEVICE_ERROR);
-    assert_false(tg_mb_group_supported(TG_GROUP_P256));
-    assert_true(tg_mb_group_supported(TG_GROUP_P384));
-    assert_int_equal(tg_mb_key_supported(ec[0][0], reason, sizeof(reason)), TG_EUNAVAIL);
+    assert_false(tg_cmb_batch_group_supported(TG_GROUP_P256));
+    assert_true(tg_cmb_batch_group_supported(TG_GROUP_P384));
+    assert_int_equal(tg_cmb_batch_key_supported(ec[0][0], reason, sizeof(reason)), TG_EUNAVAIL);
     assert_non_null(strstr(reason, "P-256"));
-    assert_int_equal(tg_mb_key_supported(ec[1][0], reason, sizeof(reason)), TG_OK);
-    assert_int_equal(tg_mb_key_supported(rsa[0][0], reason, sizeof(reason)), TG_OK);
-    tg_mb_unload();
-    tg_mb_fake_reset();
+    assert_int_equal(tg_cmb_batch_key_supported(ec[1][0], reason, sizeof(reason)), TG_OK);
+    assert_int_equal(tg_cmb_batch_key_supported(rsa[0][0], reason, sizeof(reason)), TG_OK);
+    tg_mbx_unload();
+    tg_mbx_fake_reset();
 
     /* A library without P-521: P-521 to software, the rest batched. */
-    assert_int_equal(tg_mb_install(tg_mb_fake_api_no_p521()), TG_OK);
-    assert_false(tg_mb_group_supported(TG_GROUP_P521));
-    assert_int_equal(tg_mb_key_supported(ec[2][0], reason, sizeof(reason)), TG_EUNAVAIL);
+    assert_int_equal(tg_mbx_install(tg_mbx_fake_api_no_p521()), TG_OK);
+    assert_false(tg_cmb_batch_group_supported(TG_GROUP_P521));
+    assert_int_equal(tg_cmb_batch_key_supported(ec[2][0], reason, sizeof(reason)), TG_EUNAVAIL);
     ecdsa_op(&ops[0], ec[2][0], 64);
-    assert_int_equal(tg_mb_ecdsa_sign(p, 1, res, why), TG_EUNAVAIL);
-    tg_mb_unload();
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 1, res, why), TG_EUNAVAIL);
+    tg_mbx_unload();
 }
 
 int main(void)

@@ -4,7 +4,7 @@
  * fault check), the ephemeral key pool, drain, availability and fallback at
  * start-up, typed_config validation. Operations run inside real ASYNC jobs,
  * as libssl runs them. The arithmetic is crypto_mb's when the real library
- * loads here, else the scalar fake's (tests/fakes/tg_mb_fake.c).
+ * loads here, else the scalar fake's (tests/tg_mbx_fake.c).
  */
 #include <ev.h>
 #include <openssl/async.h>
@@ -15,8 +15,8 @@
 #include <string.h>
 
 #include "keyprov/tg_keyprov.h"
-#include "providers/cryptomb/tg_mb.h"
-#include "tg_mb_fake.h"
+#include "providers/cryptomb/tg_mbx.h"
+#include "tg_mbx_fake.h"
 #include "tg_test_util.h"
 #include "providers/software/tg_software.h"
 #include "providers/deferred/tg_deferred.h"
@@ -138,12 +138,12 @@ static struct tg_keyprov_binding *bind_cmb(const char *k1, const char *v1, bool 
 static void env_up(bool use_fake)
 {
     tg_keyprov_shutdown();
-    tg_mb_fake_reset();
+    tg_mbx_fake_reset();
     if (use_fake) {
-        assert_int_equal(tg_mb_install(tg_mb_fake_api()), TG_OK);
+        assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_OK);
     } else {
         char why[256];
-        real_library = tg_mb_load(why, sizeof(why)) == TG_OK;
+        real_library = tg_mbx_load(why, sizeof(why)) == TG_OK;
     }
 }
 
@@ -245,21 +245,21 @@ static void test_forced_partial_batch_and_lane_faults(void **state)
         fail_msg("%s", err);
     set_up();
     g_handshaking = 3;
-    tg_mb_fake_fail_lane(TG_MB_FAKE_RSA_PRIVATE_CRT, 1, 0x1);
-    tg_mb_fake_corrupt_lane(2);
+    tg_mbx_fake_fail_lane(TG_MBX_FAKE_RSA_PRIVATE_CRT, 1, 0x1);
+    tg_mbx_fake_corrupt_lane(2);
     struct job jobs[3];
     for (int i = 0; i < 3; i++) {
         rsa_op(&jobs[i], b);
         assert_false(step(&jobs[i]));
     }
-    unsigned before = tg_mb_fake_stats()->calls[TG_MB_FAKE_RSA_PRIVATE_CRT];
+    unsigned before = tg_mbx_fake_stats()->calls[TG_MBX_FAKE_RSA_PRIVATE_CRT];
     tg_keyprov_set_flush(g_set);
     resume_woken(jobs, 3);
     /* Every signature is right: the failed lane and the corrupted one were
      * finished in software, each counted with its reason. */
     for (int i = 0; i < 3; i++)
         check_rsa(&jobs[i]);
-    assert_int_equal(tg_mb_fake_stats()->calls[TG_MB_FAKE_RSA_PRIVATE_CRT] - before, 1);
+    assert_int_equal(tg_mbx_fake_stats()->calls[TG_MBX_FAKE_RSA_PRIVATE_CRT] - before, 1);
     assert_int_equal(
         stat_of("tlsgate_keyprov_fallbacks_total{provider=\"cryptomb\",reason=\"lane_error\"} "),
         1);
@@ -294,9 +294,9 @@ static void test_key_pool(void **state)
     assert_int_equal(j.ret, TG_OK);
     assert_true(k1.has_priv && k1.has_pub);
     /* The loop about to block refills the pool in one mb8 batch. */
-    unsigned before = tg_mb_fake_stats()->calls[TG_MB_FAKE_X25519_PUBLIC_KEY];
+    unsigned before = tg_mbx_fake_stats()->calls[TG_MBX_FAKE_X25519_PUBLIC_KEY];
     tg_keyprov_set_flush(g_set);
-    assert_int_equal(tg_mb_fake_stats()->calls[TG_MB_FAKE_X25519_PUBLIC_KEY] - before, 1);
+    assert_int_equal(tg_mbx_fake_stats()->calls[TG_MBX_FAKE_X25519_PUBLIC_KEY] - before, 1);
     assert_int_equal(stat_of("tlsgate_keyprov_key_pool_level{provider=\"cryptomb\"} "), 8);
     memset(&j, 0, sizeof(j));
     tg_keyop_init(&j.op, TG_KEYOP_KX_KEYGEN);
@@ -413,7 +413,7 @@ static int teardown(void **state)
 {
     (void)state;
     tg_keyprov_shutdown();
-    tg_mb_fake_cleanup();
+    tg_mbx_fake_cleanup();
     tg_pkey_unref(g_rsa);
     tg_pkey_unref(g_ec);
     ASYNC_cleanup_thread();
