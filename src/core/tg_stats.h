@@ -8,7 +8,7 @@
  * live per worker as a signed up/down pair and are summed by the reader.
  *
  * The core metrics are declared once in TG_CORE_STATS below; the same list
- * yields the enum, the storage and the exported names (CONVENTIONS.md 12).
+ * yields the enum, the storage and the exported names.
  */
 #ifndef TG_STATS_H
 #define TG_STATS_H
