@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/compare.sh: side-by-side cost of a full TLS handshake in tlsgate,
 # nginx, haproxy and hitch, measured as handshakes per proxy-CPU-second
-# (docs/PERFORMANCE.md explains the method; DESIGN.md section 6 is the brief).
+# (docs/PERFORMANCE.md explains the method).
 #
 # Every peer terminates TLS 1.3 (X25519, one fresh RSA-2048 certificate, no
 # tickets, no resumption) in front of the same plaintext upstream
