@@ -1,7 +1,7 @@
 /*
- * A fake crypto_mb (struct tg_mb_api) for tests: every lane is computed with
+ * A fake crypto_mb (struct tg_mbx_api) for tests: every lane is computed with
  * scalar OpenSSL, following crypto_mb's calling conventions as the shim
- * documents them (tg_mb.h) and test_mb checks them against the real library:
+ * documents them (tg_mbx.h) and test_mbx checks them against the real library:
  *  - 4 status bits per lane; NULL lane pointers -> NULL_PARAM_ERR, lane not
  *    written; parameter errors -> MISMATCH_PARAM_ERR with the lane's output
  *    overwritten with garbage (the real library computes such lanes anyway);
@@ -17,54 +17,54 @@
  * IFMA or an algorithm is missing; counters record calls and filled lanes.
  *
  * Single-threaded: knobs and counters are process globals.
- * Install with tg_mb_install(tg_mb_fake_api()).
+ * Install with tg_mbx_install(tg_mbx_fake_api()).
  */
-#ifndef TG_MB_FAKE_H
-#define TG_MB_FAKE_H
+#ifndef TG_MBX_FAKE_H
+#define TG_MBX_FAKE_H
 
 #include <openssl/evp.h>
 #include <stdbool.h>
 
-#include "providers/cryptomb/tg_mb.h"
+#include "providers/cryptomb/tg_mbx.h"
 
-enum tg_mb_fake_fn {
-    TG_MB_FAKE_RSA_PRIVATE_CRT,
-    TG_MB_FAKE_RSA_PUBLIC,
-    TG_MB_FAKE_ECDSA_SIGN,
-    TG_MB_FAKE_EC_PUBLIC_KEY,
-    TG_MB_FAKE_ECDH,
-    TG_MB_FAKE_X25519_PUBLIC_KEY,
-    TG_MB_FAKE_X25519,
-    TG_MB_FAKE_FN_COUNT
+enum tg_mbx_fake_fn {
+    TG_MBX_FAKE_RSA_PRIVATE_CRT,
+    TG_MBX_FAKE_RSA_PUBLIC,
+    TG_MBX_FAKE_ECDSA_SIGN,
+    TG_MBX_FAKE_EC_PUBLIC_KEY,
+    TG_MBX_FAKE_ECDH,
+    TG_MBX_FAKE_X25519_PUBLIC_KEY,
+    TG_MBX_FAKE_X25519,
+    TG_MBX_FAKE_FN_COUNT
 };
 
-struct tg_mb_fake_stats {
-    unsigned calls[TG_MB_FAKE_FN_COUNT];
-    unsigned lanes[TG_MB_FAKE_FN_COUNT]; /* lanes with every pointer set */
+struct tg_mbx_fake_stats {
+    unsigned calls[TG_MBX_FAKE_FN_COUNT];
+    unsigned lanes[TG_MBX_FAKE_FN_COUNT]; /* lanes with every pointer set */
 };
 
 /* The full table (P-521 included). */
-const struct tg_mb_api *tg_mb_fake_api(void);
+const struct tg_mbx_api *tg_mbx_fake_api(void);
 /* The same without the optional P-521 entry points (an older library). */
-const struct tg_mb_api *tg_mb_fake_api_no_p521(void);
+const struct tg_mbx_api *tg_mbx_fake_api_no_p521(void);
 
 /* Knobs off, counters zero. */
-void tg_mb_fake_reset(void);
+void tg_mbx_fake_reset(void);
 /* Free cached EC groups (end of a test program). */
-void tg_mb_fake_cleanup(void);
+void tg_mbx_fake_cleanup(void);
 
 /* mbx_is_crypto_mb_applicable() answer (default true): false = no IFMA. */
-void tg_mb_fake_set_applicable(bool yes);
+void tg_mbx_fake_set_applicable(bool yes);
 /* mbx_get_algo_info(algo) answer for one TG_MBX_ALGO_* (default: all MB8). */
-void tg_mb_fake_set_algo(unsigned mbx_algo, bool supported);
+void tg_mbx_fake_set_algo(unsigned mbx_algo, bool supported);
 /* Every later call of fn reports `status` (a TG_MBX_STATUS_* bit) on lane,
  * with garbage in that lane's output, until reset. */
-void tg_mb_fake_fail_lane(enum tg_mb_fake_fn fn, unsigned lane, unsigned status);
+void tg_mbx_fake_fail_lane(enum tg_mbx_fake_fn fn, unsigned lane, unsigned status);
 /* Later RSA private-op results of lane get one bit flipped (a computation
  * fault the fault check must catch), until reset. */
-void tg_mb_fake_corrupt_lane(unsigned lane);
+void tg_mbx_fake_corrupt_lane(unsigned lane);
 
-const struct tg_mb_fake_stats *tg_mb_fake_stats(void);
+const struct tg_mbx_fake_stats *tg_mbx_fake_stats(void);
 
 /*
  * Passthrough: with inner != NULL the fake forwards every call to inner
@@ -72,7 +72,7 @@ const struct tg_mb_fake_stats *tg_mb_fake_stats(void);
  * only applies the knobs and counters afterwards: real arithmetic with fault
  * injection. NULL (the default, also after reset) computes with OpenSSL.
  */
-void tg_mb_fake_set_inner(const struct tg_mb_api *inner);
+void tg_mbx_fake_set_inner(const struct tg_mbx_api *inner);
 
 /* Test keys of unusual shapes: tg_test_rsa_key() (tests/unit/tg_test_util.h). */
 

@@ -1,7 +1,7 @@
 /*
- * Fake crypto_mb: scalar OpenSSL behind struct tg_mb_api (see tg_mb_fake.h).
+ * Fake crypto_mb: scalar OpenSSL behind struct tg_mbx_api (see tg_mbx_fake.h).
  */
-#include "tg_mb_fake.h"
+#include "tg_mbx_fake.h"
 
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
@@ -17,26 +17,26 @@
 static struct {
     bool not_applicable;
     bool algo_off[16];
-    unsigned fail_status[TG_MB_FAKE_FN_COUNT][LANES];
+    unsigned fail_status[TG_MBX_FAKE_FN_COUNT][LANES];
     bool corrupt[LANES];
-    struct tg_mb_fake_stats stats;
+    struct tg_mbx_fake_stats stats;
 } fk;
 
 static EC_GROUP *fk_groups[3];
-static const struct tg_mb_api *fk_inner;
+static const struct tg_mbx_api *fk_inner;
 
-void tg_mb_fake_set_inner(const struct tg_mb_api *inner)
+void tg_mbx_fake_set_inner(const struct tg_mbx_api *inner)
 {
     fk_inner = inner;
 }
 
-void tg_mb_fake_reset(void)
+void tg_mbx_fake_reset(void)
 {
     memset(&fk, 0, sizeof(fk));
     fk_inner = NULL;
 }
 
-void tg_mb_fake_cleanup(void)
+void tg_mbx_fake_cleanup(void)
 {
     for (size_t i = 0; i < 3; i++) {
         EC_GROUP_free(fk_groups[i]);
@@ -44,30 +44,30 @@ void tg_mb_fake_cleanup(void)
     }
 }
 
-void tg_mb_fake_set_applicable(bool yes)
+void tg_mbx_fake_set_applicable(bool yes)
 {
     fk.not_applicable = !yes;
 }
 
-void tg_mb_fake_set_algo(unsigned mbx_algo, bool supported)
+void tg_mbx_fake_set_algo(unsigned mbx_algo, bool supported)
 {
     if (mbx_algo < 16)
         fk.algo_off[mbx_algo] = !supported;
 }
 
-void tg_mb_fake_fail_lane(enum tg_mb_fake_fn fn, unsigned lane, unsigned status)
+void tg_mbx_fake_fail_lane(enum tg_mbx_fake_fn fn, unsigned lane, unsigned status)
 {
-    if ((unsigned)fn < TG_MB_FAKE_FN_COUNT && lane < LANES)
+    if ((unsigned)fn < TG_MBX_FAKE_FN_COUNT && lane < LANES)
         fk.fail_status[fn][lane] = status & 0xFu;
 }
 
-void tg_mb_fake_corrupt_lane(unsigned lane)
+void tg_mbx_fake_corrupt_lane(unsigned lane)
 {
     if (lane < LANES)
         fk.corrupt[lane] = true;
 }
 
-const struct tg_mb_fake_stats *tg_mb_fake_stats(void)
+const struct tg_mbx_fake_stats *tg_mbx_fake_stats(void)
 {
     return &fk.stats;
 }
@@ -84,7 +84,7 @@ static tg_mbx_status all_status(unsigned v)
 
 /* Injected failure: status plus garbage in the lane's output, as the real
  * library writes lanes it flagged. */
-static tg_mbx_status inject(enum tg_mb_fake_fn fn, tg_mbx_status st, unsigned lane,
+static tg_mbx_status inject(enum tg_mbx_fake_fn fn, tg_mbx_status st, unsigned lane,
                             unsigned char *out, size_t outlen)
 {
     unsigned v = fk.fail_status[fn][lane];
@@ -96,7 +96,7 @@ static tg_mbx_status inject(enum tg_mb_fake_fn fn, tg_mbx_status st, unsigned la
 }
 
 /* Passthrough: count the lanes, then corrupt / inject as knobs say. */
-static tg_mbx_status fk_post(enum tg_mb_fake_fn fn, tg_mbx_status st, const void *const lanes[8],
+static tg_mbx_status fk_post(enum tg_mbx_fake_fn fn, tg_mbx_status st, const void *const lanes[8],
                              unsigned char *const out[8], size_t outlen)
 {
     for (unsigned i = 0; i < LANES; i++) {
@@ -104,7 +104,7 @@ static tg_mbx_status fk_post(enum tg_mb_fake_fn fn, tg_mbx_status st, const void
             continue;
         fk.stats.lanes[fn]++;
         unsigned char *o = out != NULL ? out[i] : NULL;
-        if (fn == TG_MB_FAKE_RSA_PRIVATE_CRT && fk.corrupt[i] && o != NULL)
+        if (fn == TG_MBX_FAKE_RSA_PRIVATE_CRT && fk.corrupt[i] && o != NULL)
             o[outlen / 2] ^= 0x10;
         st = inject(fn, st, i, o, outlen);
     }
@@ -175,7 +175,7 @@ static tg_mbx_status fk_rsa_private_crt(const unsigned char *const from[8],
                                         const BIGNUM *const dq[8], const BIGNUM *const iq[8],
                                         int bits)
 {
-    enum tg_mb_fake_fn fn = TG_MB_FAKE_RSA_PRIVATE_CRT;
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_RSA_PRIVATE_CRT;
     fk.stats.calls[fn]++;
     if (fk_inner != NULL)
         return fk_post(fn, fk_inner->rsa_private_crt_ssl_mb8(from, to, p, q, dp, dq, iq, bits),
@@ -225,7 +225,7 @@ static tg_mbx_status fk_rsa_private_crt(const unsigned char *const from[8],
 static tg_mbx_status fk_rsa_public(const unsigned char *const from[8], unsigned char *const to[8],
                                    const BIGNUM *const e[8], const BIGNUM *const n[8], int bits)
 {
-    enum tg_mb_fake_fn fn = TG_MB_FAKE_RSA_PUBLIC;
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_RSA_PUBLIC;
     fk.stats.calls[fn]++;
     if (fk_inner != NULL)
         return fk_post(fn, fk_inner->rsa_public_ssl_mb8(from, to, e, n, bits),
@@ -265,7 +265,7 @@ static tg_mbx_status fk_ecdsa_sign(int nid, unsigned char *r[8], unsigned char *
                                    const unsigned char *const msg[8], const BIGNUM *const k[8],
                                    const BIGNUM *const d[8])
 {
-    enum tg_mb_fake_fn fn = TG_MB_FAKE_ECDSA_SIGN;
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_ECDSA_SIGN;
     fk.stats.calls[fn]++;
     if (fk_inner != NULL) {
         tg_mbx_ecdsa_sign_ssl_mb8_fn f =
@@ -349,7 +349,7 @@ static tg_mbx_status fk_p521_sign(unsigned char *r[8], unsigned char *s[8],
 static tg_mbx_status fk_ecpub(int nid, BIGNUM *x[8], BIGNUM *y[8], BIGNUM *z[8],
                               const BIGNUM *const d[8])
 {
-    enum tg_mb_fake_fn fn = TG_MB_FAKE_EC_PUBLIC_KEY;
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_EC_PUBLIC_KEY;
     fk.stats.calls[fn]++;
     if (fk_inner != NULL) {
         tg_mbx_ecpublic_key_ssl_mb8_fn f =
@@ -431,7 +431,7 @@ static tg_mbx_status fk_ecdh(int nid, unsigned char *shared[8], const BIGNUM *co
                              const BIGNUM *const x[8], const BIGNUM *const y[8],
                              const BIGNUM *const z[8])
 {
-    enum tg_mb_fake_fn fn = TG_MB_FAKE_ECDH;
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_ECDH;
     fk.stats.calls[fn]++;
     if (fk_inner != NULL) {
         tg_mbx_ecdh_ssl_mb8_fn f = nid == NID_X9_62_prime256v1 ? fk_inner->nistp256_ecdh_ssl_mb8
@@ -512,7 +512,7 @@ static tg_mbx_status fk_p521_ecdh(unsigned char *shared[8], const BIGNUM *const 
 static tg_mbx_status fk_x25519_public_key(unsigned char *const pub[8],
                                           const unsigned char *const priv[8])
 {
-    enum tg_mb_fake_fn fn = TG_MB_FAKE_X25519_PUBLIC_KEY;
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_X25519_PUBLIC_KEY;
     fk.stats.calls[fn]++;
     if (fk_inner != NULL)
         return fk_post(fn, fk_inner->x25519_public_key_mb8(pub, priv), (const void *const *)pub,
@@ -542,7 +542,7 @@ static tg_mbx_status fk_x25519_public_key(unsigned char *const pub[8],
 static tg_mbx_status fk_x25519(unsigned char *const shared[8], const unsigned char *const priv[8],
                                const unsigned char *const pub[8])
 {
-    enum tg_mb_fake_fn fn = TG_MB_FAKE_X25519;
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_X25519;
     fk.stats.calls[fn]++;
     if (fk_inner != NULL)
         return fk_post(fn, fk_inner->x25519_mb8(shared, priv, pub), (const void *const *)shared,
@@ -577,7 +577,7 @@ static tg_mbx_status fk_x25519(unsigned char *const shared[8], const unsigned ch
 
 /* ---- tables ---- */
 
-static const struct tg_mb_api fk_api = {
+static const struct tg_mbx_api fk_api = {
     .name = "fake",
     .get_cpu_features = fk_get_cpu_features,
     .is_crypto_mb_applicable = fk_is_applicable,
@@ -598,7 +598,7 @@ static const struct tg_mb_api fk_api = {
     .x25519_mb8 = fk_x25519,
 };
 
-static const struct tg_mb_api fk_api_no_p521 = {
+static const struct tg_mbx_api fk_api_no_p521 = {
     .name = "fake-no-p521",
     .get_cpu_features = fk_get_cpu_features,
     .is_crypto_mb_applicable = fk_is_applicable,
@@ -616,12 +616,12 @@ static const struct tg_mb_api fk_api_no_p521 = {
     .x25519_mb8 = fk_x25519,
 };
 
-const struct tg_mb_api *tg_mb_fake_api(void)
+const struct tg_mbx_api *tg_mbx_fake_api(void)
 {
     return &fk_api;
 }
 
-const struct tg_mb_api *tg_mb_fake_api_no_p521(void)
+const struct tg_mbx_api *tg_mbx_fake_api_no_p521(void)
 {
     return &fk_api_no_p521;
 }

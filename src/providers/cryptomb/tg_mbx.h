@@ -1,17 +1,17 @@
 /*
- * tg_mb: the shim in front of Intel's ipp-crypto multi-buffer library
+ * tg_mbx: the shim in front of Intel's ipp-crypto multi-buffer library
  * ("crypto_mb", libcrypto_mb.so.11).
  *
  * tlsgate never links crypto_mb: it dlopen()s the library at run time and
- * calls it through struct tg_mb_api, a table of exactly the functions it
+ * calls it through struct tg_mbx_api, a table of exactly the functions it
  * uses, typed with our own function-pointer types. So tlsgate builds and
  * tests on machines without the library or its headers, and tests install a
- * fake table (tests/fakes/tg_mb_fake.h) computed with scalar OpenSSL.
- * When the headers are present (TG_HAVE_CRYPTO_MB_H), tg_mb.c checks at
+ * fake table (tests/tg_mbx_fake.h) computed with scalar OpenSSL.
+ * When the headers are present (TG_HAVE_CRYPTO_MB_H), tg_mbx.c checks at
  * compile time that every type here matches the real prototype.
  *
  * Calling conventions of crypto_mb (as read in its source and checked by
- * test_mb against the real library):
+ * test_mbx against the real library):
  *  - every *_mb8 function takes arrays of 8 lane pointers and returns an
  *    mbx_status: 4 bits per lane (lane i = bits 4i..4i+3), 0 = OK;
  *  - a lane whose pointers are NULL gets MBX_STATUS_NULL_PARAM_ERR and is not
@@ -28,13 +28,13 @@
  *  - the `int8u *pBuffer` scratch argument of the EC functions is unused;
  *    pass NULL.
  *
- * Threading: tg_mb_load()/tg_mb_install()/tg_mb_unload() serialise on a
- * mutex. Once loaded, tg_mb_api() and the availability queries are lock-free
- * and callable from any thread. tg_mb_unload() must not race with users of
+ * Threading: tg_mbx_load()/tg_mbx_install()/tg_mbx_unload() serialise on a
+ * mutex. Once loaded, tg_mbx_api() and the availability queries are lock-free
+ * and callable from any thread. tg_mbx_unload() must not race with users of
  * the table (shutdown, tests).
  */
-#ifndef TG_MB_H
-#define TG_MB_H
+#ifndef TG_MBX_H
+#define TG_MBX_H
 
 #include <openssl/bn.h>
 #include <stdbool.h>
@@ -45,6 +45,9 @@
 #include "keyprov/tg_pkey.h"
 
 /* ---- crypto_mb types, mirrored ---- */
+
+/* Lanes of every *_mb8 call: one batch holds at most this many operations. */
+#define TG_MBX_LANES 8
 
 typedef uint32_t tg_mbx_status;        /* mbx_status (int32u): 4 status bits per lane */
 typedef unsigned long long tg_mbx_u64; /* int64u */
@@ -134,7 +137,7 @@ typedef tg_mbx_status (*tg_mbx_x25519_mb8_fn)(unsigned char *const shared[8],
  * The table. Every member is required except the P-521 ones (older builds
  * of the library lack them; NULL then means "P-521 not available").
  */
-struct tg_mb_api {
+struct tg_mbx_api {
     const char *name; /* "libcrypto_mb.so.11" or "fake", for logs */
     tg_mbx_get_cpu_features_fn get_cpu_features;
     tg_mbx_is_crypto_mb_applicable_fn is_crypto_mb_applicable;
@@ -158,7 +161,7 @@ struct tg_mb_api {
 /* ---- availability ---- */
 
 /* X(id, label): what crypto_mb can do here. */
-#define TG_MB_ALGS(X)                                                                              \
+#define TG_MBX_ALGS(X)                                                                             \
     X(RSA2K, "rsa2048")                                                                            \
     X(RSA3K, "rsa3072")                                                                            \
     X(RSA4K, "rsa4096")                                                                            \
@@ -167,20 +170,20 @@ struct tg_mb_api {
     X(P384, "p384")                                                                                \
     X(P521, "p521")
 
-enum tg_mb_alg {
-#define TG_MB_ALG_ENUM(id, label) TG_MB_##id,
-    TG_MB_ALGS(TG_MB_ALG_ENUM)
-#undef TG_MB_ALG_ENUM
-        TG_MB_ALG_COUNT,
-    TG_MB_ALG_NONE = -1
+enum tg_mbx_alg {
+#define TG_MBX_ALG_ENUM(id, label) TG_MBX_##id,
+    TG_MBX_ALGS(TG_MBX_ALG_ENUM)
+#undef TG_MBX_ALG_ENUM
+        TG_MBX_ALG_COUNT,
+    TG_MBX_ALG_NONE = -1
 };
 
-const char *tg_mb_alg_name(enum tg_mb_alg a); /* "rsa2048", ...; "none" */
+const char *tg_mbx_alg_name(enum tg_mbx_alg a); /* "rsa2048", ...; "none" */
 /* Map a modulus size / key-exchange group / EC curve NID to its algorithm;
- * TG_MB_ALG_NONE when crypto_mb has no such algorithm at all. */
-enum tg_mb_alg tg_mb_alg_for_rsa_bits(int bits);
-enum tg_mb_alg tg_mb_alg_for_group(enum tg_group g);
-enum tg_mb_alg tg_mb_alg_for_curve_nid(int nid);
+ * TG_MBX_ALG_NONE when crypto_mb has no such algorithm at all. */
+enum tg_mbx_alg tg_mbx_alg_for_rsa_bits(int bits);
+enum tg_mbx_alg tg_mbx_alg_for_group(enum tg_group g);
+enum tg_mbx_alg tg_mbx_alg_for_curve_nid(int nid);
 
 /* ---- loading ---- */
 
@@ -195,37 +198,37 @@ enum tg_mb_alg tg_mb_alg_for_curve_nid(int nid);
  * TG_EUNAVAIL with a short operator-readable reason in why (why may be NULL).
  * A failure is not cached: a later call tries again.
  */
-int tg_mb_load(char *why, size_t whylen) TG_MUST_CHECK;
+int tg_mbx_load(char *why, size_t whylen) TG_MUST_CHECK;
 
 /* The loaded (or installed) table; NULL when nothing is loaded. Lock-free. */
-const struct tg_mb_api *tg_mb_api(void);
+const struct tg_mbx_api *tg_mbx_api(void);
 
 /*
  * Tests: install a table (a fake) in place of the library, or NULL to remove
- * whatever is installed/loaded (as tg_mb_unload()). The table must outlive
+ * whatever is installed/loaded (as tg_mbx_unload()). The table must outlive
  * its installation. The host CPU is not checked (a fake runs anywhere); the
  * table's own is_crypto_mb_applicable()/get_algo_info() decide, exactly as
  * for the real library. Returns TG_OK or TG_EUNAVAIL (nothing installed) with
- * the reason available from tg_mb_info().
+ * the reason available from tg_mbx_info().
  */
-int tg_mb_install(const struct tg_mb_api *api) TG_MUST_CHECK;
+int tg_mbx_install(const struct tg_mbx_api *api) TG_MUST_CHECK;
 
 /* dlclose() the library / drop the installed table. Not concurrent with users. */
-void tg_mb_unload(void);
+void tg_mbx_unload(void);
 
 /* Whether an algorithm is usable now (loaded and the library supports it). */
-bool tg_mb_available(enum tg_mb_alg a);
+bool tg_mbx_available(enum tg_mbx_alg a);
 
-struct tg_mb_info {
-    bool loaded;               /* a table is in place */
-    bool fake;                 /* installed with tg_mb_install() */
-    char path[256];            /* library path that was loaded ("" for a fake) */
-    char version[128];         /* mbx_getversion()->str_version */
-    tg_mbx_u64 cpu_features;   /* mbx_get_cpu_features() */
-    bool alg[TG_MB_ALG_COUNT]; /* availability, as tg_mb_available() */
-    char why[256];             /* last failure reason ("" if none) */
+struct tg_mbx_info {
+    bool loaded;                /* a table is in place */
+    bool fake;                  /* installed with tg_mbx_install() */
+    char path[256];             /* library path that was loaded ("" for a fake) */
+    char version[128];          /* mbx_getversion()->str_version */
+    tg_mbx_u64 cpu_features;    /* mbx_get_cpu_features() */
+    bool alg[TG_MBX_ALG_COUNT]; /* availability, as tg_mbx_available() */
+    char why[256];              /* last failure reason ("" if none) */
 };
 /* Snapshot of the state (for `tlsgate doctor` and logs). Takes the mutex. */
-void tg_mb_get_info(struct tg_mb_info *out);
+void tg_mbx_get_info(struct tg_mbx_info *out);
 
 #endif

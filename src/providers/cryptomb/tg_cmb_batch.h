@@ -1,8 +1,9 @@
 /*
- * tg_mb_ops: batches of key operations through crypto_mb (tg_mb.h), for the
- * `cryptomb` key provider.
+ * tg_cmb_batch: batches of key operations through crypto_mb (tg_mbx.h), for
+ * the `cryptomb` key provider: the arithmetic layer under the provider's
+ * policy (tg_cryptomb.c).
  *
- * Each function takes up to TG_MB_LANES operations of one kind and runs them
+ * Each function takes up to TG_MBX_LANES operations of one kind and runs them
  * in one multi-buffer call (two for RSA with the fault check), whatever the
  * fill: lane i of the batch is ops[i]; lanes n..7 are left empty.
  *
@@ -17,7 +18,7 @@
  *    never released). The op's state, result and stats are the caller's:
  *    pass results[i] and reasons[i] to tg_keyop_complete().
  *  - Return: TG_OK when every lane got its own result (some may be errors);
- *    TG_EINVAL with nothing written when n > TG_MB_LANES or an array is NULL;
+ *    TG_EINVAL with nothing written when n > TG_MBX_LANES or an array is NULL;
  *    TG_EUNAVAIL when crypto_mb is not loaded or cannot do this kind of batch
  *    here (every lane then gets TG_EDEVICE / TG_FALLBACK_DEVICE_ERROR).
  *    n == 0 is a no-op returning TG_OK.
@@ -38,17 +39,15 @@
  *  - Secrets: nonces, private scalars and the library's stack residue are
  *    wiped before return.
  */
-#ifndef TG_MB_OPS_H
-#define TG_MB_OPS_H
+#ifndef TG_CMB_BATCH_H
+#define TG_CMB_BATCH_H
 
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "keyprov/tg_keyprov.h"
-#include "providers/cryptomb/tg_mb.h"
+#include "providers/cryptomb/tg_mbx.h"
 #include "keyprov/tg_pkey.h"
-
-#define TG_MB_LANES 8
 
 /*
  * Can crypto_mb sign with this certificate key here (loaded, algorithm
@@ -58,9 +57,9 @@
  * RSA keys with e != 65537 are supported (their fault check runs in scalar
  * OpenSSL: crypto_mb's public operation is for e = 65537 only).
  */
-int tg_mb_key_supported(const struct tg_pkey *key, char *why, size_t whylen) TG_MUST_CHECK;
+int tg_cmb_batch_key_supported(const struct tg_pkey *key, char *why, size_t whylen) TG_MUST_CHECK;
 /* Can crypto_mb do key exchange (keygen and derive) for this group here? */
-bool tg_mb_group_supported(enum tg_group g);
+bool tg_cmb_batch_group_supported(enum tg_group g);
 
 /*
  * RSA private-key signatures (TG_KEYOP_RSA_SIGN). Every op's pkey must be an
@@ -76,8 +75,8 @@ bool tg_mb_group_supported(enum tg_group g);
  * TG_FALLBACK_FAULT_CHECK and its output is wiped.
  * Output: out = signature, outlen = modulus bytes (big-endian, left-padded).
  */
-int tg_mb_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
-                   enum tg_fallback_reason reasons[], bool fault_check) TG_MUST_CHECK;
+int tg_cmb_batch_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
+                          enum tg_fallback_reason reasons[], bool fault_check) TG_MUST_CHECK;
 
 /*
  * ECDSA signatures (TG_KEYOP_ECDSA_SIGN), P-256, P-384 or P-521; every
@@ -90,8 +89,8 @@ int tg_mb_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
  * RNG (BN_priv_rand_range_ex) and wiped afterwards.
  * Output: out = DER ECDSA-Sig-Value (i2d_ECDSA_SIG), outlen = its length.
  */
-int tg_mb_ecdsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
-                     enum tg_fallback_reason reasons[]) TG_MUST_CHECK;
+int tg_cmb_batch_ecdsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
+                            enum tg_fallback_reason reasons[]) TG_MUST_CHECK;
 
 /*
  * Ephemeral key pairs for one group (X25519, P-256, P-384, P-521), one per
@@ -105,8 +104,8 @@ int tg_mb_ecdsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
  * TG_EINVAL (keys[i] NULL), TG_ECRYPTO (RNG). Used for ops and for refilling a
  * pool of pre-generated keys.
  */
-int tg_mb_kx_keygen(struct tg_kxkey *const keys[], size_t n, enum tg_group group,
-                    int results[]) TG_MUST_CHECK;
+int tg_cmb_batch_keygen(struct tg_kxkey *const keys[], size_t n, enum tg_group group,
+                        int results[]) TG_MUST_CHECK;
 
 /*
  * Shared secrets (TG_KEYOP_KX_DERIVE): op->kx is our key (has_priv), op->peer
@@ -115,14 +114,14 @@ int tg_mb_kx_keygen(struct tg_kxkey *const keys[], size_t n, enum tg_group group
  * X25519: mbx_x25519_mb8; a low-order peer point (all-zero secret) is
  * TG_EPROTO, as OpenSSL refuses it. Peer values with a run of >= 32 equal
  * bits (never from an honest peer) go to software (TG_EDEVICE): crypto_mb
- * 1.0.14 computes some such values wrongly (see tg_mb_ops.c).
+ * 1.0.14 computes some such values wrongly (see tg_cmb_batch_ops.c).
  * EC: mbx_nistp*_ecdh_ssl_mb8 with the
  * peer in affine form; a lane crypto_mb refuses goes to software (TG_EDEVICE),
  * which gives the definitive answer.
  * Output: out = the x-coordinate / u-coordinate, outlen = 32, 32, 48, 66
  * (fixed length, like OpenSSL's ECDH/X25519 derive).
  */
-int tg_mb_kx_derive(struct tg_keyop *const ops[], size_t n, int results[],
-                    enum tg_fallback_reason reasons[]) TG_MUST_CHECK;
+int tg_cmb_batch_derive(struct tg_keyop *const ops[], size_t n, int results[],
+                        enum tg_fallback_reason reasons[]) TG_MUST_CHECK;
 
 #endif

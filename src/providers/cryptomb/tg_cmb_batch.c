@@ -6,7 +6,7 @@
  * A lane is used only when its status nibble is 0: crypto_mb computes, and
  * may write, lanes that failed a parameter check.
  */
-#include "providers/cryptomb/tg_mb_ops.h"
+#include "providers/cryptomb/tg_cmb_batch.h"
 
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
@@ -20,9 +20,9 @@
 #include "core/tg_log.h"
 #include "keyprov/tg_rsa_pad.h"
 
-#define TG_MB_NONE      TG_FALLBACK_REASON_COUNT
-#define TG_MB_RSA_BYTES (4096 / 8)
-#define TG_MB_EC_BYTES  66 /* P-521 field and order */
+#define TG_CMB_BATCH_NONE      TG_FALLBACK_REASON_COUNT
+#define TG_CMB_BATCH_RSA_BYTES (4096 / 8)
+#define TG_CMB_BATCH_EC_BYTES  66 /* P-521 field and order */
 
 /*
  * crypto_mb copies private keys and nonces into stack buffers it does not
@@ -30,7 +30,7 @@
  * the stack. Overwrite the region its frames used: this function's frame
  * starts where the library's did, as both are called from the same caller.
  */
-static void __attribute__((noinline)) tg_mb_scrub_stack(size_t kib)
+static void __attribute__((noinline)) tg_cmb_batch_scrub_stack(size_t kib)
 {
     unsigned char area[128 * 1024];
     size_t len = kib * 1024 < sizeof(area) ? kib * 1024 : sizeof(area);
@@ -38,34 +38,36 @@ static void __attribute__((noinline)) tg_mb_scrub_stack(size_t kib)
     __asm__ __volatile__("" : : "r"(area) : "memory");
 }
 
-static void tg_mb_lanes_init(size_t n, int results[], enum tg_fallback_reason reasons[], int rc)
+static void tg_cmb_batch_lanes_init(size_t n, int results[], enum tg_fallback_reason reasons[],
+                                    int rc)
 {
     for (size_t i = 0; i < n; i++) {
         results[i] = rc;
         if (reasons != NULL)
-            reasons[i] = TG_MB_NONE;
+            reasons[i] = TG_CMB_BATCH_NONE;
     }
 }
 
-static void tg_mb_lane_fail(int results[], enum tg_fallback_reason reasons[], size_t i, int rc,
-                            enum tg_fallback_reason why)
+static void tg_cmb_batch_lane_fail(int results[], enum tg_fallback_reason reasons[], size_t i,
+                                   int rc, enum tg_fallback_reason why)
 {
     results[i] = rc;
     if (reasons != NULL)
-        reasons[i] = rc == TG_EDEVICE ? why : TG_MB_NONE;
+        reasons[i] = rc == TG_EDEVICE ? why : TG_CMB_BATCH_NONE;
 }
 
-static int tg_mb_batch_unavailable(size_t n, int results[], enum tg_fallback_reason reasons[])
+static int tg_cmb_batch_batch_unavailable(size_t n, int results[],
+                                          enum tg_fallback_reason reasons[])
 {
     for (size_t i = 0; i < n; i++)
-        tg_mb_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_DEVICE_ERROR);
+        tg_cmb_batch_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_DEVICE_ERROR);
     return TG_EUNAVAIL;
 }
 
 /* ---- curves ---- */
 
-struct tg_mb_curve {
-    enum tg_mb_alg alg;
+struct tg_cmb_batch_curve {
+    enum tg_mbx_alg alg;
     enum tg_group group;
     int nid;
     size_t flen;      /* field element bytes (coordinates, ECDH output) */
@@ -75,63 +77,65 @@ struct tg_mb_curve {
     BIGNUM *order;    /* filled once */
 };
 
-static struct tg_mb_curve tg_mb_curves[] = {
-    {TG_MB_P256, TG_GROUP_P256, NID_X9_62_prime256v1, 32, 32, 256, 16, NULL},
-    {TG_MB_P384, TG_GROUP_P384, NID_secp384r1, 48, 48, 384, 24, NULL},
-    {TG_MB_P521, TG_GROUP_P521, NID_secp521r1, 66, 66, 521, 32, NULL},
+static struct tg_cmb_batch_curve tg_cmb_batch_curves[] = {
+    {TG_MBX_P256, TG_GROUP_P256, NID_X9_62_prime256v1, 32, 32, 256, 16, NULL},
+    {TG_MBX_P384, TG_GROUP_P384, NID_secp384r1, 48, 48, 384, 24, NULL},
+    {TG_MBX_P521, TG_GROUP_P521, NID_secp521r1, 66, 66, 521, 32, NULL},
 };
-static pthread_once_t tg_mb_curves_once = PTHREAD_ONCE_INIT;
-static bool tg_mb_curves_ok;
+static pthread_once_t tg_cmb_batch_curves_once = PTHREAD_ONCE_INIT;
+static bool tg_cmb_batch_curves_ok;
 
-static void tg_mb_curves_init(void)
+static void tg_cmb_batch_curves_init(void)
 {
     bool ok = true;
-    for (size_t i = 0; i < TG_ARRAY_LEN(tg_mb_curves); i++) {
-        EC_GROUP *g = EC_GROUP_new_by_curve_name_ex(NULL, NULL, tg_mb_curves[i].nid);
+    for (size_t i = 0; i < TG_ARRAY_LEN(tg_cmb_batch_curves); i++) {
+        EC_GROUP *g = EC_GROUP_new_by_curve_name_ex(NULL, NULL, tg_cmb_batch_curves[i].nid);
         const BIGNUM *o = g ? EC_GROUP_get0_order(g) : NULL;
-        tg_mb_curves[i].order = o ? BN_dup(o) : NULL;
-        ok = ok && tg_mb_curves[i].order != NULL &&
-             BN_num_bits(tg_mb_curves[i].order) == tg_mb_curves[i].order_bits;
+        tg_cmb_batch_curves[i].order = o ? BN_dup(o) : NULL;
+        ok = ok && tg_cmb_batch_curves[i].order != NULL &&
+             BN_num_bits(tg_cmb_batch_curves[i].order) == tg_cmb_batch_curves[i].order_bits;
         EC_GROUP_free(g);
     }
-    tg_mb_curves_ok = ok;
+    tg_cmb_batch_curves_ok = ok;
 }
 
-static const struct tg_mb_curve *tg_mb_curve_by_alg(enum tg_mb_alg a)
+static const struct tg_cmb_batch_curve *tg_cmb_batch_curve_by_alg(enum tg_mbx_alg a)
 {
-    pthread_once(&tg_mb_curves_once, tg_mb_curves_init);
-    if (!tg_mb_curves_ok)
+    pthread_once(&tg_cmb_batch_curves_once, tg_cmb_batch_curves_init);
+    if (!tg_cmb_batch_curves_ok)
         return NULL;
-    for (size_t i = 0; i < TG_ARRAY_LEN(tg_mb_curves); i++) {
-        if (tg_mb_curves[i].alg == a)
-            return &tg_mb_curves[i];
+    for (size_t i = 0; i < TG_ARRAY_LEN(tg_cmb_batch_curves); i++) {
+        if (tg_cmb_batch_curves[i].alg == a)
+            return &tg_cmb_batch_curves[i];
     }
     return NULL;
 }
 
-static tg_mbx_ecdsa_sign_ssl_mb8_fn tg_mb_sign_fn(const struct tg_mb_api *api, enum tg_mb_alg a)
+static tg_mbx_ecdsa_sign_ssl_mb8_fn tg_cmb_batch_sign_fn(const struct tg_mbx_api *api,
+                                                         enum tg_mbx_alg a)
 {
-    return a == TG_MB_P256   ? api->nistp256_ecdsa_sign_ssl_mb8
-           : a == TG_MB_P384 ? api->nistp384_ecdsa_sign_ssl_mb8
-                             : api->nistp521_ecdsa_sign_ssl_mb8;
+    return a == TG_MBX_P256   ? api->nistp256_ecdsa_sign_ssl_mb8
+           : a == TG_MBX_P384 ? api->nistp384_ecdsa_sign_ssl_mb8
+                              : api->nistp521_ecdsa_sign_ssl_mb8;
 }
 
-static tg_mbx_ecpublic_key_ssl_mb8_fn tg_mb_pub_fn(const struct tg_mb_api *api, enum tg_mb_alg a)
+static tg_mbx_ecpublic_key_ssl_mb8_fn tg_cmb_batch_pub_fn(const struct tg_mbx_api *api,
+                                                          enum tg_mbx_alg a)
 {
-    return a == TG_MB_P256   ? api->nistp256_ecpublic_key_ssl_mb8
-           : a == TG_MB_P384 ? api->nistp384_ecpublic_key_ssl_mb8
-                             : api->nistp521_ecpublic_key_ssl_mb8;
+    return a == TG_MBX_P256   ? api->nistp256_ecpublic_key_ssl_mb8
+           : a == TG_MBX_P384 ? api->nistp384_ecpublic_key_ssl_mb8
+                              : api->nistp521_ecpublic_key_ssl_mb8;
 }
 
-static tg_mbx_ecdh_ssl_mb8_fn tg_mb_ecdh_fn(const struct tg_mb_api *api, enum tg_mb_alg a)
+static tg_mbx_ecdh_ssl_mb8_fn tg_cmb_batch_ecdh_fn(const struct tg_mbx_api *api, enum tg_mbx_alg a)
 {
-    return a == TG_MB_P256   ? api->nistp256_ecdh_ssl_mb8
-           : a == TG_MB_P384 ? api->nistp384_ecdh_ssl_mb8
-                             : api->nistp521_ecdh_ssl_mb8;
+    return a == TG_MBX_P256   ? api->nistp256_ecdh_ssl_mb8
+           : a == TG_MBX_P384 ? api->nistp384_ecdh_ssl_mb8
+                              : api->nistp521_ecdh_ssl_mb8;
 }
 
 /* A uniformly random scalar in [1, n-1]. */
-static int tg_mb_rand_scalar(BIGNUM *k, const BIGNUM *order, BN_CTX *ctx)
+static int tg_cmb_batch_rand_scalar(BIGNUM *k, const BIGNUM *order, BN_CTX *ctx)
 {
     for (int tries = 0; tries < 100; tries++) {
         if (!BN_priv_rand_range_ex(k, order, 0, ctx))
@@ -144,7 +148,7 @@ static int tg_mb_rand_scalar(BIGNUM *k, const BIGNUM *order, BN_CTX *ctx)
 
 /* ---- support queries ---- */
 
-static bool tg_mb_rsa_shape_ok(const struct tg_pkey *k)
+static bool tg_cmb_batch_rsa_shape_ok(const struct tg_pkey *k)
 {
     int half = k->bits / 2;
     return k->n != NULL && k->e != NULL && k->p != NULL && k->q != NULL && k->dmp1 != NULL &&
@@ -153,7 +157,7 @@ static bool tg_mb_rsa_shape_ok(const struct tg_pkey *k)
            BN_num_bits(k->dmq1) <= half && BN_num_bits(k->iqmp) <= half;
 }
 
-int tg_mb_key_supported(const struct tg_pkey *key, char *why, size_t whylen)
+int tg_cmb_batch_key_supported(const struct tg_pkey *key, char *why, size_t whylen)
 {
     char dummy[4];
     if (why == NULL || whylen == 0) {
@@ -163,18 +167,18 @@ int tg_mb_key_supported(const struct tg_pkey *key, char *why, size_t whylen)
     why[0] = '\0';
     if (key == NULL)
         return TG_EINVAL;
-    if (tg_mb_api() == NULL) {
+    if (tg_mbx_api() == NULL) {
         snprintf(why, whylen, "crypto_mb is not loaded");
         return TG_EUNAVAIL;
     }
     if (key->type == TG_PKEY_RSA) {
-        enum tg_mb_alg a = tg_mb_alg_for_rsa_bits(key->bits);
-        if (a == TG_MB_ALG_NONE || !tg_mb_available(a)) {
+        enum tg_mbx_alg a = tg_mbx_alg_for_rsa_bits(key->bits);
+        if (a == TG_MBX_ALG_NONE || !tg_mbx_available(a)) {
             snprintf(why, whylen, "crypto_mb does not batch RSA-%d here (2048, 3072, 4096)",
                      key->bits);
             return TG_EUNAVAIL;
         }
-        if (!tg_mb_rsa_shape_ok(key)) {
+        if (!tg_cmb_batch_rsa_shape_ok(key)) {
             snprintf(why, whylen,
                      "RSA-%d key with primes of %d and %d bits: crypto_mb needs two %d-bit primes",
                      key->bits, key->p ? BN_num_bits(key->p) : 0, key->q ? BN_num_bits(key->q) : 0,
@@ -184,9 +188,9 @@ int tg_mb_key_supported(const struct tg_pkey *key, char *why, size_t whylen)
         return TG_OK;
     }
     if (key->type == TG_PKEY_EC) {
-        enum tg_mb_alg a = tg_mb_alg_for_curve_nid(key->curve_nid);
-        const struct tg_mb_curve *c = tg_mb_curve_by_alg(a);
-        if (a == TG_MB_ALG_NONE || c == NULL || !tg_mb_available(a)) {
+        enum tg_mbx_alg a = tg_mbx_alg_for_curve_nid(key->curve_nid);
+        const struct tg_cmb_batch_curve *c = tg_cmb_batch_curve_by_alg(a);
+        if (a == TG_MBX_ALG_NONE || c == NULL || !tg_mbx_available(a)) {
             snprintf(why, whylen, "crypto_mb does not do ECDSA on %s here",
                      key->group ? key->group : "this curve");
             return TG_EUNAVAIL;
@@ -201,23 +205,23 @@ int tg_mb_key_supported(const struct tg_pkey *key, char *why, size_t whylen)
     return TG_EUNAVAIL;
 }
 
-bool tg_mb_group_supported(enum tg_group g)
+bool tg_cmb_batch_group_supported(enum tg_group g)
 {
-    enum tg_mb_alg a = tg_mb_alg_for_group(g);
-    if (a == TG_MB_ALG_NONE || !tg_mb_available(a))
+    enum tg_mbx_alg a = tg_mbx_alg_for_group(g);
+    if (a == TG_MBX_ALG_NONE || !tg_mbx_available(a))
         return false;
-    return g == TG_GROUP_X25519 || tg_mb_curve_by_alg(a) != NULL;
+    return g == TG_GROUP_X25519 || tg_cmb_batch_curve_by_alg(a) != NULL;
 }
 
 /* ---- RSA ---- */
 
 /* Scalar fault check for keys crypto_mb's public op cannot take (e != 65537). */
-static int tg_mb_rsa_verify_scalar(const struct tg_pkey *k, const unsigned char *sig,
-                                   const unsigned char *em, size_t klen)
+static int tg_cmb_batch_rsa_verify_scalar(const struct tg_pkey *k, const unsigned char *sig,
+                                          const unsigned char *em, size_t klen)
 {
     BN_CTX *ctx = BN_CTX_new();
     BIGNUM *s = NULL, *m = NULL;
-    unsigned char chk[TG_MB_RSA_BYTES];
+    unsigned char chk[TG_CMB_BATCH_RSA_BYTES];
     int ok = 0;
     if (ctx == NULL)
         return 0;
@@ -231,14 +235,14 @@ static int tg_mb_rsa_verify_scalar(const struct tg_pkey *k, const unsigned char 
     return ok;
 }
 
-int tg_mb_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
-                   enum tg_fallback_reason reasons[], bool fault_check)
+int tg_cmb_batch_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
+                          enum tg_fallback_reason reasons[], bool fault_check)
 {
     if (n == 0)
         return TG_OK;
-    if (ops == NULL || results == NULL || reasons == NULL || n > TG_MB_LANES)
+    if (ops == NULL || results == NULL || reasons == NULL || n > TG_MBX_LANES)
         return TG_EINVAL;
-    tg_mb_lanes_init(n, results, reasons, TG_EINVAL);
+    tg_cmb_batch_lanes_init(n, results, reasons, TG_EINVAL);
 
     int bits = 0;
     for (size_t i = 0; i < n && bits == 0; i++) {
@@ -246,20 +250,20 @@ int tg_mb_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
             ops[i]->pkey->type == TG_PKEY_RSA)
             bits = ops[i]->pkey->bits;
     }
-    const struct tg_mb_api *api = tg_mb_api();
-    enum tg_mb_alg alg = tg_mb_alg_for_rsa_bits(bits);
-    if (api == NULL || alg == TG_MB_ALG_NONE || !tg_mb_available(alg))
-        return tg_mb_batch_unavailable(n, results, reasons);
+    const struct tg_mbx_api *api = tg_mbx_api();
+    enum tg_mbx_alg alg = tg_mbx_alg_for_rsa_bits(bits);
+    if (api == NULL || alg == TG_MBX_ALG_NONE || !tg_mbx_available(alg))
+        return tg_cmb_batch_batch_unavailable(n, results, reasons);
 
     size_t klen = (size_t)bits / 8;
-    unsigned char em[TG_MB_LANES][TG_MB_RSA_BYTES];
-    unsigned char sig[TG_MB_LANES][TG_MB_RSA_BYTES];
-    unsigned char chk[TG_MB_LANES][TG_MB_RSA_BYTES];
-    const unsigned char *from[TG_MB_LANES] = {NULL};
-    unsigned char *to[TG_MB_LANES] = {NULL};
-    const BIGNUM *p[TG_MB_LANES] = {NULL}, *q[TG_MB_LANES] = {NULL};
-    const BIGNUM *dp[TG_MB_LANES] = {NULL}, *dq[TG_MB_LANES] = {NULL}, *iq[TG_MB_LANES] = {NULL};
-    bool live[TG_MB_LANES] = {false};
+    unsigned char em[TG_MBX_LANES][TG_CMB_BATCH_RSA_BYTES];
+    unsigned char sig[TG_MBX_LANES][TG_CMB_BATCH_RSA_BYTES];
+    unsigned char chk[TG_MBX_LANES][TG_CMB_BATCH_RSA_BYTES];
+    const unsigned char *from[TG_MBX_LANES] = {NULL};
+    unsigned char *to[TG_MBX_LANES] = {NULL};
+    const BIGNUM *p[TG_MBX_LANES] = {NULL}, *q[TG_MBX_LANES] = {NULL};
+    const BIGNUM *dp[TG_MBX_LANES] = {NULL}, *dq[TG_MBX_LANES] = {NULL}, *iq[TG_MBX_LANES] = {NULL};
+    bool live[TG_MBX_LANES] = {false};
     size_t nlive = 0;
 
     for (size_t i = 0; i < n; i++) {
@@ -271,16 +275,16 @@ int tg_mb_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
         if (op->type != TG_KEYOP_RSA_SIGN || k == NULL || k->type != TG_PKEY_RSA ||
             k->bits != bits || op->inlen > sizeof(op->in))
             continue; /* TG_EINVAL */
-        if (!tg_mb_rsa_shape_ok(k)) {
-            tg_mb_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
+        if (!tg_cmb_batch_rsa_shape_ok(k)) {
+            tg_cmb_batch_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
             continue;
         }
         int rc = tg_rsa_pad_encode(em[i], klen, bits, op->rsa_padding, op->md, op->mgf1_md,
                                    op->pss_saltlen, op->in, op->inlen);
         if (rc != TG_OK) {
             /* A digest without a DigestInfo here: software knows more. */
-            tg_mb_lane_fail(results, reasons, i, rc == TG_EUNAVAIL ? TG_EDEVICE : rc,
-                            TG_FALLBACK_LANE_ERROR);
+            tg_cmb_batch_lane_fail(results, reasons, i, rc == TG_EUNAVAIL ? TG_EDEVICE : rc,
+                                   TG_FALLBACK_LANE_ERROR);
             continue;
         }
         from[i] = em[i];
@@ -297,19 +301,19 @@ int tg_mb_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
         return TG_OK;
 
     tg_mbx_status st = api->rsa_private_crt_ssl_mb8(from, to, p, q, dp, dq, iq, bits);
-    tg_mb_scrub_stack((size_t)bits / 32 + 16); /* measured use: 70, 98, 125 KiB */
+    tg_cmb_batch_scrub_stack((size_t)bits / 32 + 16); /* measured use: 70, 98, 125 KiB */
     for (size_t i = 0; i < n; i++) {
         if (live[i] && tg_mbx_lane_status(st, (unsigned)i) != TG_MBX_STATUS_OK) {
             live[i] = false;
-            tg_mb_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
+            tg_cmb_batch_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
         }
     }
 
     if (fault_check) {
-        const unsigned char *vfrom[TG_MB_LANES] = {NULL};
-        unsigned char *vto[TG_MB_LANES] = {NULL};
-        const BIGNUM *ve[TG_MB_LANES] = {NULL}, *vn[TG_MB_LANES] = {NULL};
-        bool batched[TG_MB_LANES] = {false};
+        const unsigned char *vfrom[TG_MBX_LANES] = {NULL};
+        unsigned char *vto[TG_MBX_LANES] = {NULL};
+        const BIGNUM *ve[TG_MBX_LANES] = {NULL}, *vn[TG_MBX_LANES] = {NULL};
+        bool batched[TG_MBX_LANES] = {false};
         size_t nb = 0;
         for (size_t i = 0; i < n; i++) {
             if (!live[i])
@@ -322,9 +326,9 @@ int tg_mb_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
                 vn[i] = k->n;
                 batched[i] = true;
                 nb++;
-            } else if (!tg_mb_rsa_verify_scalar(k, sig[i], em[i], klen)) {
+            } else if (!tg_cmb_batch_rsa_verify_scalar(k, sig[i], em[i], klen)) {
                 live[i] = false;
-                tg_mb_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_FAULT_CHECK);
+                tg_cmb_batch_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_FAULT_CHECK);
             }
         }
         tg_mbx_status vst = nb > 0 ? api->rsa_public_ssl_mb8(vfrom, vto, ve, vn, bits) : 0;
@@ -333,10 +337,10 @@ int tg_mb_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
                 continue;
             if (tg_mbx_lane_status(vst, (unsigned)i) != TG_MBX_STATUS_OK) {
                 live[i] = false;
-                tg_mb_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
+                tg_cmb_batch_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
             } else if (CRYPTO_memcmp(chk[i], em[i], klen) != 0) {
                 live[i] = false;
-                tg_mb_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_FAULT_CHECK);
+                tg_cmb_batch_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_FAULT_CHECK);
                 TG_WARN("crypto_mb: RSA-%d signature failed its fault check (lane %zu); "
                         "recomputing in software",
                         bits, i);
@@ -350,7 +354,7 @@ int tg_mb_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
         memcpy(ops[i]->out, sig[i], klen);
         ops[i]->outlen = klen;
         results[i] = TG_OK;
-        reasons[i] = TG_MB_NONE;
+        reasons[i] = TG_CMB_BATCH_NONE;
     }
     /* A faulty signature would reveal a factor of n: none may linger. */
     OPENSSL_cleanse(sig, sizeof(sig));
@@ -365,8 +369,8 @@ int tg_mb_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
  * crypto_mb rejects e >= n (OpenSSL reduces implicitly in its mod-add).
  * Written as olen big-endian bytes. Returns false when e == 0.
  */
-static bool tg_mb_ecdsa_msg(const struct tg_mb_curve *c, const unsigned char *dgst, size_t dlen,
-                            unsigned char *msg, BIGNUM *e)
+static bool tg_cmb_batch_ecdsa_msg(const struct tg_cmb_batch_curve *c, const unsigned char *dgst,
+                                   size_t dlen, unsigned char *msg, BIGNUM *e)
 {
     size_t take = dlen;
     if (8 * dlen > (size_t)c->order_bits)
@@ -380,14 +384,14 @@ static bool tg_mb_ecdsa_msg(const struct tg_mb_curve *c, const unsigned char *dg
     return !BN_is_zero(e) && BN_bn2binpad(e, msg, (int)c->olen) == (int)c->olen;
 }
 
-int tg_mb_ecdsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
-                     enum tg_fallback_reason reasons[])
+int tg_cmb_batch_ecdsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
+                            enum tg_fallback_reason reasons[])
 {
     if (n == 0)
         return TG_OK;
-    if (ops == NULL || results == NULL || reasons == NULL || n > TG_MB_LANES)
+    if (ops == NULL || results == NULL || reasons == NULL || n > TG_MBX_LANES)
         return TG_EINVAL;
-    tg_mb_lanes_init(n, results, reasons, TG_EINVAL);
+    tg_cmb_batch_lanes_init(n, results, reasons, TG_EINVAL);
 
     int nid = NID_undef;
     for (size_t i = 0; i < n && nid == NID_undef; i++) {
@@ -395,19 +399,19 @@ int tg_mb_ecdsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
             ops[i]->pkey->type == TG_PKEY_EC)
             nid = ops[i]->pkey->curve_nid;
     }
-    const struct tg_mb_api *api = tg_mb_api();
-    enum tg_mb_alg alg = tg_mb_alg_for_curve_nid(nid);
-    const struct tg_mb_curve *c = tg_mb_curve_by_alg(alg);
-    if (api == NULL || c == NULL || !tg_mb_available(alg))
-        return tg_mb_batch_unavailable(n, results, reasons);
+    const struct tg_mbx_api *api = tg_mbx_api();
+    enum tg_mbx_alg alg = tg_mbx_alg_for_curve_nid(nid);
+    const struct tg_cmb_batch_curve *c = tg_cmb_batch_curve_by_alg(alg);
+    if (api == NULL || c == NULL || !tg_mbx_available(alg))
+        return tg_cmb_batch_batch_unavailable(n, results, reasons);
 
-    unsigned char msg[TG_MB_LANES][TG_MB_EC_BYTES];
-    unsigned char rb[TG_MB_LANES][TG_MB_EC_BYTES], sb[TG_MB_LANES][TG_MB_EC_BYTES];
-    unsigned char *r[TG_MB_LANES] = {NULL}, *s[TG_MB_LANES] = {NULL};
-    const unsigned char *m[TG_MB_LANES] = {NULL};
-    const BIGNUM *kk[TG_MB_LANES] = {NULL}, *dd[TG_MB_LANES] = {NULL};
-    BIGNUM *k[TG_MB_LANES] = {NULL};
-    bool live[TG_MB_LANES] = {false};
+    unsigned char msg[TG_MBX_LANES][TG_CMB_BATCH_EC_BYTES];
+    unsigned char rb[TG_MBX_LANES][TG_CMB_BATCH_EC_BYTES], sb[TG_MBX_LANES][TG_CMB_BATCH_EC_BYTES];
+    unsigned char *r[TG_MBX_LANES] = {NULL}, *s[TG_MBX_LANES] = {NULL};
+    const unsigned char *m[TG_MBX_LANES] = {NULL};
+    const BIGNUM *kk[TG_MBX_LANES] = {NULL}, *dd[TG_MBX_LANES] = {NULL};
+    BIGNUM *k[TG_MBX_LANES] = {NULL};
+    bool live[TG_MBX_LANES] = {false};
     size_t nlive = 0;
     int rc = TG_OK;
     BN_CTX *ctx = BN_CTX_secure_new();
@@ -431,13 +435,13 @@ int tg_mb_ecdsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
             key->curve_nid != nid || op->inlen > sizeof(op->in) || key->priv == NULL)
             continue; /* TG_EINVAL */
         if (BN_is_zero(key->priv) || BN_cmp(key->priv, c->order) >= 0 ||
-            !tg_mb_ecdsa_msg(c, op->in, op->inlen, msg[i], e)) {
-            tg_mb_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
+            !tg_cmb_batch_ecdsa_msg(c, op->in, op->inlen, msg[i], e)) {
+            tg_cmb_batch_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
             continue;
         }
         k[i] = BN_CTX_get(ctx);
-        if (k[i] == NULL || tg_mb_rand_scalar(k[i], c->order, ctx) != TG_OK) {
-            tg_mb_lane_fail(results, reasons, i, TG_ECRYPTO, TG_MB_NONE);
+        if (k[i] == NULL || tg_cmb_batch_rand_scalar(k[i], c->order, ctx) != TG_OK) {
+            tg_cmb_batch_lane_fail(results, reasons, i, TG_ECRYPTO, TG_CMB_BATCH_NONE);
             continue;
         }
         r[i] = rb[i];
@@ -451,13 +455,13 @@ int tg_mb_ecdsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
     if (nlive == 0)
         goto out;
 
-    tg_mbx_status st = tg_mb_sign_fn(api, alg)(r, s, m, kk, dd, NULL);
-    tg_mb_scrub_stack(c->scrub_kib);
+    tg_mbx_status st = tg_cmb_batch_sign_fn(api, alg)(r, s, m, kk, dd, NULL);
+    tg_cmb_batch_scrub_stack(c->scrub_kib);
     for (size_t i = 0; i < n; i++) {
         if (!live[i])
             continue;
         if (tg_mbx_lane_status(st, (unsigned)i) != TG_MBX_STATUS_OK) {
-            tg_mb_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
+            tg_cmb_batch_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
             continue;
         }
         ECDSA_SIG *sig = ECDSA_SIG_new();
@@ -478,7 +482,7 @@ int tg_mb_ecdsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
         BN_free(bs);
         ECDSA_SIG_free(sig);
         if (len <= 0) {
-            tg_mb_lane_fail(results, reasons, i, TG_ECRYPTO, TG_MB_NONE);
+            tg_cmb_batch_lane_fail(results, reasons, i, TG_ECRYPTO, TG_CMB_BATCH_NONE);
             continue;
         }
         ops[i]->outlen = (size_t)len;
@@ -496,7 +500,7 @@ out:
     if (rc != TG_OK) {
         for (size_t i = 0; i < n; i++) {
             if (results[i] == TG_EINVAL && ops[i] != NULL)
-                tg_mb_lane_fail(results, reasons, i, rc, TG_MB_NONE);
+                tg_cmb_batch_lane_fail(results, reasons, i, rc, TG_CMB_BATCH_NONE);
         }
     }
     return TG_OK;
@@ -504,12 +508,12 @@ out:
 
 /* ---- key generation ---- */
 
-static int tg_mb_x25519_keygen(const struct tg_mb_api *api, struct tg_kxkey *const keys[], size_t n,
-                               int results[])
+static int tg_cmb_batch_x25519_keygen(const struct tg_mbx_api *api, struct tg_kxkey *const keys[],
+                                      size_t n, int results[])
 {
-    unsigned char *pub[TG_MB_LANES] = {NULL};
-    const unsigned char *priv[TG_MB_LANES] = {NULL};
-    unsigned char rnd[TG_MB_LANES][32];
+    unsigned char *pub[TG_MBX_LANES] = {NULL};
+    const unsigned char *priv[TG_MBX_LANES] = {NULL};
+    unsigned char rnd[TG_MBX_LANES][32];
     size_t nlive = 0;
     /* One RNG call for the batch: cheaper than one per key. */
     if (RAND_priv_bytes_ex(NULL, &rnd[0][0], n * 32, 0) != 1) {
@@ -536,7 +540,7 @@ static int tg_mb_x25519_keygen(const struct tg_mb_api *api, struct tg_kxkey *con
     if (nlive == 0)
         return TG_OK;
     tg_mbx_status st = api->x25519_public_key_mb8(pub, priv);
-    tg_mb_scrub_stack(8); /* measured: 4 KiB */
+    tg_cmb_batch_scrub_stack(8); /* measured: 4 KiB */
     for (size_t i = 0; i < n; i++) {
         struct tg_kxkey *k = keys[i];
         if (priv[i] == NULL)
@@ -555,12 +559,12 @@ static int tg_mb_x25519_keygen(const struct tg_mb_api *api, struct tg_kxkey *con
     return TG_OK;
 }
 
-static int tg_mb_ec_keygen(const struct tg_mb_api *api, const struct tg_mb_curve *c,
-                           struct tg_kxkey *const keys[], size_t n, int results[])
+static int tg_cmb_batch_ec_keygen(const struct tg_mbx_api *api, const struct tg_cmb_batch_curve *c,
+                                  struct tg_kxkey *const keys[], size_t n, int results[])
 {
-    BIGNUM *x[TG_MB_LANES] = {NULL}, *y[TG_MB_LANES] = {NULL};
-    BIGNUM *d[TG_MB_LANES] = {NULL};
-    const BIGNUM *dc[TG_MB_LANES] = {NULL};
+    BIGNUM *x[TG_MBX_LANES] = {NULL}, *y[TG_MBX_LANES] = {NULL};
+    BIGNUM *d[TG_MBX_LANES] = {NULL};
+    const BIGNUM *dc[TG_MBX_LANES] = {NULL};
     size_t nlive = 0;
     BN_CTX *ctx = BN_CTX_secure_new();
     if (ctx == NULL)
@@ -572,7 +576,7 @@ static int tg_mb_ec_keygen(const struct tg_mb_api *api, const struct tg_mb_curve
         d[i] = BN_CTX_get(ctx);
         x[i] = BN_CTX_get(ctx);
         y[i] = BN_CTX_get(ctx);
-        if (y[i] == NULL || tg_mb_rand_scalar(d[i], c->order, ctx) != TG_OK) {
+        if (y[i] == NULL || tg_cmb_batch_rand_scalar(d[i], c->order, ctx) != TG_OK) {
             results[i] = TG_ECRYPTO;
             continue;
         }
@@ -585,8 +589,8 @@ static int tg_mb_ec_keygen(const struct tg_mb_api *api, const struct tg_mb_curve
         nlive++;
     }
     if (nlive > 0) {
-        tg_mbx_status st = tg_mb_pub_fn(api, c->alg)(x, y, NULL, dc, NULL);
-        tg_mb_scrub_stack(c->scrub_kib);
+        tg_mbx_status st = tg_cmb_batch_pub_fn(api, c->alg)(x, y, NULL, dc, NULL);
+        tg_cmb_batch_scrub_stack(c->scrub_kib);
         for (size_t i = 0; i < n; i++) {
             struct tg_kxkey *k = keys[i];
             if (dc[i] == NULL)
@@ -626,13 +630,13 @@ oom:
     return TG_OK;
 }
 
-int tg_mb_kx_keygen(struct tg_kxkey *const keys[], size_t n, enum tg_group group, int results[])
+int tg_cmb_batch_keygen(struct tg_kxkey *const keys[], size_t n, enum tg_group group, int results[])
 {
     if (n == 0)
         return TG_OK;
-    if (keys == NULL || results == NULL || n > TG_MB_LANES)
+    if (keys == NULL || results == NULL || n > TG_MBX_LANES)
         return TG_EINVAL;
-    tg_mb_lanes_init(n, results, NULL, TG_EINVAL);
+    tg_cmb_batch_lanes_init(n, results, NULL, TG_EINVAL);
     for (size_t i = 0; i < n; i++) {
         struct tg_kxkey *k = keys[i];
         if (k == NULL)
@@ -643,18 +647,18 @@ int tg_mb_kx_keygen(struct tg_kxkey *const keys[], size_t n, enum tg_group group
         k->group = group;
         results[i] = TG_EDEVICE;
     }
-    const struct tg_mb_api *api = tg_mb_api();
-    enum tg_mb_alg alg = tg_mb_alg_for_group(group);
-    if (api == NULL || !tg_mb_group_supported(group))
+    const struct tg_mbx_api *api = tg_mbx_api();
+    enum tg_mbx_alg alg = tg_mbx_alg_for_group(group);
+    if (api == NULL || !tg_cmb_batch_group_supported(group))
         return TG_EUNAVAIL; /* lanes already TG_EDEVICE */
     if (group == TG_GROUP_X25519)
-        return tg_mb_x25519_keygen(api, keys, n, results);
-    return tg_mb_ec_keygen(api, tg_mb_curve_by_alg(alg), keys, n, results);
+        return tg_cmb_batch_x25519_keygen(api, keys, n, results);
+    return tg_cmb_batch_ec_keygen(api, tg_cmb_batch_curve_by_alg(alg), keys, n, results);
 }
 
 /* ---- key derivation ---- */
 
-static bool tg_mb_derive_lane_ok(const struct tg_keyop *op, enum tg_group group)
+static bool tg_cmb_batch_derive_lane_ok(const struct tg_keyop *op, enum tg_group group)
 {
     const struct tg_kxkey *k = op->kx, *p = op->peer;
     return op->type == TG_KEYOP_KX_DERIVE && k != NULL && p != NULL && k->group == group &&
@@ -669,7 +673,7 @@ static bool tg_mb_derive_lane_ok(const struct tg_keyop *op, enum tg_group group)
  * shared secret is all zero for every private key, so they are refused
  * outright (OpenSSL refuses them too).
  */
-static const unsigned char tg_x25519_low_order[7][32] = {
+static const unsigned char tg_cmb_batch_x25519_low_order[7][32] = {
     {0},
     {1},
     {0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3,
@@ -689,13 +693,13 @@ static const unsigned char tg_x25519_low_order[7][32] = {
      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f},
 };
 
-static bool tg_x25519_is_low_order(const unsigned char u[32])
+static bool tg_cmb_batch_x25519_is_low_order(const unsigned char u[32])
 {
     unsigned char m[32];
     memcpy(m, u, 32);
     m[31] &= 0x7f;
-    for (size_t i = 0; i < TG_ARRAY_LEN(tg_x25519_low_order); i++) {
-        if (memcmp(m, tg_x25519_low_order[i], 32) == 0)
+    for (size_t i = 0; i < TG_ARRAY_LEN(tg_cmb_batch_x25519_low_order); i++) {
+        if (memcmp(m, tg_cmb_batch_x25519_low_order[i], 32) == 0)
             return true;
     }
     return false;
@@ -713,7 +717,7 @@ static bool tg_x25519_is_low_order(const unsigned char u[32])
  * software, which answers exactly as OpenSSL does. The share is public: no
  * constant-time concern.
  */
-static bool tg_x25519_structured(const unsigned char u[32])
+static bool tg_cmb_batch_x25519_structured(const unsigned char u[32])
 {
     unsigned run = 0, longest = 0;
     int prev = -1;
@@ -727,24 +731,24 @@ static bool tg_x25519_structured(const unsigned char u[32])
     return longest >= 32;
 }
 
-static void tg_mb_x25519_derive(const struct tg_mb_api *api, struct tg_keyop *const ops[], size_t n,
-                                const bool lane_ok[], int results[],
-                                enum tg_fallback_reason reasons[])
+static void tg_cmb_batch_x25519_derive(const struct tg_mbx_api *api, struct tg_keyop *const ops[],
+                                       size_t n, const bool lane_ok[], int results[],
+                                       enum tg_fallback_reason reasons[])
 {
-    unsigned char shared[TG_MB_LANES][32];
-    unsigned char *sh[TG_MB_LANES] = {NULL};
-    const unsigned char *priv[TG_MB_LANES] = {NULL}, *pub[TG_MB_LANES] = {NULL};
+    unsigned char shared[TG_MBX_LANES][32];
+    unsigned char *sh[TG_MBX_LANES] = {NULL};
+    const unsigned char *priv[TG_MBX_LANES] = {NULL}, *pub[TG_MBX_LANES] = {NULL};
     size_t nlive = 0;
     for (size_t i = 0; i < n; i++) {
         if (!lane_ok[i])
             continue;
         const unsigned char *u = ops[i]->peer->pub;
-        if (tg_x25519_is_low_order(u)) {
-            tg_mb_lane_fail(results, reasons, i, TG_EPROTO, TG_MB_NONE);
+        if (tg_cmb_batch_x25519_is_low_order(u)) {
+            tg_cmb_batch_lane_fail(results, reasons, i, TG_EPROTO, TG_CMB_BATCH_NONE);
             continue;
         }
-        if (tg_x25519_structured(u)) {
-            tg_mb_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
+        if (tg_cmb_batch_x25519_structured(u)) {
+            tg_cmb_batch_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
             continue;
         }
         sh[i] = shared[i];
@@ -755,7 +759,7 @@ static void tg_mb_x25519_derive(const struct tg_mb_api *api, struct tg_keyop *co
     if (nlive == 0)
         return;
     tg_mbx_status st = api->x25519_mb8(sh, priv, pub);
-    tg_mb_scrub_stack(8); /* measured: 4 KiB */
+    tg_cmb_batch_scrub_stack(8); /* measured: 4 KiB */
     for (size_t i = 0; i < n; i++) {
         if (sh[i] == NULL)
             continue;
@@ -765,33 +769,34 @@ static void tg_mb_x25519_derive(const struct tg_mb_api *api, struct tg_keyop *co
             acc |= shared[i][j];
         if ((lst & TG_MBX_STATUS_LOW_ORDER_ERR) || (lst == TG_MBX_STATUS_OK && acc == 0)) {
             /* Low-order peer point: RFC 7748 6.1 / OpenSSL refuse it. */
-            tg_mb_lane_fail(results, reasons, i, TG_EPROTO, TG_MB_NONE);
+            tg_cmb_batch_lane_fail(results, reasons, i, TG_EPROTO, TG_CMB_BATCH_NONE);
         } else if (lst != TG_MBX_STATUS_OK) {
-            tg_mb_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
+            tg_cmb_batch_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
         } else {
             memcpy(ops[i]->out, shared[i], 32);
             ops[i]->outlen = 32;
             results[i] = TG_OK;
-            reasons[i] = TG_MB_NONE;
+            reasons[i] = TG_CMB_BATCH_NONE;
         }
     }
     OPENSSL_cleanse(shared, sizeof(shared));
 }
 
-static void tg_mb_ecdh_derive(const struct tg_mb_api *api, const struct tg_mb_curve *c,
-                              struct tg_keyop *const ops[], size_t n, bool lane_ok[], int results[],
-                              enum tg_fallback_reason reasons[])
+static void tg_cmb_batch_ecdh_derive(const struct tg_mbx_api *api,
+                                     const struct tg_cmb_batch_curve *c,
+                                     struct tg_keyop *const ops[], size_t n, bool lane_ok[],
+                                     int results[], enum tg_fallback_reason reasons[])
 {
-    unsigned char shared[TG_MB_LANES][TG_MB_EC_BYTES];
-    unsigned char *sh[TG_MB_LANES] = {NULL};
-    BIGNUM *d[TG_MB_LANES] = {NULL}, *x[TG_MB_LANES] = {NULL}, *y[TG_MB_LANES] = {NULL};
-    const BIGNUM *dc[TG_MB_LANES] = {NULL}, *xc[TG_MB_LANES] = {NULL}, *yc[TG_MB_LANES] = {NULL};
+    unsigned char shared[TG_MBX_LANES][TG_CMB_BATCH_EC_BYTES];
+    unsigned char *sh[TG_MBX_LANES] = {NULL};
+    BIGNUM *d[TG_MBX_LANES] = {NULL}, *x[TG_MBX_LANES] = {NULL}, *y[TG_MBX_LANES] = {NULL};
+    const BIGNUM *dc[TG_MBX_LANES] = {NULL}, *xc[TG_MBX_LANES] = {NULL}, *yc[TG_MBX_LANES] = {NULL};
     size_t nlive = 0;
     BN_CTX *ctx = BN_CTX_secure_new();
     if (ctx == NULL) {
         for (size_t i = 0; i < n; i++) {
             if (lane_ok[i])
-                tg_mb_lane_fail(results, reasons, i, TG_ECRYPTO, TG_MB_NONE);
+                tg_cmb_batch_lane_fail(results, reasons, i, TG_ECRYPTO, TG_CMB_BATCH_NONE);
         }
         return;
     }
@@ -806,7 +811,7 @@ static void tg_mb_ecdh_derive(const struct tg_mb_api *api, const struct tg_mb_cu
         if (y[i] == NULL || BN_bin2bn(k->priv, (int)k->privlen, d[i]) == NULL ||
             BN_bin2bn(p->pub + 1, (int)c->flen, x[i]) == NULL ||
             BN_bin2bn(p->pub + 1 + c->flen, (int)c->flen, y[i]) == NULL) {
-            tg_mb_lane_fail(results, reasons, i, TG_ECRYPTO, TG_MB_NONE);
+            tg_cmb_batch_lane_fail(results, reasons, i, TG_ECRYPTO, TG_CMB_BATCH_NONE);
             continue;
         }
         if (BN_is_zero(d[i]) || BN_cmp(d[i], c->order) >= 0)
@@ -818,20 +823,20 @@ static void tg_mb_ecdh_derive(const struct tg_mb_api *api, const struct tg_mb_cu
         nlive++;
     }
     if (nlive > 0) {
-        tg_mbx_status st = tg_mb_ecdh_fn(api, c->alg)(sh, dc, xc, yc, NULL, NULL);
-        tg_mb_scrub_stack(c->scrub_kib);
+        tg_mbx_status st = tg_cmb_batch_ecdh_fn(api, c->alg)(sh, dc, xc, yc, NULL, NULL);
+        tg_cmb_batch_scrub_stack(c->scrub_kib);
         for (size_t i = 0; i < n; i++) {
             if (sh[i] == NULL)
                 continue;
             if (tg_mbx_lane_status(st, (unsigned)i) != TG_MBX_STATUS_OK) {
                 /* Software rechecks the point and gives the final answer. */
-                tg_mb_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
+                tg_cmb_batch_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
                 continue;
             }
             memcpy(ops[i]->out, shared[i], c->flen);
             ops[i]->outlen = c->flen;
             results[i] = TG_OK;
-            reasons[i] = TG_MB_NONE;
+            reasons[i] = TG_CMB_BATCH_NONE;
         }
     }
     for (size_t i = 0; i < n; i++) {
@@ -843,35 +848,35 @@ static void tg_mb_ecdh_derive(const struct tg_mb_api *api, const struct tg_mb_cu
     BN_CTX_free(ctx);
 }
 
-int tg_mb_kx_derive(struct tg_keyop *const ops[], size_t n, int results[],
-                    enum tg_fallback_reason reasons[])
+int tg_cmb_batch_derive(struct tg_keyop *const ops[], size_t n, int results[],
+                        enum tg_fallback_reason reasons[])
 {
     if (n == 0)
         return TG_OK;
-    if (ops == NULL || results == NULL || reasons == NULL || n > TG_MB_LANES)
+    if (ops == NULL || results == NULL || reasons == NULL || n > TG_MBX_LANES)
         return TG_EINVAL;
-    tg_mb_lanes_init(n, results, reasons, TG_EINVAL);
+    tg_cmb_batch_lanes_init(n, results, reasons, TG_EINVAL);
 
     enum tg_group group = TG_GROUP_NONE;
     for (size_t i = 0; i < n && group == TG_GROUP_NONE; i++) {
         if (ops[i] != NULL && ops[i]->type == TG_KEYOP_KX_DERIVE && ops[i]->kx != NULL)
             group = ops[i]->kx->group;
     }
-    const struct tg_mb_api *api = tg_mb_api();
-    if (api == NULL || !tg_mb_group_supported(group))
-        return tg_mb_batch_unavailable(n, results, reasons);
+    const struct tg_mbx_api *api = tg_mbx_api();
+    if (api == NULL || !tg_cmb_batch_group_supported(group))
+        return tg_cmb_batch_batch_unavailable(n, results, reasons);
 
-    bool lane_ok[TG_MB_LANES] = {false};
+    bool lane_ok[TG_MBX_LANES] = {false};
     for (size_t i = 0; i < n; i++) {
         if (ops[i] == NULL)
             continue;
         ops[i]->outlen = 0;
-        lane_ok[i] = tg_mb_derive_lane_ok(ops[i], group);
+        lane_ok[i] = tg_cmb_batch_derive_lane_ok(ops[i], group);
     }
     if (group == TG_GROUP_X25519)
-        tg_mb_x25519_derive(api, ops, n, lane_ok, results, reasons);
+        tg_cmb_batch_x25519_derive(api, ops, n, lane_ok, results, reasons);
     else
-        tg_mb_ecdh_derive(api, tg_mb_curve_by_alg(tg_mb_alg_for_group(group)), ops, n, lane_ok,
-                          results, reasons);
+        tg_cmb_batch_ecdh_derive(api, tg_cmb_batch_curve_by_alg(tg_mbx_alg_for_group(group)), ops,
+                                 n, lane_ok, results, reasons);
     return TG_OK;
 }

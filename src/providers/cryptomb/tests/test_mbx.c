@@ -13,8 +13,8 @@
 #include <unistd.h>
 
 #include "core/tg_sysinfo.h"
-#include "providers/cryptomb/tg_mb.h"
-#include "tg_mb_fake.h"
+#include "providers/cryptomb/tg_mbx.h"
+#include "tg_mbx_fake.h"
 #include "tg_test_util.h"
 
 /* ---- backends ---- */
@@ -24,24 +24,24 @@ static const enum backend be_real = REAL, be_fake = FAKE;
 
 /* Install the backend or skip (real library absent or CPU without IFMA,
  * e.g. under valgrind, whose CPUID has no AVX-512). */
-static const struct tg_mb_api *use_backend(void **state)
+static const struct tg_mbx_api *use_backend(void **state)
 {
     enum backend b = *(const enum backend *)*state;
-    tg_mb_unload();
-    tg_mb_fake_reset();
+    tg_mbx_unload();
+    tg_mbx_fake_reset();
     if (b == FAKE) {
-        assert_int_equal(tg_mb_install(tg_mb_fake_api()), TG_OK);
-        return tg_mb_api();
+        assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_OK);
+        return tg_mbx_api();
     }
     char why[256];
-    if (tg_mb_load(why, sizeof(why)) != TG_OK) {
+    if (tg_mbx_load(why, sizeof(why)) != TG_OK) {
         print_message("real crypto_mb unavailable: %s\n", why);
         /* On an IFMA machine with the library unpacked it must load. */
         if (tg_sysinfo_cpu_has_avx512_ifma() && strstr(why, "not found") == NULL)
             fail_msg("crypto_mb failed to load on an IFMA CPU: %s", why);
         skip();
     }
-    return tg_mb_api();
+    return tg_mbx_api();
 }
 
 static int teardown(void **state)
@@ -49,8 +49,8 @@ static int teardown(void **state)
     (void)state;
     unsetenv("TG_FAKE_NO_IFMA");
     unsetenv("TG_CRYPTO_MB_LIB");
-    tg_mb_unload();
-    tg_mb_fake_reset();
+    tg_mbx_unload();
+    tg_mbx_fake_reset();
     return 0;
 }
 
@@ -59,63 +59,63 @@ static int teardown(void **state)
 static void test_alg_maps(void **state)
 {
     (void)state;
-    assert_string_equal(tg_mb_alg_name(TG_MB_RSA2K), "rsa2048");
-    assert_string_equal(tg_mb_alg_name(TG_MB_P521), "p521");
-    assert_string_equal(tg_mb_alg_name(TG_MB_ALG_NONE), "none");
-    assert_string_equal(tg_mb_alg_name(TG_MB_ALG_COUNT), "none");
-    assert_int_equal(tg_mb_alg_for_rsa_bits(2048), TG_MB_RSA2K);
-    assert_int_equal(tg_mb_alg_for_rsa_bits(3072), TG_MB_RSA3K);
-    assert_int_equal(tg_mb_alg_for_rsa_bits(4096), TG_MB_RSA4K);
-    assert_int_equal(tg_mb_alg_for_rsa_bits(1024), TG_MB_ALG_NONE);
-    assert_int_equal(tg_mb_alg_for_rsa_bits(2049), TG_MB_ALG_NONE);
-    assert_int_equal(tg_mb_alg_for_rsa_bits(8192), TG_MB_ALG_NONE);
-    assert_int_equal(tg_mb_alg_for_group(TG_GROUP_X25519), TG_MB_X25519);
-    assert_int_equal(tg_mb_alg_for_group(TG_GROUP_P384), TG_MB_P384);
-    assert_int_equal(tg_mb_alg_for_group(TG_GROUP_NONE), TG_MB_ALG_NONE);
-    assert_int_equal(tg_mb_alg_for_curve_nid(NID_X9_62_prime256v1), TG_MB_P256);
-    assert_int_equal(tg_mb_alg_for_curve_nid(NID_secp521r1), TG_MB_P521);
-    assert_int_equal(tg_mb_alg_for_curve_nid(NID_secp256k1), TG_MB_ALG_NONE);
+    assert_string_equal(tg_mbx_alg_name(TG_MBX_RSA2K), "rsa2048");
+    assert_string_equal(tg_mbx_alg_name(TG_MBX_P521), "p521");
+    assert_string_equal(tg_mbx_alg_name(TG_MBX_ALG_NONE), "none");
+    assert_string_equal(tg_mbx_alg_name(TG_MBX_ALG_COUNT), "none");
+    assert_int_equal(tg_mbx_alg_for_rsa_bits(2048), TG_MBX_RSA2K);
+    assert_int_equal(tg_mbx_alg_for_rsa_bits(3072), TG_MBX_RSA3K);
+    assert_int_equal(tg_mbx_alg_for_rsa_bits(4096), TG_MBX_RSA4K);
+    assert_int_equal(tg_mbx_alg_for_rsa_bits(1024), TG_MBX_ALG_NONE);
+    assert_int_equal(tg_mbx_alg_for_rsa_bits(2049), TG_MBX_ALG_NONE);
+    assert_int_equal(tg_mbx_alg_for_rsa_bits(8192), TG_MBX_ALG_NONE);
+    assert_int_equal(tg_mbx_alg_for_group(TG_GROUP_X25519), TG_MBX_X25519);
+    assert_int_equal(tg_mbx_alg_for_group(TG_GROUP_P384), TG_MBX_P384);
+    assert_int_equal(tg_mbx_alg_for_group(TG_GROUP_NONE), TG_MBX_ALG_NONE);
+    assert_int_equal(tg_mbx_alg_for_curve_nid(NID_X9_62_prime256v1), TG_MBX_P256);
+    assert_int_equal(tg_mbx_alg_for_curve_nid(NID_secp521r1), TG_MBX_P521);
+    assert_int_equal(tg_mbx_alg_for_curve_nid(NID_secp256k1), TG_MBX_ALG_NONE);
     /* Nothing loaded: nothing available. */
-    tg_mb_unload();
-    assert_null(tg_mb_api());
-    for (int a = 0; a < TG_MB_ALG_COUNT; a++)
-        assert_false(tg_mb_available((enum tg_mb_alg)a));
-    assert_false(tg_mb_available(TG_MB_ALG_NONE));
+    tg_mbx_unload();
+    assert_null(tg_mbx_api());
+    for (int a = 0; a < TG_MBX_ALG_COUNT; a++)
+        assert_false(tg_mbx_available((enum tg_mbx_alg)a));
+    assert_false(tg_mbx_available(TG_MBX_ALG_NONE));
 }
 
 static void test_load_real(void **state)
 {
-    const struct tg_mb_api *api = use_backend(state);
+    const struct tg_mbx_api *api = use_backend(state);
     assert_non_null(api);
     assert_string_equal(api->name, "libcrypto_mb.so.11");
-    struct tg_mb_info info;
-    tg_mb_get_info(&info);
+    struct tg_mbx_info info;
+    tg_mbx_get_info(&info);
     assert_true(info.loaded);
     assert_false(info.fake);
     assert_non_null(strstr(info.path, "libcrypto_mb.so.11"));
     assert_non_null(strstr(info.version, "crypto_mb"));
     assert_string_equal(info.why, "");
     print_message("loaded %s: %s\n", info.path, info.version);
-    for (int a = 0; a < TG_MB_ALG_COUNT; a++) {
+    for (int a = 0; a < TG_MBX_ALG_COUNT; a++) {
         assert_true(info.alg[a]);
-        assert_true(tg_mb_available((enum tg_mb_alg)a));
+        assert_true(tg_mbx_available((enum tg_mbx_alg)a));
     }
     /* Loading again is a no-op returning the same table. */
-    assert_int_equal(tg_mb_load(NULL, 0), TG_OK);
-    assert_ptr_equal(tg_mb_api(), api);
+    assert_int_equal(tg_mbx_load(NULL, 0), TG_OK);
+    assert_ptr_equal(tg_mbx_api(), api);
 }
 
 static void *load_thread(void *arg)
 {
     int *rc = arg;
-    *rc = tg_mb_load(NULL, 0);
-    return (void *)tg_mb_api();
+    *rc = tg_mbx_load(NULL, 0);
+    return (void *)tg_mbx_api();
 }
 
 static void test_load_threads(void **state)
 {
     (void)use_backend(state); /* skips when the real library cannot load */
-    tg_mb_unload();
+    tg_mbx_unload();
     pthread_t t[8];
     int rc[8];
     void *api[8];
@@ -127,34 +127,34 @@ static void test_load_threads(void **state)
         assert_non_null(api[i]);
         assert_ptr_equal(api[i], api[0]);
     }
-    assert_ptr_equal(tg_mb_api(), api[0]);
+    assert_ptr_equal(tg_mbx_api(), api[0]);
 }
 
 static void test_load_no_ifma(void **state)
 {
     (void)state;
     char why[256];
-    tg_mb_unload();
+    tg_mbx_unload();
     setenv("TG_FAKE_NO_IFMA", "1", 1);
-    assert_int_equal(tg_mb_load(why, sizeof(why)), TG_EUNAVAIL);
+    assert_int_equal(tg_mbx_load(why, sizeof(why)), TG_EUNAVAIL);
     assert_string_equal(why, "CPU lacks AVX-512 IFMA (TG_FAKE_NO_IFMA is set)");
-    assert_null(tg_mb_api());
-    struct tg_mb_info info;
-    tg_mb_get_info(&info);
+    assert_null(tg_mbx_api());
+    struct tg_mbx_info info;
+    tg_mbx_get_info(&info);
     assert_false(info.loaded);
     assert_string_equal(info.why, why);
     /* A failure is not cached: once the CPU "has" IFMA again it loads. */
     unsetenv("TG_FAKE_NO_IFMA");
-    int rc = tg_mb_load(why, sizeof(why));
+    int rc = tg_mbx_load(why, sizeof(why));
     if (tg_sysinfo_cpu_has_avx512_ifma())
         assert_int_equal(rc, TG_OK);
     else
         assert_string_equal(why, "CPU lacks AVX-512 IFMA");
     /* A NULL or empty reason buffer is fine. */
-    tg_mb_unload();
+    tg_mbx_unload();
     setenv("TG_FAKE_NO_IFMA", "yes", 1);
-    assert_int_equal(tg_mb_load(NULL, 0), TG_EUNAVAIL);
-    assert_int_equal(tg_mb_load(why, 1), TG_EUNAVAIL);
+    assert_int_equal(tg_mbx_load(NULL, 0), TG_EUNAVAIL);
+    assert_int_equal(tg_mbx_load(why, 1), TG_EUNAVAIL);
     assert_string_equal(why, "");
 }
 
@@ -164,24 +164,24 @@ static void test_load_env_override(void **state)
     char why[256];
     if (!tg_sysinfo_cpu_has_avx512_ifma())
         skip(); /* the CPU check comes first */
-    tg_mb_unload();
+    tg_mbx_unload();
     setenv("TG_CRYPTO_MB_LIB", "/nonexistent/libcrypto_mb.so.11", 1);
-    assert_int_equal(tg_mb_load(why, sizeof(why)), TG_EUNAVAIL);
+    assert_int_equal(tg_mbx_load(why, sizeof(why)), TG_EUNAVAIL);
     assert_non_null(strstr(why, "cannot load TG_CRYPTO_MB_LIB=/nonexistent/libcrypto_mb.so.11"));
-    assert_null(tg_mb_api());
+    assert_null(tg_mbx_api());
     /* A library without the symbols: named in the reason. */
     setenv("TG_CRYPTO_MB_LIB", "libm.so.6", 1);
-    assert_int_equal(tg_mb_load(why, sizeof(why)), TG_EUNAVAIL);
+    assert_int_equal(tg_mbx_load(why, sizeof(why)), TG_EUNAVAIL);
     assert_string_equal(why, "crypto_mb lacks function mbx_get_cpu_features");
-    assert_null(tg_mb_api());
+    assert_null(tg_mbx_api());
     /* The override names the exact file to load. */
     char path[600];
     snprintf(path, sizeof(path), "%s/libcrypto_mb.so.11", TG_DEPS_LIBDIR);
     if (access(path, F_OK) == 0) {
-        struct tg_mb_info info;
+        struct tg_mbx_info info;
         setenv("TG_CRYPTO_MB_LIB", path, 1);
-        assert_int_equal(tg_mb_load(why, sizeof(why)), TG_OK);
-        tg_mb_get_info(&info);
+        assert_int_equal(tg_mbx_load(why, sizeof(why)), TG_OK);
+        tg_mbx_get_info(&info);
         assert_string_equal(info.path, path);
     }
 }
@@ -189,88 +189,88 @@ static void test_load_env_override(void **state)
 static void test_install_fake(void **state)
 {
     (void)state;
-    struct tg_mb_info info;
-    tg_mb_fake_reset();
-    assert_int_equal(tg_mb_install(tg_mb_fake_api()), TG_OK);
-    assert_ptr_equal(tg_mb_api(), tg_mb_fake_api());
-    tg_mb_get_info(&info);
+    struct tg_mbx_info info;
+    tg_mbx_fake_reset();
+    assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_OK);
+    assert_ptr_equal(tg_mbx_api(), tg_mbx_fake_api());
+    tg_mbx_get_info(&info);
     assert_true(info.loaded);
     assert_true(info.fake);
     assert_string_equal(info.path, "");
     assert_string_equal(info.version, "crypto_mb fake (scalar OpenSSL)");
-    for (int a = 0; a < TG_MB_ALG_COUNT; a++)
-        assert_true(tg_mb_available((enum tg_mb_alg)a));
-    /* tg_mb_load() keeps whatever is installed. */
-    assert_int_equal(tg_mb_load(NULL, 0), TG_OK);
-    assert_ptr_equal(tg_mb_api(), tg_mb_fake_api());
+    for (int a = 0; a < TG_MBX_ALG_COUNT; a++)
+        assert_true(tg_mbx_available((enum tg_mbx_alg)a));
+    /* tg_mbx_load() keeps whatever is installed. */
+    assert_int_equal(tg_mbx_load(NULL, 0), TG_OK);
+    assert_ptr_equal(tg_mbx_api(), tg_mbx_fake_api());
     /* Works whatever the host CPU says (a fake needs no IFMA). */
     setenv("TG_FAKE_NO_IFMA", "1", 1);
-    assert_int_equal(tg_mb_install(tg_mb_fake_api()), TG_OK);
+    assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_OK);
     unsetenv("TG_FAKE_NO_IFMA");
     /* NULL removes it. */
-    assert_int_equal(tg_mb_install(NULL), TG_OK);
-    assert_null(tg_mb_api());
-    tg_mb_get_info(&info);
+    assert_int_equal(tg_mbx_install(NULL), TG_OK);
+    assert_null(tg_mbx_api());
+    tg_mbx_get_info(&info);
     assert_false(info.loaded);
 }
 
 static void test_install_fake_not_applicable(void **state)
 {
     (void)state;
-    struct tg_mb_info info;
-    tg_mb_fake_reset();
-    tg_mb_fake_set_applicable(false);
-    assert_int_equal(tg_mb_install(tg_mb_fake_api()), TG_EUNAVAIL);
-    assert_null(tg_mb_api());
-    tg_mb_get_info(&info);
+    struct tg_mbx_info info;
+    tg_mbx_fake_reset();
+    tg_mbx_fake_set_applicable(false);
+    assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_EUNAVAIL);
+    assert_null(tg_mbx_api());
+    tg_mbx_get_info(&info);
     assert_false(info.loaded);
     assert_non_null(strstr(info.why, "CPU lacks the AVX-512 features crypto_mb needs"));
-    assert_false(tg_mb_available(TG_MB_RSA2K));
+    assert_false(tg_mbx_available(TG_MBX_RSA2K));
 }
 
 static void test_install_fake_algos(void **state)
 {
     (void)state;
-    struct tg_mb_info info;
-    tg_mb_fake_reset();
-    tg_mb_fake_set_algo(TG_MBX_ALGO_RSA_3K, false);
-    tg_mb_fake_set_algo(TG_MBX_ALGO_EC_NIST_P384, false);
-    assert_int_equal(tg_mb_install(tg_mb_fake_api()), TG_OK);
-    assert_true(tg_mb_available(TG_MB_RSA2K));
-    assert_false(tg_mb_available(TG_MB_RSA3K));
-    assert_true(tg_mb_available(TG_MB_RSA4K));
-    assert_true(tg_mb_available(TG_MB_P256));
-    assert_false(tg_mb_available(TG_MB_P384));
-    tg_mb_get_info(&info);
-    assert_false(info.alg[TG_MB_RSA3K]);
-    assert_true(info.alg[TG_MB_X25519]);
+    struct tg_mbx_info info;
+    tg_mbx_fake_reset();
+    tg_mbx_fake_set_algo(TG_MBX_ALGO_RSA_3K, false);
+    tg_mbx_fake_set_algo(TG_MBX_ALGO_EC_NIST_P384, false);
+    assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_OK);
+    assert_true(tg_mbx_available(TG_MBX_RSA2K));
+    assert_false(tg_mbx_available(TG_MBX_RSA3K));
+    assert_true(tg_mbx_available(TG_MBX_RSA4K));
+    assert_true(tg_mbx_available(TG_MBX_P256));
+    assert_false(tg_mbx_available(TG_MBX_P384));
+    tg_mbx_get_info(&info);
+    assert_false(info.alg[TG_MBX_RSA3K]);
+    assert_true(info.alg[TG_MBX_X25519]);
 
     /* A library without the P-521 entry points: P-521 goes to software. */
-    tg_mb_fake_reset();
-    assert_int_equal(tg_mb_install(tg_mb_fake_api_no_p521()), TG_OK);
-    assert_false(tg_mb_available(TG_MB_P521));
-    assert_true(tg_mb_available(TG_MB_P384));
+    tg_mbx_fake_reset();
+    assert_int_equal(tg_mbx_install(tg_mbx_fake_api_no_p521()), TG_OK);
+    assert_false(tg_mbx_available(TG_MBX_P521));
+    assert_true(tg_mbx_available(TG_MBX_P384));
 
     /* No algorithm at all: not usable. */
     for (unsigned a = 0; a <= TG_MBX_ALGO_EC_NIST_P521; a++)
-        tg_mb_fake_set_algo(a, false);
-    assert_int_equal(tg_mb_install(tg_mb_fake_api()), TG_EUNAVAIL);
-    tg_mb_get_info(&info);
+        tg_mbx_fake_set_algo(a, false);
+    assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_EUNAVAIL);
+    tg_mbx_get_info(&info);
     assert_non_null(strstr(info.why, "supports none"));
-    assert_null(tg_mb_api());
+    assert_null(tg_mbx_api());
 }
 
 static void test_install_missing_function(void **state)
 {
     (void)state;
-    struct tg_mb_info info;
-    struct tg_mb_api broken = *tg_mb_fake_api();
+    struct tg_mbx_info info;
+    struct tg_mbx_api broken = *tg_mbx_fake_api();
     broken.x25519_mb8 = NULL;
-    tg_mb_fake_reset();
-    assert_int_equal(tg_mb_install(&broken), TG_EUNAVAIL);
-    tg_mb_get_info(&info);
+    tg_mbx_fake_reset();
+    assert_int_equal(tg_mbx_install(&broken), TG_EUNAVAIL);
+    tg_mbx_get_info(&info);
     assert_string_equal(info.why, "crypto_mb lacks function mbx_x25519_mb8");
-    assert_null(tg_mb_api());
+    assert_null(tg_mbx_api());
 }
 
 static void test_lane_status_helpers(void **state)
@@ -304,8 +304,8 @@ static int group_teardown(void **state)
 {
     (void)state;
     EVP_PKEY_free(rsa2k);
-    tg_mb_unload();
-    tg_mb_fake_cleanup();
+    tg_mbx_unload();
+    tg_mbx_fake_cleanup();
     return 0;
 }
 
@@ -320,7 +320,7 @@ static BIGNUM *rsa_bn(EVP_PKEY *pk, const char *name)
  * the filled lane is right wherever it sits. Unbalanced primes: MISMATCH. */
 static void test_conv_rsa_lanes(void **state)
 {
-    const struct tg_mb_api *api = use_backend(state);
+    const struct tg_mbx_api *api = use_backend(state);
     BIGNUM *p = rsa_bn(rsa2k, OSSL_PKEY_PARAM_RSA_FACTOR1);
     BIGNUM *q = rsa_bn(rsa2k, OSSL_PKEY_PARAM_RSA_FACTOR2);
     BIGNUM *dp = rsa_bn(rsa2k, OSSL_PKEY_PARAM_RSA_EXPONENT1);
@@ -433,7 +433,7 @@ static void test_conv_rsa_lanes(void **state)
 /* ECDSA: the message is order-size big-endian and must be in [1, n-1]. */
 static void test_conv_ecdsa_message(void **state)
 {
-    const struct tg_mb_api *api = use_backend(state);
+    const struct tg_mbx_api *api = use_backend(state);
     EC_GROUP *g = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
     const BIGNUM *order = EC_GROUP_get0_order(g);
     BIGNUM *d = BN_new(), *k = BN_new(), *e = BN_new();
@@ -488,7 +488,7 @@ static void test_conv_ecdsa_message(void **state)
  * library's storing stops at the first failed lane. */
 static void test_conv_ec_public_key(void **state)
 {
-    const struct tg_mb_api *api = use_backend(state);
+    const struct tg_mbx_api *api = use_backend(state);
     EC_GROUP *g = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
     BN_CTX *ctx = BN_CTX_new();
     BIGNUM *fp = BN_new();
@@ -561,7 +561,7 @@ static void test_conv_ec_public_key(void **state)
 /* ECDH: the peer point is checked on the curve; output is the x-coordinate. */
 static void test_conv_ecdh(void **state)
 {
-    const struct tg_mb_api *api = use_backend(state);
+    const struct tg_mbx_api *api = use_backend(state);
     EVP_PKEY *a = EVP_EC_gen("P-384"), *b = EVP_EC_gen("P-384");
     BIGNUM *da = NULL, *bx = NULL, *by = NULL;
     assert_int_equal(EVP_PKEY_get_bn_param(a, OSSL_PKEY_PARAM_PRIV_KEY, &da), 1);
@@ -594,7 +594,7 @@ static void test_conv_ecdh(void **state)
 /* X25519: the library clamps, masks the peer's top bit, flags all-zero. */
 static void test_conv_x25519(void **state)
 {
-    const struct tg_mb_api *api = use_backend(state);
+    const struct tg_mbx_api *api = use_backend(state);
     unsigned char priv[8][32], clamped[32], pub[8][32], sh[8][32], peer[8][32], want[32];
     RAND_bytes((unsigned char *)priv, sizeof(priv));
     priv[0][0] |= 7; /* unclamped */
@@ -645,7 +645,7 @@ static void test_conv_x25519(void **state)
         assert_int_equal(sh[2][j] | sh[3][j], 0); /* zeros are written */
 
     /* crypto_mb 1.0.14 computes some highly structured peer values wrongly
-     * (tg_mb_ops.c sends them to software). Report whether this library
+     * (tg_cmb_batch.c sends them to software). Report whether this library
      * still does, so an upgrade that fixes it is noticed. */
     unsigned char u[32] = {0};
     memset(u, 0xff, 10);
@@ -665,7 +665,7 @@ static void test_conv_x25519(void **state)
     print_message("%s: X25519 with u = 2^85-1: %s\n", api->name,
                   tg_mbx_lane_status(st, 0) == 0 && memcmp(sh[0], want, 32) == 0
                       ? "matches OpenSSL"
-                      : "DIFFERS from OpenSSL (known crypto_mb bug, guarded in tg_mb_ops)");
+                      : "DIFFERS from OpenSSL (known crypto_mb bug, guarded in tg_cmb_batch)");
     EVP_PKEY_CTX_free(ctx);
     EVP_PKEY_free(a);
     EVP_PKEY_free(b);
