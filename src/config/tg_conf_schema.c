@@ -1,6 +1,6 @@
 /*
  * tg_conf_schema: the top level of the configuration (concurrency,
- * log_level, admin, limits) and the listeners (name, address, backlog,
+ * log_level, admin, limits, reload) and the listeners (name, address, backlog,
  * upstream); each listener's tls block is tg_conf_tls's. Contract in
  * tg_conf_schema.h.
  */
@@ -28,6 +28,8 @@ void tg_conf_schema_defaults(struct tg_config *cfg)
     cfg->limits.idle_timeout_ns = 300 * TG_NS_PER_S;
     cfg->limits.drain_timeout_ns = 30 * TG_NS_PER_S;
     cfg->limits.buffer_size = 16384;
+    cfg->reload.watch = true;
+    cfg->reload.debounce_ns = 200 * TG_NS_PER_MS;
 }
 
 static void tg_conf_schema_listener_free(struct tg_conf_listener *l)
@@ -165,6 +167,7 @@ static int tg_conf_schema_concurrency(struct tg_cp *cp, const yaml_node_t *root)
     if (v == NULL)
         return TG_OK;
     size_t o = tg_cp_push_key(cp, "concurrency");
+    cp->cfg->concurrency_mark = tg_cp_mark(cp, v);
     int rc = tg_cp_scalar(cp, v, "an integer or 'auto'", &s);
     if (rc == TG_OK && strcmp(s, "auto") == 0) {
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -184,10 +187,20 @@ static int tg_conf_schema_concurrency(struct tg_cp *cp, const yaml_node_t *root)
     return rc;
 }
 
+/* reload: { watch, debounce } */
+static int tg_conf_schema_reload(struct tg_cp *cp, const yaml_node_t *v, struct tg_conf_reload *r)
+{
+    static const char *const keys[] = {"watch", "debounce", NULL};
+    TG_GUARD(tg_cp_check_map(cp, v, keys));
+    TG_GUARD(tg_cp_opt_bool(cp, v, "watch", &r->watch));
+    TG_GUARD(tg_cp_opt_duration(cp, v, "debounce", true, &r->debounce_ns));
+    return TG_OK;
+}
+
 int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
 {
-    static const char *const keys[] = {"concurrency", "log_level", "admin",
-                                       "listeners",   "limits",    NULL};
+    static const char *const keys[] = {"concurrency", "log_level", "admin", "listeners",
+                                       "limits",      "reload",    NULL};
     static const char *const admin_keys[] = {"address", NULL};
     static const char *const limit_keys[] = {"max_connections", "handshake_timeout", "idle_timeout",
                                              "drain_timeout",   "buffer_size",       NULL};
@@ -265,6 +278,13 @@ int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
         if (rc == TG_OK)
             rc = tg_cp_opt_u64(cp, v, "buffer_size", 1024, 1048576, &bs);
         lim->buffer_size = (size_t)bs;
+        tg_cp_pop(cp, o);
+        TG_GUARD(rc);
+    }
+
+    if ((v = tg_cp_get(cp, root, "reload", NULL)) != NULL) {
+        o = tg_cp_push_key(cp, "reload");
+        rc = tg_conf_schema_reload(cp, v, &cfg->reload);
         tg_cp_pop(cp, o);
         TG_GUARD(rc);
     }

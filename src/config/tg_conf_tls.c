@@ -11,6 +11,7 @@
 #include "config/tg_config_internal.h"
 #include "core/tg_time.h"
 
+#include <errno.h>
 #include <openssl/prov_ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 static void tg_conf_tls_datasource_free(struct tg_conf_datasource *ds)
 {
     free(ds->filename);
+    free(ds->path);
     /* Certificate chains are not secret, but wiping every source keeps the
      * rule simple and costs nothing measurable. */
     tg_config_free_secret(ds->data, ds->data_len);
@@ -122,7 +124,10 @@ static int tg_conf_tls_datasource(struct tg_cp *cp, const yaml_node_t *n, enum t
             snprintf(full, fl, "%s/%s", cp->basedir, name);
         }
         int e = tg_config_read_file(full != NULL ? full : name, &ds->data, &ds->data_len);
-        free(full);
+        /* Kept for the file watcher (reload.watch). */
+        ds->path = full != NULL ? full : strdup(name);
+        if (e == 0 && ds->path == NULL)
+            e = ENOMEM;
         if (e != 0) {
             rc = tg_cp_fail(cp, v, "cannot read '%s': %s", tg_config_excerpt(name, ex, sizeof(ex)),
                             strerror(e));

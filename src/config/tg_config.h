@@ -52,6 +52,7 @@ struct tg_conf_datasource {
     char *filename; /* NULL when inline; as written (relative to the config file's dir) */
     char *data;     /* owned, NUL-terminated (data[data_len] == 0); wiped on free */
     size_t data_len;
+    char *path;               /* the file actually read (filename resolved); NULL when inline */
     struct tg_conf_mark mark; /* of the filename / inline_string value */
 };
 
@@ -141,14 +142,22 @@ struct tg_conf_limits {
     size_t buffer_size;            /* per direction per connection, default 16384 */
 };
 
+/* reload: what starts a reload besides SIGHUP / `tlsgate reload`. */
+struct tg_conf_reload {
+    bool watch;           /* default true: watch certificate and key files (inotify) */
+    uint64_t debounce_ns; /* default 200ms: quiet time after the last change before reloading */
+};
+
 struct tg_config {
-    char *source_name; /* file path, or "<embedded default>" */
-    int concurrency;   /* worker threads, default 1; "auto" = number of CPUs */
+    char *source_name;                    /* file path, or "<embedded default>" */
+    int concurrency;                      /* worker threads, default 1; "auto" = number of CPUs */
+    struct tg_conf_mark concurrency_mark; /* of its value (line 0 when not given) */
     bool has_admin;
     struct tg_conf_addr admin;          /* admin.address */
     struct tg_conf_listener *listeners; /* at least one */
     size_t n_listeners;
     struct tg_conf_limits limits;
+    struct tg_conf_reload reload;
     int log_level;   /* enum tg_log_level, default info */
     char *state_dir; /* for the embedded default: where the demo certificate lives */
 };

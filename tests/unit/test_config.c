@@ -191,6 +191,9 @@ static void test_defaults(void **state)
     assert_true(cfg->limits.idle_timeout_ns == 300 * TG_NS_PER_S);
     assert_true(cfg->limits.drain_timeout_ns == 30 * TG_NS_PER_S);
     assert_int_equal(cfg->limits.buffer_size, 16384);
+    assert_true(cfg->reload.watch);
+    assert_true(cfg->reload.debounce_ns == 200 * TG_NS_PER_MS);
+    assert_int_equal(cfg->concurrency_mark.line, 0);
     assert_int_equal(cfg->n_listeners, 1);
 
     const struct tg_conf_listener *l = &cfg->listeners[0];
@@ -530,6 +533,13 @@ static void test_example_file(void **state)
     assert_string_equal(c->keyprov.provider_name, "deferred");
     assert_true(c->keyprov.poll_delay_ns == 200 * TG_NS_PER_US);
     assert_string_equal(c->private_key.data, g_key_pem);
+    /* The resolved path, for the file watcher: beside the config file. */
+    snprintf(path, sizeof(path), "%s/example/certs/server.key", g_dir);
+    assert_string_equal(c->private_key.path, path);
+    assert_true(cfg->reload.watch);
+    assert_true(cfg->reload.debounce_ns == 200 * TG_NS_PER_MS);
+    assert_int_equal(cfg->concurrency_mark.line, 3);
+    assert_int_equal(cfg->concurrency_mark.col, 14);
     assert_int_equal(c->keyprov.typed_config.n, 4);
     /* What the deferred provider will read. */
     const struct tg_conf_params *p = &c->keyprov.typed_config;
@@ -597,7 +607,7 @@ static void test_err_unknown_keys(void **state)
     (void)state;
     static const struct err_case cases[] = {
         {"bogus: 1\n" L0, "gw.yaml:1:1: bogus: unknown key 'bogus' (allowed: concurrency, "
-                          "log_level, admin, listeners, limits)"},
+                          "log_level, admin, listeners, limits, reload)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    port: 1\n    tls:\n" CERTS UPSTREAM,
          "gw.yaml:3:5: listeners[0].port: unknown key 'port' (allowed: name, address, backlog, "
          "tls, upstream)"},
@@ -785,6 +795,13 @@ static void test_err_values(void **state)
          "gw.yaml:8:24: limits.buffer_size: expected an integer in 1024..1048576, got '1023'"},
         {L0 "limits: { buffer_size: 1048577 }\n",
          "gw.yaml:8:24: limits.buffer_size: expected an integer in 1024..1048576, got '1048577'"},
+        {L0 "reload: { watch: yes }\n",
+         "gw.yaml:8:18: reload.watch: expected true or false, got 'yes'"},
+        {L0 "reload: { debounce: -1s }\n",
+         "gw.yaml:8:21: reload.debounce: invalid duration '-1s' (expected a number and a unit ns, "
+         "us, ms, s, m or h, e.g. 2s, 250ms, 0.001s; whole nanoseconds)"},
+        {L0 "reload: { interval: 1s }\n",
+         "gw.yaml:8:11: reload.interval: unknown key 'interval' (allowed: watch, debounce)"},
         {L0 "limits: { max_connections: 0 }\n",
          "gw.yaml:8:28: limits.max_connections: expected an integer in 1..10000000, got '0'"},
         {L0 "limits: { max_connections: 10000001 }\n",
