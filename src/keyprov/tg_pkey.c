@@ -100,6 +100,17 @@ void tg_pkey_unref(struct tg_pkey *k)
         tg_pkey_free(k);
 }
 
+void tg_pkey_retire(struct tg_pkey *k)
+{
+    if (k != NULL)
+        atomic_store_explicit(&k->retired, true, memory_order_relaxed);
+}
+
+bool tg_pkey_is_retired(const struct tg_pkey *k)
+{
+    return atomic_load_explicit(&((struct tg_pkey *)k)->retired, memory_order_relaxed);
+}
+
 static int tg_why(char *why, size_t whylen, const char *msg)
 {
     if (why != NULL && whylen > 0) {

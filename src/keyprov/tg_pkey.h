@@ -43,6 +43,10 @@ struct tg_pkey {
     /* Which key provider serves this key (set by the TLS layer at start). */
     const struct tg_keyprov_binding *binding;
     char *label; /* for logs: the config path of the certificate */
+    /* Set once the configuration that served it is gone (tg_pkey_retire):
+     * no new operation will name it, so per-worker caches of derived forms
+     * (qat's device copies) may drop their entry. */
+    _Atomic bool retired;
 };
 
 /* Parse a PEM private key (RSA or EC; PKCS#1, SEC1 or PKCS#8). On failure
@@ -54,6 +58,11 @@ int tg_pkey_load_pem(const char *pem, size_t len, struct tg_pkey **out, char *wh
 int tg_pkey_from_evp(EVP_PKEY *sw, struct tg_pkey **out, char *why, size_t whylen) TG_MUST_CHECK;
 struct tg_pkey *tg_pkey_ref(struct tg_pkey *k);
 void tg_pkey_unref(struct tg_pkey *k);
+/* Mark the key retired (any thread; NULL is fine), and read the mark. The
+ * owner calls it when it stops serving the key, before dropping its
+ * reference; caches that hold a reference check it to let the key go. */
+void tg_pkey_retire(struct tg_pkey *k);
+bool tg_pkey_is_retired(const struct tg_pkey *k);
 
 enum tg_group {
     TG_GROUP_NONE = 0,
