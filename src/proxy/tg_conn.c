@@ -74,6 +74,13 @@ static double tg_ns_s(uint64_t ns)
     return (double)ns / 1e9;
 }
 
+/* The limits of the generation the connection was accepted under: a reload
+ * changes those of new connections only. */
+static inline const struct tg_conf_limits *tg_conn_limits(const struct tg_conn *c)
+{
+    return &c->l->wg->gen->cfg->limits;
+}
+
 /* ---- close path ---- */
 
 static void tg_conn_handshake_over(struct tg_conn *c)
@@ -114,7 +121,7 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
     }
     close(c->cfd);
     if (c->bufmem != NULL)
-        tg_worker_buf_put(w, c->bufmem);
+        tg_worker_buf_put(w, c->bufmem, c->c2u.cap);
     if (c->on_ready)
         tg_worker_unready(w, c);
     if (c->prev)
@@ -129,7 +136,10 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
     tg_worker_conn_release(w);
     TG_DEBUG("conn %p: closed (%s, stat %d)", (void *)c, tg_conn_state_name(c->state), stat);
     c->state = TG_CONN_CLOSED;
+    struct tg_wgen *wg = c->l->wg;
     free(c);
+    /* Last: it may free the generation, and with it c's listener. */
+    tg_worker_wgen_release(w, wg);
 }
 
 void tg_conn_close(struct tg_conn *c, int stat)
@@ -160,12 +170,12 @@ static void tg_conn_upstream_connected(struct tg_conn *c)
 {
     struct tg_worker *w = c->w;
     tg_stat_inc(&w->stats, TG_STAT_UPSTREAM_CONNECT_OK);
-    c->bufmem = tg_worker_buf_get(w);
+    size_t cap = tg_conn_limits(c)->buffer_size;
+    c->bufmem = tg_worker_buf_get(w, cap);
     if (c->bufmem == NULL) {
         tg_conn_close(c, TG_STAT_CLOSE_INTERNAL);
         return;
     }
-    size_t cap = w->cfg->limits.buffer_size;
     c->c2u = (struct tg_pipe){(char *)c->bufmem, cap, 0, 0};
     c->u2c = (struct tg_pipe){(char *)c->bufmem + cap, cap, 0, 0};
     tg_conn_set_state(c, TG_CONN_PROXYING);
@@ -174,7 +184,7 @@ static void tg_conn_upstream_connected(struct tg_conn *c)
     c->client_maybe_readable = true;
     c->upstream_maybe_readable = false;
     c->t_active_ns = tg_now_ns();
-    tg_conn_timer_after(c, tg_ns_s(w->cfg->limits.idle_timeout_ns));
+    tg_conn_timer_after(c, tg_ns_s(tg_conn_limits(c)->idle_timeout_ns));
     tg_conn_pump(c);
 }
 
@@ -539,7 +549,7 @@ static void tg_conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         tg_conn_upstream_failed(c, ETIMEDOUT);
         break;
     case TG_CONN_PROXYING: {
-        uint64_t idle = w->cfg->limits.idle_timeout_ns, now = tg_now_ns();
+        uint64_t idle = tg_conn_limits(c)->idle_timeout_ns, now = tg_now_ns();
         if (now - c->t_active_ns >= idle)
             tg_conn_close(c, TG_STAT_CLOSE_IDLE_TIMEOUT);
         else
@@ -584,7 +594,8 @@ void tg_conn_accept(struct tg_wlistener *l, int fd)
     c->cio.data = c;
     ev_init(&c->uio, tg_conn_upstream_cb);
     c->uio.data = c;
-    ev_timer_init(&c->timer, tg_conn_timer_cb, tg_ns_s(w->cfg->limits.handshake_timeout_ns), 0.0);
+    ev_timer_init(&c->timer, tg_conn_timer_cb, tg_ns_s(tg_conn_limits(c)->handshake_timeout_ns),
+                  0.0);
     c->timer.data = c;
     ev_timer_start(w->loop, &c->timer);
     c->next = w->conns;
@@ -592,6 +603,7 @@ void tg_conn_accept(struct tg_wlistener *l, int fd)
         w->conns->prev = c;
     w->conns = c;
     w->n_conns++;
+    tg_worker_wgen_hold(l->wg); /* c keeps its generation until it is freed */
     c->in_handshake = true;
     w->n_handshaking++;
     tg_stat_inc(&w->stats, TG_STAT_CONN_ACCEPTED);
