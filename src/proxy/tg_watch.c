@@ -299,8 +299,12 @@ void tg_watch_set(struct tg_watch *w, const char *const *paths, size_t n, uint64
 size_t tg_watch_dirs(const struct tg_watch *w)
 {
     size_t n = 0;
-    for (size_t i = 0; i < w->n_dirs; i++)
-        n += w->dirs[i].wd >= 0;
+    for (size_t i = 0; i < w->n_dirs; i++) {
+        bool first = w->dirs[i].wd >= 0;
+        for (size_t j = 0; first && j < i; j++)
+            first = w->dirs[j].wd != w->dirs[i].wd;
+        n += first;
+    }
     return n;
 }
 
