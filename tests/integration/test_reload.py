@@ -2,8 +2,8 @@
 """Certificate rotation under load: nothing dropped.
 
 `tlsgate bench -c 64 --keepalive=false` (a new TLS connection per call) runs
-for the whole test against a listener served by the asynchronous `deferred`
-provider, while the certificate is rotated 20 times (a new key and serial
+for the whole test against two workers and a listener served by the
+asynchronous `deferred` provider, while the certificate is rotated 20 times (a new key and serial
 each time), four ways in turn:
 
   1. SIGHUP, after pointing the configuration at a new file;
@@ -41,7 +41,8 @@ CONNS = 8 if tglib.VALGRIND else 64
 
 
 def config(up, cert, key):
-    return """admin: { address: 127.0.0.1:0 }
+    return """concurrency: 2
+admin: { address: 127.0.0.1:0 }
 reload: { watch: true, debounce: 200ms }
 listeners:
   - name: l0
