@@ -139,7 +139,7 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
     struct tg_wgen *wg = c->l->wg;
     free(c);
     /* Last: it may free the generation, and with it c's listener. */
-    tg_worker_wgen_release(w, wg);
+    tg_worker_wgen_release(wg);
 }
 
 void tg_conn_close(struct tg_conn *c, int stat)

@@ -308,9 +308,8 @@ void tg_worker_wgen_hold(struct tg_wgen *wg)
     wg->conns++;
 }
 
-void tg_worker_wgen_release(struct tg_worker *w, struct tg_wgen *wg)
+void tg_worker_wgen_release(struct tg_wgen *wg)
 {
-    (void)w;
     TG_ASSERT(wg->conns > 0);
     if (--wg->conns == 0 && !wg->current)
         tg_wgen_free(wg);

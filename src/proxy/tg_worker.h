@@ -172,7 +172,7 @@ void tg_worker_buf_put(struct tg_worker *w, void *buf, size_t size);
 
 /* A connection accepted under wg starts / ends (they keep wg alive). */
 void tg_worker_wgen_hold(struct tg_wgen *wg);
-void tg_worker_wgen_release(struct tg_worker *w, struct tg_wgen *wg);
+void tg_worker_wgen_release(struct tg_wgen *wg);
 
 /* Process-wide connection accounting (host.active against the current
  * generation's limits.max_connections), for tg_conn. acquire: true if the new connection may stay
