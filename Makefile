@@ -6,7 +6,7 @@
 #                and short fuzz runs
 #
 # Other targets: build, asan, unit, integration, lint, format, test-repeat,
-# bench-compare, bench-providers, valgrind, clean.
+# bench-compare, bench-providers, valgrind, image, test-image, clean.
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -26,7 +26,7 @@ all: build
 
 setup: .deps/setup.stamp
 
-.deps/setup.stamp: scripts/setup.sh
+.deps/setup.stamp: scripts/setup.sh deploy/package-lock.json
 	bash scripts/setup.sh
 	@mkdir -p .deps && touch $@
 
@@ -66,11 +66,11 @@ test-clang: setup
 	cmake --build $(CLANG_BUILD) -j$(JOBS)
 
 # libFuzzer targets (config loader, admin HTTP parser, key-operation call
-# sequences), FUZZ_SECONDS each.
+# sequences, gateway-api converter), FUZZ_SECONDS each.
 test-fuzz: setup
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTG_FUZZ=ON \
 	  -DTG_FUZZ_SECONDS=$(FUZZ_SECONDS)
-	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_config fuzz_admin_http fuzz_keyop
+	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_config fuzz_admin_http fuzz_keyop fuzz_gwapi
 	ctest --test-dir $(FUZZ_BUILD) -L fuzz --output-on-failure
 
 unit: build
@@ -99,6 +99,18 @@ bench-compare: build
 
 bench-providers: build
 	bash bench/providers.sh $(BUILD)/tlsgate
+
+# ---- container image (docs/KUBERNETES.md) ----
+# OCI archive built from Debian packages (mmdebstrap + umoci), loaded into
+# podman when it is installed; test-image runs it with podman and drives real
+# handshakes through it.
+IMAGE ?= $(BUILD)/tlsgate-image.tar
+.PHONY: image test-image
+image: build
+	bash scripts/image.sh $(BUILD) $(IMAGE)
+
+test-image: image
+	TLSGATE=$(BUILD)/tlsgate TG_IMAGE_ARCHIVE=$(IMAGE) bash tests/image/test_image.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(CLANG_BUILD) $(FUZZ_BUILD)

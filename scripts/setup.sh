@@ -33,6 +33,11 @@ packages=(
   hey wrk gnuplot-nox
   nginx-light libnginx-mod-stream haproxy hitch
 )
+# Container image and Kubernetes manifests (make image, make test-image, the
+# deploy tests): Debian's image tools, and Node.js for the schema checks
+# unless a Node.js is installed already.
+packages+=(mmdebstrap umoci podman runc)
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -55,6 +60,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$created_policy" = 1 ] && $SUDO rm -f "$policy"
 else
   log "packages: all present"
+fi
+
+# ---- npm packages of the manifest checks (deploy/package.json, pinned) ----
+if [ -f "$here/deploy/package-lock.json" ]; then
+  if [ ! -f "$here/deploy/node_modules/.package-lock.json" ] ||
+     [ "$here/deploy/package-lock.json" -nt "$here/deploy/node_modules/.package-lock.json" ]; then
+    log "npm ci in deploy/"
+    (cd "$here/deploy" && npm ci --no-audit --no-fund --loglevel=error)
+  else
+    log "npm packages: present in deploy/node_modules"
+  fi
 fi
 
 # ---- vendor libraries ----

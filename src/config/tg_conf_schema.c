@@ -9,6 +9,7 @@
 #include "config/tg_conf_parse.h"
 #include "config/tg_conf_tls.h"
 #include "core/tg_log.h"
+#include "core/tg_sysinfo.h"
 #include "core/tg_time.h"
 
 #include <openssl/prov_ssl.h>
@@ -167,9 +168,8 @@ static int tg_conf_schema_concurrency(struct tg_cp *cp, const yaml_node_t *root)
     size_t o = tg_cp_push_key(cp, "concurrency");
     int rc = tg_cp_scalar(cp, v, "an integer or 'auto'", &s);
     if (rc == TG_OK && strcmp(s, "auto") == 0) {
-        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        if (ncpu < 1)
-            ncpu = 1;
+        /* CPUs this process may run on, capped by its cgroup CPU quota. */
+        long ncpu = tg_sysinfo_cpus_auto();
         if (ncpu > TG_CONF_MAX_CONCURRENCY)
             ncpu = TG_CONF_MAX_CONCURRENCY;
         cp->cfg->concurrency = (int)ncpu;
