@@ -70,19 +70,42 @@ static bool tg_conf_schema_name_ok(const char *s)
     return true;
 }
 
+/* upstream.proxy_protocol: v1 | v2 (absent: no header). */
+static int tg_conf_schema_pp_version(struct tg_cp *cp, const yaml_node_t *map, int *out)
+{
+    const yaml_node_t *v = tg_cp_get(cp, map, "proxy_protocol", NULL);
+    const char *s;
+    char ex[TG_CONF_EXCERPT];
+    if (v == NULL)
+        return TG_OK;
+    size_t o = tg_cp_push_key(cp, "proxy_protocol");
+    int rc = tg_cp_scalar(cp, v, "v1 or v2", &s);
+    if (rc == TG_OK && strcmp(s, "v1") == 0)
+        *out = 1;
+    else if (rc == TG_OK && strcmp(s, "v2") == 0)
+        *out = 2;
+    else if (rc == TG_OK)
+        rc = tg_cp_fail(cp, v, "expected v1 or v2, got '%s'", tg_config_excerpt(s, ex, sizeof(ex)));
+    tg_cp_pop(cp, o);
+    return rc;
+}
+
 static int tg_conf_schema_upstream(struct tg_cp *cp, const yaml_node_t *n,
                                    struct tg_conf_upstream *u)
 {
-    static const char *const keys[] = {"address", "connect_timeout", NULL};
+    static const char *const keys[] = {"address", "connect_timeout", "proxy_protocol", NULL};
     u->mark = tg_cp_mark(cp, n);
     TG_GUARD(tg_cp_check_map(cp, n, keys));
     TG_GUARD(tg_cp_req_addr(cp, n, "address", false, &u->addr));
-    return tg_cp_opt_duration(cp, n, "connect_timeout", false, &u->connect_timeout_ns);
+    TG_GUARD(tg_cp_opt_duration(cp, n, "connect_timeout", false, &u->connect_timeout_ns));
+    return tg_conf_schema_pp_version(cp, n, &u->proxy_protocol);
 }
 
 static int tg_conf_schema_listener(struct tg_cp *cp, const yaml_node_t *n, size_t idx)
 {
-    static const char *const keys[] = {"name", "address", "backlog", "tls", "upstream", NULL};
+    static const char *const keys[] = {
+        "name", "address", "backlog", "tls", "upstream", "proxy_protocol", "proxy_protocol_timeout",
+        NULL};
     struct tg_conf_listener *l = &cp->cfg->listeners[idx];
     const yaml_node_t *v, *namenode = NULL;
     uint64_t u;
@@ -98,6 +121,7 @@ static int tg_conf_schema_listener(struct tg_cp *cp, const yaml_node_t *n, size_
     l->tls.max_version = TLS1_3_VERSION;
     l->tls.session_resumption = true;
     l->upstream.connect_timeout_ns = 5 * TG_NS_PER_S;
+    l->proxy_protocol_timeout_ns = 3 * TG_NS_PER_S;
     TG_GUARD(tg_cp_check_map(cp, n, keys));
 
     if ((namenode = tg_cp_get(cp, n, "name", NULL)) != NULL) {
@@ -140,6 +164,10 @@ static int tg_conf_schema_listener(struct tg_cp *cp, const yaml_node_t *n, size_
     u = (uint64_t)l->backlog;
     TG_GUARD(tg_cp_opt_u64(cp, n, "backlog", 1, 65535, &u));
     l->backlog = (int)u;
+
+    TG_GUARD(tg_cp_opt_bool(cp, n, "proxy_protocol", &l->proxy_protocol));
+    TG_GUARD(
+        tg_cp_opt_duration(cp, n, "proxy_protocol_timeout", false, &l->proxy_protocol_timeout_ns));
 
     TG_GUARD(tg_cp_require(cp, n, "tls", &v));
     o = tg_cp_push_key(cp, "tls");

@@ -120,6 +120,7 @@ struct tg_conf_tls {
 struct tg_conf_upstream {
     struct tg_conf_addr addr;
     uint64_t connect_timeout_ns; /* default 5s */
+    int proxy_protocol;          /* PROXY header sent first: 0 none (default), 1 or 2 */
     struct tg_conf_mark mark;
 };
 
@@ -127,6 +128,11 @@ struct tg_conf_listener {
     char *name; /* default "listener<N>" */
     struct tg_conf_addr addr;
     int backlog; /* default 4096 */
+    /* proxy_protocol: every connection starts with a PROXY header (v1 or v2,
+     * either accepted) from a load balancer, awaited for at most
+     * proxy_protocol_timeout_ns (default 3s) before the TLS handshake. */
+    bool proxy_protocol;
+    uint64_t proxy_protocol_timeout_ns;
     struct tg_conf_tls tls;
     struct tg_conf_upstream upstream;
     char *path; /* "listeners[0]" */

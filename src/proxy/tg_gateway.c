@@ -218,8 +218,17 @@ int tg_gateway_run(struct tg_config *cfg)
             gw->workers[i].listeners[li].tls = gw->tls[li];
         char addr[80];
         tg_addr_text(&cfg->listeners[li].addr, addr, sizeof(addr));
-        TG_INFO("listener %s: listening on %s, upstream %s", cfg->listeners[li].name, addr,
-                cfg->listeners[li].upstream.addr.text);
+        const struct tg_conf_listener *lc = &cfg->listeners[li];
+        char pp[96] = "";
+        if (lc->proxy_protocol || lc->upstream.proxy_protocol != 0)
+            snprintf(pp, sizeof(pp),
+                     " (PROXY protocol: %s from the load balancer, %s to the upstream)",
+                     lc->proxy_protocol ? "required" : "none",
+                     lc->upstream.proxy_protocol == 1   ? "v1"
+                     : lc->upstream.proxy_protocol == 2 ? "v2"
+                                                        : "none");
+        TG_INFO("listener %s: listening on %s, upstream %s%s", lc->name, addr,
+                lc->upstream.addr.text, pp);
         tg_tls_listener_describe(gw->tls[li], cfg->listeners[li].name);
     }
     if (cfg->has_admin) {
