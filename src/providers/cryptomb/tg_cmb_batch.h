@@ -114,7 +114,7 @@ int tg_cmb_batch_keygen(struct tg_kxkey *const keys[], size_t n, enum tg_group g
  * X25519: mbx_x25519_mb8; a low-order peer point (all-zero secret) is
  * TG_EPROTO, as OpenSSL refuses it. Peer values with a run of >= 32 equal
  * bits (never from an honest peer) go to software (TG_EDEVICE): crypto_mb
- * 1.0.14 computes some such values wrongly (see tg_cmb_batch_ops.c).
+ * 1.0.14 computes some such values wrongly (see tg_cmb_batch_kx.c).
  * EC: mbx_nistp*_ecdh_ssl_mb8 with the
  * peer in affine form; a lane crypto_mb refuses goes to software (TG_EDEVICE),
  * which gives the definitive answer.
