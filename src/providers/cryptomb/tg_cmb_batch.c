@@ -51,6 +51,14 @@ void tg_cmb_batch_lane_fail(int results[], enum tg_fallback_reason reasons[], si
         reasons[i] = rc == TG_EDEVICE ? why : TG_CMB_BATCH_NONE;
 }
 
+bool tg_cmb_batch_all_zero(const unsigned char *p, size_t len)
+{
+    unsigned char acc = 0;
+    for (size_t i = 0; i < len; i++)
+        acc |= p[i];
+    return acc == 0;
+}
+
 int tg_cmb_batch_batch_unavailable(size_t n, int results[], enum tg_fallback_reason reasons[])
 {
     for (size_t i = 0; i < n; i++)

@@ -24,8 +24,12 @@
  *    n == 0 is a no-op returning TG_OK.
  *  - Per-lane results:
  *      TG_OK       out/outlen written.
- *      TG_EDEVICE  crypto_mb could not do this lane (lane status error, fault
- *                  check failed, a key or digest crypto_mb cannot take):
+ *      TG_EDEVICE  crypto_mb could not do this lane (lane status error, an
+ *                  output left unwritten although the lane reported success
+ *                  -- every output is zeroed before the call and an
+ *                  all-zero signature, public key or shared secret is
+ *                  refused --, fault check failed, a key or digest
+ *                  crypto_mb cannot take):
  *                  finish it in software; reasons[i] says why
  *                  (TG_FALLBACK_LANE_ERROR or TG_FALLBACK_FAULT_CHECK).
  *      TG_EPROTO   the peer's fault (X25519 low-order point): fail the
@@ -111,8 +115,11 @@ int tg_cmb_batch_keygen(struct tg_kxkey *const keys[], size_t n, enum tg_group g
  * Shared secrets (TG_KEYOP_KX_DERIVE): op->kx is our key (has_priv), op->peer
  * the peer's share (has_pub; EC points were validated on the curve by
  * tg_kxkey_set_public), both of ops[0]'s group.
- * X25519: mbx_x25519_mb8; a low-order peer point (all-zero secret) is
- * TG_EPROTO, as OpenSSL refuses it. Peer values with a run of >= 32 equal
+ * X25519: mbx_x25519_mb8; a low-order peer point (one of the encodings
+ * whose secret is all zero for every key) is TG_EPROTO before the call, as
+ * OpenSSL refuses it; any other all-zero result (or crypto_mb's low-order
+ * flag) goes to software (TG_EDEVICE), which answers as OpenSSL does. Peer
+ * values with a run of >= 32 equal
  * bits (never from an honest peer) go to software (TG_EDEVICE): crypto_mb
  * 1.0.14 computes some such values wrongly (see tg_cmb_batch_kx.c).
  * EC: mbx_nistp*_ecdh_ssl_mb8 with the

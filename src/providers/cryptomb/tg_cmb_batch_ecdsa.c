@@ -102,6 +102,8 @@ int tg_cmb_batch_ecdsa_sign(struct tg_keyop *const ops[], size_t n, int results[
         }
         r[i] = rb[i];
         s[i] = sb[i];
+        memset(rb[i], 0, c->olen); /* an unwritten lane stays recognisable */
+        memset(sb[i], 0, c->olen);
         m[i] = msg[i];
         kk[i] = k[i];
         dd[i] = key->priv;
@@ -116,7 +118,9 @@ int tg_cmb_batch_ecdsa_sign(struct tg_keyop *const ops[], size_t n, int results[
     for (size_t i = 0; i < n; i++) {
         if (!live[i])
             continue;
-        if (tg_mbx_lane_status(st, (unsigned)i) != TG_MBX_STATUS_OK) {
+        /* r and s are never zero in a signature: zero is an unwritten lane. */
+        if (tg_mbx_lane_status(st, (unsigned)i) != TG_MBX_STATUS_OK ||
+            tg_cmb_batch_all_zero(rb[i], c->olen) || tg_cmb_batch_all_zero(sb[i], c->olen)) {
             tg_cmb_batch_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
             continue;
         }

@@ -38,6 +38,12 @@ void tg_cmb_batch_lane_fail(int results[], enum tg_fallback_reason reasons[], si
  * returns TG_EUNAVAIL. */
 int tg_cmb_batch_batch_unavailable(size_t n, int results[], enum tg_fallback_reason reasons[]);
 
+/* Whether len bytes are all zero. crypto_mb may leave a lane unwritten
+ * while reporting success (its EC public-key function stops storing at the
+ * first failed lane): outputs are zeroed before each call, and an all-zero
+ * output where zero is no legitimate result is a lane error. */
+bool tg_cmb_batch_all_zero(const unsigned char *p, size_t len);
+
 /* A uniformly random scalar in [1, order-1]. TG_OK or TG_ECRYPTO. */
 int tg_cmb_batch_rand_scalar(BIGNUM *k, const BIGNUM *order, BN_CTX *ctx);
 /* RSA key with the CRT shape crypto_mb needs (two primes of bits/2 bits). */

@@ -55,6 +55,7 @@ static int tg_cmb_batch_x25519_keygen(const struct tg_mbx_api *api, struct tg_kx
         k->priv[31] |= 64;
         priv[i] = k->priv;
         pub[i] = k->pub;
+        memset(k->pub, 0, 32); /* an unwritten lane stays recognisable */
         nlive++;
     }
     OPENSSL_cleanse(rnd, sizeof(rnd));
@@ -66,7 +67,9 @@ static int tg_cmb_batch_x25519_keygen(const struct tg_mbx_api *api, struct tg_kx
         struct tg_kxkey *k = keys[i];
         if (priv[i] == NULL)
             continue;
-        if (tg_mbx_lane_status(st, (unsigned)i) != TG_MBX_STATUS_OK) {
+        /* A clamped scalar never yields u = 0: zero is an unwritten lane. */
+        if (tg_mbx_lane_status(st, (unsigned)i) != TG_MBX_STATUS_OK ||
+            tg_cmb_batch_all_zero(k->pub, 32)) {
             OPENSSL_cleanse(k->priv, sizeof(k->priv));
             memset(k->pub, 0, sizeof(k->pub));
             results[i] = TG_EDEVICE;
@@ -103,7 +106,7 @@ static int tg_cmb_batch_ec_keygen(const struct tg_mbx_api *api, const struct tg_
         }
         /* crypto_mb stops storing results at the first failed lane, leaving
          * later lanes untouched although their status is OK: start from zero
-         * so such a lane is recognisable. */
+         * so such a lane is recognisable (d*G is never the point (0, 0)). */
         BN_zero(x[i]);
         BN_zero(y[i]);
         dc[i] = d[i];
@@ -273,6 +276,7 @@ static void tg_cmb_batch_x25519_derive(const struct tg_mbx_api *api, struct tg_k
             continue;
         }
         sh[i] = shared[i];
+        memset(shared[i], 0, 32); /* an unwritten lane stays recognisable */
         priv[i] = ops[i]->kx->priv;
         pub[i] = u;
         nlive++;
@@ -284,14 +288,12 @@ static void tg_cmb_batch_x25519_derive(const struct tg_mbx_api *api, struct tg_k
     for (size_t i = 0; i < n; i++) {
         if (sh[i] == NULL)
             continue;
-        unsigned lst = tg_mbx_lane_status(st, (unsigned)i);
-        unsigned char acc = 0;
-        for (size_t j = 0; j < 32; j++)
-            acc |= shared[i][j];
-        if ((lst & TG_MBX_STATUS_LOW_ORDER_ERR) || (lst == TG_MBX_STATUS_OK && acc == 0)) {
-            /* Low-order peer point: RFC 7748 6.1 / OpenSSL refuse it. */
-            tg_cmb_batch_lane_fail(results, reasons, i, TG_EPROTO, TG_CMB_BATCH_NONE);
-        } else if (lst != TG_MBX_STATUS_OK) {
+        /* Every low-order peer value was refused above: an all-zero secret
+         * (or crypto_mb's low-order flag) now means a lane it did not
+         * compute. Software gives the definitive answer (TG_EPROTO if the
+         * secret really is zero). */
+        if (tg_mbx_lane_status(st, (unsigned)i) != TG_MBX_STATUS_OK ||
+            tg_cmb_batch_all_zero(shared[i], 32)) {
             tg_cmb_batch_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
         } else {
             memcpy(ops[i]->out, shared[i], 32);
@@ -338,6 +340,7 @@ static void tg_cmb_batch_ecdh_derive(const struct tg_mbx_api *api,
         if (BN_is_zero(d[i]) || BN_cmp(d[i], c->order) >= 0)
             continue; /* TG_EINVAL: not a private key of this group */
         sh[i] = shared[i];
+        memset(shared[i], 0, c->flen); /* an unwritten lane stays recognisable */
         dc[i] = d[i];
         xc[i] = x[i];
         yc[i] = y[i];
@@ -349,8 +352,11 @@ static void tg_cmb_batch_ecdh_derive(const struct tg_mbx_api *api,
         for (size_t i = 0; i < n; i++) {
             if (sh[i] == NULL)
                 continue;
-            if (tg_mbx_lane_status(st, (unsigned)i) != TG_MBX_STATUS_OK) {
-                /* Software rechecks the point and gives the final answer. */
+            /* An x-coordinate of zero has probability 2^-256 for honest
+             * keys: an all-zero lane was not written. Software rechecks the
+             * point and gives the final answer either way. */
+            if (tg_mbx_lane_status(st, (unsigned)i) != TG_MBX_STATUS_OK ||
+                tg_cmb_batch_all_zero(shared[i], c->flen)) {
                 tg_cmb_batch_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
                 continue;
             }

@@ -86,6 +86,7 @@ int tg_cmb_batch_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
         }
         from[i] = em[i];
         to[i] = sig[i];
+        memset(sig[i], 0, klen); /* an unwritten lane stays recognisable */
         p[i] = k->p;
         q[i] = k->q;
         dp[i] = k->dmp1;
@@ -100,7 +101,10 @@ int tg_cmb_batch_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
     tg_mbx_status st = api->rsa_private_crt_ssl_mb8(from, to, p, q, dp, dq, iq, bits);
     tg_cmb_batch_scrub_stack((size_t)bits / 32 + 16); /* measured use: 70, 98, 125 KiB */
     for (size_t i = 0; i < n; i++) {
-        if (live[i] && tg_mbx_lane_status(st, (unsigned)i) != TG_MBX_STATUS_OK) {
+        /* Zero is no signature of an encoded message (it starts 00 01 or
+         * ends 0xbc): an all-zero lane was not written. */
+        if (live[i] && (tg_mbx_lane_status(st, (unsigned)i) != TG_MBX_STATUS_OK ||
+                        tg_cmb_batch_all_zero(sig[i], klen))) {
             live[i] = false;
             tg_cmb_batch_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
         }
@@ -119,6 +123,7 @@ int tg_cmb_batch_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
             if (BN_is_word(k->e, 65537)) {
                 vfrom[i] = sig[i];
                 vto[i] = chk[i];
+                memset(chk[i], 0, klen); /* never a stale match */
                 ve[i] = k->e;
                 vn[i] = k->n;
                 batched[i] = true;

@@ -602,6 +602,49 @@ static void test_ecdsa_lane_errors_and_invalid(void **state)
     assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 0, res, why), TG_OK);
 }
 
+/* crypto_mb may leave a lane unwritten while reporting success: such a lane
+ * must fail (software finishes it), not release whatever the output buffer
+ * held before (a stale signature, stack garbage). RSA with and without the
+ * fault check, ECDSA; every lane position. */
+static void test_unwritten_lanes(void **state)
+{
+    use_backend(state);
+    use_injection(state);
+    struct tg_keyop ops[TG_MBX_LANES];
+    struct tg_keyop *p[TG_MBX_LANES];
+    int res[TG_MBX_LANES];
+    enum tg_fallback_reason why[TG_MBX_LANES];
+    for (unsigned bad = 0; bad < TG_MBX_LANES; bad++) {
+        for (int kind = 0; kind < 3; kind++) {
+            tg_mbx_fake_reset();
+            if (is_real(state))
+                tg_mbx_fake_set_inner(&real_copy);
+            tg_mbx_fake_skip_lane(kind < 2 ? TG_MBX_FAKE_RSA_PRIVATE_CRT : TG_MBX_FAKE_ECDSA_SIGN,
+                                  bad);
+            for (size_t i = 0; i < TG_MBX_LANES; i++) {
+                if (kind < 2)
+                    rsa_op(&ops[i], rsa[0][i % KEYS_PER], &rsa_cases[i % TG_ARRAY_LEN(rsa_cases)]);
+                else
+                    ecdsa_op(&ops[i], ec[bad % NCURVES][i % KEYS_PER], 32);
+                p[i] = &ops[i];
+            }
+            int rc = kind < 2 ? tg_cmb_batch_rsa_sign(p, TG_MBX_LANES, res, why, kind == 1)
+                              : tg_cmb_batch_ecdsa_sign(p, TG_MBX_LANES, res, why);
+            assert_int_equal(rc, TG_OK);
+            for (unsigned i = 0; i < TG_MBX_LANES; i++) {
+                if (i == bad) {
+                    assert_int_equal(res[i], TG_EDEVICE);
+                    assert_int_equal(why[i], TG_FALLBACK_LANE_ERROR);
+                    assert_unreleased(&ops[i]);
+                } else {
+                    assert_int_equal(res[i], TG_OK);
+                    assert_int_equal(kind < 2 ? rsa_verify(&ops[i]) : ecdsa_verify(&ops[i]), 1);
+                }
+            }
+        }
+    }
+}
+
 /* ---- availability ---- */
 
 static void test_not_loaded_or_unavailable(void **state)
@@ -673,6 +716,7 @@ int main(void)
         BOTH(test_ecdsa_batches),
         BOTH(test_ecdsa_digest_edges),
         BOTH(test_ecdsa_lane_errors_and_invalid),
+        BOTH(test_unwritten_lanes),
         cmocka_unit_test_teardown(test_not_loaded_or_unavailable, teardown),
     };
 #undef BOTH

@@ -19,6 +19,7 @@ static struct {
     bool algo_off[16];
     unsigned fail_status[TG_MBX_FAKE_FN_COUNT][LANES];
     bool corrupt[LANES];
+    bool skip[TG_MBX_FAKE_FN_COUNT][LANES];
     struct tg_mbx_fake_stats stats;
 } fk;
 
@@ -36,11 +37,17 @@ void tg_mbx_fake_reset(void)
     fk_inner = NULL;
 }
 
+static BIGNUM *fk_sink_bn[3][LANES];
+
 void tg_mbx_fake_cleanup(void)
 {
     for (size_t i = 0; i < 3; i++) {
         EC_GROUP_free(fk_groups[i]);
         fk_groups[i] = NULL;
+        for (size_t l = 0; l < LANES; l++) {
+            BN_free(fk_sink_bn[i][l]);
+            fk_sink_bn[i][l] = NULL;
+        }
     }
 }
 
@@ -65,6 +72,12 @@ void tg_mbx_fake_corrupt_lane(unsigned lane)
 {
     if (lane < LANES)
         fk.corrupt[lane] = true;
+}
+
+void tg_mbx_fake_skip_lane(enum tg_mbx_fake_fn fn, unsigned lane)
+{
+    if ((unsigned)fn < TG_MBX_FAKE_FN_COUNT && lane < LANES)
+        fk.skip[fn][lane] = true;
 }
 
 const struct tg_mbx_fake_stats *tg_mbx_fake_stats(void)
@@ -129,6 +142,50 @@ static size_t fk_bytes(int nid)
     return ((size_t)fk_bits(nid) + 7) / 8;
 }
 
+/* ---- unwritten lanes (tg_mbx_fake_skip_lane) ---- */
+
+/* Where the outputs of skipped lanes go: up to two byte outputs (ECDSA r
+ * and s) and three BIGNUM outputs (x, y, z) per lane. */
+static unsigned char fk_sink[2][LANES][512];
+
+/* The output array a call really writes: out, with fn's skipped lanes
+ * pointing into sink `which` instead. */
+static unsigned char **fk_redirect(enum tg_mbx_fake_fn fn, unsigned char *const out[8],
+                                   unsigned char *buf[8], unsigned which)
+{
+    if (out == NULL)
+        return NULL;
+    for (unsigned i = 0; i < LANES; i++)
+        buf[i] = fk.skip[fn][i] && out[i] != NULL ? fk_sink[which][i] : out[i];
+    return buf;
+}
+
+static BIGNUM **fk_redirect_bn(enum tg_mbx_fake_fn fn, BIGNUM *const out[8], BIGNUM *buf[8],
+                               unsigned which)
+{
+    if (out == NULL)
+        return NULL;
+    for (unsigned i = 0; i < LANES; i++) {
+        buf[i] = out[i];
+        if (!fk.skip[fn][i] || out[i] == NULL)
+            continue;
+        if (fk_sink_bn[which][i] == NULL)
+            fk_sink_bn[which][i] = BN_new();
+        buf[i] = fk_sink_bn[which][i];
+    }
+    return buf;
+}
+
+/* A skipped lane that was not empty reports success, whatever happened. */
+static tg_mbx_status fk_skipped_ok(enum tg_mbx_fake_fn fn, tg_mbx_status st)
+{
+    for (unsigned i = 0; i < LANES; i++) {
+        if (fk.skip[fn][i] && tg_mbx_lane_status(st, i) != TG_MBX_STATUS_NULL_PARAM_ERR)
+            st = tg_mbx_set_lane_status(st, i, TG_MBX_STATUS_OK);
+    }
+    return st;
+}
+
 /* ---- CPU / version ---- */
 
 static tg_mbx_u64 fk_get_cpu_features(void)
@@ -169,11 +226,11 @@ static bool fk_rsa_bits_ok(int bits)
     return bits == 1024 || bits == 2048 || bits == 3072 || bits == 4096;
 }
 
-static tg_mbx_status fk_rsa_private_crt(const unsigned char *const from[8],
-                                        unsigned char *const to[8], const BIGNUM *const p[8],
-                                        const BIGNUM *const q[8], const BIGNUM *const dp[8],
-                                        const BIGNUM *const dq[8], const BIGNUM *const iq[8],
-                                        int bits)
+static tg_mbx_status fk_rsa_private_crt_impl(const unsigned char *const from[8],
+                                             unsigned char *const to[8], const BIGNUM *const p[8],
+                                             const BIGNUM *const q[8], const BIGNUM *const dp[8],
+                                             const BIGNUM *const dq[8], const BIGNUM *const iq[8],
+                                             int bits)
 {
     enum tg_mbx_fake_fn fn = TG_MBX_FAKE_RSA_PRIVATE_CRT;
     fk.stats.calls[fn]++;
@@ -222,8 +279,21 @@ static tg_mbx_status fk_rsa_private_crt(const unsigned char *const from[8],
     return st;
 }
 
-static tg_mbx_status fk_rsa_public(const unsigned char *const from[8], unsigned char *const to[8],
-                                   const BIGNUM *const e[8], const BIGNUM *const n[8], int bits)
+static tg_mbx_status fk_rsa_private_crt(const unsigned char *const from[8],
+                                        unsigned char *const to[8], const BIGNUM *const p[8],
+                                        const BIGNUM *const q[8], const BIGNUM *const dp[8],
+                                        const BIGNUM *const dq[8], const BIGNUM *const iq[8],
+                                        int bits)
+{
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_RSA_PRIVATE_CRT;
+    unsigned char *o[LANES];
+    return fk_skipped_ok(
+        fn, fk_rsa_private_crt_impl(from, fk_redirect(fn, to, o, 0), p, q, dp, dq, iq, bits));
+}
+
+static tg_mbx_status fk_rsa_public_impl(const unsigned char *const from[8],
+                                        unsigned char *const to[8], const BIGNUM *const e[8],
+                                        const BIGNUM *const n[8], int bits)
 {
     enum tg_mbx_fake_fn fn = TG_MBX_FAKE_RSA_PUBLIC;
     fk.stats.calls[fn]++;
@@ -259,11 +329,19 @@ static tg_mbx_status fk_rsa_public(const unsigned char *const from[8], unsigned 
     return st;
 }
 
+static tg_mbx_status fk_rsa_public(const unsigned char *const from[8], unsigned char *const to[8],
+                                   const BIGNUM *const e[8], const BIGNUM *const n[8], int bits)
+{
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_RSA_PUBLIC;
+    unsigned char *o[LANES];
+    return fk_skipped_ok(fn, fk_rsa_public_impl(from, fk_redirect(fn, to, o, 0), e, n, bits));
+}
+
 /* ---- ECDSA ---- */
 
-static tg_mbx_status fk_ecdsa_sign(int nid, unsigned char *r[8], unsigned char *s[8],
-                                   const unsigned char *const msg[8], const BIGNUM *const k[8],
-                                   const BIGNUM *const d[8])
+static tg_mbx_status fk_ecdsa_sign_impl(int nid, unsigned char *r[8], unsigned char *s[8],
+                                        const unsigned char *const msg[8], const BIGNUM *const k[8],
+                                        const BIGNUM *const d[8])
 {
     enum tg_mbx_fake_fn fn = TG_MBX_FAKE_ECDSA_SIGN;
     fk.stats.calls[fn]++;
@@ -320,6 +398,16 @@ static tg_mbx_status fk_ecdsa_sign(int nid, unsigned char *r[8], unsigned char *
     return st;
 }
 
+static tg_mbx_status fk_ecdsa_sign(int nid, unsigned char *r[8], unsigned char *s[8],
+                                   const unsigned char *const msg[8], const BIGNUM *const k[8],
+                                   const BIGNUM *const d[8])
+{
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_ECDSA_SIGN;
+    unsigned char *ro[LANES], *so[LANES];
+    return fk_skipped_ok(fn, fk_ecdsa_sign_impl(nid, fk_redirect(fn, r, ro, 0),
+                                                fk_redirect(fn, s, so, 1), msg, k, d));
+}
+
 static tg_mbx_status fk_p256_sign(unsigned char *r[8], unsigned char *s[8],
                                   const unsigned char *const msg[8], const BIGNUM *const k[8],
                                   const BIGNUM *const d[8], unsigned char *scratch)
@@ -346,8 +434,8 @@ static tg_mbx_status fk_p521_sign(unsigned char *r[8], unsigned char *s[8],
 
 /* ---- EC public key ---- */
 
-static tg_mbx_status fk_ecpub(int nid, BIGNUM *x[8], BIGNUM *y[8], BIGNUM *z[8],
-                              const BIGNUM *const d[8])
+static tg_mbx_status fk_ecpub_impl(int nid, BIGNUM *x[8], BIGNUM *y[8], BIGNUM *z[8],
+                                   const BIGNUM *const d[8])
 {
     enum tg_mbx_fake_fn fn = TG_MBX_FAKE_EC_PUBLIC_KEY;
     fk.stats.calls[fn]++;
@@ -404,6 +492,16 @@ static tg_mbx_status fk_ecpub(int nid, BIGNUM *x[8], BIGNUM *y[8], BIGNUM *z[8],
     return st;
 }
 
+static tg_mbx_status fk_ecpub(int nid, BIGNUM *x[8], BIGNUM *y[8], BIGNUM *z[8],
+                              const BIGNUM *const d[8])
+{
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_EC_PUBLIC_KEY;
+    BIGNUM *xo[LANES], *yo[LANES], *zo[LANES];
+    return fk_skipped_ok(fn, fk_ecpub_impl(nid, fk_redirect_bn(fn, x, xo, 0),
+                                           fk_redirect_bn(fn, y, yo, 1),
+                                           fk_redirect_bn(fn, z, zo, 2), d));
+}
+
 static tg_mbx_status fk_p256_pub(BIGNUM *x[8], BIGNUM *y[8], BIGNUM *z[8], const BIGNUM *const d[8],
                                  unsigned char *scratch)
 {
@@ -427,9 +525,9 @@ static tg_mbx_status fk_p521_pub(BIGNUM *x[8], BIGNUM *y[8], BIGNUM *z[8], const
 
 /* ---- ECDH ---- */
 
-static tg_mbx_status fk_ecdh(int nid, unsigned char *shared[8], const BIGNUM *const d[8],
-                             const BIGNUM *const x[8], const BIGNUM *const y[8],
-                             const BIGNUM *const z[8])
+static tg_mbx_status fk_ecdh_impl(int nid, unsigned char *shared[8], const BIGNUM *const d[8],
+                                  const BIGNUM *const x[8], const BIGNUM *const y[8],
+                                  const BIGNUM *const z[8])
 {
     enum tg_mbx_fake_fn fn = TG_MBX_FAKE_ECDH;
     fk.stats.calls[fn]++;
@@ -483,6 +581,15 @@ static tg_mbx_status fk_ecdh(int nid, unsigned char *shared[8], const BIGNUM *co
     return st;
 }
 
+static tg_mbx_status fk_ecdh(int nid, unsigned char *shared[8], const BIGNUM *const d[8],
+                             const BIGNUM *const x[8], const BIGNUM *const y[8],
+                             const BIGNUM *const z[8])
+{
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_ECDH;
+    unsigned char *o[LANES];
+    return fk_skipped_ok(fn, fk_ecdh_impl(nid, fk_redirect(fn, shared, o, 0), d, x, y, z));
+}
+
 static tg_mbx_status fk_p256_ecdh(unsigned char *shared[8], const BIGNUM *const d[8],
                                   const BIGNUM *const x[8], const BIGNUM *const y[8],
                                   const BIGNUM *const z[8], unsigned char *scratch)
@@ -509,8 +616,8 @@ static tg_mbx_status fk_p521_ecdh(unsigned char *shared[8], const BIGNUM *const 
 
 /* ---- X25519 ---- */
 
-static tg_mbx_status fk_x25519_public_key(unsigned char *const pub[8],
-                                          const unsigned char *const priv[8])
+static tg_mbx_status fk_x25519_public_key_impl(unsigned char *const pub[8],
+                                               const unsigned char *const priv[8])
 {
     enum tg_mbx_fake_fn fn = TG_MBX_FAKE_X25519_PUBLIC_KEY;
     fk.stats.calls[fn]++;
@@ -539,8 +646,17 @@ static tg_mbx_status fk_x25519_public_key(unsigned char *const pub[8],
     return st;
 }
 
-static tg_mbx_status fk_x25519(unsigned char *const shared[8], const unsigned char *const priv[8],
-                               const unsigned char *const pub[8])
+static tg_mbx_status fk_x25519_public_key(unsigned char *const pub[8],
+                                          const unsigned char *const priv[8])
+{
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_X25519_PUBLIC_KEY;
+    unsigned char *o[LANES];
+    return fk_skipped_ok(fn, fk_x25519_public_key_impl(fk_redirect(fn, pub, o, 0), priv));
+}
+
+static tg_mbx_status fk_x25519_impl(unsigned char *const shared[8],
+                                    const unsigned char *const priv[8],
+                                    const unsigned char *const pub[8])
 {
     enum tg_mbx_fake_fn fn = TG_MBX_FAKE_X25519;
     fk.stats.calls[fn]++;
@@ -573,6 +689,14 @@ static tg_mbx_status fk_x25519(unsigned char *const shared[8], const unsigned ch
         st = inject(fn, st, i, shared[i], 32);
     }
     return st;
+}
+
+static tg_mbx_status fk_x25519(unsigned char *const shared[8], const unsigned char *const priv[8],
+                               const unsigned char *const pub[8])
+{
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_X25519;
+    unsigned char *o[LANES];
+    return fk_skipped_ok(fn, fk_x25519_impl(fk_redirect(fn, shared, o, 0), priv, pub));
 }
 
 /* ---- tables ---- */

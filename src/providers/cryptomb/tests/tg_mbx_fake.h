@@ -13,7 +13,8 @@
  *  - ECDH: peer point checked on the curve;
  *  - X25519: clamping and top-bit masking as RFC 7748; all-zero shared
  *    secret -> LOW_ORDER_ERR with zeros written.
- * Knobs inject per-lane failures, corrupt RSA results, pretend the CPU lacks
+ * Knobs inject per-lane failures, corrupt RSA results, leave lanes unwritten
+ * while reporting success, pretend the CPU lacks
  * IFMA or an algorithm is missing; counters record calls and filled lanes.
  *
  * Single-threaded: knobs and counters are process globals.
@@ -63,6 +64,11 @@ void tg_mbx_fake_fail_lane(enum tg_mbx_fake_fn fn, unsigned lane, unsigned statu
 /* Later RSA private-op results of lane get one bit flipped (a computation
  * fault the fault check must catch), until reset. */
 void tg_mbx_fake_corrupt_lane(unsigned lane);
+/* Every later call of fn leaves lane's output unwritten (whatever the
+ * caller's buffer held stays) and reports success for it, until reset: the
+ * real library's EC public-key behaviour after a failed lane, for any
+ * function. The lane is still computed, into a scratch buffer. */
+void tg_mbx_fake_skip_lane(enum tg_mbx_fake_fn fn, unsigned lane);
 
 const struct tg_mbx_fake_stats *tg_mbx_fake_stats(void);
 
