@@ -90,11 +90,16 @@ int tg_cmb_batch_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
  * P-256; shorter digests are taken whole), then reduced mod n because
  * crypto_mb requires 0 < e < n; e == 0 (probability 2^-256) goes to software
  * (TG_EDEVICE). The nonce k is uniform in [1, n-1] from OpenSSL's private
- * RNG (BN_priv_rand_range_ex) and wiped afterwards.
+ * RNG (BN_priv_rand_range_ex) and wiped afterwards. When fault_check is
+ * set, every signature is verified with the key's public point before it is
+ * released: one mbx_nistp*_ecdsa_verify_ssl_mb8 call when the library has
+ * it, else OpenSSL (tg_keyop_verify_sw). A signature that does not verify
+ * (a computation fault, a lane crypto_mb got wrong) fails its lane with
+ * TG_EDEVICE / TG_FALLBACK_FAULT_CHECK and is never written to out.
  * Output: out = DER ECDSA-Sig-Value (i2d_ECDSA_SIG), outlen = its length.
  */
 int tg_cmb_batch_ecdsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
-                            enum tg_fallback_reason reasons[]) TG_MUST_CHECK;
+                            enum tg_fallback_reason reasons[], bool fault_check) TG_MUST_CHECK;
 
 /*
  * Ephemeral key pairs for one group (X25519, P-256, P-384, P-521), one per

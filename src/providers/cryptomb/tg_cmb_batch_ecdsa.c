@@ -1,5 +1,6 @@
 /*
- * ECDSA signature batches through crypto_mb (tg_cmb_batch.h).
+ * ECDSA signature batches through crypto_mb (tg_cmb_batch.h): one signing
+ * call, then the fault check (one verification call) before release.
  */
 #include "providers/cryptomb/tg_cmb_batch.h"
 #include "providers/cryptomb/tg_cmb_batch_internal.h"
@@ -10,6 +11,16 @@
 #include <openssl/obj_mac.h>
 #include <openssl/rand.h>
 #include <string.h>
+
+#include "core/tg_log.h"
+
+static tg_mbx_ecdsa_verify_ssl_mb8_fn tg_cmb_batch_verify_fn(const struct tg_mbx_api *api,
+                                                             enum tg_mbx_alg a)
+{
+    return a == TG_MBX_P256   ? api->nistp256_ecdsa_verify_ssl_mb8
+           : a == TG_MBX_P384 ? api->nistp384_ecdsa_verify_ssl_mb8
+                              : api->nistp521_ecdsa_verify_ssl_mb8;
+}
 
 static tg_mbx_ecdsa_sign_ssl_mb8_fn tg_cmb_batch_sign_fn(const struct tg_mbx_api *api,
                                                          enum tg_mbx_alg a)
@@ -40,8 +51,90 @@ static bool tg_cmb_batch_ecdsa_msg(const struct tg_cmb_batch_curve *c, const uns
     return !BN_is_zero(e) && BN_bn2binpad(e, msg, (int)c->olen) == (int)c->olen;
 }
 
+/* (r, s) from olen-byte big-endian strings; NULL if OpenSSL fails. */
+static ECDSA_SIG *tg_cmb_batch_ecdsa_sig(const unsigned char *r, const unsigned char *s,
+                                         size_t olen)
+{
+    ECDSA_SIG *sig = ECDSA_SIG_new();
+    BIGNUM *br = BN_bin2bn(r, (int)olen, NULL);
+    BIGNUM *bs = BN_bin2bn(s, (int)olen, NULL);
+    if (sig == NULL || br == NULL || bs == NULL || !ECDSA_SIG_set0(sig, br, bs)) {
+        BN_free(br);
+        BN_free(bs);
+        ECDSA_SIG_free(sig);
+        return NULL;
+    }
+    return sig;
+}
+
+/* DER ECDSA-Sig-Value into out (cap bytes); its length, or -1. */
+static int tg_cmb_batch_ecdsa_der(const ECDSA_SIG *sig, unsigned char *out, size_t cap)
+{
+    int len = i2d_ECDSA_SIG(sig, NULL);
+    if (len <= 0 || (size_t)len > cap)
+        return -1;
+    return i2d_ECDSA_SIG(sig, &out);
+}
+
+/*
+ * The fault check: every signature left in sigs[] is verified with its key's
+ * public point before it may leave: in one crypto_mb call when the library
+ * has its ECDSA verification, else with OpenSSL (tg_keyop_verify_sw). A
+ * signature that does not verify (a computation fault, a lane crypto_mb got
+ * wrong) is dropped: TG_EDEVICE / fault_check, software signs instead, and
+ * the handshake never sees it. m[i]: the message crypto_mb signed.
+ */
+static void tg_cmb_batch_ecdsa_check(const struct tg_mbx_api *api,
+                                     const struct tg_cmb_batch_curve *c,
+                                     struct tg_keyop *const ops[], size_t n,
+                                     const unsigned char *const m[], ECDSA_SIG *sigs[], BN_CTX *ctx,
+                                     int results[], enum tg_fallback_reason reasons[])
+{
+    tg_mbx_ecdsa_verify_ssl_mb8_fn vf = tg_cmb_batch_verify_fn(api, c->alg);
+    bool ok[TG_MBX_LANES] = {false};
+    if (vf != NULL) {
+        const ECDSA_SIG *vs[TG_MBX_LANES] = {NULL};
+        const unsigned char *vm[TG_MBX_LANES] = {NULL};
+        const BIGNUM *vx[TG_MBX_LANES] = {NULL}, *vy[TG_MBX_LANES] = {NULL};
+        size_t nv = 0;
+        for (size_t i = 0; i < n; i++) {
+            const struct tg_pkey *k = ops[i]->pkey;
+            BIGNUM *x = sigs[i] != NULL ? BN_CTX_get(ctx) : NULL;
+            BIGNUM *y = x != NULL ? BN_CTX_get(ctx) : NULL;
+            if (y == NULL || k->pub_point_len != 1 + 2 * c->flen ||
+                BN_bin2bn(k->pub_point + 1, (int)c->flen, x) == NULL ||
+                BN_bin2bn(k->pub_point + 1 + c->flen, (int)c->flen, y) == NULL)
+                continue; /* not verified: fails the check */
+            vs[i] = sigs[i];
+            vm[i] = m[i];
+            vx[i] = x;
+            vy[i] = y;
+            nv++;
+        }
+        tg_mbx_status st = nv > 0 ? vf(vs, vm, vx, vy, NULL, NULL) : 0;
+        for (size_t i = 0; i < n; i++)
+            ok[i] = vs[i] != NULL && tg_mbx_lane_status(st, (unsigned)i) == TG_MBX_STATUS_OK;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            unsigned char der[TG_KEYOP_OUT_MAX];
+            int len = sigs[i] != NULL ? tg_cmb_batch_ecdsa_der(sigs[i], der, sizeof(der)) : -1;
+            ok[i] = len > 0 && tg_keyop_verify_sw(ops[i], der, (size_t)len) == TG_OK;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (sigs[i] == NULL || ok[i])
+            continue;
+        ECDSA_SIG_free(sigs[i]);
+        sigs[i] = NULL;
+        tg_cmb_batch_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_FAULT_CHECK);
+        TG_WARN("crypto_mb: ECDSA %s signature failed its fault check (lane %zu); "
+                "signing in software",
+                ops[i]->pkey->group ? ops[i]->pkey->group : "", i);
+    }
+}
+
 int tg_cmb_batch_ecdsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
-                            enum tg_fallback_reason reasons[])
+                            enum tg_fallback_reason reasons[], bool fault_check)
 {
     if (n == 0)
         return TG_OK;
@@ -67,6 +160,7 @@ int tg_cmb_batch_ecdsa_sign(struct tg_keyop *const ops[], size_t n, int results[
     const unsigned char *m[TG_MBX_LANES] = {NULL};
     const BIGNUM *kk[TG_MBX_LANES] = {NULL}, *dd[TG_MBX_LANES] = {NULL};
     BIGNUM *k[TG_MBX_LANES] = {NULL};
+    ECDSA_SIG *sigs[TG_MBX_LANES] = {NULL};
     bool live[TG_MBX_LANES] = {false};
     size_t nlive = 0;
     int rc = TG_OK;
@@ -124,23 +218,16 @@ int tg_cmb_batch_ecdsa_sign(struct tg_keyop *const ops[], size_t n, int results[
             tg_cmb_batch_lane_fail(results, reasons, i, TG_EDEVICE, TG_FALLBACK_LANE_ERROR);
             continue;
         }
-        ECDSA_SIG *sig = ECDSA_SIG_new();
-        BIGNUM *br = BN_bin2bn(rb[i], (int)c->olen, NULL);
-        BIGNUM *bs = BN_bin2bn(sb[i], (int)c->olen, NULL);
-        int len = -1;
-        if (sig != NULL && br != NULL && bs != NULL && ECDSA_SIG_set0(sig, br, bs)) {
-            br = bs = NULL; /* owned by sig */
-            len = i2d_ECDSA_SIG(sig, NULL);
-            if (len > 0 && (size_t)len <= sizeof(ops[i]->out)) {
-                unsigned char *pp = ops[i]->out;
-                len = i2d_ECDSA_SIG(sig, &pp);
-            } else {
-                len = -1;
-            }
-        }
-        BN_free(br);
-        BN_free(bs);
-        ECDSA_SIG_free(sig);
+        sigs[i] = tg_cmb_batch_ecdsa_sig(rb[i], sb[i], c->olen);
+        if (sigs[i] == NULL)
+            tg_cmb_batch_lane_fail(results, reasons, i, TG_ECRYPTO, TG_CMB_BATCH_NONE);
+    }
+    if (fault_check)
+        tg_cmb_batch_ecdsa_check(api, c, ops, n, m, sigs, ctx, results, reasons);
+    for (size_t i = 0; i < n; i++) {
+        if (sigs[i] == NULL)
+            continue;
+        int len = tg_cmb_batch_ecdsa_der(sigs[i], ops[i]->out, sizeof(ops[i]->out));
         if (len <= 0) {
             tg_cmb_batch_lane_fail(results, reasons, i, TG_ECRYPTO, TG_CMB_BATCH_NONE);
             continue;
@@ -152,6 +239,7 @@ out:
     for (size_t i = 0; i < n; i++) {
         if (k[i] != NULL)
             BN_clear(k[i]);
+        ECDSA_SIG_free(sigs[i]);
     }
     if (ctx != NULL) {
         BN_CTX_end(ctx);

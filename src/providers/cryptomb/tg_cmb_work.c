@@ -132,7 +132,7 @@ int tg_cmb_work_batch(void *arg, size_t n)
         rc = tg_cmb_batch_rsa_sign(w->p, n, w->res, w->why, w->fault_check);
         break;
     case TG_KEYOP_ECDSA_SIGN:
-        rc = tg_cmb_batch_ecdsa_sign(w->p, n, w->res, w->why);
+        rc = tg_cmb_batch_ecdsa_sign(w->p, n, w->res, w->why, w->fault_check);
         break;
     case TG_KEYOP_KX_KEYGEN: {
         struct tg_kxkey *keys[TG_MBX_LANES];

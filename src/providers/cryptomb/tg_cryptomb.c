@@ -299,7 +299,7 @@ static void tg_cmb_run_mb(struct tg_cmb_state *st, enum tg_cmb_kind k, struct tg
         rc = tg_cmb_batch_rsa_sign(ops, n, results, reasons, st->fault_check);
         break;
     case TG_KEYOP_ECDSA_SIGN:
-        rc = tg_cmb_batch_ecdsa_sign(ops, n, results, reasons);
+        rc = tg_cmb_batch_ecdsa_sign(ops, n, results, reasons, st->fault_check);
         break;
     case TG_KEYOP_KX_KEYGEN: {
         struct tg_kxkey *keys[TG_CMB_LANES];

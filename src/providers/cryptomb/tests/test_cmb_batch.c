@@ -1,10 +1,10 @@
 /* Signature batches through crypto_mb: RSA (2048/3072/4096, PKCS#1 v1.5 and
- * PSS, fault check), ECDSA (P-256/384/521), and what is available when (key
- * exchange batches: test_cmb_batch_kx.c). Every test runs against the real
- * library (skipped when it cannot load, e.g. under valgrind) and against the
- * fake; results are checked with OpenSSL. Negative cases inject lane errors
- * and faults through the fake, also on top of the real library's arithmetic
- * (passthrough). */
+ * PSS, fault check), ECDSA (P-256/384/521, fault check), unwritten lanes,
+ * and what is available when (key exchange batches: test_cmb_batch_kx.c).
+ * Every test runs against the real library (skipped when it cannot load,
+ * e.g. under valgrind) and against the fake; results are checked with
+ * OpenSSL. Negative cases inject lane errors and faults through the fake,
+ * also on top of the real library's arithmetic (passthrough). */
 #include <dlfcn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
@@ -496,7 +496,7 @@ static void test_ecdsa_batches(void **state)
                 ecdsa_op(&ops[i], ec[c][(i + n) % KEYS_PER], dlens[di++ % TG_ARRAY_LEN(dlens)]);
                 p[i] = &ops[i];
             }
-            assert_int_equal(tg_cmb_batch_ecdsa_sign(p, n, res, why), TG_OK);
+            assert_int_equal(tg_cmb_batch_ecdsa_sign(p, n, res, why, true), TG_OK);
             for (size_t i = 0; i < n; i++) {
                 assert_int_equal(res[i], TG_OK);
                 assert_int_equal(why[i], NONE);
@@ -530,7 +530,7 @@ static void test_ecdsa_digest_edges(void **state)
         ops[4].inlen = 1;
         ops[4].in[0] |= 1;
         ops[5].inlen = 33;
-        assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 6, res, why), TG_OK);
+        assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 6, res, why, true), TG_OK);
         for (size_t i = 0; i < 6; i++) {
             if (i == 2 || i == 3) {
                 assert_int_equal(res[i], TG_EDEVICE);
@@ -549,7 +549,7 @@ static void test_ecdsa_digest_edges(void **state)
     /* The nonce is fresh: two signatures of one digest differ. */
     ecdsa_op(&ops[0], ec[0][0], 32);
     ops[1] = ops[0];
-    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 2, res, why), TG_OK);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 2, res, why, true), TG_OK);
     assert_int_equal(res[0], TG_OK);
     assert_int_equal(res[1], TG_OK);
     assert_true(ops[0].outlen != ops[1].outlen ||
@@ -573,7 +573,7 @@ static void test_ecdsa_lane_errors_and_invalid(void **state)
             ecdsa_op(&ops[i], ec[1][i % KEYS_PER], 48);
             p[i] = &ops[i];
         }
-        assert_int_equal(tg_cmb_batch_ecdsa_sign(p, TG_MBX_LANES, res, why), TG_OK);
+        assert_int_equal(tg_cmb_batch_ecdsa_sign(p, TG_MBX_LANES, res, why, true), TG_OK);
         for (unsigned i = 0; i < TG_MBX_LANES; i++) {
             if (i == bad) {
                 assert_int_equal(res[i], TG_EDEVICE);
@@ -592,14 +592,84 @@ static void test_ecdsa_lane_errors_and_invalid(void **state)
     ops[1].pkey = ec[1][0]; /* P-384 in a P-256 batch */
     ops[2].inlen = 65;      /* beyond the input buffer */
     ops[3].pkey = rsa[0][0];
-    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 4, res, why), TG_OK);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 4, res, why, true), TG_OK);
     assert_int_equal(res[0], TG_OK);
     for (size_t i = 1; i < 4; i++) {
         assert_int_equal(res[i], TG_EINVAL);
         assert_unreleased(&ops[i]);
     }
-    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 9, res, why), TG_EINVAL);
-    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 0, res, why), TG_OK);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 9, res, why, true), TG_EINVAL);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 0, res, why, true), TG_OK);
+}
+
+/* Install the fake table t, over the real library when the backend is real
+ * (passthrough), knobs reset. */
+static void use_table(void **state, const struct tg_mbx_api *t)
+{
+    tg_mbx_unload();
+    tg_mbx_fake_reset();
+    if (is_real(state))
+        tg_mbx_fake_set_inner(&real_copy);
+    assert_int_equal(tg_mbx_install(t), TG_OK);
+}
+
+/* Every ECDSA signature is verified before it leaves: a corrupted one
+ * (one bit of r flipped, status OK) fails its lane with fault_check and is
+ * never released; without the check it would go out and not verify. The
+ * check is one batched verification call, or OpenSSL when the library has
+ * no verification. */
+static void test_ecdsa_fault_check(void **state)
+{
+    use_backend(state);
+    use_injection(state);
+    struct tg_keyop ops[TG_MBX_LANES];
+    struct tg_keyop *p[TG_MBX_LANES];
+    int res[TG_MBX_LANES];
+    enum tg_fallback_reason why[TG_MBX_LANES];
+    for (int batched = 1; batched >= 0; batched--) {
+        for (unsigned bad = 0; bad < TG_MBX_LANES; bad += 3) {
+            size_t c = bad % NCURVES;
+            use_table(state, batched ? tg_mbx_fake_api() : tg_mbx_fake_api_no_verify());
+            tg_mbx_fake_corrupt(TG_MBX_FAKE_ECDSA_SIGN, bad);
+            for (size_t i = 0; i < TG_MBX_LANES; i++) {
+                ecdsa_op(&ops[i], ec[c][i % KEYS_PER], 48);
+                p[i] = &ops[i];
+            }
+            assert_int_equal(tg_cmb_batch_ecdsa_sign(p, TG_MBX_LANES, res, why, true), TG_OK);
+            for (unsigned i = 0; i < TG_MBX_LANES; i++) {
+                if (i == bad) {
+                    assert_int_equal(res[i], TG_EDEVICE);
+                    assert_int_equal(why[i], TG_FALLBACK_FAULT_CHECK);
+                    assert_unreleased(&ops[i]);
+                } else {
+                    assert_int_equal(res[i], TG_OK);
+                    assert_int_equal(why[i], NONE);
+                    assert_int_equal(ecdsa_verify(&ops[i]), 1);
+                }
+            }
+            const struct tg_mbx_fake_stats *fs = tg_mbx_fake_stats();
+            assert_int_equal(fs->calls[TG_MBX_FAKE_ECDSA_VERIFY], batched ? 1 : 0);
+            assert_int_equal(fs->lanes[TG_MBX_FAKE_ECDSA_VERIFY], batched ? TG_MBX_LANES : 0);
+            /* Without the check the corrupted signature goes out. */
+            for (size_t i = 0; i < TG_MBX_LANES; i++)
+                ecdsa_op(&ops[i], ec[c][i % KEYS_PER], 48);
+            assert_int_equal(tg_cmb_batch_ecdsa_sign(p, TG_MBX_LANES, res, why, false), TG_OK);
+            assert_int_equal(res[bad], TG_OK);
+            assert_int_equal(ecdsa_verify(&ops[bad]), 0);
+            assert_int_equal(fs->calls[TG_MBX_FAKE_ECDSA_VERIFY], batched ? 1 : 0);
+        }
+    }
+    /* The verification itself failing a lane: not released either. */
+    use_table(state, tg_mbx_fake_api());
+    tg_mbx_fake_fail_lane(TG_MBX_FAKE_ECDSA_VERIFY, 1, TG_MBX_STATUS_SIGNATURE_ERR);
+    for (size_t i = 0; i < 3; i++)
+        ecdsa_op(&ops[i], ec[0][i], 32);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 3, res, why, true), TG_OK);
+    assert_int_equal(res[1], TG_EDEVICE);
+    assert_int_equal(why[1], TG_FALLBACK_FAULT_CHECK);
+    assert_unreleased(&ops[1]);
+    assert_int_equal(res[0], TG_OK);
+    assert_int_equal(res[2], TG_OK);
 }
 
 /* crypto_mb may leave a lane unwritten while reporting success: such a lane
@@ -629,7 +699,7 @@ static void test_unwritten_lanes(void **state)
                 p[i] = &ops[i];
             }
             int rc = kind < 2 ? tg_cmb_batch_rsa_sign(p, TG_MBX_LANES, res, why, kind == 1)
-                              : tg_cmb_batch_ecdsa_sign(p, TG_MBX_LANES, res, why);
+                              : tg_cmb_batch_ecdsa_sign(p, TG_MBX_LANES, res, why, true);
             assert_int_equal(rc, TG_OK);
             for (unsigned i = 0; i < TG_MBX_LANES; i++) {
                 if (i == bad) {
@@ -666,7 +736,7 @@ static void test_not_loaded_or_unavailable(void **state)
         assert_int_equal(why[i], TG_FALLBACK_DEVICE_ERROR);
     }
     ecdsa_op(&ops[0], ec[0][0], 32);
-    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 1, res, why), TG_EUNAVAIL);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 1, res, why, true), TG_EUNAVAIL);
     assert_int_equal(res[0], TG_EDEVICE);
     assert_int_equal(tg_cmb_batch_keygen(kp, 1, TG_GROUP_X25519, res), TG_EUNAVAIL);
     assert_int_equal(res[0], TG_EDEVICE);
@@ -680,7 +750,7 @@ static void test_not_loaded_or_unavailable(void **state)
     tg_mbx_fake_reset();
     tg_mbx_fake_set_algo(TG_MBX_ALGO_EC_NIST_P256, false);
     assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_OK);
-    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 1, res, why), TG_EUNAVAIL);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 1, res, why, true), TG_EUNAVAIL);
     assert_int_equal(why[0], TG_FALLBACK_DEVICE_ERROR);
     assert_false(tg_cmb_batch_group_supported(TG_GROUP_P256));
     assert_true(tg_cmb_batch_group_supported(TG_GROUP_P384));
@@ -696,7 +766,7 @@ static void test_not_loaded_or_unavailable(void **state)
     assert_false(tg_cmb_batch_group_supported(TG_GROUP_P521));
     assert_int_equal(tg_cmb_batch_key_supported(ec[2][0], reason, sizeof(reason)), TG_EUNAVAIL);
     ecdsa_op(&ops[0], ec[2][0], 64);
-    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 1, res, why), TG_EUNAVAIL);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 1, res, why, true), TG_EUNAVAIL);
     tg_mbx_unload();
 }
 
@@ -716,6 +786,7 @@ int main(void)
         BOTH(test_ecdsa_batches),
         BOTH(test_ecdsa_digest_edges),
         BOTH(test_ecdsa_lane_errors_and_invalid),
+        BOTH(test_ecdsa_fault_check),
         BOTH(test_unwritten_lanes),
         cmocka_unit_test_teardown(test_not_loaded_or_unavailable, teardown),
     };

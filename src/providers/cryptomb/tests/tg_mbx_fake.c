@@ -18,7 +18,7 @@ static struct {
     bool not_applicable;
     bool algo_off[16];
     unsigned fail_status[TG_MBX_FAKE_FN_COUNT][LANES];
-    bool corrupt[LANES];
+    bool corrupt[TG_MBX_FAKE_FN_COUNT][LANES];
     bool skip[TG_MBX_FAKE_FN_COUNT][LANES];
     struct tg_mbx_fake_stats stats;
 } fk;
@@ -68,10 +68,15 @@ void tg_mbx_fake_fail_lane(enum tg_mbx_fake_fn fn, unsigned lane, unsigned statu
         fk.fail_status[fn][lane] = status & 0xFu;
 }
 
+void tg_mbx_fake_corrupt(enum tg_mbx_fake_fn fn, unsigned lane)
+{
+    if ((unsigned)fn < TG_MBX_FAKE_FN_COUNT && lane < LANES)
+        fk.corrupt[fn][lane] = true;
+}
+
 void tg_mbx_fake_corrupt_lane(unsigned lane)
 {
-    if (lane < LANES)
-        fk.corrupt[lane] = true;
+    tg_mbx_fake_corrupt(TG_MBX_FAKE_RSA_PRIVATE_CRT, lane);
 }
 
 void tg_mbx_fake_skip_lane(enum tg_mbx_fake_fn fn, unsigned lane)
@@ -117,7 +122,7 @@ static tg_mbx_status fk_post(enum tg_mbx_fake_fn fn, tg_mbx_status st, const voi
             continue;
         fk.stats.lanes[fn]++;
         unsigned char *o = out != NULL ? out[i] : NULL;
-        if (fn == TG_MBX_FAKE_RSA_PRIVATE_CRT && fk.corrupt[i] && o != NULL)
+        if (fk.corrupt[fn][i] && o != NULL)
             o[outlen / 2] ^= 0x10;
         st = inject(fn, st, i, o, outlen);
     }
@@ -270,7 +275,7 @@ static tg_mbx_status fk_rsa_private_crt_impl(const unsigned char *const from[8],
             st = tg_mbx_set_lane_status(st, i, TG_MBX_STATUS_MISMATCH_PARAM_ERR);
             continue;
         }
-        if (fk.corrupt[i])
+        if (fk.corrupt[fn][i])
             to[i][k / 2] ^= 0x10;
         st = inject(fn, st, i, to[i], k);
     }
@@ -388,6 +393,8 @@ static tg_mbx_status fk_ecdsa_sign_impl(int nid, unsigned char *r[8], unsigned c
         }
         if (BN_is_zero(rr) || BN_is_zero(ss))
             st = tg_mbx_set_lane_status(st, i, TG_MBX_STATUS_SIGNATURE_ERR);
+        if (fk.corrupt[fn][i])
+            r[i][olen / 2] ^= 0x10;
         st = inject(fn, st, i, r[i], olen);
     }
     if (kinv != NULL)
@@ -430,6 +437,90 @@ static tg_mbx_status fk_p521_sign(unsigned char *r[8], unsigned char *s[8],
 {
     (void)scratch;
     return fk_ecdsa_sign(NID_secp521r1, r, s, msg, k, d);
+}
+
+/* ---- ECDSA verification ---- */
+
+static tg_mbx_status fk_ecdsa_verify(int nid, const ECDSA_SIG *const sig[8],
+                                     const unsigned char *const msg[8], const BIGNUM *const x[8],
+                                     const BIGNUM *const y[8], const BIGNUM *const z[8])
+{
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_ECDSA_VERIFY;
+    fk.stats.calls[fn]++;
+    tg_mbx_ecdsa_verify_ssl_mb8_fn f =
+        fk_inner == NULL              ? NULL
+        : nid == NID_X9_62_prime256v1 ? fk_inner->nistp256_ecdsa_verify_ssl_mb8
+        : nid == NID_secp384r1        ? fk_inner->nistp384_ecdsa_verify_ssl_mb8
+                                      : fk_inner->nistp521_ecdsa_verify_ssl_mb8;
+    if (f != NULL)
+        return fk_post(fn, f(sig, msg, x, y, z, NULL), (const void *const *)sig, NULL, 0);
+    if (sig == NULL || msg == NULL || x == NULL || y == NULL)
+        return all_status(TG_MBX_STATUS_NULL_PARAM_ERR);
+    const EC_GROUP *g = fk_group(nid);
+    const BIGNUM *order = EC_GROUP_get0_order(g);
+    size_t olen = fk_bytes(nid);
+    tg_mbx_status st = 0;
+    BN_CTX *ctx = BN_CTX_new();
+    BN_CTX_start(ctx);
+    BIGNUM *e = BN_CTX_get(ctx), *w = BN_CTX_get(ctx), *u1 = BN_CTX_get(ctx);
+    BIGNUM *u2 = BN_CTX_get(ctx), *rx = BN_CTX_get(ctx);
+    EC_POINT *Q = EC_POINT_new(g), *R = EC_POINT_new(g);
+    for (unsigned i = 0; i < LANES; i++) {
+        if (sig[i] == NULL || msg[i] == NULL || x[i] == NULL || y[i] == NULL ||
+            (z != NULL && z[i] == NULL)) {
+            st = tg_mbx_set_lane_status(st, i, TG_MBX_STATUS_NULL_PARAM_ERR);
+            continue;
+        }
+        fk.stats.lanes[fn]++;
+        const BIGNUM *r = ECDSA_SIG_get0_r(sig[i]), *s = ECDSA_SIG_get0_s(sig[i]);
+        if (rx == NULL || BN_bin2bn(msg[i], (int)olen, e) == NULL || BN_cmp(e, order) >= 0 ||
+            BN_is_zero(r) || BN_cmp(r, order) >= 0 || BN_is_zero(s) || BN_cmp(s, order) >= 0 ||
+            !EC_POINT_set_affine_coordinates(g, Q, x[i], y[i], ctx)) {
+            st = tg_mbx_set_lane_status(st, i, TG_MBX_STATUS_MISMATCH_PARAM_ERR);
+            continue;
+        }
+        /* w = s^-1, u1 = e w, u2 = r w; valid iff (u1 G + u2 Q).x = r mod n */
+        bool good = BN_mod_inverse(w, s, order, ctx) != NULL && BN_mod_mul(u1, e, w, order, ctx) &&
+                    BN_mod_mul(u2, r, w, order, ctx) && EC_POINT_mul(g, R, u1, Q, u2, ctx) &&
+                    !EC_POINT_is_at_infinity(g, R) &&
+                    EC_POINT_get_affine_coordinates(g, R, rx, NULL, ctx) &&
+                    BN_nnmod(rx, rx, order, ctx) && BN_cmp(rx, r) == 0;
+        if (!good)
+            st = tg_mbx_set_lane_status(st, i, TG_MBX_STATUS_SIGNATURE_ERR);
+        st = inject(fn, st, i, NULL, 0);
+    }
+    EC_POINT_free(Q);
+    EC_POINT_free(R);
+    BN_CTX_end(ctx);
+    BN_CTX_free(ctx);
+    return st;
+}
+
+static tg_mbx_status fk_p256_verify(const ECDSA_SIG *const sig[8],
+                                    const unsigned char *const msg[8], const BIGNUM *const x[8],
+                                    const BIGNUM *const y[8], const BIGNUM *const z[8],
+                                    unsigned char *scratch)
+{
+    (void)scratch;
+    return fk_ecdsa_verify(NID_X9_62_prime256v1, sig, msg, x, y, z);
+}
+
+static tg_mbx_status fk_p384_verify(const ECDSA_SIG *const sig[8],
+                                    const unsigned char *const msg[8], const BIGNUM *const x[8],
+                                    const BIGNUM *const y[8], const BIGNUM *const z[8],
+                                    unsigned char *scratch)
+{
+    (void)scratch;
+    return fk_ecdsa_verify(NID_secp384r1, sig, msg, x, y, z);
+}
+
+static tg_mbx_status fk_p521_verify(const ECDSA_SIG *const sig[8],
+                                    const unsigned char *const msg[8], const BIGNUM *const x[8],
+                                    const BIGNUM *const y[8], const BIGNUM *const z[8],
+                                    unsigned char *scratch)
+{
+    (void)scratch;
+    return fk_ecdsa_verify(NID_secp521r1, sig, msg, x, y, z);
 }
 
 /* ---- EC public key ---- */
@@ -712,6 +803,9 @@ static const struct tg_mbx_api fk_api = {
     .nistp256_ecdsa_sign_ssl_mb8 = fk_p256_sign,
     .nistp384_ecdsa_sign_ssl_mb8 = fk_p384_sign,
     .nistp521_ecdsa_sign_ssl_mb8 = fk_p521_sign,
+    .nistp256_ecdsa_verify_ssl_mb8 = fk_p256_verify,
+    .nistp384_ecdsa_verify_ssl_mb8 = fk_p384_verify,
+    .nistp521_ecdsa_verify_ssl_mb8 = fk_p521_verify,
     .nistp256_ecpublic_key_ssl_mb8 = fk_p256_pub,
     .nistp384_ecpublic_key_ssl_mb8 = fk_p384_pub,
     .nistp521_ecpublic_key_ssl_mb8 = fk_p521_pub,
@@ -732,6 +826,8 @@ static const struct tg_mbx_api fk_api_no_p521 = {
     .rsa_public_ssl_mb8 = fk_rsa_public,
     .nistp256_ecdsa_sign_ssl_mb8 = fk_p256_sign,
     .nistp384_ecdsa_sign_ssl_mb8 = fk_p384_sign,
+    .nistp256_ecdsa_verify_ssl_mb8 = fk_p256_verify,
+    .nistp384_ecdsa_verify_ssl_mb8 = fk_p384_verify,
     .nistp256_ecpublic_key_ssl_mb8 = fk_p256_pub,
     .nistp384_ecpublic_key_ssl_mb8 = fk_p384_pub,
     .nistp256_ecdh_ssl_mb8 = fk_p256_ecdh,
@@ -740,9 +836,35 @@ static const struct tg_mbx_api fk_api_no_p521 = {
     .x25519_mb8 = fk_x25519,
 };
 
+static const struct tg_mbx_api fk_api_no_verify = {
+    .name = "fake-no-verify",
+    .get_cpu_features = fk_get_cpu_features,
+    .is_crypto_mb_applicable = fk_is_applicable,
+    .get_algo_info = fk_get_algo_info,
+    .getversion = fk_getversion,
+    .rsa_private_crt_ssl_mb8 = fk_rsa_private_crt,
+    .rsa_public_ssl_mb8 = fk_rsa_public,
+    .nistp256_ecdsa_sign_ssl_mb8 = fk_p256_sign,
+    .nistp384_ecdsa_sign_ssl_mb8 = fk_p384_sign,
+    .nistp521_ecdsa_sign_ssl_mb8 = fk_p521_sign,
+    .nistp256_ecpublic_key_ssl_mb8 = fk_p256_pub,
+    .nistp384_ecpublic_key_ssl_mb8 = fk_p384_pub,
+    .nistp521_ecpublic_key_ssl_mb8 = fk_p521_pub,
+    .nistp256_ecdh_ssl_mb8 = fk_p256_ecdh,
+    .nistp384_ecdh_ssl_mb8 = fk_p384_ecdh,
+    .nistp521_ecdh_ssl_mb8 = fk_p521_ecdh,
+    .x25519_public_key_mb8 = fk_x25519_public_key,
+    .x25519_mb8 = fk_x25519,
+};
+
 const struct tg_mbx_api *tg_mbx_fake_api(void)
 {
     return &fk_api;
+}
+
+const struct tg_mbx_api *tg_mbx_fake_api_no_verify(void)
+{
+    return &fk_api_no_verify;
 }
 
 const struct tg_mbx_api *tg_mbx_fake_api_no_p521(void)
