@@ -44,6 +44,7 @@
 #include "providers/cryptomb/tg_cmb_bench.h"
 #include "providers/cryptomb/tg_cmb_calib.h"
 #include "providers/cryptomb/tg_cmb_kind.h"
+#include "providers/cryptomb/tg_cmb_pool.h"
 #include "providers/cryptomb/tg_cryptomb.h"
 #include "providers/cryptomb/tg_mbx.h"
 
@@ -68,11 +69,6 @@ static struct {
 struct tg_cmb_queue {
     struct tg_keyop *head, *tail;
     size_t n;
-};
-
-struct tg_cmb_pool {
-    struct tg_kxkey *keys; /* [cap] */
-    size_t n, cap;
 };
 
 struct tg_cmb_state {
@@ -238,16 +234,6 @@ static int tg_cmb_worker_init(const struct tg_keyprov_worker *w, void **state)
     if (!atomic_exchange(&tg_cmb.summary_logged, true))
         tg_cmb_log_calibration();
     return TG_OK;
-}
-
-static void tg_cmb_pool_free(struct tg_cmb_pool *p)
-{
-    for (size_t i = 0; i < p->n; i++)
-        tg_kxkey_clear(&p->keys[i]);
-    if (p->keys != NULL)
-        OPENSSL_cleanse(p->keys, p->cap * sizeof(*p->keys));
-    free(p->keys);
-    memset(p, 0, sizeof(*p));
 }
 
 static void tg_cmb_worker_cleanup(void *state)
@@ -431,73 +417,41 @@ static void tg_cmb_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     tg_cmb_arm_timer(st);
 }
 
-/* ---- ephemeral key pool ---- */
+/* ---- ephemeral key pool (the policy; the pool itself: tg_cmb_pool.c) ---- */
 
-static bool tg_cmb_pool_take(struct tg_cmb_state *st, struct tg_kxkey *into)
+static bool tg_cmb_pool_serve(struct tg_cmb_state *st, struct tg_kxkey *into)
 {
-    struct tg_cmb_pool *p = &st->pool[into->group];
-    if (p->n == 0)
+    if (!tg_cmb_pool_take(&st->pool[into->group], into))
         return false;
-    struct tg_kxkey *k = &p->keys[--p->n];
-    EVP_PKEY_free(into->sw);
-    *into = *k; /* takes ownership of any software twin */
-    OPENSSL_cleanse(k, sizeof(*k));
     atomic_store_explicit(&st->stats->pool_level, tg_ctr_get(&st->stats->pool_level) - 1,
                           memory_order_relaxed);
     return true;
 }
 
 /* Top up the pools by one mb8 batch per group that is below target. */
-static void tg_cmb_pool_refill(struct tg_cmb_state *st)
+static void tg_cmb_pool_top_up(struct tg_cmb_state *st)
 {
     if (st->pool_target == 0)
         return;
     static const enum tg_group groups[] = {TG_GROUP_X25519, TG_GROUP_P256, TG_GROUP_P384};
     for (size_t gi = 0; gi < TG_ARRAY_LEN(groups); gi++) {
-        enum tg_group g = groups[gi];
-        struct tg_cmb_pool *p = &st->pool[g];
+        struct tg_cmb_pool *p = &st->pool[groups[gi]];
         /* Only groups that clients actually used get a pool. */
-        if (p->keys == NULL || p->n >= st->pool_target || p->n + TG_CMB_LANES > p->cap)
+        if (p->keys == NULL || p->n >= st->pool_target)
             continue;
         if (p->n >= st->pool_target / 2 && st->pending > 0)
             continue; /* busy: refill later, the pool still covers demand */
-        struct tg_kxkey *keys[TG_CMB_LANES];
-        int results[TG_CMB_LANES];
-        for (size_t i = 0; i < TG_CMB_LANES; i++) {
-            memset(&p->keys[p->n + i], 0, sizeof(p->keys[0]));
-            p->keys[p->n + i].group = g;
-            keys[i] = &p->keys[p->n + i];
-        }
-        if (tg_cmb_batch_keygen(keys, TG_CMB_LANES, g, results) != TG_OK) {
-            for (size_t i = 0; i < TG_CMB_LANES; i++)
-                tg_kxkey_clear(keys[i]);
-            continue;
-        }
-        size_t added = 0;
-        for (size_t i = 0; i < TG_CMB_LANES; i++) {
-            if (results[i] != TG_OK) {
-                tg_kxkey_clear(keys[i]);
-                continue;
-            }
-            if (p->n + added != p->n + i)
-                p->keys[p->n + added] = p->keys[p->n + i];
-            added++;
-        }
-        p->n += added;
-        tg_ctr_add(&st->stats->pool_level, added);
+        tg_ctr_add(&st->stats->pool_level, tg_cmb_pool_refill(p));
     }
 }
 
 /* First use of a group on this worker: give it a pool. */
 static void tg_cmb_pool_enable(struct tg_cmb_state *st, enum tg_group g)
 {
-    struct tg_cmb_pool *p = &st->pool[g];
-    if (p->keys != NULL || st->pool_target == 0)
+    if (st->pool_target == 0)
         return;
-    size_t cap = st->pool_target + TG_CMB_LANES;
-    p->keys = calloc(cap, sizeof(*p->keys));
-    if (p->keys != NULL)
-        p->cap = cap;
+    if (tg_cmb_pool_reserve(&st->pool[g], g, st->pool_target + TG_CMB_LANES) != TG_OK)
+        TG_DEBUG("cryptomb: no memory for a %s key pool; keys made on demand", tg_group_name(g));
 }
 
 /* ---- interface ---- */
@@ -524,7 +478,7 @@ static int tg_cmb_submit(void *state, struct tg_keyop *op)
     }
     if (op->type == TG_KEYOP_KX_KEYGEN) {
         tg_cmb_pool_enable(st, op->kx->group);
-        if (tg_cmb_pool_take(st, op->kx)) {
+        if (tg_cmb_pool_serve(st, op->kx)) {
             tg_keyop_complete(op, TG_OK, TG_FALLBACK_DEVICE_ERROR);
             return TG_OK;
         }
@@ -564,7 +518,7 @@ static void tg_cmb_flush(void *state)
         }
         tg_cmb_arm_timer(st);
     }
-    tg_cmb_pool_refill(st);
+    tg_cmb_pool_top_up(st);
 }
 
 static size_t tg_cmb_pending(void *state)
