@@ -52,8 +52,12 @@ size_t tg_cmb_pool_refill(struct tg_cmb_pool *p)
             tg_kxkey_clear(keys[i]);
             continue;
         }
-        if (added != i)
+        if (added != i) {
+            /* Pack the good keys at the front; the slot a key leaves is
+             * wiped, or a copy of its private half would stay behind. */
             *keys[added] = *keys[i];
+            OPENSSL_cleanse(keys[i], sizeof(*keys[i]));
+        }
         added++;
     }
     p->n += added;

@@ -4,8 +4,10 @@
  * the cryptomb provider (the policy -- which groups, how many, when to
  * refill -- is in tg_cryptomb.c).
  *
- * The pool owns private keys: a key taken moves to the caller and its slot
- * is wiped; freeing wipes everything.
+ * The pool owns private keys: every slot that does not hold a ready key is
+ * all zero. A key taken moves to the caller and its slot is wiped; a key
+ * moved inside the pool (compaction after failed lanes) leaves a wiped
+ * slot; freeing wipes everything.
  *
  * Internal to src/providers/cryptomb. One worker thread owns a pool; refill
  * runs crypto_mb on that thread's normal stack (never in an ASYNC job).
@@ -21,7 +23,7 @@
 
 struct tg_cmb_pool {
     enum tg_group group;
-    struct tg_kxkey *keys; /* [cap]: [0, n) ready */
+    struct tg_kxkey *keys; /* [cap]: [0, n) ready, [n, cap) all zero */
     size_t n, cap;
 };
 
