@@ -86,12 +86,22 @@ static int tg_cmb_batch_ecdsa_der(const ECDSA_SIG *sig, unsigned char *out, size
  */
 static void tg_cmb_batch_ecdsa_check(const struct tg_mbx_api *api,
                                      const struct tg_cmb_batch_curve *c,
-                                     struct tg_keyop *const ops[], size_t n,
+                                     struct tg_keyop *const ops[], size_t n, const bool check[],
                                      const unsigned char *const m[], ECDSA_SIG *sigs[], BN_CTX *ctx,
                                      int results[], enum tg_fallback_reason reasons[])
 {
     tg_mbx_ecdsa_verify_ssl_mb8_fn vf = tg_cmb_batch_verify_fn(api, c->alg);
     bool ok[TG_MBX_LANES] = {false};
+    ECDSA_SIG *todo[TG_MBX_LANES] = {NULL}; /* the lanes to check */
+    size_t ntodo = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (sigs[i] != NULL && (check == NULL || check[i])) {
+            todo[i] = sigs[i];
+            ntodo++;
+        }
+    }
+    if (ntodo == 0)
+        return;
     if (vf != NULL) {
         const ECDSA_SIG *vs[TG_MBX_LANES] = {NULL};
         const unsigned char *vm[TG_MBX_LANES] = {NULL};
@@ -99,13 +109,13 @@ static void tg_cmb_batch_ecdsa_check(const struct tg_mbx_api *api,
         size_t nv = 0;
         for (size_t i = 0; i < n; i++) {
             const struct tg_pkey *k = ops[i]->pkey;
-            BIGNUM *x = sigs[i] != NULL ? BN_CTX_get(ctx) : NULL;
+            BIGNUM *x = todo[i] != NULL ? BN_CTX_get(ctx) : NULL;
             BIGNUM *y = x != NULL ? BN_CTX_get(ctx) : NULL;
             if (y == NULL || k->pub_point_len != 1 + 2 * c->flen ||
                 BN_bin2bn(k->pub_point + 1, (int)c->flen, x) == NULL ||
                 BN_bin2bn(k->pub_point + 1 + c->flen, (int)c->flen, y) == NULL)
                 continue; /* not verified: fails the check */
-            vs[i] = sigs[i];
+            vs[i] = todo[i];
             vm[i] = m[i];
             vx[i] = x;
             vy[i] = y;
@@ -117,12 +127,12 @@ static void tg_cmb_batch_ecdsa_check(const struct tg_mbx_api *api,
     } else {
         for (size_t i = 0; i < n; i++) {
             unsigned char der[TG_KEYOP_OUT_MAX];
-            int len = sigs[i] != NULL ? tg_cmb_batch_ecdsa_der(sigs[i], der, sizeof(der)) : -1;
+            int len = todo[i] != NULL ? tg_cmb_batch_ecdsa_der(todo[i], der, sizeof(der)) : -1;
             ok[i] = len > 0 && tg_keyop_verify_sw(ops[i], der, (size_t)len) == TG_OK;
         }
     }
     for (size_t i = 0; i < n; i++) {
-        if (sigs[i] == NULL || ok[i])
+        if (todo[i] == NULL || ok[i])
             continue;
         ECDSA_SIG_free(sigs[i]);
         sigs[i] = NULL;
@@ -134,7 +144,7 @@ static void tg_cmb_batch_ecdsa_check(const struct tg_mbx_api *api,
 }
 
 int tg_cmb_batch_ecdsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
-                            enum tg_fallback_reason reasons[], bool fault_check)
+                            enum tg_fallback_reason reasons[], const bool check[])
 {
     if (n == 0)
         return TG_OK;
@@ -222,8 +232,7 @@ int tg_cmb_batch_ecdsa_sign(struct tg_keyop *const ops[], size_t n, int results[
         if (sigs[i] == NULL)
             tg_cmb_batch_lane_fail(results, reasons, i, TG_ECRYPTO, TG_CMB_BATCH_NONE);
     }
-    if (fault_check)
-        tg_cmb_batch_ecdsa_check(api, c, ops, n, m, sigs, ctx, results, reasons);
+    tg_cmb_batch_ecdsa_check(api, c, ops, n, check, m, sigs, ctx, results, reasons);
     for (size_t i = 0; i < n; i++) {
         if (sigs[i] == NULL)
             continue;

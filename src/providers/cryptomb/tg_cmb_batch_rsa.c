@@ -33,7 +33,7 @@ static int tg_cmb_batch_rsa_verify_scalar(const struct tg_pkey *k, const unsigne
 }
 
 int tg_cmb_batch_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
-                          enum tg_fallback_reason reasons[], bool fault_check)
+                          enum tg_fallback_reason reasons[], const bool check[])
 {
     if (n == 0)
         return TG_OK;
@@ -110,14 +110,15 @@ int tg_cmb_batch_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
         }
     }
 
-    if (fault_check) {
+    /* The fault check, for the lanes whose operation asks for it. */
+    {
         const unsigned char *vfrom[TG_MBX_LANES] = {NULL};
         unsigned char *vto[TG_MBX_LANES] = {NULL};
         const BIGNUM *ve[TG_MBX_LANES] = {NULL}, *vn[TG_MBX_LANES] = {NULL};
         bool batched[TG_MBX_LANES] = {false};
         size_t nb = 0;
         for (size_t i = 0; i < n; i++) {
-            if (!live[i])
+            if (!live[i] || (check != NULL && !check[i]))
                 continue;
             const struct tg_pkey *k = ops[i]->pkey;
             if (BN_is_word(k->e, 65537)) {

@@ -11,13 +11,21 @@
 
 int tg_cmb_pool_reserve(struct tg_cmb_pool *p, enum tg_group g, size_t cap)
 {
-    if (p->keys != NULL)
+    if (p->keys != NULL && cap <= p->cap)
         return TG_OK;
-    p->keys = calloc(cap, sizeof(*p->keys));
-    if (p->keys == NULL)
+    struct tg_kxkey *keys = calloc(cap, sizeof(*keys));
+    if (keys == NULL)
         return TG_ENOMEM;
-    p->group = g;
-    p->n = 0;
+    if (p->keys != NULL) {
+        /* Not realloc: the old storage must be wiped before it is freed. */
+        memcpy(keys, p->keys, p->n * sizeof(*keys));
+        OPENSSL_cleanse(p->keys, p->cap * sizeof(*p->keys));
+        free(p->keys);
+    } else {
+        p->group = g;
+        p->n = 0;
+    }
+    p->keys = keys;
     p->cap = cap;
     return TG_OK;
 }

@@ -7,7 +7,7 @@
  * The pool owns private keys: every slot that does not hold a ready key is
  * all zero. A key taken moves to the caller and its slot is wiped; a key
  * moved inside the pool (compaction after failed lanes) leaves a wiped
- * slot; freeing wipes everything.
+ * slot; growing wipes the old storage; freeing wipes everything.
  *
  * Internal to src/providers/cryptomb. One worker thread owns a pool; refill
  * runs crypto_mb on that thread's normal stack (never in an ASYNC job).
@@ -27,8 +27,9 @@ struct tg_cmb_pool {
     size_t n, cap;
 };
 
-/* Room for cap keys of group g (first call; later calls change nothing).
- * TG_OK or TG_ENOMEM (the pool is unchanged). */
+/* Room for cap keys of group g (first call), or more room (a larger cap
+ * later: the ready keys move, the old storage is wiped; g is ignored then).
+ * Never shrinks. TG_OK or TG_ENOMEM (the pool is unchanged). */
 int tg_cmb_pool_reserve(struct tg_cmb_pool *p, enum tg_group g, size_t cap) TG_MUST_CHECK;
 
 /* Move the newest ready key into *into (its previous software twin freed);
