@@ -2,6 +2,7 @@
  * failed lanes, compaction, take, and that no private key stays behind in a
  * slot that does not hold a ready key. The arithmetic is the fake's
  * (tests/tg_mbx_fake.c), whose knobs fail lanes. */
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +121,33 @@ static void test_refill_fails(void **state)
     tg_cmb_pool_free(&none);
 }
 
+/* More room later (a binding with a larger key_pool): the ready keys move
+ * to the new storage unchanged, the new slots are zero; never shrinks. */
+static void test_grow_keeps_keys(void **state)
+{
+    (void)state;
+    tg_mbx_fake_reset();
+    assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_OK);
+    struct tg_cmb_pool p;
+    memset(&p, 0, sizeof(p));
+    assert_int_equal(tg_cmb_pool_reserve(&p, TG_GROUP_P256, TG_MBX_LANES), TG_OK);
+    assert_int_equal(tg_cmb_pool_refill(&p), TG_MBX_LANES);
+    unsigned char first[66];
+    memcpy(first, p.keys[0].priv, sizeof(first));
+    assert_int_equal(tg_cmb_pool_reserve(&p, TG_GROUP_X25519, 4 * TG_MBX_LANES), TG_OK);
+    assert_int_equal(p.cap, 4 * TG_MBX_LANES);
+    assert_int_equal(p.group, TG_GROUP_P256); /* the group stays */
+    assert_memory_equal(p.keys[0].priv, first, sizeof(first));
+    check_pool(&p, TG_MBX_LANES);
+    assert_int_equal(tg_cmb_pool_reserve(&p, TG_GROUP_P256, 2), TG_OK);
+    assert_int_equal(p.cap, 4 * TG_MBX_LANES);
+    assert_int_equal(tg_cmb_pool_refill(&p), TG_MBX_LANES);
+    check_pool(&p, 2 * TG_MBX_LANES);
+    OPENSSL_cleanse(first, sizeof(first));
+    tg_cmb_pool_free(&p);
+    tg_mbx_unload();
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -134,6 +162,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refill_compacts_and_wipes),
         cmocka_unit_test(test_refill_fails),
+        cmocka_unit_test(test_grow_keeps_keys),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }
