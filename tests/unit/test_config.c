@@ -597,7 +597,7 @@ static void test_err_unknown_keys(void **state)
     (void)state;
     static const struct err_case cases[] = {
         {"bogus: 1\n" L0, "gw.yaml:1:1: bogus: unknown key 'bogus' (allowed: concurrency, "
-                          "log_level, admin, listeners, limits)"},
+                          "log_level, admin, listeners, limits, dns)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    port: 1\n    tls:\n" CERTS UPSTREAM,
          "gw.yaml:3:5: listeners[0].port: unknown key 'port' (allowed: name, address, backlog, "
          "tls, upstream)"},
@@ -625,7 +625,8 @@ static void test_err_unknown_keys(void **state)
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "    upstream: { address: 127.0.0.1:8080, timeout: 1s }\n",
          "gw.yaml:7:42: listeners[0].upstream.timeout: unknown key 'timeout' (allowed: address, "
-         "connect_timeout)"},
+         "endpoints, connect_timeout, max_connect_attempts, lb_policy, dns_lookup_family, "
+         "dns_refresh_rate, respect_dns_ttl, outlier_detection, health_check)"},
     };
     check_errors(cases, TG_ARRAY_LEN(cases));
 }
@@ -702,7 +703,7 @@ static void test_err_missing(void **state)
          "gw.yaml:2:5: listeners[0]: missing required key 'upstream'"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "    upstream: { connect_timeout: 1s }\n",
-         "gw.yaml:7:15: listeners[0].upstream: missing required key 'address'"},
+         "gw.yaml:7:15: listeners[0].upstream: missing required key 'address' (or 'endpoints')"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls: { min_version: TLSv1.2 }\n" UPSTREAM,
          "gw.yaml:3:10: listeners[0].tls: missing required key 'certificates'"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n      certificates:\n"
