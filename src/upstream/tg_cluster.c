@@ -314,9 +314,11 @@ void tg_cluster_report(struct tg_endpoint *ep, enum tg_connect_result r)
                                     tg_now_ns());
     if (d != 0) {
         atomic_fetch_add_explicit(&ep->ejections, 1, memory_order_relaxed);
-        TG_WARN("upstream %s: endpoint %s (%s) ejected for %.3gs after %u connect failures in a "
+        bool same = strcmp(ep->text, ep->host) == 0;
+        TG_WARN("upstream %s: endpoint %s%s%s%s ejected for %.3gs after %u connect failures in a "
                 "row",
-                cl->name, ep->text, ep->host, tg_ns_to_s(d), cl->outlier.consecutive_failures);
+                cl->name, ep->text, same ? "" : " (", same ? "" : ep->host, same ? "" : ")",
+                tg_ns_to_s(d), cl->outlier.consecutive_failures);
     }
     /* The main thread's tick looks again at the names (rate-limited): a
      * backend that moved fails here first. */

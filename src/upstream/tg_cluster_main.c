@@ -343,12 +343,21 @@ static void tg_cluster_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
         }
     }
     if (atomic_load_explicit(&cl->refresh_wanted, memory_order_relaxed)) {
+        /* A name looked up less than a second ago keeps the request for a
+         * later tick: early, but at most once a second per name. */
+        bool later = false;
         atomic_store_explicit(&cl->refresh_wanted, false, memory_order_relaxed);
         for (size_t i = 0; i < cl->n_entries; i++) {
             struct tg_cluster_entry *e = &cl->entries[i];
-            if (e->is_name && e->q == NULL && now - e->started_ns >= TG_CLUSTER_EARLY_MIN_NS)
+            if (!e->is_name || e->q != NULL)
+                continue;
+            if (now - e->started_ns >= TG_CLUSTER_EARLY_MIN_NS)
                 tg_cluster_lookup(e);
+            else
+                later = true;
         }
+        if (later)
+            atomic_store_explicit(&cl->refresh_wanted, true, memory_order_relaxed);
     }
 }
 
