@@ -525,7 +525,13 @@ static void test_example_file(void **state)
         print_error("%s\n", err);
     assert_int_equal(rc, TG_OK);
     assert_true(cfg->has_admin);
-    assert_int_equal(cfg->n_listeners, 2);
+    assert_int_equal(cfg->n_listeners, 3);
+    const struct tg_conf_upstream *u = &cfg->listeners[2].upstream;
+    assert_int_equal(u->n_endpoints, 2);
+    assert_true(u->endpoints[0].is_name);
+    assert_int_equal(u->endpoints[1].weight, 2);
+    assert_true(u->health_check.enabled);
+    assert_int_equal(cfg->dns.n_resolvers, 1);
     const struct tg_conf_cert *c = &cfg->listeners[1].tls.certs[0];
     assert_string_equal(c->keyprov.provider_name, "deferred");
     assert_true(c->keyprov.poll_delay_ns == 200 * TG_NS_PER_US);
