@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -185,6 +186,20 @@ static void tg_conn_upstream_connected(struct tg_conn *c)
 }
 
 static void tg_conn_connect(struct tg_conn *c);
+
+/* The outcome of the connect in progress on ufd: 0 connected, an errno
+ * value when it failed, -1 while it is still in progress. */
+static int tg_conn_connect_state(const struct tg_conn *c)
+{
+    struct pollfd p = {.fd = c->ufd, .events = POLLOUT};
+    if (poll(&p, 1, 0) != 1)
+        return -1;
+    int soerr = 0;
+    socklen_t sl = sizeof(soerr);
+    if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+        soerr = errno;
+    return soerr;
+}
 
 /* An attempt failed: report it, and try another endpoint while attempts
  * are left. */
@@ -578,9 +593,17 @@ static void tg_conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         tg_stat_inc(&w->stats, TG_STAT_HS_FAIL_TIMEOUT);
         tg_conn_close(c, TG_STAT_CLOSE_HANDSHAKE_TIMEOUT);
         break;
-    case TG_CONN_UPSTREAM_CONNECTING:
-        tg_conn_upstream_failed(c, ETIMEDOUT);
+    case TG_CONN_UPSTREAM_CONNECTING: {
+        /* A slow loop turn can bring the timer together with the socket
+         * event it was waiting for: look before calling it a timeout. */
+        int st = tg_conn_connect_state(c);
+        ev_io_stop(loop, &c->uio);
+        if (st == 0)
+            tg_conn_upstream_connected(c);
+        else
+            tg_conn_upstream_failed(c, st > 0 ? st : ETIMEDOUT);
         break;
+    }
     case TG_CONN_PROXYING: {
         uint64_t idle = w->cfg->limits.idle_timeout_ns, now = tg_now_ns();
         if (now - c->t_active_ns >= idle)

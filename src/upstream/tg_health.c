@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <ev.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -57,16 +58,21 @@ static void tg_health_done(struct tg_health *h, int err)
     h->cb(h->arg, err == 0, err);
 }
 
+static int tg_health_soerr(const struct tg_health *h)
+{
+    int soerr = 0;
+    socklen_t sl = sizeof(soerr);
+    if (getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+        soerr = errno;
+    return soerr;
+}
+
 static void tg_health_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
     struct tg_health *h = w->data;
-    int soerr = 0;
-    socklen_t sl = sizeof(soerr);
-    if (getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
-        soerr = errno;
-    tg_health_done(h, soerr);
+    tg_health_done(h, tg_health_soerr(h));
 }
 
 static void tg_health_start_probe(struct tg_health *h)
@@ -94,9 +100,11 @@ static void tg_health_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct tg_health *h = w->data;
-    if (h->fd >= 0)
-        tg_health_done(h, ETIMEDOUT);
-    else
+    if (h->fd >= 0) {
+        /* The connect may have ended in the same slow loop turn. */
+        struct pollfd p = {.fd = h->fd, .events = POLLOUT};
+        tg_health_done(h, poll(&p, 1, 0) == 1 ? tg_health_soerr(h) : ETIMEDOUT);
+    } else
         tg_health_start_probe(h);
 }
 
