@@ -11,7 +11,8 @@ Two listeners share them: "hc" with an active health check, "ej" without
 connect failures in a row, at most 2 of the 3 endpoints.
 
   1. load while B is killed: no call fails for a connect reason; B and C
-     are ejected (/stats), the failed attempts were retried elsewhere. A call
+     are out of service (/stats: ejected; in "hc" perhaps found unhealthy
+     by the probes first), failed attempts were retried elsewhere. A call
      whose request was already in B's socket when B died cannot be replayed
      by a TCP proxy (B may have acted on it): such calls (0 to 2 per run:
      the kill must land in the fraction of a millisecond a call spends on
@@ -93,20 +94,24 @@ def main(t):
         check(st("tlsgate_upstream_connect_retries_total") > 0, "failed attempts were retried")
         report["phase1"] = "%d calls, %d lost in flight on B" % (2 * CALLS, lost)
 
-    with t.case("B and C are ejected, A is not"):
+    with t.case("B and C are out of service, A is not"):
         for name in ("hc", "ej"):
-            wait_until(lambda: ejected(name, "C"), 10, "%s: C ejected" % name)
             st = gw.stats()
-            check(tc.endpoint(st, name, addrs["B"], "ejections_total") >= 1,
-                  "%s: B ejected at least once" % name)
             check(tc.endpoint(st, name, addrs["B"], "connect_failures_total", result="refused")
-                  >= 3, "%s: refused connects to B counted" % name)
+                  >= 1, "%s: refused connects to B counted" % name)
             check(tc.endpoint(st, name, addrs["C"], "connect_failures_total", result="timeout")
-                  >= 3, "%s: connect timeouts on C counted" % name)
+                  >= 1, "%s: connect timeouts on C counted" % name)
             check(not ejected(name, "A"), "%s: A is not ejected" % name)
-        wait_until(lambda: ejected("hc", "B"), 10, "hc: B ejected")
-        wait_until(lambda: tc.endpoint(gw.stats(), "hc", addrs["B"], "healthy") == 0, 10,
-                   "hc: B unhealthy by the health check")
+        # Without a health check, only ejection takes them out (for 1 s,
+        # then 2 s: by now the last one may be over, the count stays).
+        for k in ("B", "C"):
+            check(tc.endpoint(gw.stats(), "ej", addrs[k], "ejections_total") >= 1,
+                  "ej: %s ejected at least once" % k)
+        # With one, the probes may find them first: skipped as unhealthy
+        # before they fail enough real connects to be ejected.
+        for k in ("B", "C"):
+            wait_until(lambda: tc.endpoint(gw.stats(), "hc", addrs[k], "healthy") == 0, 10,
+                       "hc: %s unhealthy by the health check" % k)
         check(tc.endpoint(gw.stats(), "hc", addrs["A"], "healthy") == 1, "hc: A healthy")
 
     with t.case("load while B is dead and C slow: zero failed calls"):
@@ -122,11 +127,12 @@ def main(t):
     with t.case("B restarts and comes back"):
         b2 = tc.serve(t, addrs["B"], "B-again")
         check_eq(b2.addr, addrs["B"], "B's address")
-        # hc: the health check passes and ends the ejection at once (60 s).
+        # hc: the health check passes: healthy again, and an ejection (60 s)
+        # ends at once.
         wait_until(lambda: not ejected("hc", "B") and
                    tc.endpoint(gw.stats(), "hc", addrs["B"], "healthy") == 1, 10,
                    "hc: B back by the health check")
-        check("back in service (health check passed)" in gw.log(), "hc: logged")
+        check("upstream hc: endpoint %s healthy again" % addrs["B"] in gw.log(), "hc: logged")
         # ej: the ejection (1 s, then 2 s) ends by itself.
         wait_until(lambda: not ejected("ej", "B"), 10, "ej: B's ejection to end")
         for name in ("hc", "ej"):
