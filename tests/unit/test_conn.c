@@ -732,16 +732,12 @@ static void test_upstream_refused(void **state)
 static void test_upstream_retry_other_endpoint(void **state)
 {
     (void)state;
-    int dead = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sin);
-    assert_int_equal(bind(dead, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    assert_int_equal(getsockname(dead, (struct sockaddr *)&sin, &len), 0);
+    int dead_port, dead = upstream_socket(UP_REFUSE, &dead_port);
     char up[256];
     snprintf(up, sizeof(up),
              "{ endpoints: [ { address: \"127.0.0.1:%d\" }, { address: \"127.0.0.1:PORT\" } ], "
              "max_connect_attempts: 2, connect_timeout: 1h }",
-             ntohs(sin.sin_port));
+             dead_port);
     struct opts o = default_opts;
     o.delay = NULL;
     o.upstream_yaml = up;
@@ -766,26 +762,6 @@ static void test_upstream_retry_other_endpoint(void **state)
     assert_int_equal(st(TG_STAT_UPSTREAM_RETRY), st(TG_STAT_UPSTREAM_CONNECT_REFUSED));
     assert_closed_by(TG_STAT_CLOSE_NORMAL, 4);
     close(dead);
-    tc_finish();
-}
-
-/* Only a name that was never resolved: no endpoint, the client is closed
- * at once and the reason counted. */
-static void test_no_endpoint(void **state)
-{
-    (void)state;
-    struct opts o = default_opts;
-    o.delay = NULL;
-    o.upstream_yaml = "{ endpoints: [ { address: \"never.resolved.test:PORT\" } ] }";
-    tc_start(&o);
-    struct client cl;
-    client_connect(&cl);
-    RUN_UNTIL(client_handshake(&cl) == 1);
-    RUN_UNTIL(client_read(&cl) && T.w.n_conns == 0);
-    assert_true(cl.closed);
-    assert_int_equal(st(TG_STAT_UPSTREAM_CONNECT_OK) + st(TG_STAT_UPSTREAM_CONNECT_REFUSED), 0);
-    assert_closed_by(TG_STAT_CLOSE_NO_HEALTHY, 1);
-    client_free(&cl);
     tc_finish();
 }
 
@@ -930,7 +906,6 @@ int main(void)
         cmocka_unit_test_teardown(test_upstream_refused, tc_teardown),
         cmocka_unit_test_teardown(test_upstream_connect_timeout, tc_teardown),
         cmocka_unit_test_teardown(test_upstream_retry_other_endpoint, tc_teardown),
-        cmocka_unit_test_teardown(test_no_endpoint, tc_teardown),
         cmocka_unit_test_teardown(test_max_connections, tc_teardown),
         cmocka_unit_test_teardown(test_idle_timeout, tc_teardown),
     };
