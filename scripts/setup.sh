@@ -26,10 +26,13 @@ if [ "$(id -u)" != 0 ]; then
     log "not root and no sudo: cannot install packages"; exit 1; fi
 fi
 
+# dnsmasq-base: the DNS server the upstream-cluster tests run on a loopback
+# port (the binary alone; the `dnsmasq` package would add a system service).
 packages=(
   build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
-  libssl-dev openssl libev-dev libyaml-dev libcmocka-dev
+  libssl-dev openssl libev-dev libyaml-dev libcmocka-dev libc-ares-dev
   valgrind curl python3 procps iproute2 psmisc jq linux-perf
+  dnsmasq-base
   hey wrk gnuplot-nox
   nginx-light libnginx-mod-stream haproxy hitch
 )

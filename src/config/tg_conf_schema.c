@@ -1,13 +1,14 @@
 /*
  * tg_conf_schema: the top level of the configuration (concurrency,
- * log_level, admin, limits) and the listeners (name, address, backlog,
- * upstream); each listener's tls block is tg_conf_tls's. Contract in
- * tg_conf_schema.h.
+ * log_level, admin, limits) and the listeners (name, address, backlog);
+ * each listener's tls block is tg_conf_tls's, its upstream block and the
+ * top-level dns block tg_conf_upstream's. Contract in tg_conf_schema.h.
  */
 #include "config/tg_conf_schema.h"
 
 #include "config/tg_conf_parse.h"
 #include "config/tg_conf_tls.h"
+#include "config/tg_conf_upstream.h"
 #include "core/tg_log.h"
 #include "core/tg_sysinfo.h"
 #include "core/tg_time.h"
@@ -29,6 +30,7 @@ void tg_conf_schema_defaults(struct tg_config *cfg)
     cfg->limits.idle_timeout_ns = 300 * TG_NS_PER_S;
     cfg->limits.drain_timeout_ns = 30 * TG_NS_PER_S;
     cfg->limits.buffer_size = 16384;
+    tg_conf_dns_defaults(&cfg->dns);
 }
 
 static void tg_conf_schema_listener_free(struct tg_conf_listener *l)
@@ -36,7 +38,7 @@ static void tg_conf_schema_listener_free(struct tg_conf_listener *l)
     free(l->name);
     tg_conf_addr_clear(&l->addr);
     tg_conf_tls_free(&l->tls);
-    tg_conf_addr_clear(&l->upstream.addr);
+    tg_conf_upstream_free(&l->upstream);
     free(l->path);
 }
 
@@ -48,6 +50,7 @@ void tg_conf_schema_free(struct tg_config *cfg)
         tg_conf_schema_listener_free(&cfg->listeners[i]);
     free(cfg->listeners);
     tg_conf_addr_clear(&cfg->admin);
+    tg_conf_dns_free(&cfg->dns);
     free(cfg->source_name);
     free(cfg->state_dir);
     free(cfg);
@@ -70,37 +73,6 @@ static bool tg_conf_schema_name_ok(const char *s)
     return true;
 }
 
-/* upstream.proxy_protocol: v1 | v2 (absent: no header). */
-static int tg_conf_schema_pp_version(struct tg_cp *cp, const yaml_node_t *map, int *out)
-{
-    const yaml_node_t *v = tg_cp_get(cp, map, "proxy_protocol", NULL);
-    const char *s;
-    char ex[TG_CONF_EXCERPT];
-    if (v == NULL)
-        return TG_OK;
-    size_t o = tg_cp_push_key(cp, "proxy_protocol");
-    int rc = tg_cp_scalar(cp, v, "v1 or v2", &s);
-    if (rc == TG_OK && strcmp(s, "v1") == 0)
-        *out = 1;
-    else if (rc == TG_OK && strcmp(s, "v2") == 0)
-        *out = 2;
-    else if (rc == TG_OK)
-        rc = tg_cp_fail(cp, v, "expected v1 or v2, got '%s'", tg_config_excerpt(s, ex, sizeof(ex)));
-    tg_cp_pop(cp, o);
-    return rc;
-}
-
-static int tg_conf_schema_upstream(struct tg_cp *cp, const yaml_node_t *n,
-                                   struct tg_conf_upstream *u)
-{
-    static const char *const keys[] = {"address", "connect_timeout", "proxy_protocol", NULL};
-    u->mark = tg_cp_mark(cp, n);
-    TG_GUARD(tg_cp_check_map(cp, n, keys));
-    TG_GUARD(tg_cp_req_addr(cp, n, "address", false, &u->addr));
-    TG_GUARD(tg_cp_opt_duration(cp, n, "connect_timeout", false, &u->connect_timeout_ns));
-    return tg_conf_schema_pp_version(cp, n, &u->proxy_protocol);
-}
-
 static int tg_conf_schema_listener(struct tg_cp *cp, const yaml_node_t *n, size_t idx)
 {
     static const char *const keys[] = {
@@ -120,7 +92,7 @@ static int tg_conf_schema_listener(struct tg_cp *cp, const yaml_node_t *n, size_
     l->tls.min_version = TLS1_2_VERSION;
     l->tls.max_version = TLS1_3_VERSION;
     l->tls.session_resumption = true;
-    l->upstream.connect_timeout_ns = 5 * TG_NS_PER_S;
+    tg_conf_upstream_defaults(&l->upstream);
     l->proxy_protocol_timeout_ns = 3 * TG_NS_PER_S;
     TG_GUARD(tg_cp_check_map(cp, n, keys));
 
@@ -177,7 +149,7 @@ static int tg_conf_schema_listener(struct tg_cp *cp, const yaml_node_t *n, size_
 
     TG_GUARD(tg_cp_require(cp, n, "upstream", &v));
     o = tg_cp_push_key(cp, "upstream");
-    rc = tg_conf_schema_upstream(cp, v, &l->upstream);
+    rc = tg_conf_upstream_parse(cp, v, &l->upstream);
     tg_cp_pop(cp, o);
     return rc;
 }
@@ -214,8 +186,8 @@ static int tg_conf_schema_concurrency(struct tg_cp *cp, const yaml_node_t *root)
 
 int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
 {
-    static const char *const keys[] = {"concurrency", "log_level", "admin",
-                                       "listeners",   "limits",    NULL};
+    static const char *const keys[] = {"concurrency", "log_level", "admin", "listeners",
+                                       "limits",      "dns",       NULL};
     static const char *const admin_keys[] = {"address", NULL};
     static const char *const limit_keys[] = {"max_connections", "handshake_timeout", "idle_timeout",
                                              "drain_timeout",   "buffer_size",       NULL};
@@ -276,6 +248,13 @@ int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
     }
     tg_cp_pop(cp, o);
     TG_GUARD(rc);
+
+    if ((v = tg_cp_get(cp, root, "dns", NULL)) != NULL) {
+        o = tg_cp_push_key(cp, "dns");
+        rc = tg_conf_dns_parse(cp, v, &cfg->dns);
+        tg_cp_pop(cp, o);
+        TG_GUARD(rc);
+    }
 
     if ((v = tg_cp_get(cp, root, "limits", NULL)) != NULL) {
         struct tg_conf_limits *lim = &cfg->limits;

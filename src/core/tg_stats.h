@@ -92,6 +92,8 @@ extern const struct tg_hist_spec tg_hist_latency_us;
       "reason=\"upstream_connect_failed\"", "")                                                    \
     X(CLOSE_UPSTREAM_ERROR, counter, "tlsgate_connections_closed_total",                           \
       "reason=\"upstream_error\"", "")                                                             \
+    X(CLOSE_NO_HEALTHY, counter, "tlsgate_connections_closed_total",                               \
+      "reason=\"no_healthy_upstream\"", "")                                                        \
     X(CLOSE_IDLE_TIMEOUT, counter, "tlsgate_connections_closed_total", "reason=\"idle_timeout\"",  \
       "")                                                                                          \
     X(CLOSE_SHUTDOWN, counter, "tlsgate_connections_closed_total", "reason=\"shutdown\"", "")      \
@@ -116,6 +118,8 @@ extern const struct tg_hist_spec tg_hist_latency_us;
     X(UPSTREAM_CONNECT_TIMEOUT, counter, "tlsgate_upstream_connects_total", "result=\"timeout\"",  \
       "")                                                                                          \
     X(UPSTREAM_CONNECT_ERROR, counter, "tlsgate_upstream_connects_total", "result=\"error\"", "")  \
+    X(UPSTREAM_RETRY, counter, "tlsgate_upstream_connect_retries_total", "",                       \
+      "Upstream connect attempts made after a failed one, on another endpoint")                    \
     X(UPSTREAM_RESET, counter, "tlsgate_upstream_resets_total", "",                                \
       "Upstream connections that failed after being established")                                  \
     X(KEYOP_WAITS, counter, "tlsgate_handshake_keyop_waits_total", "",                             \

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -13,6 +14,7 @@
 #include "core/tg_time.h"
 #include "proxy/tg_ppio.h"
 #include "proxy/tg_worker.h"
+#include "upstream/tg_cluster.h"
 
 const char *tg_conn_state_name(enum tg_conn_state s)
 {
@@ -104,6 +106,10 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
     }
     SSL_free(c->ssl);
     c->ssl = NULL;
+    if (c->ep != NULL) {
+        tg_cluster_done(c->ep);
+        c->ep = NULL;
+    }
     if (c->ufd >= 0) {
         if (abortive) {
             /* The client vanished: reset the upstream rather than let it
@@ -189,6 +195,7 @@ static void tg_conn_upstream_connected(struct tg_conn *c)
 {
     struct tg_worker *w = c->w;
     tg_stat_inc(&w->stats, TG_STAT_UPSTREAM_CONNECT_OK);
+    tg_cluster_report(c->ep, TG_CONNECT_OK);
     c->bufmem = tg_worker_buf_get(w);
     if (c->bufmem == NULL) {
         tg_conn_close(c, TG_STAT_CLOSE_INTERNAL);
@@ -211,23 +218,74 @@ static void tg_conn_upstream_connected(struct tg_conn *c)
     tg_conn_pump(c);
 }
 
+static void tg_conn_connect(struct tg_conn *c);
+
+/* The outcome of the connect in progress on ufd: 0 connected, an errno
+ * value when it failed, -1 while it is still in progress. */
+static int tg_conn_connect_state(const struct tg_conn *c)
+{
+    struct pollfd p = {.fd = c->ufd, .events = POLLOUT};
+    if (poll(&p, 1, 0) != 1)
+        return -1;
+    int soerr = 0;
+    socklen_t sl = sizeof(soerr);
+    if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+        soerr = errno;
+    return soerr;
+}
+
+/* An attempt failed: report it, and try another endpoint while attempts
+ * are left. */
 static void tg_conn_upstream_failed(struct tg_conn *c, int err)
 {
     struct tg_worker *w = c->w;
-    tg_stat_inc(&w->stats, err == ECONNREFUSED ? TG_STAT_UPSTREAM_CONNECT_REFUSED
-                           : err == ETIMEDOUT  ? TG_STAT_UPSTREAM_CONNECT_TIMEOUT
-                                               : TG_STAT_UPSTREAM_CONNECT_ERROR);
+    struct tg_cluster *cl = c->l->cluster;
+    enum tg_connect_result r = err == ECONNREFUSED ? TG_CONNECT_REFUSED
+                               : err == ETIMEDOUT  ? TG_CONNECT_TIMEOUT
+                                                   : TG_CONNECT_ERROR;
+    tg_stat_inc(&w->stats, r == TG_CONNECT_REFUSED   ? TG_STAT_UPSTREAM_CONNECT_REFUSED
+                           : r == TG_CONNECT_TIMEOUT ? TG_STAT_UPSTREAM_CONNECT_TIMEOUT
+                                                     : TG_STAT_UPSTREAM_CONNECT_ERROR);
     char a[TG_PP_ADDR_TEXT];
-    TG_DEBUG("conn %p: upstream %s: %s (client %s)", (void *)c, c->l->conf->upstream.addr.text,
-             strerror(err), tg_pp_addr_text(&c->client_addr, a, sizeof(a)));
+    TG_DEBUG("conn %p: upstream %s (attempt %u): %s (client %s)", (void *)c,
+             c->ep != NULL ? c->ep->text : "?", (unsigned)c->n_tried, strerror(err),
+             tg_pp_addr_text(&c->client_addr, a, sizeof(a)));
+    ev_io_stop(w->loop, &c->uio);
+    if (c->ufd >= 0) {
+        close(c->ufd);
+        c->ufd = -1;
+    }
+    if (c->ep != NULL) {
+        tg_cluster_report(c->ep, r);
+        tg_cluster_done(c->ep);
+        c->ep = NULL;
+    }
+    if (c->n_tried < tg_cluster_max_attempts(cl) && c->n_tried < TG_CONN_MAX_ATTEMPTS) {
+        tg_conn_connect(c);
+        return;
+    }
     tg_conn_close(c, TG_STAT_CLOSE_UPSTREAM_CONNECT);
 }
 
 static void tg_conn_connect(struct tg_conn *c)
 {
-    const struct tg_conf_upstream *up = &c->l->conf->upstream;
+    struct tg_worker *w = c->w;
+    struct tg_cluster *cl = c->l->cluster;
     tg_conn_set_state(c, TG_CONN_UPSTREAM_CONNECTING);
-    int fd = socket(up->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct tg_endpoint *ep = tg_cluster_pick(cl, w->id, c->tried, c->n_tried, NULL);
+    if (ep == NULL) {
+        /* Nothing resolved (or left): fail fast instead of waiting. */
+        TG_DEBUG("conn %p: no upstream endpoint left after %u attempt(s)", (void *)c,
+                 (unsigned)c->n_tried);
+        tg_conn_close(c,
+                      c->n_tried == 0 ? TG_STAT_CLOSE_NO_HEALTHY : TG_STAT_CLOSE_UPSTREAM_CONNECT);
+        return;
+    }
+    if (c->n_tried > 0)
+        tg_stat_inc(&w->stats, TG_STAT_UPSTREAM_RETRY);
+    c->ep = ep;
+    c->tried[c->n_tried++] = ep;
+    int fd = socket(ep->addr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         tg_conn_upstream_failed(c, errno);
         return;
@@ -236,7 +294,7 @@ static void tg_conn_connect(struct tg_conn *c)
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->ufd = fd;
     ev_io_set(&c->uio, fd, EV_WRITE);
-    if (connect(fd, (const struct sockaddr *)&up->addr.ss, up->addr.len) == 0) {
+    if (connect(fd, &ep->addr.sa, ep->addrlen) == 0) {
         tg_conn_upstream_connected(c);
         return;
     }
@@ -244,8 +302,8 @@ static void tg_conn_connect(struct tg_conn *c)
         tg_conn_upstream_failed(c, errno);
         return;
     }
-    ev_io_start(c->w->loop, &c->uio);
-    tg_conn_timer_after(c, tg_ns_s(up->connect_timeout_ns));
+    ev_io_start(w->loop, &c->uio);
+    tg_conn_timer_after(c, tg_ns_s(tg_cluster_connect_timeout_ns(cl)));
 }
 
 /* ---- PROXY header from a load balancer ---- */
@@ -640,9 +698,17 @@ static void tg_conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         tg_stat_inc(&w->stats, TG_STAT_HS_FAIL_TIMEOUT);
         tg_conn_close(c, TG_STAT_CLOSE_HANDSHAKE_TIMEOUT);
         break;
-    case TG_CONN_UPSTREAM_CONNECTING:
-        tg_conn_upstream_failed(c, ETIMEDOUT);
+    case TG_CONN_UPSTREAM_CONNECTING: {
+        /* A slow loop turn can bring the timer together with the socket
+         * event it was waiting for: look before calling it a timeout. */
+        int st = tg_conn_connect_state(c);
+        ev_io_stop(loop, &c->uio);
+        if (st == 0)
+            tg_conn_upstream_connected(c);
+        else
+            tg_conn_upstream_failed(c, st > 0 ? st : ETIMEDOUT);
         break;
+    }
     case TG_CONN_PROXYING: {
         uint64_t idle = w->cfg->limits.idle_timeout_ns, now = tg_now_ns();
         if (now - c->t_active_ns >= idle)

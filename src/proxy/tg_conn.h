@@ -13,6 +13,11 @@
  * proxy_protocol v1 or v2, the header for it is the first thing in the
  * client -> upstream buffer once the upstream connection is up.
  *
+ * UPSTREAM_CONNECTING: the listener's cluster gives an endpoint; when the
+ * connect fails or times out (connect_timeout per attempt) the result is
+ * reported to the cluster and another endpoint is tried, up to
+ * max_connect_attempts, the client's session waiting meanwhile.
+ *
  * KEYOP_WAIT: libssl's ASYNC job is paused on a key operation; no SSL_* call
  * is made until the async callback (tg_worker_ssl_async_cb, whose argument is
  * the connection) puts the connection on the worker's ready list. A connection asked to close while
@@ -33,6 +38,10 @@
 
 #include "core/tg_stats.h"
 #include "keyprov/tg_keyprov.h"
+#include "upstream/tg_endpoint.h"
+
+/* Most upstream endpoints one connection tries (upstream.max_connect_attempts). */
+#define TG_CONN_MAX_ATTEMPTS 10
 
 struct tg_worker;
 struct tg_wlistener;
@@ -101,7 +110,13 @@ struct tg_conn {
     bool in_job;       /* paused ASYNC job */
     bool closing;      /* close requested while in_job */
     bool on_ready;
-    int close_stat;              /* enum tg_core_stat of the close reason */
+    int close_stat; /* enum tg_core_stat of the close reason */
+    /* upstream: the endpoint of the current attempt (referenced, counted
+     * active; NULL before the first and between attempts) and the ones
+     * tried so far (compared only, not referenced) */
+    struct tg_endpoint *ep;
+    struct tg_endpoint *tried[TG_CONN_MAX_ATTEMPTS];
+    uint8_t n_tried;
     struct tg_conn *prev, *next; /* worker's list */
     struct tg_conn *ready_next;
 };

@@ -375,6 +375,9 @@ void tg_worker_thread_end(struct tg_worker *w)
     /* No provider set: thread_start failed before anything else started. */
     if (w->kp != NULL)
         tg_worker_teardown(w);
+    /* Every connection is gone: the snapshots this worker held can go. */
+    for (size_t i = 0; i < w->n_listeners; i++)
+        tg_cluster_slot_release(w->listeners[i].cluster, w->id);
     tg_keyprov_set_current(NULL);
     ASYNC_cleanup_thread();
     OPENSSL_thread_stop();

@@ -27,6 +27,10 @@ Modes (what every accepted connection gets):
              answer one JSON line describing it (also kept in the
              connection's record, .proxy), then echo like "echo"; a header
              that is not valid gets "PROXY-ERROR <why>\\n" and a close
+  stall      never accept: the listen queue (backlog 0) is filled with the
+             server's own connections, so the kernel drops further SYNs and a
+             client's connect hangs until its timeout (a slow endpoint). If the
+             kernel still completes connects, it says so on stderr and exits 3
 
 Only loopback addresses are used by the tests.
 """
@@ -40,7 +44,7 @@ import sys
 import threading
 import time
 
-MODES = ("echo", "http", "close", "reset", "partial", "silent", "first", "proxy")
+MODES = ("echo", "http", "close", "reset", "partial", "silent", "first", "proxy", "stall")
 FIRST_PAYLOAD = b"HELLO-FROM-UPSTREAM\n" * 1000
 
 
@@ -181,7 +185,7 @@ class Upstream:
         self.sock = socket.socket(fam, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
-        self.sock.listen(backlog)
+        self.sock.listen(0 if mode == "stall" else backlog)
         self.port = self.sock.getsockname()[1]
         self.host = host
         self.addr = ("[%s]:%d" % (host, self.port)) if fam == socket.AF_INET6 else (
@@ -189,8 +193,34 @@ class Upstream:
         self.conns = []
         self.lock = threading.Lock()
         self.stopping = False
+        self.fillers = []
+        if mode == "stall":
+            self._fill_queue(fam)
+            return
         self.thread = threading.Thread(target=self._accept_loop, daemon=True)
         self.thread.start()
+
+    def _fill_queue(self, fam):
+        """Fill the accept queue with our own connections; raise OSError if a
+        probe connect still completes (the kernel does not drop SYNs here)."""
+        addr = self.sock.getsockname()
+        for _ in range(3):
+            c = socket.socket(fam, socket.SOCK_STREAM)
+            c.setblocking(False)
+            c.connect_ex(addr)
+            self.fillers.append(c)
+        time.sleep(0.1)
+        probe = socket.socket(fam, socket.SOCK_STREAM)
+        probe.settimeout(0.3)
+        try:
+            probe.connect(addr)
+            completed = True
+        except (socket.timeout, OSError):
+            completed = False
+        finally:
+            probe.close()
+        if completed:
+            raise OSError("the kernel completed a connect on a full listen queue")
 
     # -- server --
     def _accept_loop(self):
@@ -351,6 +381,8 @@ class Upstream:
 
     def stop(self):
         self.stopping = True
+        for c in self.fillers:
+            c.close()
         try:
             self.sock.close()
         except OSError:
@@ -364,7 +396,11 @@ def main(argv):
     ap.add_argument("--listen", default="127.0.0.1:0")
     ap.add_argument("--port-file")
     a = ap.parse_args(argv)
-    up = Upstream(a.mode, a.listen)
+    try:
+        up = Upstream(a.mode, a.listen)
+    except OSError as e:
+        print("cannot serve in mode %s: %s" % (a.mode, e), file=sys.stderr, flush=True)
+        return 3
     if a.port_file:
         tmp = a.port_file + ".tmp"
         with open(tmp, "w") as f:

@@ -539,7 +539,13 @@ static void test_example_file(void **state)
         print_error("%s\n", err);
     assert_int_equal(rc, TG_OK);
     assert_true(cfg->has_admin);
-    assert_int_equal(cfg->n_listeners, 2);
+    assert_int_equal(cfg->n_listeners, 3);
+    const struct tg_conf_upstream *u = &cfg->listeners[2].upstream;
+    assert_int_equal(u->n_endpoints, 2);
+    assert_true(u->endpoints[0].is_name);
+    assert_int_equal(u->endpoints[1].weight, 2);
+    assert_true(u->health_check.enabled);
+    assert_int_equal(cfg->dns.n_resolvers, 1);
     assert_false(cfg->listeners[0].proxy_protocol);
     assert_true(cfg->listeners[0].proxy_protocol_timeout_ns == 3 * TG_NS_PER_S);
     assert_int_equal(cfg->listeners[0].upstream.proxy_protocol, 0);
@@ -615,7 +621,7 @@ static void test_err_unknown_keys(void **state)
     (void)state;
     static const struct err_case cases[] = {
         {"bogus: 1\n" L0, "gw.yaml:1:1: bogus: unknown key 'bogus' (allowed: concurrency, "
-                          "log_level, admin, listeners, limits)"},
+                          "log_level, admin, listeners, limits, dns)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    port: 1\n    tls:\n" CERTS UPSTREAM,
          "gw.yaml:3:5: listeners[0].port: unknown key 'port' (allowed: name, address, backlog, "
          "tls, upstream, proxy_protocol, proxy_protocol_timeout)"},
@@ -643,7 +649,8 @@ static void test_err_unknown_keys(void **state)
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "    upstream: { address: 127.0.0.1:8080, timeout: 1s }\n",
          "gw.yaml:7:42: listeners[0].upstream.timeout: unknown key 'timeout' (allowed: address, "
-         "connect_timeout, proxy_protocol)"},
+         "endpoints, connect_timeout, max_connect_attempts, lb_policy, dns_lookup_family, "
+         "dns_refresh_rate, respect_dns_ttl, outlier_detection, health_check, proxy_protocol)"},
     };
     check_errors(cases, TG_ARRAY_LEN(cases));
 }
@@ -720,7 +727,7 @@ static void test_err_missing(void **state)
          "gw.yaml:2:5: listeners[0]: missing required key 'upstream'"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "    upstream: { connect_timeout: 1s }\n",
-         "gw.yaml:7:15: listeners[0].upstream: missing required key 'address'"},
+         "gw.yaml:7:15: listeners[0].upstream: missing required key 'address' (or 'endpoints')"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls: { min_version: TLSv1.2 }\n" UPSTREAM,
          "gw.yaml:3:10: listeners[0].tls: missing required key 'certificates'"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n      certificates:\n"

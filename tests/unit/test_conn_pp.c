@@ -41,6 +41,7 @@
 #include "proxy/tg_proxyproto.h"
 #include "proxy/tg_worker.h"
 #include "tls/tg_tls.h"
+#include "upstream/tg_cluster.h"
 #include "tg_test_util.h"
 #include "providers/software/tg_software.h"
 #include "providers/deferred/tg_deferred.h"
@@ -48,6 +49,7 @@
 #define TC_MAX_TURNS 20000
 
 static struct {
+    struct tg_cluster *cluster;
     struct tg_config *cfg;
     struct tg_tls_listener *tls;
     struct tg_worker w;
@@ -133,6 +135,9 @@ static void tc_start(const char *pp_timeout, const char *proxy_out)
     if (tg_worker_open_listeners(&T.w, 1, 0, conf, err, sizeof(err)) != TG_OK)
         fail_msg("listen: %s", err);
     T.w.listeners[0].tls = T.tls;
+    /* Not started: a literal address needs no loop. */
+    assert_int_equal(tg_cluster_new("t", &conf->upstream, 1, &T.cluster), TG_OK);
+    T.w.listeners[0].cluster = T.cluster;
     T.addr = conf->addr.ss;
     T.addrlen = conf->addr.len;
     T.port = ntohs(((struct sockaddr_in *)&T.addr)->sin_port);
@@ -158,6 +163,10 @@ static int tc_teardown(void **state)
         tg_worker_thread_end(&T.w);
     }
     tg_worker_destroy(&T.w);
+    if (T.cluster != NULL) {
+        tg_cluster_stop(T.cluster);
+        tg_cluster_unref(T.cluster);
+    }
     tg_tls_listener_free(T.tls);
     tg_config_free(T.cfg);
     if (T.up_lfd >= 0)
