@@ -5,7 +5,7 @@
 #   scripts/image.sh [BUILD_DIR [OUTPUT.tar]]     (make image)
 #
 #   1. mmdebstrap --variant=extract: the runtime libraries of the build
-#      (libc6, libssl3, libev4, libyaml-0-2 and what they depend on) from the
+#      (libc6, libssl3, libev4, libyaml-0-2, libc-ares2 and their dependencies) from the
 #      bookworm suites of the mirror this machine's apt already uses;
 #   2. prune what a gateway never runs (apt/dpkg state, gconv, docs but the
 #      copyright files), add tlsgate, the crypto_mb and qatlib libraries that
@@ -84,7 +84,7 @@ root=$work/root
 # ---- 1. the Debian runtime libraries ----
 # The libraries tlsgate is linked with, by package (so a new NEEDED entry
 # that no listed package provides is caught below, not at run time).
-packages=(libc6 libssl3 libev4 libyaml-0-2)
+packages=(libc6 libssl3 libev4 libyaml-0-2 libc-ares2)
 log "mmdebstrap $suite (${packages[*]}) from $mirror"
 if ! mmdebstrap --variant=extract --format=directory --skip=cleanup/apt/cache \
      --include="$(IFS=,; echo "${packages[*]}")" \

@@ -113,7 +113,7 @@ tg_case "tlsgate doctor inside the image"
 tg_run 120 "${PODMAN_RUN[@]}" --rm --network none "$IMG" doctor \
     >"$TG_TMP/doctor.txt" 2>"$TG_TMP/doctor.err" || { cat "$TG_TMP/doctor.err"; tg_fail "doctor failed"; }
 tg_expect_grep '^Key providers' "$TG_TMP/doctor.txt" "doctor report"
-tg_expect_grep '^memlock \(RLIMIT_MEMLOCK\)' "$TG_TMP/doctor.txt" "doctor reports memlock"
+tg_expect_grep '^ *memlock \(RLIMIT_MEMLOCK\)' "$TG_TMP/doctor.txt" "doctor reports memlock"
 tg_run 120 "${PODMAN_RUN[@]}" --rm --network none "$IMG" doctor --json >"$TG_TMP/doctor.json" 2>/dev/null ||
     tg_fail "doctor --json failed"
 tg_expect_eq "$(jq -r '.key_providers[] | select(.name == "software") | .available' "$TG_TMP/doctor.json")" \
