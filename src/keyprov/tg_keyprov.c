@@ -344,7 +344,10 @@ int tg_keyprov_set_new(struct ev_loop *loop, int worker_id, const size_t *handsh
     set->loop = loop;
     set->worker_id = worker_id;
     set->handshaking = handshaking ? handshaking : &tg_kp_no_handshakes;
-    if (tg_software_slot >= 0)
+    /* Every worker has the software state (the fallback of every provider).
+     * Binding a certificate already marked it on the main thread before the
+     * workers started: then they only read it. */
+    if (tg_software_slot >= 0 && !tg_kp_global.used[tg_software_slot])
         tg_kp_global.used[tg_software_slot] = true;
     int rc = tg_keyprov_set_add_slots(set, tg_keyprov_slots_used());
     if (rc != TG_OK) {

@@ -23,6 +23,7 @@ struct tg_gateway {
     const struct tg_gateway_opts *opts;
     struct tg_gen *gen;  /* serving new connections (the main thread's reference) */
     struct tg_gen *next; /* offered to the workers; serving once every one took it */
+    bool next_offered;   /* false: next waits for its clusters' first DNS answers */
     struct tg_worker *workers;
     int n_workers;
     int n_started;
@@ -31,6 +32,7 @@ struct tg_gateway {
     ev_signal sigterm, sigint, sighup;
     ev_async worker_exit;
     ev_async switched;
+    ev_check upstreams_wait; /* next's clusters not ready yet: look after each loop turn */
     struct tg_admin *admin;
     struct tg_watch *watch; /* NULL: reload.watch off, or no inotify */
     struct tg_pidfile *pidfile;
@@ -95,13 +97,18 @@ static void tg_gateway_render(struct tg_buf *out, void *arg)
     tg_prom_value(out, "tlsgate_config_generations_active", "", tg_gen_alive());
     tg_gen_render_certs(gw->gen, out);
     tg_core_stats_render(out, gw->stats, (size_t)gw->n_workers);
+    tg_gen_render_clusters(gw->gen, out);
     tg_keyprov_render_stats(out);
 }
 
 static bool tg_gateway_ready(void *arg)
 {
     struct tg_gateway *gw = arg;
-    return !atomic_load(&gw->stopping) && gw->n_started == gw->n_workers;
+    /* Not before every upstream name had its first answer: until then a
+     * connection could find no endpoint. (A reload switches only once the
+     * new clusters are past that point.) */
+    return !atomic_load(&gw->stopping) && gw->n_started == gw->n_workers &&
+           tg_gen_upstreams_ready(gw->gen);
 }
 
 static void tg_signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
@@ -112,9 +119,10 @@ static void tg_signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
     bool again = atomic_exchange(&gw->stopping, true);
     TG_INFO("%s: %s", s->signum == SIGTERM ? "SIGTERM" : "SIGINT",
             again ? "stopping now" : "draining connections");
-    /* No reload from now on. */
+    /* No reload from now on (one waiting for DNS is dropped at exit). */
     tg_watch_free(gw->watch);
     gw->watch = NULL;
+    ev_check_stop(gw->loop, &gw->upstreams_wait);
     for (int i = 0; i < gw->n_started; i++)
         tg_worker_request_stop(&gw->workers[i], again);
 }
@@ -159,18 +167,34 @@ static void tg_addr_text(const struct tg_conf_addr *a, char *buf, size_t len)
     }
 }
 
+static const char *tg_pp_version_text(int v)
+{
+    return v == 1 ? "v1" : v == 2 ? "v2" : "none";
+}
+
 /* The log lines of a generation's listeners: addresses (tests read the
- * ports from them), certificates, providers; and the listeners prev had
- * that g drops. */
+ * ports from them), upstreams, PROXY protocol, certificates, providers; and
+ * the listeners prev had that g drops. */
 static void tg_gateway_describe(const struct tg_gen *g, const struct tg_gen *prev)
 {
     for (size_t i = 0; i < g->n_listeners; i++) {
         const struct tg_gen_listener *l = &g->listeners[i];
+        const struct tg_conf_listener *lc = l->conf;
         char addr[80];
-        tg_addr_text(&l->conf->addr, addr, sizeof(addr));
-        TG_INFO("listener %s: %s %s, upstream %s", l->conf->name,
-                l->inherited ? "keeps" : "listening on", addr, l->conf->upstream.addr.text);
-        tg_tls_listener_describe(l->tls, l->conf->name);
+        tg_addr_text(&lc->addr, addr, sizeof(addr));
+        char pp[96] = "";
+        if (lc->proxy_protocol || lc->upstream.proxy_protocol != 0)
+            snprintf(pp, sizeof(pp),
+                     " (PROXY protocol: %s from the load balancer, %s to the upstream)",
+                     lc->proxy_protocol ? "required" : "none",
+                     tg_pp_version_text(lc->upstream.proxy_protocol));
+        /* On a reload: whether the listener's cluster carries on. */
+        const char *cl = prev == NULL      ? ""
+                         : l->cluster_kept ? " (cluster unchanged)"
+                                           : " (new cluster)";
+        TG_INFO("listener %s: %s %s, upstream %s%s%s", lc->name,
+                l->inherited ? "keeps" : "listening on", addr, lc->upstream.text, cl, pp);
+        tg_tls_listener_describe(l->tls, lc->name);
     }
     for (size_t i = 0; prev != NULL && i < prev->n_listeners; i++) {
         const char *name = prev->listeners[i].conf->name;
@@ -233,11 +257,37 @@ static void tg_switched_cb(struct ev_loop *loop, ev_async *a, int revents)
     }
     TG_INFO("reload: generation %llu serves new connections; generation %llu finishes its own",
             (unsigned long long)gw->gen->id, (unsigned long long)old->id);
+    /* The clusters the new generation did not keep stop looking up names
+     * and probing; connections still open keep their endpoints. */
+    tg_gen_retire(old, gw->gen);
     tg_gen_unref(old);
     if (gw->reload_again) {
         gw->reload_again = false;
         tg_gateway_reload(gw, "asked again during the last one");
     }
+}
+
+/* next is ready: every worker takes it from its own loop. */
+static void tg_gateway_offer(struct tg_gateway *gw)
+{
+    gw->next_offered = true;
+    atomic_store_explicit(&gw->acks, 0, memory_order_release);
+    for (int i = 0; i < gw->n_started; i++)
+        tg_worker_offer(&gw->workers[i], gw->next);
+}
+
+/* After each turn of the main loop while next waits for the first answers
+ * of its new clusters' names (bounded by the dns block's query timeout and
+ * attempts: a failed look-up counts as an answer). */
+static void tg_upstreams_wait_cb(struct ev_loop *loop, ev_check *c, int revents)
+{
+    (void)revents;
+    struct tg_gateway *gw = c->data;
+    if (gw->next == NULL || gw->next_offered || !tg_gen_upstreams_ready(gw->next))
+        return;
+    ev_check_stop(loop, c);
+    TG_INFO("reload: the new upstream names have their first answers");
+    tg_gateway_offer(gw);
 }
 
 static void tg_gateway_reload(struct tg_gateway *gw, const char *why)
@@ -272,12 +322,23 @@ static void tg_gateway_reload(struct tg_gateway *gw, const char *why)
     rc = tg_gen_open_sockets(g, gw->gen, err, sizeof(err));
     if (rc != TG_OK)
         goto out;
+    /* Last, as it starts look-ups and health checks: each listener keeps its
+     * cluster when its upstream did not change, else gets a new one. */
+    rc = tg_gen_upstreams(g, gw->gen, gw->loop, err, sizeof(err));
+    if (rc != TG_OK)
+        goto out;
     gw->next = g;
     g = NULL;
-    atomic_store_explicit(&gw->acks, 0, memory_order_release);
-    for (int i = 0; i < gw->n_started; i++)
-        tg_worker_offer(&gw->workers[i], gw->next);
+    gw->next_offered = false;
+    if (tg_gen_upstreams_ready(gw->next)) {
+        tg_gateway_offer(gw);
+    } else {
+        TG_INFO("reload: waiting for the first answers for the new upstream names");
+        ev_check_start(gw->loop, &gw->upstreams_wait);
+    }
 out:
+    /* Its clusters kept from the serving generation go on. */
+    tg_gen_retire(g, gw->gen);
     tg_gen_unref(g);
     if (rc != TG_OK) {
         gw->reloads_failed++;
@@ -301,6 +362,9 @@ static void tg_gateway_free(struct tg_gateway *gw)
     }
     free(gw->workers);
     free(gw->stats);
+    /* The workers are gone: every cluster stops, then goes. */
+    tg_gen_retire(gw->next, gw->gen);
+    tg_gen_retire(gw->gen, NULL);
     tg_gen_unref(gw->next);
     tg_gen_unref(gw->gen);
     tg_keyprov_shutdown();
@@ -388,11 +452,18 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
     gw->started_ns = tg_now_ns();
     gw->loaded_at = tg_wall_s();
     gw->loop = EV_DEFAULT;
-    char err[TG_CONFIG_ERRLEN];
+    char err[TG_CONFIG_ERRLEN] = "";
     if ((rc = tg_gateway_pidfile(gw)) != 0)
         goto out;
     if (tg_gen_open_sockets(gw->gen, NULL, err, sizeof(err)) != TG_OK) {
         fprintf(stderr, "tlsgate: %s\n", err);
+        rc = 1;
+        goto out;
+    }
+    /* One cluster per listener, started on the main loop: names are looked
+     * up from now on (/ready waits for their first answers). */
+    if (tg_gen_upstreams(gw->gen, NULL, gw->loop, err, sizeof(err)) != TG_OK) {
+        fprintf(stderr, "tlsgate: %s\n", err[0] ? err : "out of memory starting the upstreams");
         rc = 1;
         goto out;
     }
@@ -440,6 +511,8 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
     ev_async_init(&gw->switched, tg_switched_cb);
     gw->switched.data = gw;
     ev_async_start(gw->loop, &gw->switched);
+    ev_check_init(&gw->upstreams_wait, tg_upstreams_wait_cb);
+    gw->upstreams_wait.data = gw;
     tg_gateway_watch(gw, gw->gen);
 
     for (int i = 0; i < gw->n_workers; i++) {
@@ -466,6 +539,7 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
     ev_signal_stop(gw->loop, &gw->sighup);
     ev_async_stop(gw->loop, &gw->worker_exit);
     ev_async_stop(gw->loop, &gw->switched);
+    ev_check_stop(gw->loop, &gw->upstreams_wait);
 out:
     tg_gateway_free(gw);
     tg_ossl_cleanup();

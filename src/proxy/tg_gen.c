@@ -11,8 +11,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/tg_log.h"
 #include "core/tg_stats.h"
 #include "keyprov/tg_keyprov.h"
+#include "upstream/tg_resolver.h"
+
+/* A resolver and the generations that use it (main thread only: created by
+ * tg_gen_upstreams, released by tg_gen_retire). */
+struct tg_gen_dns {
+    struct tg_resolver *res;
+    unsigned refs;
+};
 
 /* Identities handed out on the main thread only. */
 static uint64_t tg_gen_next_id = 1;
@@ -44,6 +53,9 @@ bool tg_gen_same_addr(const struct sockaddr_storage *a, const struct sockaddr_st
 
 static void tg_gen_free(struct tg_gen *g)
 {
+    /* The main thread retired it before it let go (its clusters stopped,
+     * its resolver released): what is left is safe on any thread. */
+    TG_ASSERT(!g->upstreams || g->retired);
     for (size_t i = 0; g->listeners != NULL && i < g->n_listeners; i++) {
         struct tg_gen_listener *l = &g->listeners[i];
         for (int w = 0; l->fds != NULL && w < g->n_workers; w++) {
@@ -51,6 +63,11 @@ static void tg_gen_free(struct tg_gen *g)
                 close(l->fds[w]);
         }
         free(l->fds);
+        /* No worker uses it through g any more: what waits in the
+         * mailboxes can go. */
+        if (l->cluster_retired)
+            tg_cluster_stop(l->cluster);
+        tg_cluster_unref(l->cluster);
         tg_tls_listener_free(l->tls);
     }
     free(g->listeners);
@@ -236,6 +253,131 @@ const struct tg_gen_listener *tg_gen_find(const struct tg_gen *g, const char *na
             return &g->listeners[i];
     }
     return NULL;
+}
+
+/* ---- upstream clusters ---- */
+
+static void tg_gen_dns_release(struct tg_gen_dns *d)
+{
+    if (d == NULL || --d->refs > 0)
+        return;
+    tg_resolver_free(d->res);
+    free(d);
+}
+
+/* The resolver of g's new clusters: prev's when the dns block is the same,
+ * else a new one. */
+static int tg_gen_dns(struct tg_gen *g, const struct tg_gen *prev, struct ev_loop *loop, char *err,
+                      size_t errlen)
+{
+    if (prev != NULL && prev->dns != NULL && tg_conf_dns_equal(&prev->cfg->dns, &g->cfg->dns)) {
+        g->dns = prev->dns;
+        g->dns->refs++;
+        return TG_OK;
+    }
+    struct tg_gen_dns *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return TG_ENOMEM;
+    int rc = tg_resolver_new(loop, &g->cfg->dns, &d->res, err, errlen);
+    if (rc != TG_OK) {
+        free(d);
+        return rc;
+    }
+    d->refs = 1;
+    g->dns = d;
+    return TG_OK;
+}
+
+/* The cluster prev has for g's listener i, if g may keep it. */
+static struct tg_cluster *tg_gen_keepable(const struct tg_gen *g, size_t i,
+                                          const struct tg_gen *prev)
+{
+    const struct tg_conf_listener *c = g->listeners[i].conf;
+    const struct tg_gen_listener *p = prev != NULL ? tg_gen_find(prev, c->name) : NULL;
+    if (p == NULL || p->cluster == NULL ||
+        !tg_conf_upstream_same_cluster(&p->conf->upstream, &c->upstream))
+        return NULL;
+    /* Names were looked up with prev's resolver settings. */
+    if (tg_conf_upstream_has_names(&c->upstream) &&
+        !tg_conf_dns_equal(&prev->cfg->dns, &g->cfg->dns))
+        return NULL;
+    return p->cluster;
+}
+
+int tg_gen_upstreams(struct tg_gen *g, const struct tg_gen *prev, struct ev_loop *loop, char *err,
+                     size_t errlen)
+{
+    TG_ENSURE(!g->upstreams, TG_ESTATE);
+    g->upstreams = true;
+    for (size_t i = 0; i < g->n_listeners; i++) {
+        struct tg_gen_listener *l = &g->listeners[i];
+        struct tg_cluster *kept = tg_gen_keepable(g, i, prev);
+        if (kept != NULL) {
+            tg_cluster_ref(kept);
+            l->cluster = kept;
+            l->cluster_kept = true;
+            continue;
+        }
+        TG_GUARD(tg_cluster_new(l->conf->name, &l->conf->upstream, g->n_workers, &l->cluster));
+        if (loop == NULL)
+            continue;
+        if (g->dns == NULL && tg_conf_upstream_has_names(&l->conf->upstream))
+            TG_GUARD(tg_gen_dns(g, prev, loop, err, errlen));
+        TG_GUARD(tg_cluster_start(l->cluster, loop, g->dns != NULL ? g->dns->res : NULL));
+    }
+    /* A kept cluster with names uses prev's resolver: hold it too. */
+    for (size_t i = 0; loop != NULL && g->dns == NULL && i < g->n_listeners; i++) {
+        if (g->listeners[i].cluster_kept &&
+            tg_conf_upstream_has_names(&g->listeners[i].conf->upstream))
+            TG_GUARD(tg_gen_dns(g, prev, loop, err, errlen));
+    }
+    return TG_OK;
+}
+
+bool tg_gen_upstreams_ready(const struct tg_gen *g)
+{
+    for (size_t i = 0; i < g->n_listeners; i++) {
+        if (g->listeners[i].cluster != NULL && !tg_cluster_ready(g->listeners[i].cluster))
+            return false;
+    }
+    return true;
+}
+
+static bool tg_gen_holds(const struct tg_gen *g, const struct tg_cluster *cl)
+{
+    for (size_t i = 0; g != NULL && i < g->n_listeners; i++) {
+        if (g->listeners[i].cluster == cl)
+            return true;
+    }
+    return false;
+}
+
+void tg_gen_retire(struct tg_gen *g, const struct tg_gen *keep)
+{
+    if (g == NULL || !g->upstreams || g->retired)
+        return;
+    g->retired = true;
+    for (size_t i = 0; i < g->n_listeners; i++) {
+        struct tg_gen_listener *l = &g->listeners[i];
+        if (l->cluster != NULL && !tg_gen_holds(keep, l->cluster)) {
+            tg_cluster_retire(l->cluster);
+            l->cluster_retired = true;
+        }
+    }
+    /* Last: the clusters that used it have cancelled their queries. */
+    tg_gen_dns_release(g->dns);
+    g->dns = NULL;
+}
+
+void tg_gen_render_clusters(const struct tg_gen *g, struct tg_buf *out)
+{
+    struct tg_cluster **cls = calloc(g->n_listeners + 1, sizeof(*cls));
+    if (cls == NULL)
+        return;
+    for (size_t i = 0; i < g->n_listeners; i++)
+        cls[i] = g->listeners[i].cluster;
+    tg_cluster_render(out, cls, g->n_listeners);
+    free(cls);
 }
 
 /* ---- what a reload may not change ---- */

@@ -21,8 +21,27 @@
  * sockets, one SO_REUSEPORT socket per worker, opened here before any worker
  * switches; worker w takes fds[w].
  *
+ * Upstream clusters (tg_cluster.h): each listener has one, which the
+ * generation holds a reference on; connections accepted under the
+ * generation use it until they end. tg_gen_upstreams gives them: a listener
+ * whose upstream block (and the dns block, when it has host names) the
+ * previous generation had unchanged, under the same name, keeps that
+ * generation's cluster (the same endpoints, counters, ejections, health and
+ * DNS schedule); any other gets a new one, started on the main loop, with a
+ * resolver shared by the generations whose dns block is the same. When a
+ * generation stops serving new connections the main thread retires it
+ * (tg_gen_retire): the clusters its successor does not keep stop looking up
+ * names, probing and ending ejections (tg_cluster_retire), and their
+ * resolver goes with its last generation. Workers keep the endpoints they
+ * hold (their slot, its mailbox included) until their last connection of
+ * the generation ends (tg_worker.c), then release the slot; when the
+ * generation is freed its retired clusters are stopped (mailboxes emptied)
+ * and dropped, on whichever thread that is; a cluster goes with its last
+ * reference (the generation's, an endpoint's).
+ *
  * Threading: built on the main thread and read-only once published (offered
- * to the workers), except fds[w], which only worker w touches after that.
+ * to the workers), except fds[w], which only worker w touches after that,
+ * and what the main thread alone uses (dns, the started/retired marks).
  */
 #ifndef TG_GEN_H
 #define TG_GEN_H
@@ -36,6 +55,10 @@
 #include "core/tg_buf.h"
 #include "core/tg_err.h"
 #include "tls/tg_tls.h"
+#include "upstream/tg_cluster.h"
+
+struct ev_loop;
+struct tg_gen_dns;
 
 struct tg_gen_listener {
     const struct tg_conf_listener *conf; /* in gen->cfg; addr is the bound address */
@@ -44,6 +67,10 @@ struct tg_gen_listener {
     uint64_t sock_id; /* its sockets' identity: the same in two generations = the same sockets */
     bool inherited;   /* the sockets come from the previous generation */
     int *fds;         /* [n_workers] sockets opened for it; -1: inherited, or taken */
+    /* Where its connections go (a reference); NULL before tg_gen_upstreams. */
+    struct tg_cluster *cluster;
+    bool cluster_kept;    /* the previous generation's, its upstream unchanged */
+    bool cluster_retired; /* this generation retired it: stopped when it is freed */
 };
 
 struct tg_gen {
@@ -54,6 +81,10 @@ struct tg_gen {
     size_t n_listeners;
     int n_workers;
     uint32_t kp_slots; /* key providers its bindings run on (tg_keyprov_slots_used) */
+    /* main thread only */
+    struct tg_gen_dns *dns; /* the resolver of its clusters' names; NULL: none */
+    bool upstreams;         /* tg_gen_upstreams done: it must be retired */
+    bool retired;           /* tg_gen_retire done */
 };
 
 /*
@@ -80,6 +111,39 @@ int tg_gen_open_sockets(struct tg_gen *g, const struct tg_gen *prev, char *err,
 /* Worker w's socket for listener li, opened for g; -1 if the listener's
  * sockets are inherited or it was already taken. The caller owns it. */
 int tg_gen_take_fd(struct tg_gen *g, size_t li, int w);
+
+/*
+ * Every listener's upstream cluster: prev's (may be NULL) when the listener
+ * has the same name there and its upstream block makes the same cluster
+ * (tg_conf_upstream_same_cluster; with host names, the dns block must be
+ * the same too), else a new one, started on loop: names are looked up from
+ * now on. With loop NULL nothing is started (tests, tools): literal
+ * addresses work at once, names stay unresolved. Errors (the resolver
+ * cannot be set up: "dns: ..."; TG_ENOMEM) leave g to be retired and
+ * dropped like any other. Main thread, before g is published; once called,
+ * g must be retired (tg_gen_retire) before the main thread drops its last
+ * reference.
+ */
+int tg_gen_upstreams(struct tg_gen *g, const struct tg_gen *prev, struct ev_loop *loop, char *err,
+                     size_t errlen) TG_MUST_CHECK;
+
+/* True once every cluster of g has had the first answers for its names
+ * (tg_cluster_ready): before that a new connection could find no endpoint.
+ * Main thread. */
+bool tg_gen_upstreams_ready(const struct tg_gen *g);
+
+/*
+ * g serves no new connection any more (keep, which may be NULL, does, or is
+ * about to): retire every cluster of g that keep does not hold, so that its
+ * look-ups, health checks and ejection timer end, and let go of g's
+ * resolver unless keep shares it. Connections of g, even those that have
+ * not reached their upstream yet, keep the endpoints their worker holds.
+ * Idempotent; nothing to do before tg_gen_upstreams. Main thread.
+ */
+void tg_gen_retire(struct tg_gen *g, const struct tg_gen *keep);
+
+/* The metrics of g's clusters (tg_cluster_render). Main thread. */
+void tg_gen_render_clusters(const struct tg_gen *g, struct tg_buf *out);
 
 struct tg_gen *tg_gen_ref(struct tg_gen *g);
 /* Drop a reference; the last one frees g (any thread). NULL is fine. */

@@ -146,9 +146,13 @@ static void tg_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
     struct tg_wlistener *l = io->data;
     struct tg_worker *w = l->w;
     for (int i = 0; i < TG_ACCEPT_BATCH && !w->draining; i++) {
-        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t peerlen = sizeof(peer);
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &peerlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-            tg_conn_accept(l, fd);
+            if (peerlen > sizeof(peer))
+                peer.ss_family = AF_UNSPEC;
+            tg_conn_accept(l, fd, &peer);
             continue;
         }
         if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -276,6 +280,7 @@ static struct tg_wgen *tg_wgen_new(struct tg_worker *w, struct tg_gen *gen)
         free(wg);
         return NULL;
     }
+    wg->w = w;
     wg->gen = tg_gen_ref(gen);
     wg->n_listeners = gen->n_listeners;
     for (size_t i = 0; i < gen->n_listeners; i++) {
@@ -284,19 +289,46 @@ static struct tg_wgen *tg_wgen_new(struct tg_worker *w, struct tg_gen *gen)
         l->wg = wg;
         l->conf = gen->listeners[i].conf;
         l->tls = gen->listeners[i].tls;
+        l->cluster = gen->listeners[i].cluster;
         l->sock_id = gen->listeners[i].sock_id;
         l->fd = -1;
         ev_io_init(&l->io, tg_accept_cb, -1, EV_READ);
         l->io.data = l;
     }
+    wg->next_live = w->wgens;
+    w->wgens = wg;
     return wg;
+}
+
+/* Whether a generation the worker still holds sends connections to cl. */
+static bool tg_worker_uses_cluster(const struct tg_worker *w, const struct tg_cluster *cl)
+{
+    for (const struct tg_wgen *wg = w->wgens; wg != NULL; wg = wg->next_live) {
+        for (size_t i = 0; i < wg->n_listeners; i++) {
+            if (wg->listeners[i].cluster == cl)
+                return true;
+        }
+    }
+    return false;
 }
 
 static void tg_wgen_free(struct tg_wgen *wg)
 {
+    struct tg_worker *w = wg->w;
+    for (struct tg_wgen **pp = &w->wgens; *pp != NULL; pp = &(*pp)->next_live) {
+        if (*pp == wg) {
+            *pp = wg->next_live;
+            break;
+        }
+    }
     for (size_t i = 0; i < wg->n_listeners; i++) {
         if (wg->listeners[i].fd >= 0)
             close(wg->listeners[i].fd);
+        /* The worker's last use of a cluster (a newer generation may keep
+         * it): the endpoints it holds for it can go. */
+        struct tg_cluster *cl = wg->listeners[i].cluster;
+        if (cl != NULL && !tg_worker_uses_cluster(w, cl))
+            tg_cluster_slot_release(cl, w->id);
     }
     free(wg->listeners);
     tg_gen_unref(wg->gen);
@@ -321,9 +353,13 @@ static void tg_worker_close_listener(struct tg_worker *w, struct tg_wlistener *l
 {
     ev_io_stop(w->loop, &l->io);
     for (int i = 0; i < 65536; i++) {
-        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t peerlen = sizeof(peer);
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &peerlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0 && peerlen > sizeof(peer))
+            peer.ss_family = AF_UNSPEC;
         if (fd >= 0)
-            tg_conn_accept(l, fd);
+            tg_conn_accept(l, fd, &peer);
         else if (errno != EINTR && errno != ECONNABORTED && errno != EPROTO)
             break;
     }
@@ -478,6 +514,10 @@ void tg_worker_thread_end(struct tg_worker *w)
     /* No provider set: thread_start failed before anything else started. */
     if (w->kp != NULL)
         tg_worker_teardown(w);
+    /* Every connection is gone (older generations with them): the
+     * snapshots this worker held for the current one can go too. */
+    for (size_t i = 0; i < w->n_listeners; i++)
+        tg_cluster_slot_release(w->listeners[i].cluster, w->id);
     tg_keyprov_set_current(NULL);
     ASYNC_cleanup_thread();
     OPENSSL_thread_stop();

@@ -39,6 +39,7 @@
 #include "proxy/tg_conn.h"
 #include "proxy/tg_gen.h"
 #include "tls/tg_tls.h"
+#include "upstream/tg_cluster.h"
 
 /*
  * What a worker is handed by the code that runs it. Copied by
@@ -70,6 +71,10 @@ struct tg_wlistener {
     struct tg_wgen *wg; /* the generation it belongs to */
     const struct tg_conf_listener *conf;
     const struct tg_tls_listener *tls;
+    /* Where its connections go: the generation's cluster for this listener
+     * (tg_gen_listener.cluster; slot w->id is this worker's). The worker
+     * releases its slot when it stops using the cluster (tg_worker.c). */
+    struct tg_cluster *cluster;
     uint64_t sock_id; /* tg_gen_listener.sock_id */
     int fd;           /* -1 once handed to the next generation's listener, or closed */
     ev_io io;
@@ -80,6 +85,8 @@ struct tg_wlistener {
  * reference on gen, dropped when the worker has moved on to a newer one and
  * the last connection accepted under it has ended. */
 struct tg_wgen {
+    struct tg_worker *w;
+    struct tg_wgen *next_live; /* the worker's generations alive (w->wgens) */
     struct tg_gen *gen;
     struct tg_wlistener *listeners; /* [n_listeners] */
     size_t n_listeners;
@@ -95,6 +102,7 @@ struct tg_worker {
     const struct tg_config *cfg; /* the current generation's */
 
     struct tg_wgen *cur;            /* the current generation */
+    struct tg_wgen *wgens;          /* every generation it still holds, cur included */
     struct tg_wlistener *listeners; /* cur's */
     size_t n_listeners;
     /* Offered by the main thread (tg_worker_offer), with a reference; taken
@@ -151,7 +159,8 @@ void *tg_worker_main(void *arg);
  * the error from the key providers (logged).
  * thread_end: always after thread_start, whatever it returned: closes every
  * connection left (counted CLOSE_SHUTDOWN), finishes their key operations,
- * frees the per-thread state, then calls host.exited. */
+ * frees the per-thread state, releases its slot of each listener's cluster,
+ * then calls host.exited. */
 int tg_worker_thread_start(struct tg_worker *w) TG_MUST_CHECK;
 void tg_worker_thread_end(struct tg_worker *w);
 

@@ -113,9 +113,18 @@ static struct tg_gen *gen_of(const struct lspec *ls, size_t n, struct tg_gen *pr
     struct tg_gen *g = NULL;
     if (tg_config_load_buffer("t.yaml", yaml, strlen(yaml), &cfg, err, sizeof(err)) != TG_OK ||
         tg_gen_new(cfg, 1, tg_worker_ssl_async_cb, &g, err, sizeof(err)) != TG_OK ||
-        tg_gen_open_sockets(g, prev, err, sizeof(err)) != TG_OK)
+        tg_gen_open_sockets(g, prev, err, sizeof(err)) != TG_OK ||
+        tg_gen_upstreams(g, prev, NULL, err, sizeof(err)) != TG_OK)
         fail_msg("generation: %s", err);
     return g;
+}
+
+/* What the main thread does with a generation it no longer serves (keep:
+ * the one that replaces it, or NULL). */
+static void drop(struct tg_gen *g, const struct tg_gen *keep)
+{
+    tg_gen_retire(g, keep);
+    tg_gen_unref(g);
 }
 
 #define DEFERRED_NOW "{ provider_name: deferred, typed_config: { key_exchange: false } }"
@@ -306,7 +315,7 @@ static void test_open_connection_survives(void **state)
     switch_to(g2);
     assert_int_equal(T.w.listeners[0].fd, fd); /* the same socket */
     assert_int_equal(port_of(g2, 0), port);
-    tg_gen_unref(g1); /* the test's: the open connection still holds it */
+    drop(g1, g2); /* the test's: the open connection still holds it */
     assert_int_equal(tg_gen_alive(), alive + 2);
 
     round_trip(&old, "after");
@@ -322,7 +331,7 @@ static void test_open_connection_survives(void **state)
     RUN_UNTIL(T.w.n_conns == 0);
     assert_int_equal(tg_gen_alive(), alive + 1); /* g2: the worker and the test */
     teardown(NULL);
-    tg_gen_unref(g2);
+    drop(g2, NULL);
     assert_int_equal(tg_gen_alive(), alive);
 }
 
@@ -342,7 +351,7 @@ static void test_paused_handshake_across_switch(void **state)
     struct lspec b = {"l0", "127.0.0.1:0", cert_b, key_b, SOFTWARE};
     struct tg_gen *g2 = gen_of(&b, 1, g1);
     switch_to(g2);
-    tg_gen_unref(g1);
+    drop(g1, g2);
     assert_int_equal(tg_worker_count_state(&T.w, TG_CONN_KEYOP_WAIT), 1);
 
     tg_keyprov_set_drain(T.w.kp); /* the hour is up */
@@ -356,7 +365,7 @@ static void test_paused_handshake_across_switch(void **state)
     client_free(&fresh);
     RUN_UNTIL(T.w.n_conns == 0 && tg_gen_alive() == alive + 1);
     teardown(NULL);
-    tg_gen_unref(g2);
+    drop(g2, NULL);
 }
 
 /* l0 goes, l1 comes. A connection already in l0's accept queue when the
@@ -378,7 +387,7 @@ static void test_listener_removed_and_added(void **state)
     struct client queued;
     assert_int_equal(client_connect(&queued, port0), 0); /* in the queue, not accepted */
     switch_to(g2);
-    tg_gen_unref(g1);
+    drop(g1, g2);
     RUN_UNTIL(client_handshake(&queued) == 1);
     assert_string_equal(client_peer_cn(&queued), "a.test");
     RUN_UNTIL(upstream_accepted(&queued));
@@ -393,7 +402,7 @@ static void test_listener_removed_and_added(void **state)
     client_free(&fresh);
     RUN_UNTIL(T.w.n_conns == 0);
     teardown(NULL);
-    tg_gen_unref(g2);
+    drop(g2, NULL);
 }
 
 /* software -> deferred: the deferred provider had no state on this worker;
@@ -414,14 +423,14 @@ static void test_provider_started_at_switch(void **state)
     struct lspec b = {"l0", "127.0.0.1:0", cert_a, key_a, DEFERRED_NOW};
     struct tg_gen *g2 = gen_of(&b, 1, g1);
     switch_to(g2);
-    tg_gen_unref(g1);
+    drop(g1, g2);
     assert_string_equal(client_proxied(&c, port), "a.test");
     round_trip(&c, "deferred");
     assert_int_equal(tg_ctr_get(&T.w.stats.c[TG_STAT_KEYOP_WAITS]), 1);
     client_free(&c);
     RUN_UNTIL(T.w.n_conns == 0);
     teardown(NULL);
-    tg_gen_unref(g2);
+    drop(g2, NULL);
 }
 
 static void make(const char *cn, char *cpath, char *kpath)
