@@ -11,7 +11,13 @@
  *   - a listener that goes: what waits in its accept queue is still served,
  *     then its port is closed; a listener that comes accepts at once;
  *   - a provider the new generation starts using (software -> deferred)
- *     gets its per-worker state at the switch.
+ *     gets its per-worker state at the switch;
+ *   - the upstream changes: a handshake of the old generation still in
+ *     progress at the switch connects to the old upstream (its cluster,
+ *     retired meanwhile, still gives the worker its endpoints), new
+ *     connections go to the new one; the old cluster and its endpoints are
+ *     freed with the old generation's last connection; a cluster a newer
+ *     generation keeps stays usable after the older one is freed.
  *
  * No sleeping: every wait turns the loop until a condition holds (bounded).
  */
@@ -35,6 +41,7 @@
 #include "ossl/tg_ossl.h"
 #include "proxy/tg_gen.h"
 #include "proxy/tg_worker.h"
+#include "upstream/tg_cluster.h"
 #include "tg_test_util.h"
 #include "providers/software/tg_software.h"
 #include "providers/deferred/tg_deferred.h"
@@ -91,6 +98,7 @@ struct lspec {
     const char *addr;
     const char *cert, *key;
     const char *provider; /* typed as YAML: "{ provider_name: ... }" */
+    int up_port;          /* the upstream; 0: T.up_port */
 };
 
 static struct tg_gen *gen_of(const struct lspec *ls, size_t n, struct tg_gen *prev)
@@ -107,7 +115,8 @@ static struct tg_gen *gen_of(const struct lspec *ls, size_t n, struct tg_gen *pr
                         "        - certificate_chain: { filename: %s }\n"
                         "          private_key: { filename: %s }\n"
                         "          private_key_provider: %s\n",
-                        ls[i].name, ls[i].addr, T.up_port, ls[i].cert, ls[i].key, ls[i].provider);
+                        ls[i].name, ls[i].addr, ls[i].up_port ? ls[i].up_port : T.up_port,
+                        ls[i].cert, ls[i].key, ls[i].provider);
     char err[TG_CONFIG_ERRLEN] = "";
     struct tg_config *cfg = NULL;
     struct tg_gen *g = NULL;
@@ -243,11 +252,16 @@ static const char *client_peer_cn(struct client *c)
     return cn;
 }
 
-static bool upstream_accepted(struct client *c)
+static bool upstream_accepted_on(struct client *c, int lfd)
 {
     if (c->up < 0)
-        c->up = accept4(T.up_lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        c->up = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     return c->up >= 0;
+}
+
+static bool upstream_accepted(struct client *c)
+{
+    return upstream_accepted_on(c, T.up_lfd);
 }
 
 static bool client_got(struct client *c, const char *want)
@@ -303,14 +317,14 @@ static void test_open_connection_survives(void **state)
 {
     (void)state;
     unsigned long alive = tg_gen_alive();
-    struct lspec a = {"l0", "127.0.0.1:0", cert_a, key_a, DEFERRED_NOW};
+    struct lspec a = {"l0", "127.0.0.1:0", cert_a, key_a, DEFERRED_NOW, 0};
     struct tg_gen *g1 = start(&a, 1);
     int port = port_of(g1, 0), fd = T.w.listeners[0].fd;
     struct client old;
     assert_string_equal(client_proxied(&old, port), "a.test");
     round_trip(&old, "before");
 
-    struct lspec b = {"l0", "127.0.0.1:0", cert_b, key_b, DEFERRED_NOW};
+    struct lspec b = {"l0", "127.0.0.1:0", cert_b, key_b, DEFERRED_NOW, 0};
     struct tg_gen *g2 = gen_of(&b, 1, g1);
     switch_to(g2);
     assert_int_equal(T.w.listeners[0].fd, fd); /* the same socket */
@@ -341,14 +355,14 @@ static void test_paused_handshake_across_switch(void **state)
 {
     (void)state;
     unsigned long alive = tg_gen_alive();
-    struct lspec a = {"l0", "127.0.0.1:0", cert_a, key_a, DEFERRED_HOUR};
+    struct lspec a = {"l0", "127.0.0.1:0", cert_a, key_a, DEFERRED_HOUR, 0};
     struct tg_gen *g1 = start(&a, 1);
     int port = port_of(g1, 0);
     struct client c;
     assert_int_equal(client_connect(&c, port), 0);
     RUN_UNTIL(client_handshake(&c) == 0 && tg_worker_count_state(&T.w, TG_CONN_KEYOP_WAIT) == 1);
 
-    struct lspec b = {"l0", "127.0.0.1:0", cert_b, key_b, SOFTWARE};
+    struct lspec b = {"l0", "127.0.0.1:0", cert_b, key_b, SOFTWARE, 0};
     struct tg_gen *g2 = gen_of(&b, 1, g1);
     switch_to(g2);
     drop(g1, g2);
@@ -374,10 +388,10 @@ static void test_paused_handshake_across_switch(void **state)
 static void test_listener_removed_and_added(void **state)
 {
     (void)state;
-    struct lspec a = {"l0", "127.0.0.1:0", cert_a, key_a, SOFTWARE};
+    struct lspec a = {"l0", "127.0.0.1:0", cert_a, key_a, SOFTWARE, 0};
     struct tg_gen *g1 = start(&a, 1);
     int port0 = port_of(g1, 0);
-    struct lspec b = {"l1", "127.0.0.1:0", cert_b, key_b, SOFTWARE};
+    struct lspec b = {"l1", "127.0.0.1:0", cert_b, key_b, SOFTWARE, 0};
     /* l1 is new by name, but port 0 "is" l0's address: force new sockets by
      * building without a previous generation. */
     struct tg_gen *g2 = gen_of(&b, 1, NULL);
@@ -411,7 +425,7 @@ static void test_provider_started_at_switch(void **state)
 {
     (void)state;
     tg_keyprov_shutdown(); /* forget providers earlier cases used */
-    struct lspec a = {"l0", "127.0.0.1:0", cert_a, key_a, SOFTWARE};
+    struct lspec a = {"l0", "127.0.0.1:0", cert_a, key_a, SOFTWARE, 0};
     struct tg_gen *g1 = start(&a, 1);
     int port = port_of(g1, 0);
     struct client c;
@@ -420,7 +434,7 @@ static void test_provider_started_at_switch(void **state)
     RUN_UNTIL(T.w.n_conns == 0);
     assert_int_equal(tg_ctr_get(&T.w.stats.c[TG_STAT_KEYOP_WAITS]), 0);
 
-    struct lspec b = {"l0", "127.0.0.1:0", cert_a, key_a, DEFERRED_NOW};
+    struct lspec b = {"l0", "127.0.0.1:0", cert_a, key_a, DEFERRED_NOW, 0};
     struct tg_gen *g2 = gen_of(&b, 1, g1);
     switch_to(g2);
     drop(g1, g2);
@@ -431,6 +445,89 @@ static void test_provider_started_at_switch(void **state)
     RUN_UNTIL(T.w.n_conns == 0);
     teardown(NULL);
     drop(g2, NULL);
+}
+
+/* A second upstream socket on 127.0.0.1; its port in *port. */
+static int upstream_listen(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sin);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(fd, 16), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+static void test_upstream_changed_across_switch(void **state)
+{
+    (void)state;
+    unsigned long alive = tg_gen_alive();
+    size_t eps = tg_cluster_live_endpoints();
+    struct lspec a = {"l0", "127.0.0.1:0", cert_a, key_a, DEFERRED_HOUR, 0};
+    struct tg_gen *g1 = start(&a, 1);
+    int port = port_of(g1, 0), b_port;
+    int b_lfd = upstream_listen(&b_port);
+
+    /* The first connection: its handshake waits for the key operation, so
+     * the worker has not picked from g1's cluster yet. */
+    struct client hs;
+    assert_int_equal(client_connect(&hs, port), 0);
+    RUN_UNTIL(client_handshake(&hs) == 0 && tg_worker_count_state(&T.w, TG_CONN_KEYOP_WAIT) == 1);
+
+    struct lspec b = {"l0", "127.0.0.1:0", cert_b, key_b, SOFTWARE, b_port};
+    struct tg_gen *g2 = gen_of(&b, 1, g1);
+    assert_false(g2->listeners[0].cluster_kept);
+    struct tg_cluster *old_cl = g1->listeners[0].cluster;
+    switch_to(g2);
+    drop(g1, g2); /* retired: no look-up, no health check; the worker's endpoints stay */
+    assert_int_equal(tg_cluster_size(old_cl), 0);
+
+    tg_keyprov_set_drain(T.w.kp);
+    RUN_UNTIL(client_handshake(&hs) == 1);
+    assert_string_equal(client_peer_cn(&hs), "a.test");
+    RUN_UNTIL(upstream_accepted(&hs)); /* g1's upstream */
+    round_trip(&hs, "old upstream");
+
+    struct client fresh;
+    assert_int_equal(client_connect(&fresh, port), 0);
+    RUN_UNTIL(client_handshake(&fresh) == 1);
+    RUN_UNTIL(upstream_accepted_on(&fresh, b_lfd));
+    assert_string_equal(client_peer_cn(&fresh), "b.test");
+    round_trip(&fresh, "new upstream");
+    round_trip(&hs, "old upstream again");
+    assert_int_equal(tg_cluster_live_endpoints(), eps + 2);
+
+    /* g1 goes with its connection, and its cluster's endpoint with it. */
+    client_free(&hs);
+    RUN_UNTIL(T.w.n_conns == 1 && tg_gen_alive() == alive + 1);
+    assert_int_equal(tg_cluster_live_endpoints(), eps + 1);
+
+    /* A certificate change only: g3 keeps g2's cluster. When g2 goes with
+     * its last connection, the worker keeps its slot of the cluster g3
+     * uses: the next connection still finds its endpoint. */
+    struct lspec c = {"l0", "127.0.0.1:0", cert_a, key_a, SOFTWARE, b_port};
+    struct tg_gen *g3 = gen_of(&c, 1, g2);
+    assert_true(g3->listeners[0].cluster_kept);
+    assert_ptr_equal(g3->listeners[0].cluster, g2->listeners[0].cluster);
+    switch_to(g3);
+    drop(g2, g3);
+    client_free(&fresh);
+    RUN_UNTIL(T.w.n_conns == 0 && tg_gen_alive() == alive + 1);
+    struct client third;
+    assert_int_equal(client_connect(&third, port), 0);
+    RUN_UNTIL(client_handshake(&third) == 1);
+    RUN_UNTIL(upstream_accepted_on(&third, b_lfd));
+    round_trip(&third, "kept cluster");
+    assert_int_equal(tg_cluster_live_endpoints(), eps + 1);
+    client_free(&third);
+    RUN_UNTIL(T.w.n_conns == 0);
+    teardown(NULL);
+    drop(g3, NULL);
+    assert_int_equal(tg_gen_alive(), alive);
+    assert_int_equal(tg_cluster_live_endpoints(), eps);
+    close(b_lfd);
 }
 
 static void make(const char *cn, char *cpath, char *kpath)
@@ -476,6 +573,7 @@ int main(void)
         cmocka_unit_test_teardown(test_paused_handshake_across_switch, teardown),
         cmocka_unit_test_teardown(test_listener_removed_and_added, teardown),
         cmocka_unit_test_teardown(test_provider_started_at_switch, teardown),
+        cmocka_unit_test_teardown(test_upstream_changed_across_switch, teardown),
     };
     return cmocka_run_group_tests(tests, setup, group_teardown);
 }
