@@ -17,8 +17,10 @@
  * generations share, takes the new ones, closes the ones of listeners that
  * are gone (after accepting what waits in their queues), and only then
  * accepts under the new generation. Connections accepted before keep their
- * generation (its listener, TLS contexts, limits) until they end; the
- * worker's hold on an old generation ends with its last such connection.
+ * generation (its listener, TLS contexts, limits, upstream cluster) until
+ * they end; the worker's hold on an old generation ends with its last such
+ * connection. Its slot of a cluster (tg_cluster.h) is released when no
+ * generation it holds uses that cluster any more (a reload may keep one).
  *
  * Edges: the worker knows nothing of who runs it. What it needs from above
  * (the process-wide connection count, exit and switch notices) it gets at
