@@ -638,7 +638,7 @@ static void test_err_unknown_keys(void **state)
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n      ciphers: x\n" CERTS UPSTREAM,
          "gw.yaml:4:7: listeners[0].tls.ciphers: unknown key 'ciphers' (allowed: certificates, "
          "min_version, max_version, alpn, session_resumption, cipher_list, cipher_suites, "
-         "groups, key_exchange_provider)"},
+         "groups, key_exchange_provider, client_certificate)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "          chain: x\n" UPSTREAM,
          "gw.yaml:7:11: listeners[0].tls.certificates[0].chain: unknown key 'chain' (allowed: "
