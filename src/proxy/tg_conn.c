@@ -8,12 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/tg_log.h"
 #include "core/tg_time.h"
 #include "proxy/tg_ppio.h"
 #include "proxy/tg_worker.h"
+#include "tls/tg_tls.h"
 #include "upstream/tg_cluster.h"
 
 const char *tg_conn_state_name(enum tg_conn_state s)
@@ -132,6 +134,7 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
     }
     close(c->cfd);
     tg_ppio_rx_free(c->pp_rx);
+    free(c->peer);
     if (c->bufmem != NULL)
         tg_worker_buf_put(w, c->bufmem, c->c2u.cap);
     if (c->on_ready)
@@ -192,9 +195,10 @@ static int tg_conn_pp_prepend(struct tg_conn *c)
             memset(&c->dest_addr, 0, sizeof(c->dest_addr)); /* v1 UNKNOWN, v2 UNSPEC */
     }
     size_t n = 0;
-    /* No client certificates yet: no verified subject to pass as SSL_CN. */
+    /* The verified client certificate's CN, when there is one. */
+    const char *cn = c->peer != NULL && c->peer->cn[0] != '\0' ? c->peer->cn : NULL;
     int rc = tg_ppio_build(c->l->conf->upstream.proxy_protocol, c->ssl, &c->client_addr,
-                           &c->dest_addr, NULL, c->c2u.data, c->c2u.cap, &n);
+                           &c->dest_addr, cn, c->c2u.data, c->c2u.cap, &n);
     if (rc != TG_OK) {
         TG_WARN("conn %p: cannot build the PROXY header for the upstream: %s", (void *)c,
                 tg_strerror(rc));
@@ -378,10 +382,45 @@ refused:
 
 /* ---- handshake ---- */
 
+/* A finished handshake on a listener with client certificates: counted,
+ * described (c->peer). false when the connection must not go on: a
+ * resumed session whose certificate is no longer valid (libssl resumes
+ * sessions without looking at the certificate again; session tickets are
+ * refused earlier, by tg_mtls, but a session-id resumption ends here). */
+static bool tg_conn_client_cert(struct tg_conn *c)
+{
+    struct tg_worker *w = c->w;
+    if (SSL_session_reused(c->ssl)) {
+        if (!tg_mtls_session_usable(SSL_get0_session(c->ssl), time(NULL))) {
+            tg_stat_inc(&w->stats, TG_STAT_CCERT_EXPIRED);
+            tg_stat_inc(&w->stats, TG_STAT_HS_FAIL_CCERT);
+            TG_DEBUG("conn %p: resumed session's client certificate is no longer valid", (void *)c);
+            tg_conn_close(c, TG_STAT_CLOSE_HANDSHAKE_FAILED);
+            return false;
+        }
+    } else {
+        tg_stat_inc(&w->stats, (enum tg_core_stat)tg_mtls_outcome(c->ssl));
+    }
+    if (SSL_get0_peer_certificate(c->ssl) == NULL)
+        return true;
+    c->peer = malloc(sizeof(*c->peer));
+    if (c->peer == NULL || tg_mtls_peer_get(c->ssl, c->peer) != TG_OK) {
+        /* Out of memory, or no digest: not the client's fault, but no
+         * connection goes on without the identity it proved. */
+        tg_conn_close(c, TG_STAT_CLOSE_INTERNAL);
+        return false;
+    }
+    TG_DEBUG("conn %p: client certificate%s: subject %s, sha256 %s", (void *)c,
+             c->peer->resumed ? " (resumed session)" : "", c->peer->subject, c->peer->sha256);
+    return true;
+}
+
 static void tg_conn_handshake_done(struct tg_conn *c)
 {
     struct tg_worker *w = c->w;
     tg_conn_handshake_over(c);
+    if (tg_tls_listener_mtls(c->l->tls) != NULL && !tg_conn_client_cert(c))
+        return;
     /* No private-key operation happens after the handshake: stop paying
      * for an ASYNC job on every read and write. */
     SSL_clear_mode(c->ssl, SSL_MODE_ASYNC);
@@ -401,8 +440,12 @@ static void tg_conn_handshake_done(struct tg_conn *c)
 static void tg_conn_handshake_failed(struct tg_conn *c, int err)
 {
     struct tg_worker *w = c->w;
-    int stat;
-    if (c->keyctx.failures > 0 && !c->keyctx.cancelled)
+    int stat, ccert = -1;
+    if (tg_tls_listener_mtls(c->l->tls) != NULL)
+        ccert = tg_mtls_failure(c->ssl);
+    if (ccert >= 0)
+        stat = TG_STAT_HS_FAIL_CCERT;
+    else if (c->keyctx.failures > 0 && !c->keyctx.cancelled)
         stat = TG_STAT_HS_FAIL_KEYOP;
     else if (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN)
         stat = TG_STAT_HS_FAIL_CLOSED;
@@ -410,6 +453,12 @@ static void tg_conn_handshake_failed(struct tg_conn *c, int err)
         stat = TG_STAT_HS_FAIL_PROTOCOL;
     if (!c->closing) {
         tg_stat_inc(&w->stats, (enum tg_core_stat)stat);
+        if (ccert >= 0) {
+            tg_stat_inc(&w->stats, (enum tg_core_stat)ccert);
+            long v = SSL_get_verify_result(c->ssl);
+            TG_DEBUG("conn %p: client certificate refused: %s", (void *)c,
+                     v != X509_V_OK ? X509_verify_cert_error_string(v) : "none sent");
+        }
         if (tg_log_enabled(TG_LOG_DEBUG))
             tg_log_openssl_errors(TG_LOG_DEBUG, "handshake failed");
     }
