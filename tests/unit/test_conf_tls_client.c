@@ -118,7 +118,8 @@ static void test_absent(void **state)
 static void test_defaults(void **state)
 {
     (void)state;
-    struct tg_config *cfg = load_ok(HEAD "      client_certificate: { ca: { filename: ca.pem } }\n");
+    struct tg_config *cfg =
+        load_ok(HEAD "      client_certificate: { ca: { filename: ca.pem } }\n");
     const struct tg_conf_client_cert *cc = &cfg->listeners[0].tls.client_cert;
     assert_int_equal(cc->mode, TG_CCERT_REQUIRE);
     assert_int_equal(cc->verify_depth, 4);
