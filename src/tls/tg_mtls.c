@@ -14,9 +14,9 @@
 #include "core/tg_log.h"
 
 struct tg_mtls {
-    int mode;      /* enum tg_ccert_mode */
-    int depth;     /* verify_depth */
-    bool has_crl;  /* CRLs are checked for every CA of the chain */
+    int mode;     /* enum tg_ccert_mode */
+    int depth;    /* verify_depth */
+    bool has_crl; /* CRLs are checked for every CA of the chain */
     X509_STORE *store;
     STACK_OF(X509_NAME) * names; /* the CAs named in the CertificateRequest */
     size_t n_ca, n_crl;
@@ -198,11 +198,12 @@ static int tg_mtls_sid(struct tg_mtls *m, const struct tg_conf_client_cert *conf
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
-    unsigned char hdr[9] = {'t', 'g', 'm', 't', 'l', 's', (unsigned char)conf->mode,
-                            (unsigned char)conf->verify_depth, m->has_crl};
+    /* The settings that are not bytes of the PEM data. */
+    const unsigned char hdr[] = {(unsigned char)conf->mode, (unsigned char)conf->verify_depth,
+                                 m->has_crl};
     EVP_MD_CTX *h = EVP_MD_CTX_new();
     int ok = h != NULL && EVP_DigestInit_ex(h, EVP_sha256(), NULL) &&
-             EVP_DigestUpdate(h, hdr, sizeof(hdr)) &&
+             EVP_DigestUpdate(h, "tlsgate-mtls", 12) && EVP_DigestUpdate(h, hdr, sizeof(hdr)) &&
              EVP_DigestUpdate(h, conf->ca.data, conf->ca.data_len) &&
              (conf->crl.data == NULL || EVP_DigestUpdate(h, conf->crl.data, conf->crl.data_len)) &&
              EVP_DigestFinal_ex(h, md, &n) && n >= sizeof(m->sid_ctx);

@@ -71,9 +71,9 @@ static struct pki mk(const struct spec *sp, const struct pki *issuer)
                                                 (const unsigned char *)"tlsgate tests", -1, -1, 0),
                      1);
     int len = sp->cn_len ? (int)sp->cn_len : -1;
-    assert_int_equal(
-        X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)sp->cn, len, -1, 0),
-        1);
+    assert_int_equal(X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8,
+                                                (const unsigned char *)sp->cn, len, -1, 0),
+                     1);
     assert_int_equal(X509_set_issuer_name(p.x, issuer ? X509_get_subject_name(issuer->x) : n), 1);
     assert_int_equal(X509_set_pubkey(p.x, p.k), 1);
     X509 *ix = issuer ? issuer->x : p.x;
@@ -192,9 +192,10 @@ static int setup(void **state)
     free(k);
 
     g_root = mk(&(struct spec){.cn = "Root CA", .ca = true, .from_days = -30, .to_days = 30}, NULL);
-    g_other = mk(&(struct spec){.cn = "Other CA", .ca = true, .from_days = -30, .to_days = 30}, NULL);
-    g_inter = mk(&(struct spec){.cn = "Inter CA", .ca = true, .from_days = -30, .to_days = 30},
-                 &g_root);
+    g_other =
+        mk(&(struct spec){.cn = "Other CA", .ca = true, .from_days = -30, .to_days = 30}, NULL);
+    g_inter =
+        mk(&(struct spec){.cn = "Inter CA", .ca = true, .from_days = -30, .to_days = 30}, &g_root);
     g_alice = mk(&(struct spec){.cn = "alice",
                                 .from_days = -1,
                                 .to_days = 1,
@@ -216,12 +217,10 @@ static int setup(void **state)
     assert_int_equal(ASN1_STRING_set(uri, "spiffe://t/a,b c\xff", 17), 1);
     GENERAL_NAME_set0_value(gn, GEN_URI, uri);
     assert_int_equal(sk_GENERAL_NAME_push(raw, gn), 1);
-    g_weird = mk(&(struct spec){.cn = "admin\0evil",
-                                .cn_len = 10,
-                                .from_days = -1,
-                                .to_days = 1,
-                                .raw_sans = raw},
-                 &g_root);
+    g_weird = mk(
+        &(struct spec){
+            .cn = "admin\0evil", .cn_len = 10, .from_days = -1, .to_days = 1, .raw_sans = raw},
+        &g_root);
 
     write_pem("root.pem", pem_of(g_root.x));
     write_pem("other.pem", pem_of(g_other.x));
@@ -240,8 +239,7 @@ static int setup(void **state)
     free(b);
     static const char garbage[] = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
     tg_test_write_file("garbage.pem", garbage, sizeof(garbage) - 1);
-    static const char garbage_crl[] =
-        "-----BEGIN X509 CRL-----\nMAA=\n-----END X509 CRL-----\n";
+    static const char garbage_crl[] = "-----BEGIN X509 CRL-----\nMAA=\n-----END X509 CRL-----\n";
     tg_test_write_file("garbage_crl.pem", garbage_crl, sizeof(garbage_crl) - 1);
 
     g_cctx = SSL_CTX_new(TLS_client_method());
@@ -256,9 +254,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    struct pki *all[] = {&g_root,  &g_other,   &g_inter,   &g_alice, &g_eve,
-                         &g_old,   &g_future,  &g_mallory, &g_bob,   &g_server_only,
-                         &g_weird};
+    struct pki *all[] = {&g_root,   &g_other,   &g_inter, &g_alice,       &g_eve,  &g_old,
+                         &g_future, &g_mallory, &g_bob,   &g_server_only, &g_weird};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         pki_free(all[i]);
     SSL_CTX_free(g_cctx);
@@ -433,8 +430,7 @@ static void test_require(void **state)
         refused(&l, &g_eve, NULL, v, SSL_AD_UNKNOWN_CA, TG_STAT_CCERT_UNKNOWN_CA);
         refused(&l, &g_old, NULL, v, SSL_AD_CERTIFICATE_EXPIRED, TG_STAT_CCERT_EXPIRED);
         refused(&l, &g_future, NULL, v, SSL_AD_BAD_CERTIFICATE, TG_STAT_CCERT_NOT_YET_VALID);
-        refused(&l, &g_server_only, NULL, v, SSL_AD_UNSUPPORTED_CERTIFICATE,
-                TG_STAT_CCERT_PURPOSE);
+        refused(&l, &g_server_only, NULL, v, SSL_AD_UNSUPPORTED_CERTIFICATE, TG_STAT_CCERT_PURPOSE);
         /* The intermediate's certificate: refused when the client does not
          * send it, accepted when it does (verify_depth 4). */
         refused(&l, &g_bob, NULL, v, SSL_AD_UNKNOWN_CA, TG_STAT_CCERT_UNKNOWN_CA);
@@ -659,10 +655,14 @@ int main(void)
 {
     TG_TEST_REGISTER_PROVIDERS(&tg_software_provider);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_require),    cmocka_unit_test(test_optional),
-        cmocka_unit_test(test_crl),        cmocka_unit_test(test_depth),
-        cmocka_unit_test(test_peer),       cmocka_unit_test(test_resumption),
-        cmocka_unit_test(test_not_a_cert_failure), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_require),
+        cmocka_unit_test(test_optional),
+        cmocka_unit_test(test_crl),
+        cmocka_unit_test(test_depth),
+        cmocka_unit_test(test_peer),
+        cmocka_unit_test(test_resumption),
+        cmocka_unit_test(test_not_a_cert_failure),
+        cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
