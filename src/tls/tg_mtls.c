@@ -94,6 +94,17 @@ static int tg_mtls_load_cas(struct tg_mtls *m, const struct tg_conf_client_cert 
     int rc = TG_OK;
     X509 *x;
     while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0) {
+            /* Kept (the operator decides), but said: every client it
+             * issued is now refused as "expired". */
+            char subject[256], warn[TG_CONFIG_ERRLEN];
+            tg_mtls_name_text(X509_get_subject_name(x), subject, sizeof(subject));
+            tg_conf_error(warn, sizeof(warn), &conf->ca.mark, path,
+                          "CA certificate %zu ('%s') has expired: the client certificates it "
+                          "issued are refused",
+                          m->n_ca + 1, subject);
+            TG_WARN("%s", warn);
+        }
         X509_NAME *name = X509_NAME_dup(X509_get_subject_name(x));
         if (X509_STORE_add_cert(m->store, x) != 1 || name == NULL ||
             !sk_X509_NAME_push(m->names, name)) {

@@ -47,8 +47,9 @@ struct tg_mtls;
 /* From conf (mode not OFF): every PEM certificate of conf->ca, every CRL of
  * conf->crl. Errors "FILE:LINE:COL: path.ca.filename: ..." into err: no
  * certificate, unparsable PEM, a CRL whose signature does not verify with
- * the CA of its issuer's name. A CRL whose issuer is not in `ca`, or whose
- * nextUpdate has passed, is logged as a warning (it is still used). */
+ * the CA of its issuer's name. An expired CA certificate, a CRL whose
+ * issuer is not in `ca`, or whose nextUpdate has passed, is logged as a
+ * warning (it is still used). */
 int tg_mtls_new(const struct tg_conf_client_cert *conf, struct tg_mtls **out, char *err,
                 size_t errlen) TG_MUST_CHECK;
 void tg_mtls_free(struct tg_mtls *m);

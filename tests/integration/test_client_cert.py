@@ -20,6 +20,8 @@ not tlsgate.
     CRL (certificate_revoked), an intermediate's certificate without the
     intermediate (unknown_ca) or whose CA has no CRL (crl_error), a server-
     only certificate (bad_purpose);
+  - the same with the deferred provider (signatures and key exchange
+    paused and resumed): a good certificate, none, another CA's;
   - mode optional: no certificate passes (client = SSL, verify 1, no CN), a
     good one passes with its CN, a bad one is refused;
   - verify_depth 0 refuses an intermediate's certificate (chain_too_long)
@@ -217,17 +219,20 @@ def main(t):
     web = t.upstream("http")
     pp2 = {"proxy_protocol": "v2"}
 
-    def lst(name, cc, upstream=up.addr, extra=pp2):
+    def lst(name, cc, upstream=up.addr, extra=pp2, prov="software"):
         return tglib.listener([(cert, key)], upstream, name=name, upstream_extra=extra,
-                              tls={"client_certificate": cc})
+                              tls={"client_certificate": cc}, prov=prov)
     gw = t.gateway(tglib.gw_config([
         lst("req", {"ca": {"filename": root.cert}, "mode": "require", "crl": {"filename": crl}}),
         lst("opt", {"ca": {"filename": root.cert}, "mode": "optional"}),
         lst("deep", {"ca": {"inline_string": root_pem}, "verify_depth": 0}),
         lst("rot", {"ca": {"filename": rot_ca}}),
         lst("web", {"ca": {"filename": root.cert}}, upstream=web.addr, extra=None),
+        # Signatures and key exchange through the asynchronous provider.
+        lst("async", {"ca": {"filename": root.cert}}, prov="deferred-5ms"),
     ], extra={"reload": {"debounce": "50ms"}}))
-    req, opt, deep, rot, webp = (gw.ports[n] for n in ("req", "opt", "deep", "rot", "web"))
+    req, opt, deep, rot, webp, asy = (gw.ports[n]
+                                      for n in ("req", "opt", "deep", "rot", "web", "async"))
     check("listener req: client certificates: required, 1 CA certificate(s), 1 CRL(s)"
           in gw.log(), "start-up log line of the client certificates")
 
@@ -266,6 +271,20 @@ def main(t):
             b = snap()
             sclient_refused(t, req, "unknown_ca", *bob, version=v, chain=inter.cert)
             expect(b, refused_delta("crl_error"), "CRL missing for the intermediate")
+
+        with t.case("deferred provider (key operations paused), TLS %s: good, missing, bad" % v):
+            b = snap()
+            assert_ssl(sclient_ok(t, asy, *alice, version=v), 7, 0, "alice", v)
+            expect(b, ok_delta(), "good certificate, deferred")
+            b = snap()
+            sclient_refused(t, asy, "certificate_required" if v == "1.3" else "handshake_failure",
+                            version=v)
+            sclient_refused(t, asy, "unknown_ca", *eve, version=v)
+            want = refused_delta("missing")
+            want.update(refused_delta("unknown_ca"))
+            want['tlsgate_handshakes_total{result=client_certificate}'] = 2
+            want['tlsgate_connections_closed_total{reason=handshake_failed}'] = 2
+            expect(b, want, "refusals, deferred")
 
         with t.case("optional, TLS %s: none, a good one, a bad one" % v):
             b = snap()

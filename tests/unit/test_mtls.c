@@ -158,7 +158,7 @@ static void write_pem(const char *name, char *pem)
 /* ------------------------------------------------------------------------ */
 /* Fixture                                                                  */
 
-static struct pki g_root, g_other, g_inter;
+static struct pki g_root, g_other, g_inter, g_expired_ca, g_orphan;
 static struct pki g_alice, g_eve, g_old, g_future, g_mallory, g_bob, g_server_only, g_weird;
 static char g_srv_cert[256], g_srv_key[256];
 static SSL_CTX *g_cctx;
@@ -196,6 +196,9 @@ static int setup(void **state)
         mk(&(struct spec){.cn = "Other CA", .ca = true, .from_days = -30, .to_days = 30}, NULL);
     g_inter =
         mk(&(struct spec){.cn = "Inter CA", .ca = true, .from_days = -30, .to_days = 30}, &g_root);
+    g_expired_ca =
+        mk(&(struct spec){.cn = "Expired CA", .ca = true, .from_days = -30, .to_days = -1}, NULL);
+    g_orphan = mk(&(struct spec){.cn = "orphan", .from_days = -1, .to_days = 1}, &g_expired_ca);
     g_alice = mk(&(struct spec){.cn = "alice",
                                 .from_days = -1,
                                 .to_days = 1,
@@ -225,6 +228,7 @@ static int setup(void **state)
     write_pem("root.pem", pem_of(g_root.x));
     write_pem("other.pem", pem_of(g_other.x));
     write_pem("inter.pem", pem_of(g_inter.x));
+    write_pem("expired_ca.pem", pem_of(g_expired_ca.x));
     X509 *rev[] = {g_mallory.x};
     write_pem("crl.pem", crl_pem(&g_root, g_root.k, rev, 1, 2));
     write_pem("crl_old.pem", crl_pem(&g_root, g_root.k, rev, 1, -1));
@@ -254,8 +258,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    struct pki *all[] = {&g_root,   &g_other,   &g_inter, &g_alice,       &g_eve,  &g_old,
-                         &g_future, &g_mallory, &g_bob,   &g_server_only, &g_weird};
+    struct pki *all[] = {&g_expired_ca, &g_orphan,      &g_root, &g_other,  &g_inter,
+                         &g_alice,      &g_eve,         &g_old,  &g_future, &g_mallory,
+                         &g_bob,        &g_server_only, &g_weird};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         pki_free(all[i]);
     SSL_CTX_free(g_cctx);
@@ -648,6 +653,10 @@ static void test_errors(void **state)
         "verify with the key of 'CN=Root CA,O=tlsgate tests' in 'ca'");
     /* A CRL of a CA not in `ca`: a warning, not an error. */
     struct lst l = lst_ok("{ ca: { filename: root.pem }, crl: { filename: crl_other.pem } }");
+    lst_free(&l);
+    /* An expired CA: a warning; its clients are refused as expired. */
+    l = lst_ok("{ ca: { filename: expired_ca.pem } }");
+    refused(&l, &g_orphan, NULL, 0, SSL_AD_CERTIFICATE_EXPIRED, TG_STAT_CCERT_EXPIRED);
     lst_free(&l);
 }
 
