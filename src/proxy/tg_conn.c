@@ -391,7 +391,11 @@ static bool tg_conn_client_cert(struct tg_conn *c)
 {
     struct tg_worker *w = c->w;
     if (SSL_session_reused(c->ssl)) {
-        if (!tg_mtls_session_usable(SSL_get0_session(c->ssl), time(NULL))) {
+        SSL_SESSION *sess = SSL_get0_session(c->ssl);
+        if (!tg_mtls_session_usable(sess, time(NULL))) {
+            /* Out of the cache, so that the client's next attempt is a full
+             * handshake that tells it why (certificate_expired). */
+            SSL_CTX_remove_session(tg_tls_listener_ctx(c->l->tls), sess);
             tg_stat_inc(&w->stats, TG_STAT_CCERT_EXPIRED);
             tg_stat_inc(&w->stats, TG_STAT_HS_FAIL_CCERT);
             TG_DEBUG("conn %p: resumed session's client certificate is no longer valid", (void *)c);
