@@ -117,7 +117,7 @@ image: build
 # A 60 s soak at saturation: no failed call, no descriptor leak, flat RSS
 # (tests/long/soak.sh; TG_SOAK_SECONDS to change). .ci/run runs it.
 test-long: build
-	TLSGATE=$(BUILD)/tlsgate bash tests/long/soak.sh
+	TLSGATE=$(abspath $(BUILD))/tlsgate bash tests/long/soak.sh
 
 test-image: image
 	TLSGATE=$(BUILD)/tlsgate TG_IMAGE_ARCHIVE=$(IMAGE) bash tests/image/test_image.sh
