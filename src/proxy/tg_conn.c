@@ -460,6 +460,22 @@ static void tg_conn_client_error(struct tg_conn *c)
     tg_conn_close(c, TG_STAT_CLOSE_CLIENT_ERROR);
 }
 
+/* Send close_notify. False while it waits in libssl for room in the
+ * client's socket (SSL_shutdown: WANT_WRITE): the pump calls again when the
+ * socket is writable, and only then may the TCP write side be shut (a
+ * shutdown(SHUT_WR) now would lose the alert). Bounded like any stalled
+ * write: by idle_timeout, or the drain at exit. True once it left, or when
+ * it never can (the client is gone). */
+static bool tg_conn_close_notify(struct tg_conn *c)
+{
+    tg_ssl_enter(c);
+    int r = SSL_shutdown(c->ssl); /* first call queues the alert, a later one resends it */
+    int err = r >= 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+    tg_ssl_leave();
+    ERR_clear_error();
+    return err != SSL_ERROR_WANT_WRITE;
+}
+
 static void tg_conn_upstream_error(struct tg_conn *c)
 {
     tg_stat_inc(&c->w->stats, TG_STAT_UPSTREAM_RESET);
@@ -570,11 +586,7 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
             return false;
         }
     }
-    if (c->upstream_eof && uc->len == 0 && !c->client_shut) {
-        tg_ssl_enter(c);
-        (void)SSL_shutdown(c->ssl); /* close_notify */
-        tg_ssl_leave();
-        ERR_clear_error();
+    if (c->upstream_eof && uc->len == 0 && !c->client_shut && tg_conn_close_notify(c)) {
         if (!c->upstream_shut) /* else close() follows at once */
             (void)shutdown(c->cfd, SHUT_WR);
         c->client_shut = true;
@@ -615,6 +627,8 @@ static void tg_conn_pump(struct tg_conn *c)
         cev |= c->ssl_read_wants ? c->ssl_read_wants : EV_READ;
     if (uc->off < uc->len)
         cev |= c->ssl_write_wants ? c->ssl_write_wants : EV_WRITE;
+    else if (c->upstream_eof && !c->client_shut)
+        cev |= EV_WRITE; /* close_notify waits for room (tg_conn_close_notify) */
     if (!c->upstream_eof && uc->len < uc->cap)
         uev |= EV_READ;
     if (cu->off < cu->len)
