@@ -33,7 +33,10 @@ struct tg_gateway {
     struct tg_cluster **clusters; /* one per listener */
     _Atomic uint64_t active;      /* open connections, all workers (limits.max_connections) */
     _Atomic int exited;
+    _Atomic int serving; /* workers whose start succeeded */
     _Atomic bool stopping;
+    bool announced; /* "ready" logged (main thread) */
+    bool failed;    /* a worker stopped unasked: exit status 1 */
     uint64_t started_ns;
 };
 
@@ -42,6 +45,14 @@ static void tg_gateway_worker_exited(void *arg)
 {
     struct tg_gateway *gw = arg;
     atomic_fetch_add_explicit(&gw->exited, 1, memory_order_acq_rel);
+    ev_async_send(gw->loop, &gw->worker_exit);
+}
+
+/* tg_worker_host.started: on the worker's thread, once it serves. */
+static void tg_gateway_worker_started(void *arg)
+{
+    struct tg_gateway *gw = arg;
+    atomic_fetch_add_explicit(&gw->serving, 1, memory_order_acq_rel);
     ev_async_send(gw->loop, &gw->worker_exit);
 }
 
@@ -62,7 +73,9 @@ static void tg_gateway_render(struct tg_buf *out, void *arg)
 static bool tg_gateway_ready(void *arg)
 {
     struct tg_gateway *gw = arg;
-    if (atomic_load(&gw->stopping) || gw->n_started != gw->n_workers)
+    /* Not before every worker serves: a worker that has not started (or
+     * failed to) would not take its share of the connections. */
+    if (atomic_load(&gw->stopping) || atomic_load(&gw->serving) != gw->n_workers)
         return false;
     /* Not before every upstream name had its first answer: until then a
      * connection could find no endpoint. */
@@ -85,15 +98,31 @@ static void tg_signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
         tg_worker_request_stop(&gw->workers[i], again);
 }
 
+/* A worker started or stopped (both come through worker_exit). */
 static void tg_worker_exit_cb(struct ev_loop *loop, ev_async *a, int revents)
 {
     (void)revents;
     struct tg_gateway *gw = a->data;
-    if (atomic_load_explicit(&gw->exited, memory_order_acquire) >= gw->n_started) {
-        if (!atomic_load(&gw->stopping))
-            TG_ERROR("all workers stopped unexpectedly");
-        ev_break(loop, EVBREAK_ALL);
+    int exited = atomic_load_explicit(&gw->exited, memory_order_acquire);
+    if (exited > 0 && !atomic_load(&gw->stopping)) {
+        /* Workers end only when asked to, or when they cannot start (the
+         * worker said why): serving with fewer than configured would hide
+         * it. Stop the others too; the exit status says it failed. */
+        TG_ERROR("%d of %d worker(s) stopped without being asked (see above): tlsgate stops "
+                 "(exit status 1)",
+                 exited, gw->n_workers);
+        gw->failed = true;
+        atomic_store(&gw->stopping, true);
+        for (int i = 0; i < gw->n_started; i++)
+            tg_worker_request_stop(&gw->workers[i], true);
     }
+    if (!gw->announced && !atomic_load(&gw->stopping) &&
+        atomic_load(&gw->serving) == gw->n_workers) {
+        gw->announced = true;
+        TG_INFO("tlsgate %s ready: %d worker(s)", TG_VERSION, gw->n_workers);
+    }
+    if (exited >= gw->n_started)
+        ev_break(loop, EVBREAK_ALL);
 }
 
 static void tg_gateway_free(struct tg_gateway *gw)
@@ -250,6 +279,7 @@ int tg_gateway_run(struct tg_config *cfg)
         .max_active = cfg->limits.max_connections,
         .exited = tg_gateway_worker_exited,
         .exited_arg = gw,
+        .started = tg_gateway_worker_started,
     };
     for (int i = 0; i < gw->n_workers; i++) {
         if (tg_worker_init(&gw->workers[i], i, cfg, &host) != TG_OK) {
@@ -316,12 +346,13 @@ int tg_gateway_run(struct tg_config *cfg)
         }
         gw->n_started++;
     }
-    if (rc == 0)
-        TG_INFO("tlsgate %s ready: %d worker(s)", TG_VERSION, gw->n_workers);
+    /* "ready" is logged when every worker serves (tg_worker_exit_cb). */
     if (gw->n_started > 0)
         ev_run(gw->loop, 0);
     for (int i = 0; i < gw->n_started; i++)
         pthread_join(gw->workers[i].thread, NULL);
+    if (gw->failed)
+        rc = 1;
     if (rc == 0)
         TG_INFO("stopped");
     ev_signal_stop(gw->loop, &gw->sigterm);

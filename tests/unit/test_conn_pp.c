@@ -130,7 +130,7 @@ static void tc_start(const char *pp_timeout, const char *proxy_out)
     struct tg_conf_listener *conf = &T.cfg->listeners[0];
     if (tg_tls_listener_new(conf, tg_worker_ssl_async_cb, &T.tls, err, sizeof(err)) != TG_OK)
         fail_msg("tls: %s", err);
-    struct tg_worker_host host = {&T.active, 100, NULL, NULL};
+    struct tg_worker_host host = {&T.active, 100, NULL, NULL, NULL};
     assert_int_equal(tg_worker_init(&T.w, 0, T.cfg, &host), TG_OK);
     if (tg_worker_open_listeners(&T.w, 1, 0, conf, err, sizeof(err)) != TG_OK)
         fail_msg("listen: %s", err);
