@@ -457,10 +457,17 @@ static int tg_conf_tls_groups(struct tg_cp *cp, const yaml_node_t *v, struct tg_
 
 int tg_conf_tls_parse(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_tls *t)
 {
-    static const char *const keys[] = {
-        "certificates",          "min_version", "max_version",   "alpn",
-        "session_resumption",    "cipher_list", "cipher_suites", "groups",
-        "key_exchange_provider", NULL};
+    static const char *const keys[] = {"certificates",
+                                       "min_version",
+                                       "max_version",
+                                       "alpn",
+                                       "session_resumption",
+                                       "cipher_list",
+                                       "cipher_suites",
+                                       "groups",
+                                       "key_exchange_provider",
+                                       "require_close_notify",
+                                       NULL};
     const yaml_node_t *v, *minv = NULL, *maxv = NULL;
     size_t o;
     int rc;
@@ -515,6 +522,7 @@ int tg_conf_tls_parse(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_tls
         TG_GUARD(rc);
     }
     TG_GUARD(tg_cp_opt_bool(cp, n, "session_resumption", &t->session_resumption));
+    TG_GUARD(tg_cp_opt_bool(cp, n, "require_close_notify", &t->require_close_notify));
     TG_GUARD(tg_cp_opt_string(cp, n, "cipher_list", &t->cipher_list));
     TG_GUARD(tg_cp_opt_string(cp, n, "cipher_suites", &t->cipher_suites));
     if ((v = tg_cp_get(cp, n, "cipher_list", NULL)) != NULL)

@@ -104,10 +104,11 @@ struct tg_conf_tls {
     int max_version; /* TLS1_3_VERSION (default) */
     char **alpn;     /* protocols offered, in server preference order */
     size_t n_alpn;
-    bool session_resumption; /* default true: tickets + server session cache */
-    char *cipher_list;       /* TLS 1.2 ciphers; NULL = tlsgate default (ECDHE only) */
-    char *cipher_suites;     /* TLS 1.3 suites; NULL = OpenSSL default */
-    char *groups;            /* key exchange groups; NULL = "X25519:P-256:P-384" */
+    bool session_resumption;   /* default true: tickets + server session cache */
+    bool require_close_notify; /* default false; true: a FIN without close_notify resets */
+    char *cipher_list;         /* TLS 1.2 ciphers; NULL = tlsgate default (ECDHE only) */
+    char *cipher_suites;       /* TLS 1.3 suites; NULL = OpenSSL default */
+    char *groups;              /* key exchange groups; NULL = "X25519:P-256:P-384" */
     /* Where cipher_list, cipher_suites and groups stood (for errors found later). */
     struct tg_conf_mark cipher_list_mark, cipher_suites_mark, groups_mark;
     /* key_exchange_provider: who does the listener's ephemeral key exchange.

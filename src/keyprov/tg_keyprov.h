@@ -62,8 +62,9 @@ enum tg_keyop_state { TG_KEYOP_NEW, TG_KEYOP_QUEUED, TG_KEYOP_DONE, TG_KEYOP_CON
 #define TG_RSA_PAD_PKCS1 1
 #define TG_RSA_PAD_PSS   6
 
-/* Largest output: an RSA-4096 signature. */
-#define TG_KEYOP_OUT_MAX 512
+/* Largest output: the signature of the largest key tg_pkey accepts (RSA-8192,
+ * 1024 bytes). Shared secrets and ECDSA signatures are far smaller. */
+#define TG_KEYOP_OUT_MAX TG_PKEY_SIG_MAX
 
 /*
  * Per-connection key context. The connection sets it as the thread's current

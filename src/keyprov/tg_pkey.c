@@ -181,12 +181,14 @@ static int tg_pkey_fill_rsa(struct tg_pkey *k, char *why, size_t whylen)
         !EVP_PKEY_get_bn_param(k->sw, OSSL_PKEY_PARAM_RSA_COEFFICIENT1, &k->iqmp))
         return tg_why(why, whylen, "RSA key lacks CRT components");
     k->bits = BN_num_bits(k->n);
-    if (k->bits < 2048) {
-        snprintf(why, whylen, "RSA key of %d bits is too small (minimum 2048)", k->bits);
+    if (k->bits < TG_PKEY_RSA_MIN_BITS) {
+        snprintf(why, whylen, "RSA key of %d bits is too small (minimum %d)", k->bits,
+                 TG_PKEY_RSA_MIN_BITS);
         return TG_ECONFIG;
     }
-    if (k->bits > 8192) {
-        snprintf(why, whylen, "RSA key of %d bits is too large (maximum 8192)", k->bits);
+    if (k->bits > TG_PKEY_RSA_MAX_BITS) {
+        snprintf(why, whylen, "RSA key of %d bits is too large (maximum %d)", k->bits,
+                 TG_PKEY_RSA_MAX_BITS);
         return TG_ECONFIG;
     }
     return TG_OK;
@@ -263,7 +265,7 @@ int tg_pkey_from_evp(EVP_PKEY *sw, struct tg_pkey **out, char *why, size_t whyle
         k->pub = tg_pkey_make_public(k);
         if (k->pub == NULL)
             rc = tg_why(why, whylen, "cannot build the public key");
-        else if (k->sig_max == 0 || k->sig_max > 512)
+        else if (k->sig_max == 0 || k->sig_max > TG_PKEY_SIG_MAX)
             rc = tg_why(why, whylen, "unexpected signature size");
     }
     if (rc != TG_OK) {

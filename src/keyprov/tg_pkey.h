@@ -23,6 +23,13 @@
 
 enum tg_pkey_type { TG_PKEY_RSA = 1, TG_PKEY_EC = 2 };
 
+/* RSA modulus sizes a certificate's key may have. Every buffer that holds a
+ * signature (TG_KEYOP_OUT_MAX) is sized from the largest. */
+#define TG_PKEY_RSA_MIN_BITS 2048
+#define TG_PKEY_RSA_MAX_BITS 8192
+/* Largest signature of an accepted key, in bytes (RSA-8192). */
+#define TG_PKEY_SIG_MAX (TG_PKEY_RSA_MAX_BITS / 8)
+
 struct tg_keyprov_binding;
 
 struct tg_pkey {

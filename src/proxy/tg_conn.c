@@ -107,7 +107,7 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
     ev_io_stop(loop, &c->uio);
     ev_timer_stop(loop, &c->timer);
     bool established = SSL_is_init_finished(c->ssl);
-    bool abortive = stat == TG_STAT_CLOSE_CLIENT_ERROR;
+    bool abortive = stat == TG_STAT_CLOSE_CLIENT_ERROR || stat == TG_STAT_CLOSE_CLIENT_TRUNCATED;
     if (established && !c->client_shut && !abortive) {
         /* Best effort close_notify; the socket is non-blocking. */
         tg_ssl_enter(c);
@@ -385,6 +385,11 @@ static void tg_conn_handshake_done(struct tg_conn *c)
     /* No private-key operation happens after the handshake: stop paying
      * for an ASYNC job on every read and write. */
     SSL_clear_mode(c->ssl, SSL_MODE_ASYNC);
+    /* tls.require_close_notify: from now on a TCP FIN without close_notify
+     * is an error (SSL_R_UNEXPECTED_EOF_WHILE_READING), not an EOF; during
+     * the handshake it still counts as the client closing. */
+    if (c->l->conf->tls.require_close_notify)
+        SSL_clear_options(c->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
     tg_stat_inc(&w->stats, TG_STAT_HS_OK);
     tg_stat_inc(&w->stats,
                 SSL_version(c->ssl) == TLS1_3_VERSION ? TG_STAT_HS_TLS13 : TG_STAT_HS_TLS12);
@@ -474,6 +479,31 @@ static void tg_conn_client_error(struct tg_conn *c)
     tg_conn_close(c, TG_STAT_CLOSE_CLIENT_ERROR);
 }
 
+/* SSL_read failed because the client's TCP stream ended without close_notify
+ * (only seen with tls.require_close_notify). */
+static bool tg_conn_truncated(int err)
+{
+    unsigned long e = ERR_peek_error();
+    return err == SSL_ERROR_SSL && ERR_GET_LIB(e) == ERR_LIB_SSL &&
+           ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+}
+
+/* Send close_notify. False while it waits in libssl for room in the
+ * client's socket (SSL_shutdown: WANT_WRITE): the pump calls again when the
+ * socket is writable, and only then may the TCP write side be shut (a
+ * shutdown(SHUT_WR) now would lose the alert). Bounded like any stalled
+ * write: by idle_timeout, or the drain at exit. True once it left, or when
+ * it never can (the client is gone). */
+static bool tg_conn_close_notify(struct tg_conn *c)
+{
+    tg_ssl_enter(c);
+    int r = SSL_shutdown(c->ssl); /* first call queues the alert, a later one resends it */
+    int err = r >= 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+    tg_ssl_leave();
+    ERR_clear_error();
+    return err != SSL_ERROR_WANT_WRITE;
+}
+
 static void tg_conn_upstream_error(struct tg_conn *c)
 {
     tg_stat_inc(&c->w->stats, TG_STAT_UPSTREAM_RESET);
@@ -508,6 +538,10 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
         } else if (err == SSL_ERROR_ZERO_RETURN) {
             c->client_eof = true; /* close_notify or EOF: half-close */
             *progress = true;
+        } else if (tg_conn_truncated(err)) {
+            ERR_clear_error();
+            tg_conn_close(c, TG_STAT_CLOSE_CLIENT_TRUNCATED);
+            return false;
         } else {
             tg_conn_client_error(c);
             return false;
@@ -584,11 +618,7 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
             return false;
         }
     }
-    if (c->upstream_eof && uc->len == 0 && !c->client_shut) {
-        tg_ssl_enter(c);
-        (void)SSL_shutdown(c->ssl); /* close_notify */
-        tg_ssl_leave();
-        ERR_clear_error();
+    if (c->upstream_eof && uc->len == 0 && !c->client_shut && tg_conn_close_notify(c)) {
         if (!c->upstream_shut) /* else close() follows at once */
             (void)shutdown(c->cfd, SHUT_WR);
         c->client_shut = true;
@@ -629,6 +659,8 @@ static void tg_conn_pump(struct tg_conn *c)
         cev |= c->ssl_read_wants ? c->ssl_read_wants : EV_READ;
     if (uc->off < uc->len)
         cev |= c->ssl_write_wants ? c->ssl_write_wants : EV_WRITE;
+    else if (c->upstream_eof && !c->client_shut)
+        cev |= EV_WRITE; /* close_notify waits for room (tg_conn_close_notify) */
     if (!c->upstream_eof && uc->len < uc->cap)
         uev |= EV_READ;
     if (cu->off < cu->len)

@@ -497,6 +497,13 @@ int tg_worker_thread_start(struct tg_worker *w)
     int rc = tg_keyprov_set_new(w->loop, w->id, &w->n_handshaking, &w->kp);
     if (rc != TG_OK) {
         TG_ERROR("worker %d cannot start its key providers: %s", w->id, tg_strerror(rc));
+        /* Its SO_REUSEPORT sockets would keep taking a share of the new
+         * connections that nobody accepts. */
+        for (size_t i = 0; i < w->n_listeners; i++) {
+            if (w->listeners[i].fd >= 0)
+                close(w->listeners[i].fd);
+            w->listeners[i].fd = -1;
+        }
         return rc;
     }
     tg_keyprov_set_current(w->kp);
@@ -506,6 +513,8 @@ int tg_worker_thread_start(struct tg_worker *w)
         if (l->fd >= 0)
             ev_io_start(w->loop, &l->io);
     }
+    if (w->host.started != NULL)
+        w->host.started(w->host.exited_arg);
     return TG_OK;
 }
 

@@ -61,6 +61,10 @@ struct tg_worker_host {
      * a generation offered with tg_worker_offer; may be NULL. Its arg is
      * exited_arg too. */
     void (*switched)(void *arg, const struct tg_gen *gen);
+    /* Called on the worker thread once it serves (tg_worker_thread_start
+     * succeeded: its accept watchers run); may be NULL. Argument: exited_arg.
+     * A worker that fails to start calls exited without it. */
+    void (*started)(void *arg);
 };
 
 struct tg_wgen;
@@ -157,8 +161,10 @@ void *tg_worker_main(void *arg);
 /* The two halves of tg_worker_main around its ev_run, for a caller that runs
  * the loop itself (tests). Both on the thread that runs w->loop.
  * thread_start: ASYNC job pool, key-provider instances (installed as the
- * thread's current set), accept watchers on the listening sockets. TG_OK or
- * the error from the key providers (logged).
+ * thread's current set), accept watchers on the listening sockets, then
+ * host.started. TG_OK or the error from the key providers (logged); then
+ * the worker's listening sockets are closed at once, so that the kernel
+ * stops handing it connections (SO_REUSEPORT) nobody would accept.
  * thread_end: always after thread_start, whatever it returned: closes every
  * connection left (counted CLOSE_SHUTDOWN), finishes their key operations,
  * frees the per-thread state, releases its slot of each listener's cluster,

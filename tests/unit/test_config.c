@@ -207,6 +207,7 @@ static void test_defaults(void **state)
     assert_int_equal(l->tls.min_version, TLS1_2_VERSION);
     assert_int_equal(l->tls.max_version, TLS1_3_VERSION);
     assert_true(l->tls.session_resumption);
+    assert_false(l->tls.require_close_notify);
     assert_null(l->tls.alpn);
     assert_int_equal(l->tls.n_alpn, 0);
     assert_null(l->tls.cipher_list);
@@ -278,6 +279,7 @@ static void test_full_config(void **state)
         "      max_version: TLSv1_3\n"
         "      alpn: [h2, http/1.1]\n"
         "      session_resumption: false\n"
+        "      require_close_notify: true\n"
         "      cipher_list: ECDHE-RSA-AES128-GCM-SHA256\n"
         "      cipher_suites: TLS_AES_128_GCM_SHA256\n"
         "      groups: [X25519, P-256]\n"
@@ -312,6 +314,7 @@ static void test_full_config(void **state)
     assert_string_equal(l->tls.alpn[0], "h2");
     assert_string_equal(l->tls.alpn[1], "http/1.1");
     assert_false(l->tls.session_resumption);
+    assert_true(l->tls.require_close_notify);
     assert_string_equal(l->tls.cipher_list, "ECDHE-RSA-AES128-GCM-SHA256");
     assert_string_equal(l->tls.cipher_suites, "TLS_AES_128_GCM_SHA256");
     assert_string_equal(l->tls.groups, "X25519:P-256");
@@ -638,7 +641,7 @@ static void test_err_unknown_keys(void **state)
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n      ciphers: x\n" CERTS UPSTREAM,
          "gw.yaml:4:7: listeners[0].tls.ciphers: unknown key 'ciphers' (allowed: certificates, "
          "min_version, max_version, alpn, session_resumption, cipher_list, cipher_suites, "
-         "groups, key_exchange_provider)"},
+         "groups, key_exchange_provider, require_close_notify)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "          chain: x\n" UPSTREAM,
          "gw.yaml:7:11: listeners[0].tls.certificates[0].chain: unknown key 'chain' (allowed: "
@@ -695,6 +698,9 @@ static void test_err_types(void **state)
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "      session_resumption: yes\n" UPSTREAM,
          "gw.yaml:7:27: listeners[0].tls.session_resumption: expected true or false, got 'yes'"},
+        {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
+         "      require_close_notify: 1\n" UPSTREAM,
+         "gw.yaml:7:29: listeners[0].tls.require_close_notify: expected true or false, got '1'"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "          private_key_provider: { provider_name: deferred, typed_config: { a: { b: 1 } "
          "} }\n" UPSTREAM,

@@ -227,7 +227,8 @@ static void tc_start(const struct opts *o)
     /* Not started: literal addresses need no loop; names stay unresolved. */
     if (tg_gen_upstreams(T.gen, NULL, NULL, err, sizeof(err)) != TG_OK)
         fail_msg("upstreams: %s", err);
-    struct tg_worker_host host = {&T.active, on_exit_cb, NULL, on_switched_cb};
+    struct tg_worker_host host = {
+        .active = &T.active, .exited = on_exit_cb, .switched = on_switched_cb};
     assert_int_equal(tg_worker_init(&T.w, 0, T.gen, &host), TG_OK);
     const struct tg_conf_listener *conf = T.gen->listeners[0].conf;
     T.addr = conf->addr.ss;

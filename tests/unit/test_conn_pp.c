@@ -134,7 +134,7 @@ static void tc_start(const char *pp_timeout, const char *proxy_out)
     /* Not started: a literal address needs no loop. */
     if (tg_gen_upstreams(T.gen, NULL, NULL, err, sizeof(err)) != TG_OK)
         fail_msg("upstreams: %s", err);
-    struct tg_worker_host host = {&T.active, NULL, NULL, NULL};
+    struct tg_worker_host host = {.active = &T.active};
     assert_int_equal(tg_worker_init(&T.w, 0, T.gen, &host), TG_OK);
     const struct tg_conf_listener *conf = T.gen->listeners[0].conf;
     T.addr = conf->addr.ss;
