@@ -32,6 +32,8 @@ packages=(
   valgrind curl python3 procps iproute2 psmisc jq linux-perf
   hey wrk gnuplot-nox
   nginx-light libnginx-mod-stream haproxy hitch
+  # pkcs11 provider: PKCS#11 header, SoftHSM2 token, p11-kit remoting, pkcs11-tool
+  libp11-kit-dev p11-kit p11-kit-modules softhsm2 opensc
 )
 
 missing=()

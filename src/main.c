@@ -33,7 +33,8 @@
     X(software)                                                                                    \
     X(deferred)                                                                                    \
     X(cryptomb)                                                                                    \
-    X(qat)
+    X(qat)                                                                                         \
+    X(pkcs11)
 
 #define TG_PROVIDER_DECL(name) extern const struct tg_keyprov_ops tg_##name##_provider;
 TG_PROVIDERS(TG_PROVIDER_DECL)

@@ -297,7 +297,9 @@ struct tg_keyprov_binding {
 /*
  * Start-up: resolve a certificate's provider config into a binding, applying
  * `fallback` when the provider or the key is unsupported (warning logged with
- * the reason). On error writes "FILE:LINE:COL: path: ..." into err.
+ * the reason). A software key (key != NULL) given to a provider that holds
+ * keys itself (load_key) is refused. On error writes "FILE:LINE:COL: path:
+ * ..." into err.
  */
 int tg_keyprov_bind(const struct tg_conf_keyprov *conf, const struct tg_pkey *key,
                     struct tg_keyprov_binding **out, char *err, size_t errlen) TG_MUST_CHECK;
