@@ -271,8 +271,10 @@ static bool tg_p11_relogin(struct tg_p11_token *t, CK_SESSION_HANDLE s)
     return false;
 }
 
-/* The thread's session, (re)opened if the token's sessions were reset. */
-static bool tg_p11_session(struct tg_p11_thread *th, CK_RV *rv)
+/* The thread's session, (re)opened if the token's sessions were reset.
+ * TG_P11_R_OK, TG_P11_R_TOKEN_DOWN (it was down already) or
+ * TG_P11_R_TOKEN_ERROR (opening failed now: *rv). */
+static enum tg_p11_result tg_p11_session(struct tg_p11_thread *th, CK_RV *rv)
 {
     struct tg_p11_token *t = th->token;
     pthread_mutex_lock(&t->lock);
@@ -282,9 +284,9 @@ static bool tg_p11_session(struct tg_p11_thread *th, CK_RV *rv)
     *rv = t->down_rv;
     pthread_mutex_unlock(&t->lock);
     if (state != TG_P11_UP)
-        return false;
+        return TG_P11_R_TOKEN_DOWN;
     if (th->have_session && th->gen == gen)
-        return true;
+        return TG_P11_R_OK;
     if (th->have_session)
         (void)t->mod->f->C_CloseSession(th->session);
     th->have_session = false;
@@ -292,12 +294,12 @@ static bool tg_p11_session(struct tg_p11_thread *th, CK_RV *rv)
     if (*rv != CKR_OK) {
         tg_p11_count_error(t, *rv);
         tg_p11_token_down(t, *rv);
-        return false;
+        return TG_P11_R_TOKEN_ERROR;
     }
     atomic_fetch_add(&t->sessions_opened, 1);
     th->have_session = true;
     th->gen = gen;
-    return true;
+    return TG_P11_R_OK;
 }
 
 /* Sign r on the thread's session: relogin or refind once, then give up. */
@@ -306,8 +308,9 @@ static void tg_p11_run(struct tg_p11_thread *th, struct tg_p11_req *r)
     struct tg_p11_token *t = th->token;
     for (int attempt = 0;; attempt++) {
         CK_RV rv;
-        if (!tg_p11_session(th, &rv)) {
-            r->result = TG_P11_R_TOKEN_DOWN;
+        enum tg_p11_result sr = tg_p11_session(th, &rv);
+        if (sr != TG_P11_R_OK) {
+            r->result = sr;
             r->rv = rv;
             return;
         }

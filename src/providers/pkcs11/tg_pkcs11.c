@@ -75,10 +75,17 @@ static int tg_p11_conf_pin(const struct tg_conf_params *p, struct tg_p11_pin *pi
         if (v == NULL)
             continue;
         const struct tg_conf_param *q = tg_conf_params_get(p, keys[i]);
-        if (given != NULL)
-            return tg_p11_conf_fail(p, &q->mark, keys[i], err, errlen,
+        if (given != NULL) {
+            /* Point at whichever of the two comes later in the file. */
+            const struct tg_conf_param *later =
+                q->mark.line > given->mark.line ||
+                        (q->mark.line == given->mark.line && q->mark.col > given->mark.col)
+                    ? q
+                    : given;
+            return tg_p11_conf_fail(p, &later->mark, later->key, err, errlen,
                                     "give only one of pin.filename, pin.environment_variable "
                                     "and pin.inline_string");
+        }
         if (v[0] == '\0')
             return tg_p11_conf_fail(p, &q->value_mark, keys[i], err, errlen, "must not be empty");
         given = q;
@@ -139,6 +146,10 @@ static int tg_p11_configure(const struct tg_conf_keyprov *conf, void **out, bool
         rc = tg_conf_params_bool(p, "key_exchange", &kxwant, err, errlen);
     if (rc == TG_OK)
         rc = tg_p11_conf_pin(p, &s->pin, err, errlen);
+    /* Unknown keys first: a misspelt "modul" is reported as such, not as a
+     * missing "module". */
+    if (rc == TG_OK)
+        rc = tg_conf_params_check_unused(p, "pkcs11", err, errlen);
     if (rc != TG_OK)
         goto out;
     const struct tg_conf_param *q;
@@ -190,9 +201,6 @@ static int tg_p11_configure(const struct tg_conf_keyprov *conf, void **out, bool
                               "pkcs11 does not do key exchange (the token only signs)");
         goto out;
     }
-    rc = tg_conf_params_check_unused(p, "pkcs11", err, errlen);
-    if (rc != TG_OK)
-        goto out;
     s->module = strdup(module);
     if (s->module == NULL) {
         rc = TG_ENOMEM;
