@@ -495,9 +495,11 @@ static void *tg_p11_thread_main(void *arg)
                 continue;
             }
             r->state = TG_P11_REQ_RUNNING;
+            t->signing++;
             pthread_mutex_unlock(&t->lock);
             tg_p11_run(th, r);
             pthread_mutex_lock(&t->lock);
+            t->signing--;
             tg_p11_deliver_locked(t, r);
             continue;
         }

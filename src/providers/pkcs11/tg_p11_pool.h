@@ -142,6 +142,7 @@ struct tg_p11_token {
     pthread_cond_t cond; /* signing threads wait for work or for stop */
     struct tg_p11_req *qhead, *qtail;
     size_t queued, max_queue;
+    size_t signing; /* requests a signing thread holds now */
     enum tg_p11_token_state state;
     CK_RV down_rv;
     uint64_t retry_at_ns, backoff_ns;

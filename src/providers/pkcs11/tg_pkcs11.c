@@ -413,6 +413,7 @@ static void tg_p11_render_stats(struct tg_buf *out)
         const char *name, *type, *help;
     } gauges[] = {
         {"tlsgate_pkcs11_queue_depth", "gauge", "Signatures waiting for a signing thread"},
+        {"tlsgate_pkcs11_signing", "gauge", "Signatures a signing thread is making now"},
         {"tlsgate_pkcs11_token_up", "gauge", "1 when the token signs, 0 while down or failed"},
         {"tlsgate_pkcs11_threads", "gauge", "Signing threads of the token"},
         {"tlsgate_pkcs11_logins_total", "counter", "C_Login calls (start-up, re-login, recovery)"},
@@ -432,18 +433,21 @@ static void tg_p11_render_stats(struct tg_buf *out)
                 v = t->queued;
                 break;
             case 1:
-                v = t->state == TG_P11_UP;
+                v = t->signing;
                 break;
             case 2:
-                v = t->nthreads;
+                v = t->state == TG_P11_UP;
                 break;
             case 3:
-                v = atomic_load(&t->logins);
+                v = t->nthreads;
                 break;
             case 4:
-                v = atomic_load(&t->sessions_opened);
+                v = atomic_load(&t->logins);
                 break;
             case 5:
+                v = atomic_load(&t->sessions_opened);
+                break;
+            case 6:
                 v = atomic_load(&t->downs);
                 break;
             default:
