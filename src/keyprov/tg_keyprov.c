@@ -215,8 +215,8 @@ int tg_keyprov_bind(const struct tg_conf_keyprov *conf, const struct tg_pkey *ke
                     struct tg_keyprov_binding **out, char *err, size_t errlen)
 {
     *out = NULL;
-    const struct tg_keyprov_ops *held = tg_keyprov_find(conf->provider_name ? conf->provider_name
-                                                                            : TG_KEYPROV_FALLBACK);
+    const struct tg_keyprov_ops *held =
+        tg_keyprov_find(conf->provider_name ? conf->provider_name : TG_KEYPROV_FALLBACK);
     if (key != NULL && held != NULL && held->load_key != NULL) {
         tg_conf_error(err, errlen, &conf->mark, conf->path,
                       "provider '%s' holds private keys itself: remove private_key from this "
