@@ -109,9 +109,10 @@ done
 scan after-handshakes
 
 # While signatures are being made: bench in the background, scans meanwhile.
-N=2000
-[ -z "$TG_VALGRIND" ] || N=200
-tg_spawn bench "$TLSGATE" bench -k --quiet -c 8 -n "$N" --json "$TG_TMP/bench.json" \
+N=2000 C=8
+[ -z "$TG_VALGRIND" ] || N=200 C=4
+tg_spawn bench "$TLSGATE" bench -k --quiet --timeout "$(tg_s 10)s" -c "$C" -n "$N" \
+    --json "$TG_TMP/bench.json" \
     "https://127.0.0.1:$PORT/"
 BENCH_PID=$TG_LAST_PID
 I=0
