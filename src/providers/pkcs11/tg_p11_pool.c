@@ -428,7 +428,8 @@ static void tg_p11_deliver_locked(struct tg_p11_token *t, struct tg_p11_req *r)
 {
     struct tg_p11_inbox *in = r->inbox;
     if (in == NULL) {
-        free(r); /* the worker gave up on it */
+        OPENSSL_cleanse(r, sizeof(*r)); /* the worker gave up on it */
+        free(r);
         return;
     }
     atomic_fetch_add(&t->results[r->result], 1);
