@@ -33,6 +33,14 @@ set(TG_FUZZ_SAN address,undefined)
 set(TG_FUZZ_LIB_FLAGS -fsanitize=fuzzer-no-link,${TG_FUZZ_SAN} -fno-sanitize-recover=undefined
                       -fno-omit-frame-pointer)
 get_property(tg_fuzz_existing DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR} PROPERTY BUILDSYSTEM_TARGETS)
+# The providers are made in their own folders (add_subdirectory): their
+# libraries must be instrumented too, or a target fuzzing a provider's parser
+# gets no coverage feedback from it, and their tests linked accordingly.
+get_property(tg_fuzz_subdirs DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR} PROPERTY SUBDIRECTORIES)
+foreach(dir IN LISTS tg_fuzz_subdirs)
+  get_property(tg_fuzz_sub DIRECTORY ${dir} PROPERTY BUILDSYSTEM_TARGETS)
+  list(APPEND tg_fuzz_existing ${tg_fuzz_sub})
+endforeach()
 foreach(t IN LISTS tg_fuzz_existing)
   get_target_property(type ${t} TYPE)
   if(type MATCHES "^(STATIC|SHARED|MODULE|OBJECT)_LIBRARY$")

@@ -199,12 +199,31 @@ static bool tg_uri_seen(const struct tg_p11_uri *u, const struct tg_p11_uri_attr
     return *(const bool *)((const char *)u + a->off_has);
 }
 
+/* An attribute name for a message: at most 32 bytes, anything outside
+ * printable ASCII shown as %XX, so a message stays one printable line. */
+static void tg_uri_name(const char *s, size_t n, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (size_t i = 0; i < n && i < 32 && o + 4 < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c > 0x20 && c < 0x7f && c != '%') {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
 static int tg_uri_path_attr(struct tg_p11_uri *u, const char *s, size_t n, char *why, size_t whylen)
 {
     const char *eq = memchr(s, '=', n);
-    char name[40];
+    char name[104];
     size_t nlen = eq ? (size_t)(eq - s) : n;
-    snprintf(name, sizeof(name), "%.*s", (int)(nlen < 32 ? nlen : 32), s);
+    tg_uri_name(s, nlen, name, sizeof(name));
     if (eq == NULL)
         return tg_uri_fail(why, whylen, "'%s': expected NAME=VALUE", name);
     if (nlen == 0)
@@ -232,8 +251,8 @@ static int tg_uri_query_attr(const char *s, size_t n, char *why, size_t whylen)
 {
     const char *eq = memchr(s, '=', n);
     size_t nlen = eq ? (size_t)(eq - s) : n;
-    char name[40];
-    snprintf(name, sizeof(name), "%.*s", (int)(nlen < 32 ? nlen : 32), s);
+    char name[104];
+    tg_uri_name(s, nlen, name, sizeof(name));
     if (strcmp(name, "pin-value") == 0 || strcmp(name, "pin-source") == 0)
         return tg_uri_fail(why, whylen,
                            "'%s' is not accepted in the key URI: give the PIN with the "

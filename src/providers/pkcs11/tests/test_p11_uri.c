@@ -93,6 +93,10 @@ static void test_errors(void **state)
     parse_err("pkcs11:token=a;token=b", "attribute 'token' given twice");
     parse_err("pkcs11:type=private;type=cert", "attribute 'type' given twice");
     parse_err("pkcs11:colour=blue", "unknown attribute 'colour'");
+    /* Names are echoed printable and on one line. */
+    parse_err("pkcs11:to\nken=a", "unknown attribute 'to%0Aken'");
+    parse_err("pkcs11:t\xe9%=a", "unknown attribute 't%E9%25'");
+    parse_err("pkcs11:?p\tin=1", "query: byte 0x09 must be percent-encoded as %09");
     parse_err("pkcs11:x-vendor=1", "vendor attribute 'x-vendor' is not supported");
     parse_err("pkcs11:token", "'token': expected NAME=VALUE");
     parse_err("pkcs11:=x", "empty attribute name before '='");
