@@ -14,12 +14,15 @@
 # token (threads, queue, completion) plus SoftHSM2's own cost, not an HSM.
 # The machine is whatever this runs on (the script prints lscpu's model).
 #
-#   bench/pkcs11.sh [path/to/tlsgate]    (TG_P11_BENCH_SECONDS, default 5)
+#   bench/pkcs11.sh [path/to/tlsgate]
+#   TG_P11_BENCH_SECONDS (default 5) per cell, TG_P11_BENCH_ROUNDS (default 3)
+#   interleaved rounds; each cell reports the median round (by handshakes/s).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TLSGATE=${1:-$REPO/build/tlsgate}
 SECONDS_PER=${TG_P11_BENCH_SECONDS:-5}
+ROUNDS=${TG_P11_BENCH_ROUNDS:-3}
 THREADS=${TG_P11_BENCH_THREADS:-2}
 MODULE=/usr/lib/softhsm/libsofthsm2.so
 CLIENT=/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so
@@ -110,27 +113,48 @@ for _ in $(seq 100); do grep -q 'ready' "$TMP/gw.log" && break; sleep 0.1; done
 grep -q 'ready' "$TMP/gw.log" || { cat "$TMP/gw.log"; exit 1; }
 port() { sed -n "s/.*listener $1: listening on [^ ]*:\\([0-9]*\\),.*/\\1/p" "$TMP/gw.log"; }
 
-echo "# $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs; tlsgate: 1 worker, pkcs11 threads: $THREADS;"
-echo "# tlsgate bench -k --tls-version 1.3 -c C -t ${SECONDS_PER}s, new connection per request, same run"
-echo
-echo "| key | provider | -c | handshakes/s | p50 ms | p99 ms | errors |"
-echo "|---|---|---:|---:|---:|---:|---:|"
-for kind in rsa ec; do
-    for c in 1 32; do
-        for v in software pkcs11 pkcs11-rpc; do
-            out=$TMP/$v-$kind-$c.json
-            "$TLSGATE" bench -k --quiet --tls-version 1.3 -c "$c" -t "${SECONDS_PER}s" \
-                --json "$out" "https://127.0.0.1:$(port "$v-$kind")/" > /dev/null 2>&1 || true
-            python3 - "$out" "$kind" "$v" "$c" <<'EOF'
-import json, sys
-d = json.load(open(sys.argv[1]))
-key = {"rsa": "RSA-2048", "ec": "ECDSA P-256"}[sys.argv[2]]
-prov = {"software": "software", "pkcs11": "pkcs11, SoftHSM2 in process",
-        "pkcs11-rpc": "pkcs11, SoftHSM2 via p11-kit server"}[sys.argv[3]]
-lat = d["latency_ms"]
-print(f"| {key} | {prov} | {sys.argv[4]} | {d['handshakes']['per_second']:.0f} | "
-      f"{lat['p50']:.2f} | {lat['p99']:.2f} | {d['calls'] - d['ok']} |")
-EOF
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+for r in $(seq "$ROUNDS"); do
+    for kind in rsa ec; do
+        for c in 1 32; do
+            for v in software pkcs11 pkcs11-rpc; do
+                "$TLSGATE" bench -k --quiet --tls-version 1.3 -c "$c" -t "${SECONDS_PER}s" \
+                    --json "$TMP/$v-$kind-$c-$r.json" "https://127.0.0.1:$(port "$v-$kind")/" \
+                    > /dev/null 2>&1 || true
+            done
         done
     done
 done
+LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
+
+echo "# $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, load average $LOAD0 before, $LOAD1 after;"
+echo "# tlsgate: 1 worker, pkcs11 threads: $THREADS; tlsgate bench -k --tls-version 1.3 -c C -t ${SECONDS_PER}s,"
+echo "# new connection per request; $ROUNDS interleaved rounds, the median round shown"
+echo
+echo "| key | provider | -c | handshakes/s | p50 ms | p99 ms | errors |"
+echo "|---|---|---:|---:|---:|---:|---:|"
+python3 - "$TMP" "$ROUNDS" <<'EOF'
+import json, sys
+tmp, rounds = sys.argv[1], int(sys.argv[2])
+keys = {"rsa": "RSA-2048", "ec": "ECDSA P-256"}
+provs = {"software": "software", "pkcs11": "pkcs11, SoftHSM2 in process",
+         "pkcs11-rpc": "pkcs11, SoftHSM2 via p11-kit server"}
+for kind in ("rsa", "ec"):
+    for c in (1, 32):
+        for v in provs:
+            runs = []
+            for r in range(1, rounds + 1):
+                try:
+                    runs.append(json.load(open(f"{tmp}/{v}-{kind}-{c}-{r}.json")))
+                except (OSError, ValueError):
+                    pass
+            if not runs:
+                print(f"| {keys[kind]} | {provs[v]} | {c} | - | - | - | no result |")
+                continue
+            runs.sort(key=lambda d: d["handshakes"]["per_second"])
+            d = runs[len(runs) // 2]
+            errors = sum(x["calls"] - x["ok"] for x in runs)
+            lat = d["latency_ms"]
+            print(f"| {keys[kind]} | {provs[v]} | {c} | {d['handshakes']['per_second']:.0f} | "
+                  f"{lat['p50']:.2f} | {lat['p99']:.2f} | {errors} |")
+EOF
