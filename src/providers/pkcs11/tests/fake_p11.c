@@ -44,57 +44,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "providers/pkcs11/tg_p11.h"
+#include "fake_p11.h"
 
-#define FAKE_SLOT     7
-#define FAKE_SESSIONS 256
-#define FAKE_KEYS     4
-
-/* Exported for tests (default visibility). */
-void fake_p11_control(const char *kv);
-unsigned long fake_p11_stat(const char *name);
-CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list);
-
-struct fake_key {
-    char label[64];
-    unsigned char id[32];
-    size_t idlen;
-    EVP_PKEY *key;
-    unsigned char *cert_der;
-    size_t cert_len;
-};
-
-struct fake_session {
-    bool open;
-    unsigned gen; /* g.insert_gen when opened */
-    CK_OBJECT_HANDLE found[16];
-    size_t nfound, pos;
-    bool finding, signing;
-    CK_MECHANISM_TYPE mech;
-    CK_RSA_PKCS_PSS_PARAMS pss;
-    size_t key;
-};
-
-struct fake_ctl {
-    int removed, logout, handles, sign_delay_ms, block, no_pss, no_x509, no_rsa_pkcs;
-    unsigned long fail_sign;
-    char pin[64];
-};
-
-static struct {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool init;
-    struct fake_key keys[FAKE_KEYS];
-    size_t nkeys;
-    struct fake_session s[FAKE_SESSIONS];
-    bool logged_in;
-    unsigned insert_gen;
-    struct fake_ctl mem, cur; /* from fake_p11_control; effective */
-    int seen_logout, seen_removed;
-    char label[33];
-    unsigned long signs, logins, in_sign, sessions, login_failures;
-} g = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+struct fake_state fake_g = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 /* ---- control ---- */
 
@@ -137,9 +89,9 @@ static void fake_parse(struct fake_ctl *c, char *line)
 }
 
 /* Effective control (lock held): the in-memory one, overridden by the file. */
-static void fake_refresh(void)
+void fake_refresh(void)
 {
-    struct fake_ctl c = g.mem;
+    struct fake_ctl c = fake_g.mem;
     const char *path = getenv("FAKE_P11_CONTROL");
     FILE *f = path != NULL ? fopen(path, "r") : NULL;
     if (f != NULL) {
@@ -148,44 +100,44 @@ static void fake_refresh(void)
             fake_parse(&c, line);
         fclose(f);
     }
-    if (c.logout != g.seen_logout) {
-        g.seen_logout = c.logout;
-        g.logged_in = false;
+    if (c.logout != fake_g.seen_logout) {
+        fake_g.seen_logout = c.logout;
+        fake_g.logged_in = false;
     }
-    if (c.removed != g.seen_removed) {
-        g.seen_removed = c.removed;
-        g.insert_gen++; /* every session dies with the token */
-        g.logged_in = false;
+    if (c.removed != fake_g.seen_removed) {
+        fake_g.seen_removed = c.removed;
+        fake_g.insert_gen++; /* every session dies with the token */
+        fake_g.logged_in = false;
     }
-    g.cur = c;
+    fake_g.cur = c;
 }
 
 void fake_p11_control(const char *kv)
 {
     char line[256];
     snprintf(line, sizeof(line), "%s", kv);
-    pthread_mutex_lock(&g.lock);
-    fake_parse(&g.mem, line);
+    pthread_mutex_lock(&fake_g.lock);
+    fake_parse(&fake_g.mem, line);
     fake_refresh();
-    pthread_cond_broadcast(&g.cond);
-    pthread_mutex_unlock(&g.lock);
+    pthread_cond_broadcast(&fake_g.cond);
+    pthread_mutex_unlock(&fake_g.lock);
 }
 
 unsigned long fake_p11_stat(const char *name)
 {
     unsigned long v = 0;
-    pthread_mutex_lock(&g.lock);
+    pthread_mutex_lock(&fake_g.lock);
     if (strcmp(name, "signs") == 0)
-        v = g.signs;
+        v = fake_g.signs;
     else if (strcmp(name, "logins") == 0)
-        v = g.logins;
+        v = fake_g.logins;
     else if (strcmp(name, "in_sign") == 0)
-        v = g.in_sign;
+        v = fake_g.in_sign;
     else if (strcmp(name, "sessions") == 0)
-        v = g.sessions;
+        v = fake_g.sessions;
     else if (strcmp(name, "login_failures") == 0)
-        v = g.login_failures;
-    pthread_mutex_unlock(&g.lock);
+        v = fake_g.login_failures;
+    pthread_mutex_unlock(&fake_g.lock);
     return v;
 }
 
@@ -193,24 +145,24 @@ unsigned long fake_p11_stat(const char *name)
 
 static CK_OBJECT_HANDLE fake_base(void)
 {
-    return 100 + (CK_OBJECT_HANDLE)g.cur.handles * 1000;
+    return 100 + (CK_OBJECT_HANDLE)fake_g.cur.handles * 1000;
 }
 
-static bool fake_object(CK_OBJECT_HANDLE h, size_t *key, CK_OBJECT_CLASS *cls)
+bool fake_object(CK_OBJECT_HANDLE h, size_t *key, CK_OBJECT_CLASS *cls)
 {
-    if (h < fake_base() || h >= fake_base() + 3 * g.nkeys)
+    if (h < fake_base() || h >= fake_base() + 3 * fake_g.nkeys)
         return false;
     *key = (h - fake_base()) / 3;
     int kind = (int)((h - fake_base()) % 3);
     *cls = kind == 0 ? CKO_PRIVATE_KEY : kind == 1 ? CKO_PUBLIC_KEY : CKO_CERTIFICATE;
-    if (*cls == CKO_CERTIFICATE && g.keys[*key].cert_der == NULL)
+    if (*cls == CKO_CERTIFICATE && fake_g.keys[*key].cert_der == NULL)
         return false;
     return true;
 }
 
-static bool fake_rsa(size_t k)
+bool fake_rsa(size_t k)
 {
-    return EVP_PKEY_is_a(g.keys[k].key, "RSA");
+    return EVP_PKEY_is_a(fake_g.keys[k].key, "RSA");
 }
 
 static int fake_hex(char c)
@@ -224,7 +176,7 @@ static void fake_load_keys(void)
     if (env == NULL)
         return;
     char *list = strdup(env), *save = NULL;
-    for (char *it = strtok_r(list, ",", &save); it != NULL && g.nkeys < FAKE_KEYS;
+    for (char *it = strtok_r(list, ",", &save); it != NULL && fake_g.nkeys < FAKE_KEYS;
          it = strtok_r(NULL, ",", &save)) {
         char *label = it, *id = strchr(label, ':');
         if (id == NULL)
@@ -237,7 +189,7 @@ static void fake_load_keys(void)
         char *cf = strchr(kf, ':');
         if (cf != NULL)
             *cf++ = '\0';
-        struct fake_key *k = &g.keys[g.nkeys];
+        struct fake_key *k = &fake_g.keys[fake_g.nkeys];
         snprintf(k->label, sizeof(k->label), "%s", label);
         for (size_t i = 0; id[i] && id[i + 1] && k->idlen < sizeof(k->id); i += 2)
             k->id[k->idlen++] = (unsigned char)(fake_hex(id[i]) * 16 + fake_hex(id[i + 1]));
@@ -255,7 +207,7 @@ static void fake_load_keys(void)
             k->cert_len = len > 0 ? (size_t)len : 0;
             X509_free(x);
         }
-        g.nkeys++;
+        fake_g.nkeys++;
     }
     free(list);
     ERR_clear_error();
@@ -266,40 +218,40 @@ static void fake_load_keys(void)
 static CK_RV fake_initialize(void *args)
 {
     (void)args;
-    pthread_mutex_lock(&g.lock);
-    if (g.init) {
-        pthread_mutex_unlock(&g.lock);
+    pthread_mutex_lock(&fake_g.lock);
+    if (fake_g.init) {
+        pthread_mutex_unlock(&fake_g.lock);
         return CKR_CRYPTOKI_ALREADY_INITIALIZED;
     }
-    g.init = true;
+    fake_g.init = true;
     const char *label = getenv("FAKE_P11_LABEL");
-    snprintf(g.label, sizeof(g.label), "%s", label ? label : "fake");
+    snprintf(fake_g.label, sizeof(fake_g.label), "%s", label ? label : "fake");
     const char *pin = getenv("FAKE_P11_PIN");
-    snprintf(g.mem.pin, sizeof(g.mem.pin), "%s", pin ? pin : "1234");
+    snprintf(fake_g.mem.pin, sizeof(fake_g.mem.pin), "%s", pin ? pin : "1234");
     fake_load_keys();
     fake_refresh();
-    pthread_mutex_unlock(&g.lock);
+    pthread_mutex_unlock(&fake_g.lock);
     return CKR_OK;
 }
 
 static CK_RV fake_finalize(void *reserved)
 {
     (void)reserved;
-    pthread_mutex_lock(&g.lock);
-    if (!g.init) {
-        pthread_mutex_unlock(&g.lock);
+    pthread_mutex_lock(&fake_g.lock);
+    if (!fake_g.init) {
+        pthread_mutex_unlock(&fake_g.lock);
         return CKR_CRYPTOKI_NOT_INITIALIZED;
     }
-    for (size_t i = 0; i < g.nkeys; i++) {
-        EVP_PKEY_free(g.keys[i].key);
-        OPENSSL_free(g.keys[i].cert_der);
+    for (size_t i = 0; i < fake_g.nkeys; i++) {
+        EVP_PKEY_free(fake_g.keys[i].key);
+        OPENSSL_free(fake_g.keys[i].cert_der);
     }
-    memset(g.keys, 0, sizeof(g.keys));
-    memset(g.s, 0, sizeof(g.s));
-    g.nkeys = 0;
-    g.init = false;
-    g.logged_in = false;
-    pthread_mutex_unlock(&g.lock);
+    memset(fake_g.keys, 0, sizeof(fake_g.keys));
+    memset(fake_g.s, 0, sizeof(fake_g.s));
+    fake_g.nkeys = 0;
+    fake_g.init = false;
+    fake_g.logged_in = false;
+    pthread_mutex_unlock(&fake_g.lock);
     return CKR_OK;
 }
 
@@ -322,10 +274,10 @@ static CK_RV fake_get_info(CK_INFO_PTR info)
 
 static CK_RV fake_get_slot_list(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR count)
 {
-    pthread_mutex_lock(&g.lock);
+    pthread_mutex_lock(&fake_g.lock);
     fake_refresh();
-    CK_ULONG n = present && g.cur.removed ? 0 : 1;
-    pthread_mutex_unlock(&g.lock);
+    CK_ULONG n = present && fake_g.cur.removed ? 0 : 1;
+    pthread_mutex_unlock(&fake_g.lock);
     if (list != NULL) {
         if (*count < n) {
             *count = n;
@@ -345,10 +297,10 @@ static CK_RV fake_get_slot_info(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
     memset(info, 0, sizeof(*info));
     fake_pad(info->slotDescription, sizeof(info->slotDescription), "fake slot");
     fake_pad(info->manufacturerID, sizeof(info->manufacturerID), "tlsgate tests");
-    pthread_mutex_lock(&g.lock);
+    pthread_mutex_lock(&fake_g.lock);
     fake_refresh();
-    info->flags = CKF_REMOVABLE_DEVICE | (g.cur.removed ? 0 : CKF_TOKEN_PRESENT);
-    pthread_mutex_unlock(&g.lock);
+    info->flags = CKF_REMOVABLE_DEVICE | (fake_g.cur.removed ? 0 : CKF_TOKEN_PRESENT);
+    pthread_mutex_unlock(&fake_g.lock);
     return CKR_OK;
 }
 
@@ -356,12 +308,12 @@ static CK_RV fake_get_token_info(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
 {
     if (slot != FAKE_SLOT)
         return CKR_SLOT_ID_INVALID;
-    pthread_mutex_lock(&g.lock);
+    pthread_mutex_lock(&fake_g.lock);
     fake_refresh();
-    bool removed = g.cur.removed;
+    bool removed = fake_g.cur.removed;
     memset(info, 0, sizeof(*info));
-    fake_pad(info->label, sizeof(info->label), g.label);
-    pthread_mutex_unlock(&g.lock);
+    fake_pad(info->label, sizeof(info->label), fake_g.label);
+    pthread_mutex_unlock(&fake_g.lock);
     if (removed)
         return CKR_TOKEN_NOT_PRESENT;
     fake_pad(info->manufacturerID, sizeof(info->manufacturerID), "tlsgate tests");
@@ -374,15 +326,15 @@ static CK_RV fake_get_token_info(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
     return CKR_OK;
 }
 
-static bool fake_mech_offered(CK_MECHANISM_TYPE m)
+bool fake_mech_offered(CK_MECHANISM_TYPE m)
 {
     switch (m) {
     case CKM_RSA_PKCS:
-        return !g.cur.no_rsa_pkcs;
+        return !fake_g.cur.no_rsa_pkcs;
     case CKM_RSA_PKCS_PSS:
-        return !g.cur.no_pss;
+        return !fake_g.cur.no_pss;
     case CKM_RSA_X_509:
-        return !g.cur.no_x509;
+        return !fake_g.cur.no_x509;
     case CKM_ECDSA:
         return true;
     default:
@@ -396,7 +348,7 @@ static CK_RV fake_get_mech_list(CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list, CK_
                                             CKM_ECDSA};
     if (slot != FAKE_SLOT)
         return CKR_SLOT_ID_INVALID;
-    pthread_mutex_lock(&g.lock);
+    pthread_mutex_lock(&fake_g.lock);
     fake_refresh();
     CK_ULONG n = 0;
     for (size_t i = 0; i < 4; i++) {
@@ -406,7 +358,7 @@ static CK_RV fake_get_mech_list(CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list, CK_
             list[n] = all[i];
         n++;
     }
-    pthread_mutex_unlock(&g.lock);
+    pthread_mutex_unlock(&fake_g.lock);
     CK_RV rv = list != NULL && n > *count ? CKR_BUFFER_TOO_SMALL : CKR_OK;
     *count = n;
     return rv;
@@ -416,10 +368,10 @@ static CK_RV fake_get_mech_info(CK_SLOT_ID slot, CK_MECHANISM_TYPE m, CK_MECHANI
 {
     if (slot != FAKE_SLOT)
         return CKR_SLOT_ID_INVALID;
-    pthread_mutex_lock(&g.lock);
+    pthread_mutex_lock(&fake_g.lock);
     fake_refresh();
     bool ok = fake_mech_offered(m);
-    pthread_mutex_unlock(&g.lock);
+    pthread_mutex_unlock(&fake_g.lock);
     if (!ok)
         return CKR_MECHANISM_INVALID;
     info->ulMinKeySize = m == CKM_ECDSA ? 256 : 1024;
@@ -430,17 +382,17 @@ static CK_RV fake_get_mech_info(CK_SLOT_ID slot, CK_MECHANISM_TYPE m, CK_MECHANI
 
 /* ---- sessions (lock held) ---- */
 
-static CK_RV fake_session(CK_SESSION_HANDLE h, struct fake_session **out)
+CK_RV fake_session(CK_SESSION_HANDLE h, struct fake_session **out)
 {
-    if (!g.init)
+    if (!fake_g.init)
         return CKR_CRYPTOKI_NOT_INITIALIZED;
-    if (h == 0 || h > FAKE_SESSIONS || !g.s[h - 1].open)
+    if (h == 0 || h > FAKE_SESSIONS || !fake_g.s[h - 1].open)
         return CKR_SESSION_HANDLE_INVALID;
-    if (g.cur.removed)
+    if (fake_g.cur.removed)
         return CKR_DEVICE_REMOVED;
-    if (g.s[h - 1].gen != g.insert_gen)
+    if (fake_g.s[h - 1].gen != fake_g.insert_gen)
         return CKR_SESSION_HANDLE_INVALID;
-    *out = &g.s[h - 1];
+    *out = &fake_g.s[h - 1];
     return CKR_OK;
 }
 
@@ -453,93 +405,93 @@ static CK_RV fake_open_session(CK_SLOT_ID slot, CK_FLAGS flags, void *app, CK_NO
         return CKR_SLOT_ID_INVALID;
     if (!(flags & CKF_SERIAL_SESSION))
         return CKR_SESSION_PARALLEL_NOT_SUPPORTED;
-    pthread_mutex_lock(&g.lock);
+    pthread_mutex_lock(&fake_g.lock);
     fake_refresh();
     CK_RV rv = CKR_SESSION_COUNT;
-    if (g.cur.removed) {
+    if (fake_g.cur.removed) {
         rv = CKR_TOKEN_NOT_PRESENT;
     } else {
         for (size_t i = 0; i < FAKE_SESSIONS; i++) {
-            if (!g.s[i].open) {
-                memset(&g.s[i], 0, sizeof(g.s[i]));
-                g.s[i].open = true;
-                g.s[i].gen = g.insert_gen;
+            if (!fake_g.s[i].open) {
+                memset(&fake_g.s[i], 0, sizeof(fake_g.s[i]));
+                fake_g.s[i].open = true;
+                fake_g.s[i].gen = fake_g.insert_gen;
                 *out = i + 1;
-                g.sessions++;
+                fake_g.sessions++;
                 rv = CKR_OK;
                 break;
             }
         }
     }
-    pthread_mutex_unlock(&g.lock);
+    pthread_mutex_unlock(&fake_g.lock);
     return rv;
 }
 
 static CK_RV fake_close_session(CK_SESSION_HANDLE h)
 {
-    pthread_mutex_lock(&g.lock);
+    pthread_mutex_lock(&fake_g.lock);
     CK_RV rv = CKR_SESSION_HANDLE_INVALID;
-    if (h > 0 && h <= FAKE_SESSIONS && g.s[h - 1].open) {
-        g.s[h - 1].open = false;
+    if (h > 0 && h <= FAKE_SESSIONS && fake_g.s[h - 1].open) {
+        fake_g.s[h - 1].open = false;
         rv = CKR_OK;
         bool any = false;
         for (size_t i = 0; i < FAKE_SESSIONS; i++)
-            any = any || (g.s[i].open && g.s[i].gen == g.insert_gen);
+            any = any || (fake_g.s[i].open && fake_g.s[i].gen == fake_g.insert_gen);
         if (!any)
-            g.logged_in = false; /* the last session closes the login */
+            fake_g.logged_in = false; /* the last session closes the login */
     }
-    pthread_mutex_unlock(&g.lock);
+    pthread_mutex_unlock(&fake_g.lock);
     return rv;
 }
 
 static CK_RV fake_get_session_info(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR info)
 {
-    pthread_mutex_lock(&g.lock);
+    pthread_mutex_lock(&fake_g.lock);
     fake_refresh();
     struct fake_session *s;
     CK_RV rv = fake_session(h, &s);
     if (rv == CKR_OK) {
         memset(info, 0, sizeof(*info));
         info->slotID = FAKE_SLOT;
-        info->state = g.logged_in ? CKS_RO_USER_FUNCTIONS : CKS_RO_PUBLIC_SESSION;
+        info->state = fake_g.logged_in ? CKS_RO_USER_FUNCTIONS : CKS_RO_PUBLIC_SESSION;
         info->flags = CKF_SERIAL_SESSION;
     }
-    pthread_mutex_unlock(&g.lock);
+    pthread_mutex_unlock(&fake_g.lock);
     return rv;
 }
 
 static CK_RV fake_login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK_ULONG len)
 {
-    pthread_mutex_lock(&g.lock);
+    pthread_mutex_lock(&fake_g.lock);
     fake_refresh();
     struct fake_session *s;
     CK_RV rv = fake_session(h, &s);
     if (rv == CKR_OK && user != CKU_USER)
         rv = CKR_USER_TYPE_INVALID;
-    else if (rv == CKR_OK && g.logged_in)
+    else if (rv == CKR_OK && fake_g.logged_in)
         rv = CKR_USER_ALREADY_LOGGED_IN;
-    else if (rv == CKR_OK &&
-             (pin == NULL || len != strlen(g.cur.pin) || memcmp(pin, g.cur.pin, len) != 0)) {
+    else if (rv == CKR_OK && (pin == NULL || len != strlen(fake_g.cur.pin) ||
+                              memcmp(pin, fake_g.cur.pin, len) != 0)) {
         rv = CKR_PIN_INCORRECT;
-        g.login_failures++;
+        fake_g.login_failures++;
     } else if (rv == CKR_OK) {
-        g.logged_in = true;
+        fake_g.logged_in = true;
     }
     if (rv == CKR_OK || rv == CKR_PIN_INCORRECT)
-        g.logins++;
-    pthread_mutex_unlock(&g.lock);
+        fake_g.logins++;
+    pthread_mutex_unlock(&fake_g.lock);
     return rv;
 }
 
 static CK_RV fake_logout(CK_SESSION_HANDLE h)
 {
-    pthread_mutex_lock(&g.lock);
+    pthread_mutex_lock(&fake_g.lock);
     struct fake_session *s;
     CK_RV rv = fake_session(h, &s);
     if (rv == CKR_OK)
-        rv = g.logged_in ? CKR_OK : CKR_USER_NOT_LOGGED_IN;
-    g.logged_in = false;
-    pthread_mutex_unlock(&g.lock);
+        rv = fake_g.logged_in ? CKR_OK : CKR_USER_NOT_LOGGED_IN;
+    fake_g.logged_in = false;
+    pthread_mutex_unlock(&fake_g.lock);
     return rv;
 }
 
@@ -582,7 +534,7 @@ static CK_RV fake_ec_params(CK_ATTRIBUTE_PTR a, EVP_PKEY *k)
 
 static CK_RV fake_attr(size_t key, CK_OBJECT_CLASS cls, CK_ATTRIBUTE_PTR a)
 {
-    struct fake_key *k = &g.keys[key];
+    struct fake_key *k = &fake_g.keys[key];
     CK_BBOOL yes = CK_TRUE;
     CK_KEY_TYPE kt = fake_rsa(key) ? CKK_RSA : CKK_EC;
     CK_CERTIFICATE_TYPE ct = CKC_X_509;
@@ -639,13 +591,14 @@ static CK_RV fake_attr(size_t key, CK_OBJECT_CLASS cls, CK_ATTRIBUTE_PTR a)
 
 static CK_RV fake_get_attr(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t, CK_ULONG n)
 {
-    pthread_mutex_lock(&g.lock);
+    pthread_mutex_lock(&fake_g.lock);
     fake_refresh();
     struct fake_session *s;
     size_t key;
     CK_OBJECT_CLASS cls;
     CK_RV rv = fake_session(h, &s);
-    if (rv == CKR_OK && (!fake_object(o, &key, &cls) || (cls == CKO_PRIVATE_KEY && !g.logged_in)))
+    if (rv == CKR_OK &&
+        (!fake_object(o, &key, &cls) || (cls == CKO_PRIVATE_KEY && !fake_g.logged_in)))
         rv = CKR_OBJECT_HANDLE_INVALID;
     CK_RV ret = rv;
     for (CK_ULONG i = 0; rv == CKR_OK && i < n; i++) {
@@ -656,7 +609,7 @@ static CK_RV fake_get_attr(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE
             ret = r; /* PKCS#11: process every attribute, return the last error */
         }
     }
-    pthread_mutex_unlock(&g.lock);
+    pthread_mutex_unlock(&fake_g.lock);
     return ret;
 }
 
@@ -676,7 +629,7 @@ static bool fake_matches(size_t key, CK_OBJECT_CLASS cls, CK_ATTRIBUTE_PTR t, CK
 
 static CK_RV fake_find_init(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR t, CK_ULONG n)
 {
-    pthread_mutex_lock(&g.lock);
+    pthread_mutex_lock(&fake_g.lock);
     fake_refresh();
     struct fake_session *s;
     CK_RV rv = fake_session(h, &s);
@@ -685,22 +638,22 @@ static CK_RV fake_find_init(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR t, CK_ULONG n)
     if (rv == CKR_OK) {
         s->finding = true;
         s->nfound = s->pos = 0;
-        for (CK_OBJECT_HANDLE o = fake_base(); o < fake_base() + 3 * g.nkeys; o++) {
+        for (CK_OBJECT_HANDLE o = fake_base(); o < fake_base() + 3 * fake_g.nkeys; o++) {
             size_t key;
             CK_OBJECT_CLASS cls;
-            if (!fake_object(o, &key, &cls) || (cls == CKO_PRIVATE_KEY && !g.logged_in))
+            if (!fake_object(o, &key, &cls) || (cls == CKO_PRIVATE_KEY && !fake_g.logged_in))
                 continue;
             if (fake_matches(key, cls, t, n) && s->nfound < 16)
                 s->found[s->nfound++] = o;
         }
     }
-    pthread_mutex_unlock(&g.lock);
+    pthread_mutex_unlock(&fake_g.lock);
     return rv;
 }
 
 static CK_RV fake_find(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG max, CK_ULONG_PTR n)
 {
-    pthread_mutex_lock(&g.lock);
+    pthread_mutex_lock(&fake_g.lock);
     fake_refresh();
     struct fake_session *s;
     CK_RV rv = fake_session(h, &s);
@@ -709,207 +662,20 @@ static CK_RV fake_find(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG m
     *n = 0;
     while (rv == CKR_OK && *n < max && s->pos < s->nfound)
         out[(*n)++] = s->found[s->pos++];
-    pthread_mutex_unlock(&g.lock);
+    pthread_mutex_unlock(&fake_g.lock);
     return rv;
 }
 
 static CK_RV fake_find_final(CK_SESSION_HANDLE h)
 {
-    pthread_mutex_lock(&g.lock);
+    pthread_mutex_lock(&fake_g.lock);
     struct fake_session *s;
     CK_RV rv = fake_session(h, &s);
     if (rv == CKR_OK && !s->finding)
         rv = CKR_OPERATION_NOT_INITIALIZED;
     if (rv == CKR_OK)
         s->finding = false;
-    pthread_mutex_unlock(&g.lock);
-    return rv;
-}
-
-/* ---- signing ---- */
-
-static CK_RV fake_sign_init(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE o)
-{
-    pthread_mutex_lock(&g.lock);
-    fake_refresh();
-    struct fake_session *s;
-    size_t key;
-    CK_OBJECT_CLASS cls;
-    CK_RV rv = fake_session(h, &s);
-    if (rv == CKR_OK && s->signing)
-        rv = CKR_OPERATION_ACTIVE;
-    else if (rv == CKR_OK && !g.logged_in)
-        rv = CKR_USER_NOT_LOGGED_IN;
-    else if (rv == CKR_OK && (!fake_object(o, &key, &cls) || cls != CKO_PRIVATE_KEY))
-        rv = CKR_KEY_HANDLE_INVALID;
-    else if (rv == CKR_OK && (m == NULL || !fake_mech_offered(m->mechanism)))
-        rv = CKR_MECHANISM_INVALID;
-    else if (rv == CKR_OK && (m->mechanism == CKM_ECDSA) == fake_rsa(key))
-        rv = CKR_KEY_TYPE_INCONSISTENT;
-    else if (rv == CKR_OK && m->mechanism == CKM_RSA_PKCS_PSS &&
-             (m->pParameter == NULL || m->ulParameterLen != sizeof(CK_RSA_PKCS_PSS_PARAMS)))
-        rv = CKR_MECHANISM_PARAM_INVALID;
-    if (rv == CKR_OK) {
-        s->signing = true;
-        s->mech = m->mechanism;
-        s->key = key;
-        if (m->mechanism == CKM_RSA_PKCS_PSS)
-            memcpy(&s->pss, m->pParameter, sizeof(s->pss));
-    }
-    pthread_mutex_unlock(&g.lock);
-    return rv;
-}
-
-static const EVP_MD *fake_md(CK_MECHANISM_TYPE m)
-{
-    switch (m) {
-    case CKM_SHA_1:
-    case CKG_MGF1_SHA1:
-        return EVP_sha1();
-    case CKM_SHA224:
-    case CKG_MGF1_SHA224:
-        return EVP_sha224();
-    case CKM_SHA256:
-    case CKG_MGF1_SHA256:
-        return EVP_sha256();
-    case CKM_SHA384:
-    case CKG_MGF1_SHA384:
-        return EVP_sha384();
-    case CKM_SHA512:
-    case CKG_MGF1_SHA512:
-        return EVP_sha512();
-    default:
-        return NULL;
-    }
-}
-
-/* The signature itself, with OpenSSL (no lock held). */
-static CK_RV fake_compute(EVP_PKEY *k, CK_MECHANISM_TYPE mech, const CK_RSA_PKCS_PSS_PARAMS *pss,
-                          const unsigned char *in, size_t inlen, unsigned char *out, size_t *outlen)
-{
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, k, "provider=default");
-    unsigned char der[160], buf[512];
-    size_t dlen = sizeof(der);
-    CK_RV rv = CKR_FUNCTION_FAILED;
-    if (ctx == NULL || EVP_PKEY_sign_init(ctx) <= 0)
-        goto out;
-    size_t klen = (size_t)EVP_PKEY_get_size(k);
-    if (mech == CKM_RSA_X_509) {
-        if (inlen > klen)
-            goto out;
-        memset(buf, 0, klen - inlen);
-        memcpy(buf + (klen - inlen), in, inlen);
-        if (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_NO_PADDING) <= 0 ||
-            EVP_PKEY_sign(ctx, out, outlen, buf, klen) <= 0)
-            rv = CKR_DATA_INVALID;
-        else
-            rv = CKR_OK;
-    } else if (mech == CKM_RSA_PKCS) {
-        if (inlen > klen - 11) {
-            rv = CKR_DATA_LEN_RANGE;
-            goto out;
-        }
-        rv = EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) > 0 &&
-                     EVP_PKEY_sign(ctx, out, outlen, in, inlen) > 0
-                 ? CKR_OK
-                 : CKR_FUNCTION_FAILED;
-    } else if (mech == CKM_RSA_PKCS_PSS) {
-        const EVP_MD *md = fake_md(pss->hashAlg), *mgf = fake_md(pss->mgf);
-        if (md == NULL || mgf == NULL || (size_t)EVP_MD_get_size(md) != inlen) {
-            rv = CKR_MECHANISM_PARAM_INVALID;
-            goto out;
-        }
-        rv = EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) > 0 &&
-                     EVP_PKEY_CTX_set_signature_md(ctx, md) > 0 &&
-                     EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, mgf) > 0 &&
-                     EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, (int)pss->sLen) > 0 &&
-                     EVP_PKEY_sign(ctx, out, outlen, in, inlen) > 0
-                 ? CKR_OK
-                 : CKR_MECHANISM_PARAM_INVALID;
-    } else {
-        /* ECDSA: OpenSSL gives DER; PKCS#11 wants r || s, each the field size. */
-        size_t f = ((size_t)EVP_PKEY_get_bits(k) + 7) / 8;
-        if (EVP_PKEY_sign(ctx, der, &dlen, in, inlen) <= 0)
-            goto out;
-        const unsigned char *p = der;
-        ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)dlen);
-        if (sig == NULL)
-            goto out;
-        if (BN_bn2binpad(ECDSA_SIG_get0_r(sig), out, (int)f) < 0 ||
-            BN_bn2binpad(ECDSA_SIG_get0_s(sig), out + f, (int)f) < 0) {
-            ECDSA_SIG_free(sig);
-            goto out;
-        }
-        ECDSA_SIG_free(sig);
-        *outlen = 2 * f;
-        rv = CKR_OK;
-    }
-out:
-    EVP_PKEY_CTX_free(ctx);
-    ERR_clear_error();
-    return rv;
-}
-
-static CK_RV fake_sign(CK_SESSION_HANDLE h, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig,
-                       CK_ULONG_PTR siglen)
-{
-    pthread_mutex_lock(&g.lock);
-    fake_refresh();
-    struct fake_session *s;
-    CK_RV rv = fake_session(h, &s);
-    if (rv == CKR_OK && !s->signing)
-        rv = CKR_OPERATION_NOT_INITIALIZED;
-    if (rv != CKR_OK) {
-        pthread_mutex_unlock(&g.lock);
-        return rv;
-    }
-    EVP_PKEY *k = g.keys[s->key].key;
-    size_t need = fake_rsa(s->key) ? (size_t)EVP_PKEY_get_size(k)
-                                   : 2 * (((size_t)EVP_PKEY_get_bits(k) + 7) / 8);
-    if (sig == NULL || *siglen < need) {
-        *siglen = need;
-        pthread_mutex_unlock(&g.lock);
-        return sig == NULL ? CKR_OK : CKR_BUFFER_TOO_SMALL;
-    }
-    /* From here the operation ends, whatever happens. */
-    s->signing = false;
-    CK_MECHANISM_TYPE mech = s->mech;
-    CK_RSA_PKCS_PSS_PARAMS pss = s->pss;
-    EVP_PKEY_up_ref(k);
-    g.in_sign++;
-    pthread_cond_broadcast(&g.cond);
-    while (g.cur.block && !g.cur.removed) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&g.cond, &g.lock, &ts);
-        fake_refresh(); /* the control file may have changed */
-    }
-    int delay = g.cur.sign_delay_ms;
-    unsigned long fail = g.cur.fail_sign;
-    bool removed = g.cur.removed;
-    pthread_mutex_unlock(&g.lock);
-    if (delay > 0)
-        usleep((useconds_t)delay * 1000);
-    size_t outlen = *siglen;
-    if (removed)
-        rv = CKR_DEVICE_REMOVED;
-    else if (fail != 0)
-        rv = (CK_RV)fail;
-    else
-        rv = fake_compute(k, mech, &pss, data, len, sig, &outlen);
-    EVP_PKEY_free(k);
-    pthread_mutex_lock(&g.lock);
-    g.in_sign--;
-    if (rv == CKR_OK) {
-        g.signs++;
-        *siglen = outlen;
-    }
-    pthread_mutex_unlock(&g.lock);
+    pthread_mutex_unlock(&fake_g.lock);
     return rv;
 }
 
