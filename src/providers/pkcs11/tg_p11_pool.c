@@ -442,8 +442,11 @@ static void tg_p11_deliver_locked(struct tg_p11_token *t, struct tg_p11_req *r)
         in->head = r;
     in->tail = r;
     pthread_cond_signal(&in->cond);
-    pthread_mutex_unlock(&in->lock);
+    /* Still under in->lock: once the worker has taken its last request
+     * (under that lock) it may free the inbox, so nothing here may touch
+     * `in` after the unlock. */
     ev_async_send(in->loop, &in->async);
+    pthread_mutex_unlock(&in->lock);
 }
 
 static void tg_p11_wait_until(struct tg_p11_token *t, uint64_t at_ns)
