@@ -12,7 +12,8 @@
  * handles found again; a token removed and put back (fail fast, recovery);
  * a PIN that changed (no more logins); a C_Sign that blocks (the loop keeps
  * running, the timeout fails the handshake, the thread's late answer is
- * dropped); a full queue; drain; the doctor's listing. Nothing here waits
+ * dropped); the same race-free with no lock in common with the thread (for
+ * ThreadSanitizer); a full queue; drain; the doctor's listing. Nothing here waits
  * for a duration: waits are bounded polls on a condition.
  */
 #include <dlfcn.h>
@@ -36,6 +37,8 @@
 
 static void (*fake_control)(const char *);
 static unsigned long (*fake_stat)(const char *);
+static void (*fake_hold)(int);
+static unsigned long (*fake_hold_stat)(const char *);
 static char g_rsa_cert[512], g_ec_cert[512];
 
 /* ---- configuration ---- */
@@ -283,6 +286,17 @@ static bool fake_signing(void *arg)
     return fake_stat("in_sign") >= (unsigned long)(size_t)arg;
 }
 
+static bool fake_holding(void *arg)
+{
+    (void)arg;
+    return fake_hold_stat("holding") >= 1;
+}
+
+static bool fake_held_returned(void *arg)
+{
+    return fake_hold_stat("returned") >= (unsigned long)(size_t)arg;
+}
+
 static int setup_each(void **state)
 {
     (void)state;
@@ -293,6 +307,7 @@ static int setup_each(void **state)
 static int teardown_each(void **state)
 {
     (void)state;
+    fake_hold(0); /* a failed test may leave a thread held */
     if (g_set != NULL)
         worker_stop();
     tg_keyprov_shutdown(); /* tokens, threads and the module go: the next test starts fresh */
@@ -642,6 +657,45 @@ static void test_slow_token(void **state)
     pair_free(&p);
 }
 
+/*
+ * The timeout gives up on a request while a signing thread is inside C_Sign
+ * with it: from that moment the request is the thread's (it frees it when
+ * C_Sign returns), so the worker must not touch it again. The thread is let
+ * go with the fake's lock-free hold, and nothing here takes a lock the
+ * thread takes before it writes the request's result and frees it: an
+ * access of the worker's after tg_p11_abandon() would be a race with no
+ * happens-before edge to hide it, which ThreadSanitizer reports whatever
+ * the timing (and ASan when the thread wins).
+ */
+static void test_expire_while_signing(void **state)
+{
+    (void)state;
+    struct conf c;
+    struct pair p;
+    conf_init(&c, "pkcs11:token=fake;object=rsa", "1234");
+    conf_add(&c, "timeout", "50ms");
+    pair_init(&p, &c);
+    unsigned long returned = fake_hold_stat("returned");
+    fake_hold(1);
+    conn_new(&p, TLS1_3_VERSION, NULL);
+    assert_int_equal(SSL_do_handshake(p.c), -1);
+    int before = p.wakeups;
+    assert_int_equal(server_step(&p), -1);
+    assert_true(wait_ms(30000, fake_holding, NULL)); /* a thread holds it */
+    loop_until_woken(&p, before);                    /* the timer: the request is abandoned */
+    assert_int_equal(server_step(&p), 0);
+    assert_int_equal(tg_keyprov_set_pending(g_set), 0);
+    fake_hold(0);
+    assert_true(wait_ms(30000, fake_held_returned, (void *)(size_t)(returned + 1)));
+    /* Counted once, as a timeout; the late signature is dropped. */
+    assert_int_equal(OPS("timeout"), 1);
+    conn_new(&p, TLS1_3_VERSION, NULL);
+    assert_int_equal(handshake(&p), 1);
+    assert_int_equal(OPS("ok"), 1);
+    assert_int_equal(OPS("timeout"), 1);
+    pair_free(&p);
+}
+
 static void test_queue_full(void **state)
 {
     (void)state;
@@ -786,8 +840,12 @@ int main(void)
     assert_non_null(fake);
     *(void **)&fake_control = dlsym(fake, "fake_p11_control");
     *(void **)&fake_stat = dlsym(fake, "fake_p11_stat");
+    *(void **)&fake_hold = dlsym(fake, "fake_p11_hold");
+    *(void **)&fake_hold_stat = dlsym(fake, "fake_p11_hold_stat");
     assert_non_null(fake_control);
     assert_non_null(fake_stat);
+    assert_non_null(fake_hold);
+    assert_non_null(fake_hold_stat);
 
     TG_TEST_REGISTER_PROVIDERS(&tg_software_provider, &tg_deferred_provider, &tg_pkcs11_provider);
     assert_int_equal(tg_ossl_init(), TG_OK);
@@ -801,6 +859,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_token_removed, setup_each, teardown_each),
         cmocka_unit_test_setup_teardown(test_pin_changed, setup_each, teardown_each),
         cmocka_unit_test_setup_teardown(test_slow_token, setup_each, teardown_each),
+        cmocka_unit_test_setup_teardown(test_expire_while_signing, setup_each, teardown_each),
         cmocka_unit_test_setup_teardown(test_queue_full, setup_each, teardown_each),
         cmocka_unit_test_setup_teardown(test_drain, setup_each, teardown_each),
         cmocka_unit_test_setup_teardown(test_cert_from_token, setup_each, teardown_each),
