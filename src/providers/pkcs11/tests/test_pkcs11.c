@@ -802,6 +802,65 @@ static void test_doctor(void **state)
     assert_non_null(strstr(json.data, "\"modules\":[{\"path\":"));
     assert_non_null(strstr(json.data, "\"label\":\"fake\""));
     assert_null(strstr(text.data, "1234"));
+    tg_buf_reset(&text);
+    tg_buf_reset(&json);
+
+    /* doctor --config: the configuration's modules, and for each configured
+     * key whether its token is there and what is visible without login. */
+    char yaml[2048];
+    snprintf(yaml, sizeof(yaml),
+             "listeners:\n"
+             "  - address: 127.0.0.1:0\n"
+             "    tls:\n"
+             "      certificates:\n"
+             "        - private_key_provider:\n"
+             "            provider_name: pkcs11\n"
+             "            typed_config:\n"
+             "              module: %s\n"
+             "              key: \"pkcs11:token=fake;object=rsa\"\n"
+             "              pin: { filename: /nonexistent/pin }\n"
+             "        - private_key_provider:\n"
+             "            provider_name: pkcs11\n"
+             "            typed_config: { module: %s, key: \"pkcs11:token=other;id=%%01\" }\n"
+             "        - private_key_provider:\n"
+             "            provider_name: pkcs11\n"
+             "            typed_config: { module: libc.so.6, key: \"pkcs11:object=x\" }\n"
+             "        - private_key_provider:\n"
+             "            provider_name: pkcs11\n"
+             "            typed_config: { modul: %s, key: \"pkcs11:object=x\" }\n"
+             "    upstream: { address: 127.0.0.1:1 }\n",
+             TG_FAKE_P11, TG_FAKE_P11, TG_FAKE_P11);
+    struct tg_config *cfg = NULL;
+    char err[1024] = "";
+    if (tg_config_load_buffer("doc.yaml", yaml, strlen(yaml), &cfg, err, sizeof(err)) != TG_OK)
+        fail_msg("config: %s", err);
+    unsigned long logins = fake_stat("logins");
+    tg_keyprov_set_doctor_config(cfg);
+    tg_pkcs11_provider.doctor(&text, &json);
+    tg_keyprov_set_doctor_config(NULL);
+    tg_config_free(cfg);
+    if (getenv("TG_TEST_DEBUG"))
+        fprintf(stderr, "%s\n%s\n", text.data, json.data);
+    assert_non_null(strstr(text.data, "configured: listeners[0].tls.certificates[0]."
+                                      "private_key_provider: pkcs11:token=fake;object=rsa\n"
+                                      "    token 'fake' found; without login: 0 private key(s), "
+                                      "1 public key(s), 1 certificate(s) match (private keys are "
+                                      "hidden until login)\n"));
+    assert_non_null(strstr(text.data, "configured: listeners[0].tls.certificates[1]."
+                                      "private_key_provider: pkcs11:token=other;id=%01\n"));
+    assert_non_null(strstr(text.data, "module libc.so.6: not usable: "));
+    assert_non_null(strstr(text.data, "configured: listeners[0].tls.certificates[2]."
+                                      "private_key_provider: pkcs11:object=x\n"
+                                      "    the module is not usable (above)\n"));
+    assert_non_null(strstr(text.data, "configured: listeners[0].tls.certificates[3]."
+                                      "private_key_provider: not usable: doc.yaml:"));
+    assert_non_null(strstr(text.data, "unknown key 'modul'"));
+    /* Each module once, the configured ones first; the doctor never logs in. */
+    const char *mod = strstr(text.data, "module " TG_FAKE_P11 ":");
+    assert_non_null(mod);
+    assert_null(strstr(mod + 1, "module " TG_FAKE_P11 ":"));
+    assert_non_null(strstr(json.data, "\"configured\":[{\"path\":"));
+    assert_int_equal(fake_stat("logins"), logins);
     tg_buf_free(&text);
     tg_buf_free(&json);
 }
