@@ -616,11 +616,10 @@ void tg_p11_pool_shutdown(void)
         pthread_cond_broadcast(&t->cond);
         pthread_mutex_unlock(&t->lock);
     }
-    uint64_t deadline = tg_now_ns() + TG_P11_JOIN_DEADLINE;
+    /* pthread_timedjoin_np's deadline is on CLOCK_REALTIME; one for all. */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += (time_t)(TG_P11_JOIN_DEADLINE / TG_NS_PER_S);
-    (void)deadline;
     while (tg_p11_toks != NULL) {
         struct tg_p11_token *t = tg_p11_toks;
         tg_p11_toks = t->next;
