@@ -69,13 +69,13 @@ test-clang: setup
 	cmake --build $(CLANG_BUILD) -j$(JOBS)
 
 # libFuzzer targets (config loader, admin HTTP parser, key-operation call
-# sequences, gateway-api converter, PROXY protocol parser and builder, PKCS#11
-# URIs), FUZZ_SECONDS each.
+# sequences, gateway-api converter, PROXY protocol parser and builder, and the
+# providers' own: PKCS#11 URIs), FUZZ_SECONDS each. fuzz_all builds every
+# target fuzz/fuzz.cmake found, which ctest -L fuzz then runs.
 test-fuzz: setup
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTG_FUZZ=ON \
 	  -DTG_FUZZ_SECONDS=$(FUZZ_SECONDS)
-	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_config fuzz_admin_http fuzz_keyop fuzz_gwapi \
-	  fuzz_proxyproto fuzz_pkcs11_uri
+	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_all
 	ctest --test-dir $(FUZZ_BUILD) -L fuzz --output-on-failure
 
 unit: build
