@@ -261,6 +261,7 @@ int tg_p11_submit(void *state, struct tg_keyop *op)
     if (rc != TG_OK) {
         /* Queue full or token down: fail fast, on this thread, now. */
         tg_p11_complete(w, r);
+        OPENSSL_cleanse(r, sizeof(*r));
         free(r);
         return TG_OK;
     }
