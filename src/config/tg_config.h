@@ -59,8 +59,11 @@ struct tg_conf_datasource {
 /*
  * A provider's typed_config: kept as generic key/value pairs (scalars, or
  * sequences of scalars) so each key provider validates its own keys at start
- * (tg_keyprov_ops.configure). `used` is set by the provider for every key it
- * understands; tg_conf_params_check_unused() then rejects the rest.
+ * (tg_keyprov_ops.configure). A mapping of scalars one level down is
+ * flattened into dotted keys: `pin: { filename: f }` is the pair
+ * "pin.filename" = "f" (marks point at "filename"). `used` is set by the
+ * provider for every key it understands; tg_conf_params_check_unused() then
+ * rejects the rest.
  */
 struct tg_conf_param {
     char *key;
@@ -79,14 +82,23 @@ struct tg_conf_params {
 };
 
 struct tg_conf_keyprov {
-    char *provider_name;    /* "software" (default), "deferred", "cryptomb", "qat" */
-    bool fallback;          /* default true: serve with software when the provider cannot run */
+    char *provider_name; /* "software" (default), "deferred", "cryptomb", "qat" */
+    bool fallback;       /* default true: serve with software when the provider cannot run */
+    bool fallback_set;   /* `fallback` was written in the file (fallback_mark is its value) */
+    struct tg_conf_mark fallback_mark;
     uint64_t poll_delay_ns; /* typed_config.poll_delay, default 1ms; 0 = flush at once */
     struct tg_conf_params typed_config; /* all typed_config keys except poll_delay */
     char *path; /* "listeners[0].tls.certificates[0].private_key_provider" */
     struct tg_conf_mark mark;
 };
 
+/*
+ * certificate_chain and private_key are required, except with a
+ * private_key_provider block: then private_key may be absent (a provider
+ * that holds keys itself; the TLS layer refuses the others), and
+ * certificate_chain too when private_key is (the provider reads the
+ * certificate next to its key). Absent sources have data == NULL.
+ */
 struct tg_conf_cert {
     struct tg_conf_datasource chain;       /* certificate_chain */
     struct tg_conf_datasource private_key; /* private_key (or typed_config.private_key) */

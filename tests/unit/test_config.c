@@ -702,10 +702,18 @@ static void test_err_types(void **state)
          "      require_close_notify: 1\n" UPSTREAM,
          "gw.yaml:7:29: listeners[0].tls.require_close_notify: expected true or false, got '1'"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
-         "          private_key_provider: { provider_name: deferred, typed_config: { a: { b: 1 } "
-         "} }\n" UPSTREAM,
-         "gw.yaml:7:79: " KP ".typed_config.a: expected a scalar or a sequence of scalars, got a "
-         "mapping"},
+         "          private_key_provider: { provider_name: deferred, typed_config: { a: { b: { c: "
+         "1 } } } }\n" UPSTREAM,
+         "gw.yaml:7:84: " KP ".typed_config.a.b: expected a scalar, a sequence of scalars or a "
+         "mapping of scalars, got a mapping of mappings"},
+        {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
+         "          private_key_provider: { provider_name: deferred, typed_config: { a: {} } "
+         "}\n" UPSTREAM,
+         "gw.yaml:7:79: " KP ".typed_config.a: expected a mapping with at least one key"},
+        {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
+         "          private_key_provider: { provider_name: deferred, typed_config: { a: { b: 1, "
+         "b: 2 } } }\n" UPSTREAM,
+         "gw.yaml:7:87: " KP ".typed_config.a.b: duplicate key 'b' (first given at line 7)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "          private_key_provider: { provider_name: deferred, typed_config: { a: [x, [y]] "
          "} }\n" UPSTREAM,
@@ -754,6 +762,11 @@ static void test_err_missing(void **state)
          "        - certificate_chain: { filename: @DIR@/certs/server.pem }\n" UPSTREAM,
          "gw.yaml:5:11: listeners[0].tls.certificates[0]: missing required key 'private_key' (or "
          "private_key_provider.typed_config.private_key)"},
+        {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n      certificates:\n"
+         "        - private_key: { filename: @DIR@/certs/server.key }\n"
+         "          private_key_provider: { provider_name: deferred }\n" UPSTREAM,
+         "gw.yaml:5:11: listeners[0].tls.certificates[0]: missing required key "
+         "'certificate_chain'"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "          private_key_provider: { fallback: false }\n" UPSTREAM,
          "gw.yaml:7:33: " KP ": missing required key 'provider_name'"},
@@ -1216,9 +1229,54 @@ static void test_key_exchange_provider(void **state)
                                 "provider 'nope'"));
 }
 
+/* A provider that holds keys: private_key (and certificate_chain) may be
+ * left out when a private_key_provider block is given; the provider's
+ * settings may be one-level mappings (flattened to dotted keys). */
+static void test_provider_held_keys(void **state)
+{
+    (void)state;
+    struct tg_config *cfg =
+        load_ok("listeners:\n"
+                "  - address: 127.0.0.1:8443\n"
+                "    tls:\n"
+                "      certificates:\n"
+                "        - private_key_provider:\n"
+                "            provider_name: deferred\n"
+                "            fallback: false\n"
+                "            typed_config:\n"
+                "              key: \"pkcs11:object=a\"\n"
+                "              pin: { filename: pin.txt }\n"
+                "              threads: 2\n"
+                "        - certificate_chain: { filename: @DIR@/certs/server.pem }\n"
+                "          private_key_provider: { provider_name: deferred }\n" UPSTREAM);
+    const struct tg_conf_cert *c = &cfg->listeners[0].tls.certs[0];
+    assert_null(c->chain.data);
+    assert_null(c->private_key.data);
+    assert_true(c->keyprov.fallback_set);
+    assert_false(c->keyprov.fallback);
+    assert_int_equal(c->keyprov.fallback_mark.line, 7);
+    assert_int_equal(c->keyprov.fallback_mark.col, 23);
+    const struct tg_conf_params *p = &c->keyprov.typed_config;
+    assert_int_equal(p->n, 3);
+    assert_string_equal(p->v[0].key, "key");
+    assert_string_equal(p->v[1].key, "pin.filename");
+    assert_string_equal(p->v[1].value, "pin.txt");
+    assert_int_equal(p->v[1].mark.line, 10);
+    assert_int_equal(p->v[1].mark.col, 22);
+    assert_int_equal(p->v[1].value_mark.col, 32);
+    assert_string_equal(p->v[2].key, "threads");
+    c = &cfg->listeners[0].tls.certs[1];
+    assert_non_null(c->chain.data);
+    assert_null(c->private_key.data);
+    assert_false(c->keyprov.fallback_set);
+    assert_true(c->keyprov.fallback);
+    tg_config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_provider_held_keys),
         cmocka_unit_test(test_conf_error_format),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_full_config),
