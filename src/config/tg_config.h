@@ -206,11 +206,16 @@ struct tg_conf_listener {
 };
 
 struct tg_conf_limits {
-    uint64_t max_connections;      /* default 50000 (whole process) */
-    uint64_t handshake_timeout_ns; /* default 10s */
-    uint64_t idle_timeout_ns;      /* default 300s */
-    uint64_t drain_timeout_ns;     /* default 30s: SIGTERM waits this long for connections */
-    size_t buffer_size;            /* per direction per connection, default 16384 */
+    uint64_t max_connections; /* default 50000 (whole process) */
+    /* Open client connections from one source address (process-wide; on a
+     * proxy_protocol listener, the header's source). 0 (default): no limit. */
+    uint64_t max_connections_per_source;
+    unsigned per_source_ipv6_prefix; /* default 64: IPv6 sources counted per /64 */
+    uint64_t first_byte_timeout_ns;  /* default 5s: accept to the ClientHello's first byte */
+    uint64_t handshake_timeout_ns;   /* default 10s */
+    uint64_t idle_timeout_ns;        /* default 300s */
+    uint64_t drain_timeout_ns;       /* default 30s: SIGTERM waits this long for connections */
+    size_t buffer_size;              /* per direction per connection, default 16384 */
 };
 
 /* reload: what starts a reload besides SIGHUP / `tlsgate reload`. */

@@ -15,6 +15,7 @@
 #include "core/tg_time.h"
 #include "ossl/tg_ossl.h"
 #include "proxy/tg_gen.h"
+#include "proxy/tg_srclimit.h"
 #include "proxy/tg_watch.h"
 #include "proxy/tg_worker.h"
 #include "tls/tg_tls.h"
@@ -36,7 +37,8 @@ struct tg_gateway {
     struct tg_admin *admin;
     struct tg_watch *watch; /* NULL: reload.watch off, or no inotify */
     struct tg_pidfile *pidfile;
-    _Atomic uint64_t active; /* open connections, all workers (limits.max_connections) */
+    _Atomic uint64_t active;     /* open connections, all workers (limits.max_connections) */
+    struct tg_srclimit *sources; /* per source address (limits.max_connections_per_source) */
     _Atomic int exited;
     _Atomic int acks;    /* workers that took `next` */
     bool reload_again;   /* asked while a switch was in progress */
@@ -390,6 +392,7 @@ static void tg_gateway_free(struct tg_gateway *gw)
     }
     free(gw->workers);
     free(gw->stats);
+    tg_srclimit_free(gw->sources);
     /* The workers are gone: every cluster stops, then goes. */
     tg_gen_retire(gw->next, gw->gen);
     tg_gen_retire(gw->gen, NULL);
@@ -501,12 +504,20 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
         rc = 1;
         goto out;
     }
+    /* Always made (a reload may set limits.max_connections_per_source);
+     * its pages stay untouched, not resident, while no source is counted. */
+    if (tg_srclimit_new(&gw->sources) != TG_OK) {
+        fprintf(stderr, "tlsgate: cannot set up the per-source connection counts\n");
+        rc = 1;
+        goto out;
+    }
     struct tg_worker_host host = {
         .active = &gw->active,
         .exited = tg_gateway_worker_exited,
         .exited_arg = gw,
         .switched = tg_gateway_worker_switched,
         .started = tg_gateway_worker_started,
+        .sources = gw->sources,
     };
     for (int i = 0; i < gw->n_workers; i++) {
         if (tg_worker_init(&gw->workers[i], i, gw->gen, &host) != TG_OK) {
