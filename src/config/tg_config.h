@@ -59,8 +59,11 @@ struct tg_conf_datasource {
 /*
  * A provider's typed_config: kept as generic key/value pairs (scalars, or
  * sequences of scalars) so each key provider validates its own keys at start
- * (tg_keyprov_ops.configure). `used` is set by the provider for every key it
- * understands; tg_conf_params_check_unused() then rejects the rest.
+ * (tg_keyprov_ops.configure). A mapping of scalars one level down is
+ * flattened into dotted keys: `pin: { filename: f }` is the pair
+ * "pin.filename" = "f" (marks point at "filename"). `used` is set by the
+ * provider for every key it understands; tg_conf_params_check_unused() then
+ * rejects the rest.
  */
 struct tg_conf_param {
     char *key;
@@ -79,14 +82,23 @@ struct tg_conf_params {
 };
 
 struct tg_conf_keyprov {
-    char *provider_name;    /* "software" (default), "deferred", "cryptomb", "qat" */
-    bool fallback;          /* default true: serve with software when the provider cannot run */
+    char *provider_name; /* "software" (default), "deferred", "cryptomb", "qat" */
+    bool fallback;       /* default true: serve with software when the provider cannot run */
+    bool fallback_set;   /* `fallback` was written in the file (fallback_mark is its value) */
+    struct tg_conf_mark fallback_mark;
     uint64_t poll_delay_ns; /* typed_config.poll_delay, default 1ms; 0 = flush at once */
     struct tg_conf_params typed_config; /* all typed_config keys except poll_delay */
     char *path; /* "listeners[0].tls.certificates[0].private_key_provider" */
     struct tg_conf_mark mark;
 };
 
+/*
+ * certificate_chain and private_key are required, except with a
+ * private_key_provider block: then private_key may be absent (a provider
+ * that holds keys itself; the TLS layer refuses the others), and
+ * certificate_chain too when private_key is (the provider reads the
+ * certificate next to its key). Absent sources have data == NULL.
+ */
 struct tg_conf_cert {
     struct tg_conf_datasource chain;       /* certificate_chain */
     struct tg_conf_datasource private_key; /* private_key (or typed_config.private_key) */
@@ -116,10 +128,11 @@ struct tg_conf_tls {
     int max_version; /* TLS1_3_VERSION (default) */
     char **alpn;     /* protocols offered, in server preference order */
     size_t n_alpn;
-    bool session_resumption; /* default true: tickets + server session cache */
-    char *cipher_list;       /* TLS 1.2 ciphers; NULL = tlsgate default (ECDHE only) */
-    char *cipher_suites;     /* TLS 1.3 suites; NULL = OpenSSL default */
-    char *groups;            /* key exchange groups; NULL = "X25519:P-256:P-384" */
+    bool session_resumption;   /* default true: tickets + server session cache */
+    bool require_close_notify; /* default false; true: a FIN without close_notify resets */
+    char *cipher_list;         /* TLS 1.2 ciphers; NULL = tlsgate default (ECDHE only) */
+    char *cipher_suites;       /* TLS 1.3 suites; NULL = OpenSSL default */
+    char *groups;              /* key exchange groups; NULL = "X25519:P-256:P-384" */
     /* Where cipher_list, cipher_suites and groups stood (for errors found later). */
     struct tg_conf_mark cipher_list_mark, cipher_suites_mark, groups_mark;
     /* key_exchange_provider: who does the listener's ephemeral key exchange.
@@ -206,11 +219,16 @@ struct tg_conf_listener {
 };
 
 struct tg_conf_limits {
-    uint64_t max_connections;      /* default 50000 (whole process) */
-    uint64_t handshake_timeout_ns; /* default 10s */
-    uint64_t idle_timeout_ns;      /* default 300s */
-    uint64_t drain_timeout_ns;     /* default 30s: SIGTERM waits this long for connections */
-    size_t buffer_size;            /* per direction per connection, default 16384 */
+    uint64_t max_connections; /* default 50000 (whole process) */
+    /* Open client connections from one source address (process-wide; on a
+     * proxy_protocol listener, the header's source). 0 (default): no limit. */
+    uint64_t max_connections_per_source;
+    unsigned per_source_ipv6_prefix; /* default 64: IPv6 sources counted per /64 */
+    uint64_t first_byte_timeout_ns;  /* default 5s: accept to the ClientHello's first byte */
+    uint64_t handshake_timeout_ns;   /* default 10s */
+    uint64_t idle_timeout_ns;        /* default 300s */
+    uint64_t drain_timeout_ns;       /* default 30s: SIGTERM waits this long for connections */
+    size_t buffer_size;              /* per direction per connection, default 16384 */
 };
 
 /* reload: what starts a reload besides SIGHUP / `tlsgate reload`. */

@@ -15,6 +15,7 @@
 #include "core/tg_time.h"
 #include "ossl/tg_ossl.h"
 #include "proxy/tg_gen.h"
+#include "proxy/tg_srclimit.h"
 #include "proxy/tg_watch.h"
 #include "proxy/tg_worker.h"
 #include "tls/tg_tls.h"
@@ -36,11 +37,15 @@ struct tg_gateway {
     struct tg_admin *admin;
     struct tg_watch *watch; /* NULL: reload.watch off, or no inotify */
     struct tg_pidfile *pidfile;
-    _Atomic uint64_t active; /* open connections, all workers (limits.max_connections) */
+    _Atomic uint64_t active;     /* open connections, all workers (limits.max_connections) */
+    struct tg_srclimit *sources; /* per source address (limits.max_connections_per_source) */
     _Atomic int exited;
-    _Atomic int acks; /* workers that took `next` */
+    _Atomic int acks;    /* workers that took `next` */
+    bool reload_again;   /* asked while a switch was in progress */
+    _Atomic int serving; /* workers whose start succeeded */
     _Atomic bool stopping;
-    bool reload_again; /* asked while a switch was in progress */
+    bool announced; /* "ready" logged (main thread) */
+    bool failed;    /* a worker stopped unasked: exit status 1 */
     uint64_t started_ns;
     uint64_t reloads_ok, reloads_failed;
     uint64_t loaded_at; /* wall clock, seconds: when `gen` was loaded */
@@ -68,6 +73,14 @@ static void tg_gateway_worker_switched(void *arg, const struct tg_gen *gen)
 static uint64_t tg_wall_s(void)
 {
     return (uint64_t)time(NULL);
+}
+
+/* tg_worker_host.started: on the worker's thread, once it serves. */
+static void tg_gateway_worker_started(void *arg)
+{
+    struct tg_gateway *gw = arg;
+    atomic_fetch_add_explicit(&gw->serving, 1, memory_order_acq_rel);
+    ev_async_send(gw->loop, &gw->worker_exit);
 }
 
 static void tg_gateway_render(struct tg_buf *out, void *arg)
@@ -107,7 +120,7 @@ static bool tg_gateway_ready(void *arg)
     /* Not before every upstream name had its first answer: until then a
      * connection could find no endpoint. (A reload switches only once the
      * new clusters are past that point.) */
-    return !atomic_load(&gw->stopping) && gw->n_started == gw->n_workers &&
+    return !atomic_load(&gw->stopping) && atomic_load(&gw->serving) == gw->n_workers &&
            tg_gen_upstreams_ready(gw->gen);
 }
 
@@ -139,15 +152,31 @@ static void tg_watch_cb(void *arg)
     tg_gateway_reload(arg, "certificate or key files changed");
 }
 
+/* A worker started or stopped (both come through worker_exit). */
 static void tg_worker_exit_cb(struct ev_loop *loop, ev_async *a, int revents)
 {
     (void)revents;
     struct tg_gateway *gw = a->data;
-    if (atomic_load_explicit(&gw->exited, memory_order_acquire) >= gw->n_started) {
-        if (!atomic_load(&gw->stopping))
-            TG_ERROR("all workers stopped unexpectedly");
-        ev_break(loop, EVBREAK_ALL);
+    int exited = atomic_load_explicit(&gw->exited, memory_order_acquire);
+    if (exited > 0 && !atomic_load(&gw->stopping)) {
+        /* Workers end only when asked to, or when they cannot start (the
+         * worker said why): serving with fewer than configured would hide
+         * it. Stop the others too; the exit status says it failed. */
+        TG_ERROR("%d of %d worker(s) stopped without being asked (see above): tlsgate stops "
+                 "(exit status 1)",
+                 exited, gw->n_workers);
+        gw->failed = true;
+        atomic_store(&gw->stopping, true);
+        for (int i = 0; i < gw->n_started; i++)
+            tg_worker_request_stop(&gw->workers[i], true);
     }
+    if (!gw->announced && !atomic_load(&gw->stopping) &&
+        atomic_load(&gw->serving) == gw->n_workers) {
+        gw->announced = true;
+        TG_INFO("tlsgate %s ready: %d worker(s)", TG_VERSION, gw->n_workers);
+    }
+    if (exited >= gw->n_started)
+        ev_break(loop, EVBREAK_ALL);
 }
 
 static void tg_addr_text(const struct tg_conf_addr *a, char *buf, size_t len)
@@ -368,6 +397,7 @@ static void tg_gateway_free(struct tg_gateway *gw)
     }
     free(gw->workers);
     free(gw->stats);
+    tg_srclimit_free(gw->sources);
     /* The workers are gone: every cluster stops, then goes. */
     tg_gen_retire(gw->next, gw->gen);
     tg_gen_retire(gw->gen, NULL);
@@ -479,11 +509,20 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
         rc = 1;
         goto out;
     }
+    /* Always made (a reload may set limits.max_connections_per_source);
+     * its pages stay untouched, not resident, while no source is counted. */
+    if (tg_srclimit_new(&gw->sources) != TG_OK) {
+        fprintf(stderr, "tlsgate: cannot set up the per-source connection counts\n");
+        rc = 1;
+        goto out;
+    }
     struct tg_worker_host host = {
         .active = &gw->active,
         .exited = tg_gateway_worker_exited,
         .exited_arg = gw,
         .switched = tg_gateway_worker_switched,
+        .started = tg_gateway_worker_started,
+        .sources = gw->sources,
     };
     for (int i = 0; i < gw->n_workers; i++) {
         if (tg_worker_init(&gw->workers[i], i, gw->gen, &host) != TG_OK) {
@@ -532,12 +571,13 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
         }
         gw->n_started++;
     }
-    if (rc == 0)
-        TG_INFO("tlsgate %s ready: %d worker(s)", TG_VERSION, gw->n_workers);
+    /* "ready" is logged when every worker serves (tg_worker_exit_cb). */
     if (gw->n_started > 0)
         ev_run(gw->loop, 0);
     for (int i = 0; i < gw->n_started; i++)
         pthread_join(gw->workers[i].thread, NULL);
+    if (gw->failed)
+        rc = 1;
     if (rc == 0)
         TG_INFO("stopped");
     ev_signal_stop(gw->loop, &gw->sigterm);

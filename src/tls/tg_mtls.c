@@ -388,6 +388,12 @@ int tg_mtls_failure(const SSL *ssl)
     return -1;
 }
 
+const char *tg_mtls_why(const SSL *ssl)
+{
+    long v = SSL_get_verify_result(ssl);
+    return v != X509_V_OK ? X509_verify_cert_error_string(v) : "none sent";
+}
+
 int tg_mtls_outcome(const SSL *ssl)
 {
     return SSL_get0_peer_certificate(ssl) != NULL ? TG_STAT_CCERT_VERIFIED : TG_STAT_CCERT_ABSENT;
@@ -517,5 +523,34 @@ int tg_mtls_peer_get(const SSL *ssl, struct tg_tls_peer *out)
     tg_mtls_peer_san(x, out);
     out->resumed = SSL_session_reused(ssl) != 0;
     ERR_clear_error();
+    return TG_OK;
+}
+
+int tg_mtls_handshake_done(SSL *ssl, SSL_CTX *session_ctx, time_t now, struct tg_tls_peer **peer,
+                           int *count)
+{
+    *peer = NULL;
+    *count = -1;
+    if (SSL_session_reused(ssl)) {
+        SSL_SESSION *sess = SSL_get0_session(ssl);
+        if (!tg_mtls_session_usable(sess, now)) {
+            SSL_CTX_remove_session(session_ctx, sess);
+            *count = TG_STAT_CCERT_EXPIRED;
+            return TG_EPROTO;
+        }
+    } else {
+        *count = tg_mtls_outcome(ssl);
+    }
+    if (SSL_get0_peer_certificate(ssl) == NULL)
+        return TG_OK;
+    struct tg_tls_peer *p = malloc(sizeof(*p));
+    if (p == NULL)
+        return TG_ENOMEM;
+    int rc = tg_mtls_peer_get(ssl, p);
+    if (rc != TG_OK) {
+        free(p);
+        return rc == TG_EINVAL ? TG_ECRYPTO : rc;
+    }
+    *peer = p;
     return TG_OK;
 }

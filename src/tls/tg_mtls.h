@@ -66,6 +66,9 @@ size_t tg_mtls_crl_count(const struct tg_mtls *m);
  * (from the verify result, or the error queue's "peer did not return a
  * certificate", which is read, not consumed), else -1. */
 int tg_mtls_failure(const SSL *ssl);
+/* Why it was refused, for the debug log: OpenSSL's text of the verify
+ * result, or "none sent". Static strings. */
+const char *tg_mtls_why(const SSL *ssl);
 /* After a finished full handshake: TG_STAT_CCERT_VERIFIED or
  * TG_STAT_CCERT_ABSENT. */
 int tg_mtls_outcome(const SSL *ssl);
@@ -108,5 +111,25 @@ struct tg_tls_peer {
  * TG_EINVAL (and *out zeroed) when it has none; TG_ECRYPTO when the
  * digest fails. Any thread that owns ssl. */
 int tg_mtls_peer_get(const SSL *ssl, struct tg_tls_peer *out) TG_MUST_CHECK;
+
+/*
+ * After a finished server handshake on a listener with client certificates
+ * (the connection's one call): what to count, and the client's identity.
+ *   TG_OK       *count: TG_STAT_CCERT_VERIFIED or _ABSENT after a full
+ *               handshake, -1 after a resumed one (nothing verified now);
+ *               *peer: the client's certificate described (malloc'd, the
+ *               caller frees it), NULL when there is none.
+ *   TG_EPROTO   a resumed session whose certificate is not valid at `now`
+ *               (libssl resumes without looking at it again; tickets are
+ *               refused before, this catches session-id resumption): the
+ *               session is removed from session_ctx's cache, so that the
+ *               client's next attempt is a full handshake that tells it why;
+ *               *count: TG_STAT_CCERT_EXPIRED. The connection must not go on.
+ *   TG_ENOMEM, TG_ECRYPTO  the description could not be made; the
+ *               connection must not go on without the identity it proved.
+ * *peer is NULL unless TG_OK.
+ */
+int tg_mtls_handshake_done(SSL *ssl, SSL_CTX *session_ctx, time_t now, struct tg_tls_peer **peer,
+                           int *count) TG_MUST_CHECK;
 
 #endif

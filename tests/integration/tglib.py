@@ -315,7 +315,10 @@ class Gateway(Proc):
         argv += list(extra_args)
         if VALGRIND:
             argv, venv = valgrind_wrap(t, argv)
-            env = dict(venv, **(env or {}))
+            extra = dict(env or {})
+            if "LD_PRELOAD" in extra:  # the test's library and the job-stack shim
+                extra["LD_PRELOAD"] = venv["LD_PRELOAD"] + " " + extra["LD_PRELOAD"]
+            env = dict(venv, **extra)
         elif env is not None:
             env = dict(os.environ, **env)
         super().__init__(t, name, argv, env)

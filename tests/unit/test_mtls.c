@@ -162,7 +162,8 @@ static struct pki g_root, g_other, g_inter, g_expired_ca, g_orphan;
 static struct pki g_alice, g_eve, g_old, g_future, g_mallory, g_bob, g_server_only, g_weird;
 static char g_srv_cert[256], g_srv_key[256];
 static SSL_CTX *g_cctx;
-static int g_alert; /* the last alert the client received */
+static int g_alert;      /* the last alert the client received */
+static bool g_no_ticket; /* clients ask for session-id resumption, no tickets */
 
 static int dummy_async_cb(SSL *s, void *arg)
 {
@@ -341,6 +342,8 @@ static struct hs handshake(const struct lst *l, const struct pki *cert, const st
     SSL_set_connect_state(h.c);
     if (maxver != 0)
         assert_int_equal(SSL_set_max_proto_version(h.c, maxver), 1);
+    if (g_no_ticket)
+        SSL_set_options(h.c, SSL_OP_NO_TICKET);
     if (cert != NULL) {
         assert_int_equal(SSL_use_certificate(h.c, cert->x), 1);
         assert_int_equal(SSL_use_PrivateKey(h.c, cert->k), 1);
@@ -615,6 +618,76 @@ static void test_resumption(void **state)
     lst_free(&l);
 }
 
+/* The connection's one call after its handshake. */
+static void test_handshake_done(void **state)
+{
+    (void)state;
+    struct lst l = lst_ok("{ ca: { filename: root.pem }, mode: optional }");
+    SSL_CTX *sctx = tg_tls_listener_ctx(l.t);
+    struct tg_tls_peer *p = (struct tg_tls_peer *)1;
+    int count = 0;
+    time_t now = time(NULL);
+    char fp[65];
+    fingerprint_of(g_alice.x, fp);
+
+    struct hs h = handshake(&l, NULL, NULL, 0, NULL);
+    assert_true(h.ok);
+    assert_int_equal(tg_mtls_handshake_done(h.s, sctx, now, &p, &count), TG_OK);
+    assert_null(p);
+    assert_int_equal(count, TG_STAT_CCERT_ABSENT);
+    hs_free(&h);
+
+    /* Tickets (TLS 1.2 and 1.3), then session ids (TLS 1.2). */
+    for (int i = 0; i < 3; i++) {
+        int v = i == 1 ? TLS1_3_VERSION : TLS1_2_VERSION;
+        g_no_ticket = i == 2;
+        h = handshake(&l, &g_alice, NULL, v, NULL);
+        assert_true(h.ok);
+        assert_int_equal(tg_mtls_handshake_done(h.s, sctx, now, &p, &count), TG_OK);
+        assert_non_null(p);
+        assert_int_equal(count, TG_STAT_CCERT_VERIFIED);
+        assert_string_equal(p->sha256, fp);
+        assert_false(p->resumed);
+        free(p);
+        SSL_SESSION *sess = SSL_get1_session(h.c);
+        SSL_set_shutdown(h.c, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+        SSL_set_shutdown(h.s, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+        hs_free(&h);
+
+        /* Resumed, now: the session's identity, nothing counted. */
+        h = handshake(&l, NULL, NULL, v, sess);
+        assert_true(h.ok);
+        assert_int_equal(SSL_session_reused(h.s), 1);
+        assert_int_equal(tg_mtls_handshake_done(h.s, sctx, now, &p, &count), TG_OK);
+        assert_int_equal(count, -1);
+        assert_non_null(p);
+        assert_true(p->resumed);
+        assert_string_equal(p->sha256, fp);
+        free(p);
+        /* The same three days later: the certificate has expired since. */
+        long cached = SSL_CTX_sess_number(sctx);
+        assert_int_equal(tg_mtls_handshake_done(h.s, sctx, now + 3 * 86400, &p, &count), TG_EPROTO);
+        assert_null(p);
+        assert_int_equal(count, TG_STAT_CCERT_EXPIRED);
+        SSL_set_shutdown(h.c, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+        SSL_set_shutdown(h.s, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+        hs_free(&h);
+        if (g_no_ticket) {
+            /* Out of the server's cache: the next attempt is a full
+             * handshake (no certificate sent: absent, mode optional). */
+            assert_int_equal(SSL_CTX_sess_number(sctx), cached - 1);
+            h = handshake(&l, NULL, NULL, v, sess);
+            assert_true(h.ok);
+            assert_int_equal(SSL_session_reused(h.s), 0);
+            assert_int_equal(tg_mtls_outcome(h.s), TG_STAT_CCERT_ABSENT);
+            hs_free(&h);
+        }
+        SSL_SESSION_free(sess);
+    }
+    g_no_ticket = false;
+    lst_free(&l);
+}
+
 static void test_not_a_cert_failure(void **state)
 {
     (void)state;
@@ -670,6 +743,7 @@ int main(void)
         cmocka_unit_test(test_depth),
         cmocka_unit_test(test_peer),
         cmocka_unit_test(test_resumption),
+        cmocka_unit_test(test_handshake_done),
         cmocka_unit_test(test_not_a_cert_failure),
         cmocka_unit_test(test_errors),
     };
