@@ -1,11 +1,12 @@
 /*
  * tg_conf_schema: the top level of the configuration (concurrency,
  * log_level, admin, limits) and the listeners (name, address, backlog,
- * upstream); each listener's tls block is tg_conf_tls's. Contract in
- * tg_conf_schema.h.
+ * upstream); each listener's tls block is tg_conf_tls's, the access_log
+ * block tg_conf_alog's. Contract in tg_conf_schema.h.
  */
 #include "config/tg_conf_schema.h"
 
+#include "config/tg_conf_alog.h"
 #include "config/tg_conf_parse.h"
 #include "config/tg_conf_tls.h"
 #include "core/tg_log.h"
@@ -28,6 +29,9 @@ void tg_conf_schema_defaults(struct tg_config *cfg)
     cfg->limits.idle_timeout_ns = 300 * TG_NS_PER_S;
     cfg->limits.drain_timeout_ns = 30 * TG_NS_PER_S;
     cfg->limits.buffer_size = 16384;
+    cfg->access_log.dest = TG_CONF_ALOG_OFF;
+    cfg->access_log.format = TG_CONF_ALOG_TEXT;
+    cfg->access_log.buffer = (size_t)256 << 10;
 }
 
 static void tg_conf_schema_listener_free(struct tg_conf_listener *l)
@@ -47,6 +51,7 @@ void tg_conf_schema_free(struct tg_config *cfg)
         tg_conf_schema_listener_free(&cfg->listeners[i]);
     free(cfg->listeners);
     tg_conf_addr_clear(&cfg->admin);
+    free(cfg->access_log.path);
     free(cfg->source_name);
     free(cfg->state_dir);
     free(cfg);
@@ -186,8 +191,8 @@ static int tg_conf_schema_concurrency(struct tg_cp *cp, const yaml_node_t *root)
 
 int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
 {
-    static const char *const keys[] = {"concurrency", "log_level", "admin",
-                                       "listeners",   "limits",    NULL};
+    static const char *const keys[] = {"concurrency", "log_level",  "admin", "listeners",
+                                       "limits",      "access_log", NULL};
     static const char *const admin_keys[] = {"address", NULL};
     static const char *const limit_keys[] = {"max_connections", "handshake_timeout", "idle_timeout",
                                              "drain_timeout",   "buffer_size",       NULL};
@@ -265,6 +270,13 @@ int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
         if (rc == TG_OK)
             rc = tg_cp_opt_u64(cp, v, "buffer_size", 1024, 1048576, &bs);
         lim->buffer_size = (size_t)bs;
+        tg_cp_pop(cp, o);
+        TG_GUARD(rc);
+    }
+
+    if ((v = tg_cp_get(cp, root, "access_log", NULL)) != NULL) {
+        o = tg_cp_push_key(cp, "access_log");
+        rc = tg_conf_alog_parse(cp, v, &cfg->access_log);
         tg_cp_pop(cp, o);
         TG_GUARD(rc);
     }

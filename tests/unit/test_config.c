@@ -597,7 +597,7 @@ static void test_err_unknown_keys(void **state)
     (void)state;
     static const struct err_case cases[] = {
         {"bogus: 1\n" L0, "gw.yaml:1:1: bogus: unknown key 'bogus' (allowed: concurrency, "
-                          "log_level, admin, listeners, limits)"},
+                          "log_level, admin, listeners, limits, access_log)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    port: 1\n    tls:\n" CERTS UPSTREAM,
          "gw.yaml:3:5: listeners[0].port: unknown key 'port' (allowed: name, address, backlog, "
          "tls, upstream)"},
