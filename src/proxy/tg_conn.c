@@ -11,6 +11,7 @@
 
 #include "core/tg_log.h"
 #include "core/tg_time.h"
+#include "proxy/tg_conn_alog.h"
 #include "proxy/tg_worker.h"
 
 const char *tg_conn_state_name(enum tg_conn_state s)
@@ -87,6 +88,8 @@ static void tg_conn_handshake_over(struct tg_conn *c)
 static void tg_conn_finalize(struct tg_conn *c, int stat)
 {
     struct tg_worker *w = c->w;
+    if (w->alog != NULL)
+        tg_conn_alog_closed(c, stat);
     tg_conn_handshake_over(c);
     struct ev_loop *loop = w->loop;
     ev_io_stop(loop, &c->cio);
@@ -159,6 +162,7 @@ static void tg_conn_upstream_cb(struct ev_loop *loop, ev_io *io, int revents);
 static void tg_conn_upstream_connected(struct tg_conn *c)
 {
     struct tg_worker *w = c->w;
+    c->alog.t_connected_ns = tg_now_ns();
     tg_stat_inc(&w->stats, TG_STAT_UPSTREAM_CONNECT_OK);
     c->bufmem = tg_worker_buf_get(w);
     if (c->bufmem == NULL) {
@@ -181,9 +185,12 @@ static void tg_conn_upstream_connected(struct tg_conn *c)
 static void tg_conn_upstream_failed(struct tg_conn *c, int err)
 {
     struct tg_worker *w = c->w;
-    tg_stat_inc(&w->stats, err == ECONNREFUSED ? TG_STAT_UPSTREAM_CONNECT_REFUSED
-                           : err == ETIMEDOUT  ? TG_STAT_UPSTREAM_CONNECT_TIMEOUT
-                                               : TG_STAT_UPSTREAM_CONNECT_ERROR);
+    int stat = err == ECONNREFUSED ? TG_STAT_UPSTREAM_CONNECT_REFUSED
+               : err == ETIMEDOUT  ? TG_STAT_UPSTREAM_CONNECT_TIMEOUT
+                                   : TG_STAT_UPSTREAM_CONNECT_ERROR;
+    tg_stat_inc(&w->stats, (enum tg_core_stat)stat);
+    c->alog.t_connected_ns = tg_now_ns();
+    c->alog.detail = stat;
     TG_DEBUG("conn %p: upstream %s: %s", (void *)c, c->l->conf->upstream.addr.text, strerror(err));
     tg_conn_close(c, TG_STAT_CLOSE_UPSTREAM_CONNECT);
 }
@@ -192,6 +199,8 @@ static void tg_conn_connect(struct tg_conn *c)
 {
     const struct tg_conf_upstream *up = &c->l->conf->upstream;
     tg_conn_set_state(c, TG_CONN_UPSTREAM_CONNECTING);
+    c->alog.t_connect_ns = tg_now_ns();
+    tg_alog_addr_set(&c->alog.upstream, (const struct sockaddr *)&up->addr.ss, up->addr.len);
     int fd = socket(up->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         tg_conn_upstream_failed(c, errno);
@@ -229,8 +238,9 @@ static void tg_conn_handshake_done(struct tg_conn *c)
         tg_stat_inc(&w->stats, TG_STAT_HS_RESUMED);
     if (c->keyctx.waits > 0)
         tg_stat_add(&w->stats, TG_STAT_KEYOP_WAITS, c->keyctx.waits);
+    c->alog.t_handshake_ns = tg_now_ns();
     tg_hist_record(&w->stats.handshake_us, &tg_hist_latency_us,
-                   (tg_now_ns() - c->t_accept_ns) / 1000);
+                   (c->alog.t_handshake_ns - c->t_accept_ns) / 1000);
     ev_io_stop(w->loop, &c->cio);
     tg_conn_connect(c);
 }
@@ -245,6 +255,7 @@ static void tg_conn_handshake_failed(struct tg_conn *c, int err)
         stat = TG_STAT_HS_FAIL_CLOSED;
     else
         stat = TG_STAT_HS_FAIL_PROTOCOL;
+    c->alog.detail = stat;
     if (!c->closing) {
         tg_stat_inc(&w->stats, (enum tg_core_stat)stat);
         if (tg_log_enabled(TG_LOG_DEBUG))
@@ -356,6 +367,7 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
         if (n > 0) {
             cu->off += (size_t)n;
             tg_stat_add(&w->stats, TG_STAT_BYTES_FROM_CLIENT, (uint64_t)n);
+            c->alog.bytes_in += (uint64_t)n;
             /* A nearby upstream often answers before the loop comes back:
              * look once, it can save a poll round trip. */
             c->upstream_maybe_readable = true;
@@ -403,6 +415,7 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
         if (n > 0) {
             uc->off += (size_t)n;
             tg_stat_add(&w->stats, TG_STAT_BYTES_TO_CLIENT, (uint64_t)n);
+            c->alog.bytes_out += (uint64_t)n;
             if (uc->off == uc->len)
                 uc->off = uc->len = 0;
             *progress = true;
@@ -556,6 +569,8 @@ void tg_conn_accept(struct tg_wlistener *l, int fd)
     struct tg_worker *w = l->w;
     if (!tg_worker_conn_acquire(w)) {
         tg_stat_inc(&w->stats, TG_STAT_CONN_REJECTED_LIMIT);
+        if (w->alog != NULL)
+            tg_conn_alog_rejected(l, fd);
         close(fd);
         return;
     }
@@ -578,6 +593,8 @@ void tg_conn_accept(struct tg_wlistener *l, int fd)
     c->state = TG_CONN_ACCEPTED;
     c->keyctx.kx = tg_tls_listener_kx(l->tls);
     c->t_accept_ns = tg_now_ns();
+    if (w->alog != NULL)
+        tg_conn_alog_accepted(c);
     SSL_set_accept_state(ssl);
     SSL_set_async_callback_arg(ssl, c);
     ev_io_init(&c->cio, tg_conn_client_cb, fd, EV_READ);

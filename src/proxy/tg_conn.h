@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "alog/tg_alog.h"
 #include "core/tg_stats.h"
 #include "keyprov/tg_keyprov.h"
 
@@ -49,6 +50,22 @@ struct tg_pipe {
     size_t cap;
     size_t off; /* first unsent byte */
     size_t len; /* bytes in data[0..len) */
+};
+
+/* What the access log needs beyond what the connection keeps anyway,
+ * gathered along the way (times from tg_now_ns); read once, at close, by
+ * tg_conn_alog_closed. */
+struct tg_conn_alog {
+    uint64_t t_handshake_ns;      /* handshake finished; 0: not */
+    uint64_t t_connect_ns;        /* upstream connect() started; 0: not */
+    uint64_t t_connected_ns;      /* upstream connected, or its connect failed; 0: not yet */
+    uint64_t bytes_in;            /* plaintext sent to the upstream */
+    uint64_t bytes_out;           /* plaintext written to the client */
+    struct tg_alog_addr client;   /* set at accept when the worker logs */
+    struct tg_alog_addr upstream; /* set at connect() */
+    /* The tg_core_stat refining the close reason (HS_FAIL_*,
+     * UPSTREAM_CONNECT_*); 0: none. */
+    int detail;
 };
 
 struct tg_conn {
@@ -84,6 +101,8 @@ struct tg_conn {
     int close_stat;              /* enum tg_core_stat of the close reason */
     struct tg_conn *prev, *next; /* worker's list */
     struct tg_conn *ready_next;
+
+    struct tg_conn_alog alog;
 };
 
 /* Take an accepted socket (non-blocking) and start the handshake. On failure

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "admin/tg_admin.h"
+#include "alog/tg_alog.h"
 #include "core/tg_log.h"
 #include "core/tg_time.h"
 #include "ossl/tg_ossl.h"
@@ -24,9 +25,10 @@ struct tg_gateway {
     int n_started;
     struct tg_core_stats **stats; /* one per worker, for /stats */
     struct ev_loop *loop;         /* main thread */
-    ev_signal sigterm, sigint;
+    ev_signal sigterm, sigint, sigusr1;
     ev_async worker_exit;
     struct tg_admin *admin;
+    struct tg_alog *alog;    /* NULL: access_log off */
     _Atomic uint64_t active; /* open connections, all workers (limits.max_connections) */
     _Atomic int exited;
     _Atomic bool stopping;
@@ -50,6 +52,7 @@ static void tg_gateway_render(struct tg_buf *out, void *arg)
     tg_prom_header(out, "tlsgate_uptime_seconds", "gauge", "Seconds since start");
     tg_prom_value(out, "tlsgate_uptime_seconds", "", (tg_now_ns() - gw->started_ns) / TG_NS_PER_S);
     tg_core_stats_render(out, gw->stats, (size_t)gw->n_workers);
+    tg_alog_render_stats(out, gw->alog);
     tg_keyprov_render_stats(out);
 }
 
@@ -71,6 +74,19 @@ static void tg_signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
         tg_worker_request_stop(&gw->workers[i], again);
 }
 
+/* SIGUSR1: reopen the access-log file (logrotate's postrotate). */
+static void tg_sigusr1_cb(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct tg_gateway *gw = s->data;
+    if (gw->alog == NULL) {
+        TG_INFO("SIGUSR1: no access log to reopen");
+        return;
+    }
+    tg_alog_reopen(gw->alog);
+}
+
 static void tg_worker_exit_cb(struct ev_loop *loop, ev_async *a, int revents)
 {
     (void)revents;
@@ -87,6 +103,7 @@ static void tg_gateway_free(struct tg_gateway *gw)
     if (gw == NULL)
         return;
     tg_admin_stop(gw->admin);
+    tg_alog_free(gw->alog); /* after the workers ended: every line is written */
     if (gw->workers != NULL) {
         for (int i = 0; i < gw->n_workers; i++)
             tg_worker_destroy(&gw->workers[i]);
@@ -207,6 +224,21 @@ int tg_gateway_run(struct tg_config *cfg)
         gw->stats[i] = &gw->workers[i].stats;
     }
     char err[TG_CONFIG_ERRLEN];
+    if (cfg->access_log.dest != TG_CONF_ALOG_OFF) {
+        int arc = tg_alog_open(&cfg->access_log, gw->n_workers, &gw->alog, err, sizeof(err));
+        if (arc != TG_OK) {
+            fprintf(stderr, "tlsgate: %s\n", err);
+            rc = arc == TG_ECONFIG ? 2 : 1;
+            goto out;
+        }
+        if (tg_alog_start(gw->alog) != TG_OK) {
+            TG_ERROR("cannot start the access-log writer");
+            rc = 1;
+            goto out;
+        }
+        for (int i = 0; i < gw->n_workers; i++)
+            gw->workers[i].alog = tg_alog_ring_of(gw->alog, i);
+    }
     for (size_t li = 0; li < cfg->n_listeners; li++) {
         if (tg_worker_open_listeners(gw->workers, gw->n_workers, li, &cfg->listeners[li], err,
                                      sizeof(err)) != TG_OK) {
@@ -236,6 +268,9 @@ int tg_gateway_run(struct tg_config *cfg)
     ev_signal_init(&gw->sigint, tg_signal_cb, SIGINT);
     gw->sigint.data = gw;
     ev_signal_start(gw->loop, &gw->sigint);
+    ev_signal_init(&gw->sigusr1, tg_sigusr1_cb, SIGUSR1);
+    gw->sigusr1.data = gw;
+    ev_signal_start(gw->loop, &gw->sigusr1);
     ev_async_init(&gw->worker_exit, tg_worker_exit_cb);
     gw->worker_exit.data = gw;
     ev_async_start(gw->loop, &gw->worker_exit);
@@ -257,10 +292,13 @@ int tg_gateway_run(struct tg_config *cfg)
         ev_run(gw->loop, 0);
     for (int i = 0; i < gw->n_started; i++)
         pthread_join(gw->workers[i].thread, NULL);
+    /* Every worker has ended: the writer drains what they logged. */
+    tg_alog_stop(gw->alog);
     if (rc == 0)
         TG_INFO("stopped");
     ev_signal_stop(gw->loop, &gw->sigterm);
     ev_signal_stop(gw->loop, &gw->sigint);
+    ev_signal_stop(gw->loop, &gw->sigusr1);
     ev_async_stop(gw->loop, &gw->worker_exit);
 out:
     tg_gateway_free(gw);

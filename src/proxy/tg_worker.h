@@ -83,6 +83,10 @@ struct tg_worker {
 
     void **buf_pool; /* free connection buffers, reused */
     size_t buf_pool_n;
+
+    /* This worker's access-log ring (it is the only producer); NULL: no
+     * access log. Set by the code that runs the worker, after init. */
+    struct tg_alog_ring *alog;
 };
 
 /* Set up a worker: its loop and watchers, no listening socket yet (that is

@@ -1,0 +1,112 @@
+/*
+ * tg_conn_alog: a connection -> an access-log record. Contract in
+ * tg_conn_alog.h.
+ */
+#include "proxy/tg_conn_alog.h"
+
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "core/tg_time.h"
+#include "proxy/tg_worker.h"
+#include "tls/tg_tls.h"
+
+static uint64_t tg_conn_alog_realtime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * TG_NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+static void tg_conn_alog_peer(int fd, struct tg_alog_addr *a)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
+        tg_alog_addr_set(a, (const struct sockaddr *)&ss, len);
+}
+
+static void tg_conn_alog_str(struct tg_alog_strs *s, enum tg_alog_str i, const char *p, size_t n)
+{
+    s->p[i] = p;
+    s->len[i] = n;
+}
+
+void tg_conn_alog_accepted(struct tg_conn *c)
+{
+    tg_conn_alog_peer(c->cfd, &c->alog.client);
+}
+
+/* What the SSL object knows: SNI always (a failed handshake may have sent
+ * one), the rest once the handshake finished. */
+static void tg_conn_alog_ssl(SSL *ssl, bool established, struct tg_alog_rec *r,
+                             struct tg_alog_strs *s)
+{
+    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (sni != NULL)
+        tg_conn_alog_str(s, TG_ALOG_S_SNI, sni, strlen(sni));
+    if (!established)
+        return;
+    r->tls_version = (uint16_t)SSL_version(ssl);
+    r->resumed = SSL_session_reused(ssl) != 0;
+    const SSL_CIPHER *ci = SSL_get_current_cipher(ssl);
+    r->cipher = ci != NULL ? SSL_CIPHER_get_name(ci) : NULL;
+    const unsigned char *alpn = NULL;
+    unsigned int alpn_len = 0;
+    SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+    if (alpn != NULL && alpn_len > 0)
+        tg_conn_alog_str(s, TG_ALOG_S_ALPN, (const char *)alpn, alpn_len);
+    int nid = SSL_get_negotiated_group(ssl);
+    const char *group = nid > 0 ? SSL_group_to_name(ssl, nid) : NULL;
+    if (group != NULL)
+        tg_conn_alog_str(s, TG_ALOG_S_GROUP, group, strlen(group));
+}
+
+void tg_conn_alog_closed(struct tg_conn *c, int stat)
+{
+    const struct tg_conn_alog *f = &c->alog;
+    struct tg_alog_rec r;
+    struct tg_alog_strs s;
+    memset(&r, 0, sizeof(r));
+    memset(&s, 0, sizeof(s));
+    uint64_t now = tg_now_ns();
+    r.time_ns = tg_conn_alog_realtime_ns();
+    r.duration_ns = now - c->t_accept_ns;
+    r.handshake_ns = f->t_handshake_ns != 0 ? f->t_handshake_ns - c->t_accept_ns : TG_ALOG_NONE;
+    r.connect_ns = f->t_connected_ns != 0 ? f->t_connected_ns - f->t_connect_ns : TG_ALOG_NONE;
+    r.bytes_in = f->bytes_in;
+    r.bytes_out = f->bytes_out;
+    r.client = f->client;
+    r.upstream = f->upstream;
+    r.term = (uint8_t)tg_alog_term_of(stat, f->detail);
+    r.key_fallbacks =
+        (uint16_t)(c->keyctx.fallbacks < UINT16_MAX ? c->keyctx.fallbacks : UINT16_MAX);
+    const char *listener = c->l->conf->name;
+    tg_conn_alog_str(&s, TG_ALOG_S_LISTENER, listener, strlen(listener));
+    if (c->ssl != NULL)
+        tg_conn_alog_ssl(c->ssl, f->t_handshake_ns != 0, &r, &s);
+    const char *cert = NULL;
+    r.cert_index =
+        (int16_t)tg_tls_listener_cert_of(c->l->tls, c->keyctx.signer, &cert, &r.provider);
+    if (cert != NULL)
+        tg_conn_alog_str(&s, TG_ALOG_S_CERT, cert, strlen(cert));
+    (void)tg_alog_emit(c->w->alog, &r, &s);
+}
+
+void tg_conn_alog_rejected(struct tg_wlistener *l, int fd)
+{
+    struct tg_alog_rec r;
+    struct tg_alog_strs s;
+    memset(&r, 0, sizeof(r));
+    memset(&s, 0, sizeof(s));
+    r.time_ns = tg_conn_alog_realtime_ns();
+    r.handshake_ns = TG_ALOG_NONE;
+    r.connect_ns = TG_ALOG_NONE;
+    r.cert_index = -1;
+    r.term = (uint8_t)tg_alog_term_of(TG_STAT_CONN_REJECTED_LIMIT, 0);
+    tg_conn_alog_peer(fd, &r.client);
+    const char *listener = l->conf->name;
+    tg_conn_alog_str(&s, TG_ALOG_S_LISTENER, listener, strlen(listener));
+    (void)tg_alog_emit(l->w->alog, &r, &s);
+}
