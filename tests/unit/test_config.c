@@ -544,6 +544,8 @@ static void test_example_file(void **state)
     assert_true(d == 0 && n == 0 && kx);
     assert_string_equal(mode, "error");
     assert_int_equal(tg_conf_params_check_unused(p, "deferred", err, sizeof(err)), TG_OK);
+    assert_int_equal(cfg->access_log.dest, TG_CONF_ALOG_STDOUT);
+    assert_int_equal(cfg->access_log.buffer, 256 << 10);
     tg_config_free(cfg);
 }
 
