@@ -69,10 +69,16 @@
     X(HS_FAILED, "HF", CLOSE_HANDSHAKE_FAILED, TG_ALOG_ANY,                                        \
       "handshake failed: protocol error or alert")                                                 \
     X(HS_TIMEOUT, "HT", CLOSE_HANDSHAKE_TIMEOUT, TG_ALOG_ANY, "handshake timeout")                 \
+    X(PP_TIMEOUT, "PT", CLOSE_PROXY_PROTOCOL, TG_STAT_PP_ERR_TIMEOUT,                              \
+      "no complete PROXY header within proxy_protocol_timeout")                                    \
+    X(PP_REFUSED, "PH", CLOSE_PROXY_PROTOCOL, TG_ALOG_ANY,                                         \
+      "PROXY header refused (not PROXY, malformed, truncated)")                                    \
     X(UP_TIMEOUT, "UT", CLOSE_UPSTREAM_CONNECT, TG_STAT_UPSTREAM_CONNECT_TIMEOUT,                  \
-      "upstream connect timeout")                                                                  \
+      "upstream connect timeout (the last attempt's)")                                             \
     X(UP_FAILED, "UF", CLOSE_UPSTREAM_CONNECT, TG_ALOG_ANY,                                        \
-      "upstream connect failed (refused, error)")                                                  \
+      "upstream connect failed (refused, error) on the last attempt")                              \
+    X(NO_HEALTHY, "NH", CLOSE_NO_HEALTHY, TG_ALOG_ANY,                                             \
+      "no upstream endpoint to try (none resolved, or all ejected or unhealthy)")                  \
     X(UP_RESET, "UR", CLOSE_UPSTREAM_ERROR, TG_ALOG_ANY,                                           \
       "upstream reset or failed after connecting")                                                 \
     X(IDLE, "IT", CLOSE_IDLE_TIMEOUT, TG_ALOG_ANY, "idle timeout")                                 \
@@ -105,20 +111,23 @@ void tg_alog_addr_set(struct tg_alog_addr *a, const struct sockaddr *sa, socklen
 
 /* The fixed part of a record. Durations in nanoseconds. */
 struct tg_alog_rec {
-    uint64_t time_ns;      /* CLOCK_REALTIME when the connection closed */
-    uint64_t duration_ns;  /* accept to close */
-    uint64_t handshake_ns; /* accept to handshake finished; TG_ALOG_NONE: not finished */
-    uint64_t connect_ns;   /* upstream connect() to connected or failed; TG_ALOG_NONE: none */
-    uint64_t bytes_in;     /* plaintext bytes forwarded client -> upstream */
-    uint64_t bytes_out;    /* plaintext bytes forwarded upstream -> client */
-    const char *cipher;    /* static (libssl's cipher table), or NULL */
-    const char *provider;  /* static (a key provider's ops name), or NULL */
-    struct tg_alog_addr client;
-    struct tg_alog_addr upstream; /* family 0: no upstream connect attempted */
+    uint64_t time_ns;             /* CLOCK_REALTIME when the connection closed */
+    uint64_t duration_ns;         /* accept to close */
+    uint64_t handshake_ns;        /* accept to handshake finished; TG_ALOG_NONE: not finished */
+    uint64_t connect_ns;          /* first upstream connect() to connected or the last attempt
+                                   * failed (every attempt); TG_ALOG_NONE: none */
+    uint64_t bytes_in;            /* plaintext bytes forwarded client -> upstream */
+    uint64_t bytes_out;           /* plaintext bytes forwarded upstream -> client */
+    const char *cipher;           /* static (libssl's cipher table), or NULL */
+    const char *provider;         /* static (a key provider's ops name), or NULL */
+    struct tg_alog_addr client;   /* the PROXY header's source, else the TCP peer */
+    struct tg_alog_addr peer;     /* the TCP peer (a load balancer on a PROXY listener) */
+    struct tg_alog_addr upstream; /* the last endpoint tried; family 0: none */
     uint16_t tls_version;         /* TLS1_2_VERSION, TLS1_3_VERSION, 0: no handshake */
     uint16_t key_fallbacks;       /* key operations finished in software after a failure */
     int16_t cert_index;           /* the listener's certificates[i] that served; -1: none */
     uint8_t term;                 /* enum tg_alog_term */
+    uint8_t attempts;             /* upstream connect attempts (endpoints tried) */
     bool resumed;                 /* session resumption (no private-key operation) */
 };
 
@@ -128,8 +137,9 @@ enum tg_alog_str {
     TG_ALOG_S_SNI,
     TG_ALOG_S_ALPN,
     TG_ALOG_S_GROUP,
-    TG_ALOG_S_CERT, /* the certificate's first name */
-    TG_ALOG_S_COUNT
+    TG_ALOG_S_CERT,          /* the certificate's first name */
+    TG_ALOG_S_UPSTREAM_HOST, /* the endpoint's entry in upstream (a host name or an address) */
+    TG_ALOG_S_COUNT          /* at most 8 (a bit each in the ring's record) */
 };
 struct tg_alog_strs {
     const char *p[TG_ALOG_S_COUNT];

@@ -11,6 +11,12 @@
 #include <string.h>
 #include <time.h>
 
+/* Every string at its longest and escaped at its widest (JSON's \u00XX: six
+ * bytes per byte), plus the fixed fields, fits in a line: nothing is cut. */
+_Static_assert(TG_ALOG_S_COUNT *TG_ALOG_STR_MAX * 6 + 1536 <= TG_ALOG_LINE_MAX,
+               "TG_ALOG_LINE_MAX too small for the worst line");
+_Static_assert(TG_ALOG_S_COUNT <= 8, "the ring keeps one presence bit per string");
+
 /* ---- termination codes ---- */
 
 static const struct {
@@ -264,6 +270,14 @@ static void tg_text_ms(struct tg_alog_out *o, const char *key, uint64_t ns)
         tg_out_ms(o, ns);
 }
 
+static void tg_text_addr(struct tg_alog_out *o, const struct tg_alog_addr *a)
+{
+    if (a->family != 0)
+        tg_out_hostport(o, a);
+    else
+        tg_out_ch(o, '-');
+}
+
 static void tg_format_text(struct tg_alog_out *o, const struct tg_alog_rec *r,
                            const struct tg_alog_strs *s, struct tg_alog_clock *clk)
 {
@@ -273,10 +287,9 @@ static void tg_format_text(struct tg_alog_out *o, const struct tg_alog_rec *r,
     tg_text_key(o, "listener");
     tg_text_str(o, s->p[TG_ALOG_S_LISTENER], s->len[TG_ALOG_S_LISTENER]);
     tg_text_key(o, "client");
-    if (r->client.family != 0)
-        tg_out_hostport(o, &r->client);
-    else
-        tg_out_ch(o, '-');
+    tg_text_addr(o, &r->client);
+    tg_text_key(o, "peer");
+    tg_text_addr(o, &r->peer);
     tg_text_key(o, "sni");
     tg_text_str(o, s->p[TG_ALOG_S_SNI], s->len[TG_ALOG_S_SNI]);
     tg_text_key(o, "alpn");
@@ -302,10 +315,11 @@ static void tg_format_text(struct tg_alog_out *o, const struct tg_alog_rec *r,
     tg_out_lit(o, r->resumed ? "true" : "false");
     tg_text_ms(o, "handshake_ms", r->handshake_ns);
     tg_text_key(o, "upstream");
-    if (r->upstream.family != 0)
-        tg_out_hostport(o, &r->upstream);
-    else
-        tg_out_ch(o, '-');
+    tg_text_addr(o, &r->upstream);
+    tg_text_key(o, "upstream_host");
+    tg_text_str(o, s->p[TG_ALOG_S_UPSTREAM_HOST], s->len[TG_ALOG_S_UPSTREAM_HOST]);
+    tg_text_key(o, "attempts");
+    tg_out_u64(o, r->attempts);
     tg_text_ms(o, "connect_ms", r->connect_ns);
     tg_text_key(o, "bytes_in");
     tg_out_u64(o, r->bytes_in);
@@ -369,6 +383,24 @@ static void tg_json_addr(struct tg_alog_out *o, const struct tg_alog_addr *a)
     tg_out_ch(o, '"');
 }
 
+/* "k_addr":"IP","k_port":N, or nulls. */
+static void tg_json_ip_port(struct tg_alog_out *o, const char *addr_key, const char *port_key,
+                            const struct tg_alog_addr *a)
+{
+    tg_json_key(o, addr_key);
+    if (a->family == 0) {
+        tg_out_lit(o, "null");
+        tg_json_key(o, port_key);
+        tg_out_lit(o, "null");
+        return;
+    }
+    tg_out_ch(o, '"');
+    tg_out_ip(o, a);
+    tg_out_ch(o, '"');
+    tg_json_key(o, port_key);
+    tg_out_u64(o, a->port);
+}
+
 static void tg_format_json(struct tg_alog_out *o, const struct tg_alog_rec *r,
                            const struct tg_alog_strs *s, struct tg_alog_clock *clk)
 {
@@ -378,19 +410,8 @@ static void tg_format_json(struct tg_alog_out *o, const struct tg_alog_rec *r,
     tg_out_ch(o, '"');
     tg_json_key(o, "listener");
     tg_json_str(o, s->p[TG_ALOG_S_LISTENER], s->len[TG_ALOG_S_LISTENER]);
-    tg_json_key(o, "client_addr");
-    if (r->client.family != 0) {
-        tg_out_ch(o, '"');
-        tg_out_ip(o, &r->client);
-        tg_out_ch(o, '"');
-    } else {
-        tg_out_lit(o, "null");
-    }
-    tg_json_key(o, "client_port");
-    if (r->client.family != 0)
-        tg_out_u64(o, r->client.port);
-    else
-        tg_out_lit(o, "null");
+    tg_json_ip_port(o, "client_addr", "client_port", &r->client);
+    tg_json_ip_port(o, "peer_addr", "peer_port", &r->peer);
     tg_json_key(o, "sni");
     tg_json_str(o, s->p[TG_ALOG_S_SNI], s->len[TG_ALOG_S_SNI]);
     tg_json_key(o, "alpn");
@@ -422,6 +443,10 @@ static void tg_format_json(struct tg_alog_out *o, const struct tg_alog_rec *r,
     tg_json_ms(o, "handshake_ms", r->handshake_ns);
     tg_json_key(o, "upstream");
     tg_json_addr(o, &r->upstream);
+    tg_json_key(o, "upstream_host");
+    tg_json_str(o, s->p[TG_ALOG_S_UPSTREAM_HOST], s->len[TG_ALOG_S_UPSTREAM_HOST]);
+    tg_json_key(o, "attempts");
+    tg_out_u64(o, r->attempts);
     tg_json_ms(o, "connect_ms", r->connect_ns);
     tg_json_key(o, "bytes_in");
     tg_out_u64(o, r->bytes_in);

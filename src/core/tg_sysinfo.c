@@ -233,6 +233,117 @@ long tg_sysinfo_cpus_allowed(void)
     return -1;
 }
 
+/* ---- cgroup CPU quota ---- */
+
+/* The quota in CPUs (rounded down, at least 1) of one cgroup directory, or 0. */
+static long tg_cgroup_dir_cpus(const char *dir, bool v2)
+{
+    char path[PATH_MAX], buf[128];
+    long long quota = -1, period = 0;
+    if (v2) {
+        if (snprintf(path, sizeof(path), "%s/cpu.max", dir) >= (int)sizeof(path) ||
+            tg_sysinfo_read_small(path, buf, sizeof(buf)) < 0)
+            return 0;
+        char q[32];
+        if (sscanf(buf, "%31s %lld", q, &period) != 2 || strcmp(q, "max") == 0)
+            return 0;
+        char *end;
+        errno = 0;
+        quota = strtoll(q, &end, 10);
+        if (errno != 0 || *end != '\0')
+            return 0;
+    } else {
+        if (snprintf(path, sizeof(path), "%s/cpu.cfs_quota_us", dir) >= (int)sizeof(path) ||
+            tg_sysinfo_read_small(path, buf, sizeof(buf)) < 0 || sscanf(buf, "%lld", &quota) != 1)
+            return 0;
+        if (snprintf(path, sizeof(path), "%s/cpu.cfs_period_us", dir) >= (int)sizeof(path) ||
+            tg_sysinfo_read_small(path, buf, sizeof(buf)) < 0 || sscanf(buf, "%lld", &period) != 1)
+            return 0;
+    }
+    if (quota <= 0 || period <= 0)
+        return 0;
+    long long n = quota / period;
+    return n < 1 ? 1 : (n > LONG_MAX ? LONG_MAX : (long)n);
+}
+
+/* The smallest quota from the cgroup path up to the hierarchy's root. */
+static long tg_cgroup_path_cpus(const char *mount, const char *cgpath, bool v2)
+{
+    char dir[PATH_MAX];
+    long best = 0;
+    if (snprintf(dir, sizeof(dir), "%s%s", mount, cgpath) >= (int)sizeof(dir))
+        return 0;
+    size_t floor_len = strlen(mount);
+    for (;;) {
+        long n = tg_cgroup_dir_cpus(dir, v2);
+        if (n > 0 && (best == 0 || n < best))
+            best = n;
+        char *slash = strrchr(dir, '/');
+        if (slash == NULL || (size_t)(slash - dir) < floor_len)
+            break;
+        *slash = '\0';
+    }
+    return best;
+}
+
+long tg_sysinfo_cpu_quota_cpus_at(const char *cgroup_file, const char *root)
+{
+    char text[4096], mount[PATH_MAX];
+    long best = 0;
+    if (tg_sysinfo_read_small(cgroup_file, text, sizeof(text)) < 0)
+        return 0;
+    /* Lines "ID:CONTROLLERS:PATH": "0::PATH" is the v2 hierarchy; a v1
+     * hierarchy with the cpu controller is mounted as cpu, cpu,cpuacct or
+     * cpuacct,cpu under root. */
+    for (char *save = NULL, *line = strtok_r(text, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        char *c1 = strchr(line, ':');
+        char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (c2 == NULL || c2[1] != '/')
+            continue;
+        *c1 = *c2 = '\0';
+        const char *ctrl = c1 + 1, *cgpath = c2 + 1;
+        if (strcmp(cgpath, "/") == 0)
+            cgpath = "";
+        long n = 0;
+        if (strcmp(line, "0") == 0 && ctrl[0] == '\0') {
+            n = tg_cgroup_path_cpus(root, cgpath, true);
+        } else {
+            bool has_cpu = false;
+            char list[256];
+            snprintf(list, sizeof(list), "%s", ctrl);
+            for (char *s2 = NULL, *t = strtok_r(list, ",", &s2); t; t = strtok_r(NULL, ",", &s2))
+                has_cpu = has_cpu || strcmp(t, "cpu") == 0;
+            if (!has_cpu)
+                continue;
+            static const char *const names[] = {"cpu", "cpu,cpuacct", "cpuacct,cpu"};
+            for (size_t i = 0; i < TG_ARRAY_LEN(names) && n == 0; i++) {
+                if (snprintf(mount, sizeof(mount), "%s/%s", root, names[i]) < (int)sizeof(mount))
+                    n = tg_cgroup_path_cpus(mount, cgpath, false);
+            }
+        }
+        if (n > 0 && (best == 0 || n < best))
+            best = n;
+    }
+    return best;
+}
+
+long tg_sysinfo_cpu_quota_cpus(void)
+{
+    return tg_sysinfo_cpu_quota_cpus_at("/proc/self/cgroup", "/sys/fs/cgroup");
+}
+
+long tg_sysinfo_cpus_auto(void)
+{
+    long n = tg_sysinfo_cpus_allowed();
+    if (n < 1)
+        n = tg_sysinfo_cpus_online();
+    if (n < 1)
+        n = 1;
+    long q = tg_sysinfo_cpu_quota_cpus();
+    return (q > 0 && q < n) ? q : n;
+}
+
 /* ---- CPUID + XGETBV ---- */
 
 #define TG_XCR0_AVX_MASK    0x6ULL  /* XMM | YMM */

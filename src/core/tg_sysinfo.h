@@ -81,6 +81,19 @@ int tg_sysinfo_read_cpuinfo(const char *path, struct tg_cpuinfo *out) TG_MUST_CH
 long tg_sysinfo_cpus_online(void);
 long tg_sysinfo_cpus_allowed(void);
 
+/*
+ * Whole CPUs the cgroup CPU bandwidth limit of this process grants: the
+ * smallest quota/period along its cgroup path (v2 cpu.max, v1
+ * cpu.cfs_quota_us / cpu.cfs_period_us), rounded down, at least 1; 0 when
+ * there is no limit or none can be read. cgroup_file is /proc/self/cgroup
+ * and root /sys/fs/cgroup; the _at form lets tests give fixtures.
+ */
+long tg_sysinfo_cpu_quota_cpus_at(const char *cgroup_file, const char *root);
+long tg_sysinfo_cpu_quota_cpus(void);
+/* What `concurrency: auto` uses: the CPUs of the affinity mask (online CPUs
+ * when it cannot be read), capped by the cgroup CPU quota. At least 1. */
+long tg_sysinfo_cpus_auto(void);
+
 /* ---- CPUID + XGETBV ---- */
 
 /* Raw register values; the decoder is pure so tests can feed any CPU. */

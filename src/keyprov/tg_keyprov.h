@@ -354,6 +354,16 @@ int tg_keyop_consume(struct tg_keyop *op) TG_MUST_CHECK;
 int tg_keyop_compute_sw(struct tg_keyop *op);
 
 /*
+ * Check a signature made for an ECDSA_SIGN op (over op->in, with the
+ * public half of op->pkey) with OpenSSL's default provider: a provider's
+ * result check before release. TG_OK if it verifies, TG_ECRYPTO if not (or
+ * OpenSSL failed), TG_EINVAL for another op type. Any thread; the contexts
+ * are cached per thread (freed with the thread's other software contexts).
+ */
+int tg_keyop_verify_sw(const struct tg_keyop *op, const unsigned char *sig,
+                       size_t siglen) TG_MUST_CHECK;
+
+/*
  * Provider side: hand a QUEUED op that this provider cannot take now (ring
  * full) to another provider on the same worker, by name. Returns TG_OK if
  * that provider took it (it will complete it), TG_EUNAVAIL if it does not run

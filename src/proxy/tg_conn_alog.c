@@ -19,23 +19,10 @@ static uint64_t tg_conn_alog_realtime_ns(void)
     return (uint64_t)ts.tv_sec * TG_NS_PER_S + (uint64_t)ts.tv_nsec;
 }
 
-static void tg_conn_alog_peer(int fd, struct tg_alog_addr *a)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
-        tg_alog_addr_set(a, (const struct sockaddr *)&ss, len);
-}
-
 static void tg_conn_alog_str(struct tg_alog_strs *s, enum tg_alog_str i, const char *p, size_t n)
 {
     s->p[i] = p;
     s->len[i] = n;
-}
-
-void tg_conn_alog_accepted(struct tg_conn *c)
-{
-    tg_conn_alog_peer(c->cfd, &c->alog.client);
 }
 
 /* What the SSL object knows: SNI always (a failed handshake may have sent
@@ -77,8 +64,10 @@ void tg_conn_alog_closed(struct tg_conn *c, int stat)
     r.connect_ns = f->t_connected_ns != 0 ? f->t_connected_ns - f->t_connect_ns : TG_ALOG_NONE;
     r.bytes_in = f->bytes_in;
     r.bytes_out = f->bytes_out;
-    r.client = f->client;
+    tg_alog_addr_set(&r.client, (const struct sockaddr *)&c->client_addr, sizeof(c->client_addr));
+    r.peer = f->peer;
     r.upstream = f->upstream;
+    r.attempts = c->n_tried;
     r.term = (uint8_t)tg_alog_term_of(stat, f->detail);
     r.key_fallbacks =
         (uint16_t)(c->keyctx.fallbacks < UINT16_MAX ? c->keyctx.fallbacks : UINT16_MAX);
@@ -91,10 +80,12 @@ void tg_conn_alog_closed(struct tg_conn *c, int stat)
         (int16_t)tg_tls_listener_cert_of(c->l->tls, c->keyctx.signer, &cert, &r.provider);
     if (cert != NULL)
         tg_conn_alog_str(&s, TG_ALOG_S_CERT, cert, strlen(cert));
+    if (f->upstream_host != NULL)
+        tg_conn_alog_str(&s, TG_ALOG_S_UPSTREAM_HOST, f->upstream_host, strlen(f->upstream_host));
     (void)tg_alog_emit(c->w->alog, &r, &s);
 }
 
-void tg_conn_alog_rejected(struct tg_wlistener *l, int fd)
+void tg_conn_alog_rejected(struct tg_wlistener *l, const struct sockaddr_storage *peer)
 {
     struct tg_alog_rec r;
     struct tg_alog_strs s;
@@ -105,7 +96,8 @@ void tg_conn_alog_rejected(struct tg_wlistener *l, int fd)
     r.connect_ns = TG_ALOG_NONE;
     r.cert_index = -1;
     r.term = (uint8_t)tg_alog_term_of(TG_STAT_CONN_REJECTED_LIMIT, 0);
-    tg_conn_alog_peer(fd, &r.client);
+    tg_alog_addr_set(&r.peer, (const struct sockaddr *)peer, sizeof(*peer));
+    r.client = r.peer; /* a PROXY header is not read from a refused connection */
     const char *listener = l->conf->name;
     tg_conn_alog_str(&s, TG_ALOG_S_LISTENER, listener, strlen(listener));
     (void)tg_alog_emit(l->w->alog, &r, &s);

@@ -13,12 +13,10 @@
 
 #include "proxy/tg_conn.h"
 
-/* At accept: the client's address (one getpeername(2)). */
-void tg_conn_alog_accepted(struct tg_conn *c);
 /* At close, before the SSL object is freed: stat is the close reason. */
 void tg_conn_alog_closed(struct tg_conn *c, int stat);
-/* A connection refused at accept (limits.max_connections), before fd is
- * closed: a line with term LR. */
-void tg_conn_alog_rejected(struct tg_wlistener *l, int fd);
+/* A connection refused at accept (limits.max_connections) from the TCP peer
+ * `peer` (AF_UNSPEC: unknown): a line with term LR. */
+void tg_conn_alog_rejected(struct tg_wlistener *l, const struct sockaddr_storage *peer);
 
 #endif

@@ -113,6 +113,9 @@ def fields_case(t, variant, up):
         check(ms(d["duration_ms"]) >= ms(d["handshake_ms"]) + ms(d["connect_ms"]) - 0.002,
               "duration >= handshake + connect: %r" % d)
         check(d["client"].startswith(b"127.0.0.1:"), "client %r" % d["client"])
+        check_eq(d["peer"], d["client"], "no PROXY header: the peer is the client")
+        check_eq((d["upstream_host"], d["attempts"]), (up.addr.encode(), b"1"),
+                 "one endpoint, one attempt")
 
     by_client = {d["client"]: d for d in recs}
     d = by_client[py["client"].encode()]
@@ -166,6 +169,8 @@ def json_case(t, variant, up, weird):
                   d["cert_index"], d["resumed"]),
                  ("json-l", "127.0.0.1", "--", up.addr, "a.test", 0, False), "JSON fields")
         check(isinstance(d["client_port"], int) and isinstance(d["bytes_in"], int), "types")
+        check_eq((d["peer_addr"], d["peer_port"], d["upstream_host"], d["attempts"]),
+                 (d["client_addr"], d["client_port"], up.addr, 1), "peer, upstream_host, attempts")
         check(isinstance(d["handshake_ms"], float) and isinstance(d["duration_ms"], float),
               "times are numbers")
     d = [d for d in recs if d["client_port"] == int(py["client"].split(":")[1])][0]

@@ -125,7 +125,7 @@ static void test_file_text_and_stop_flushes(void **state)
     size_t lines;
     char *text = slurp(path, &lines);
     assert_int_equal(lines, 6000);
-    assert_memory_equal(text, "time=2023-11-14T22:13:20.000Z listener=l0 client=- sni=", 54);
+    assert_memory_equal(text, "time=2023-11-14T22:13:20.000Z listener=l0 client=- peer=- sni=", 61);
     /* Every record once: look for a few. */
     assert_non_null(strstr(text, " bytes_in=0 "));
     assert_non_null(strstr(text, " bytes_in=2999 "));

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/tg_sysinfo.h"
@@ -222,6 +223,97 @@ static void test_cpuid_matches_cpuinfo(void **state)
                 tg_sysinfo_cpus_online() < 0);
 }
 
+/* ---- cgroup CPU quota (concurrency: auto) ---- */
+
+/* Write text to <tmpdir>/<rel>, creating the directories on the way. */
+static void cg_write(const char *rel, const char *text)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s", tg_test_tmpdir(), rel);
+    for (char *p = path + strlen(tg_test_tmpdir()) + 1; *p != '\0'; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(path, 0755);
+            *p = '/';
+        }
+    }
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static long cg_quota(const char *cgroup_rel, const char *root_rel)
+{
+    char cg[1024], root[1024];
+    snprintf(cg, sizeof(cg), "%s/%s", tg_test_tmpdir(), cgroup_rel);
+    snprintf(root, sizeof(root), "%s/%s", tg_test_tmpdir(), root_rel);
+    return tg_sysinfo_cpu_quota_cpus_at(cg, root);
+}
+
+static void test_cpu_quota_v2(void **state)
+{
+    (void)state;
+    /* A Kubernetes container: no limit of its own, 1.5 CPUs on the pod, 4 above. */
+    cg_write("v2/cgroup", "0::/kubepods/pod1/ctr\n");
+    cg_write("v2/fs/kubepods/pod1/ctr/cpu.max", "max 100000\n");
+    cg_write("v2/fs/kubepods/pod1/cpu.max", "150000 100000\n");
+    cg_write("v2/fs/kubepods/cpu.max", "400000 100000\n");
+    assert_int_equal(cg_quota("v2/cgroup", "v2/fs"), 1); /* rounded down */
+    cg_write("v2/fs/kubepods/pod1/cpu.max", "250000 100000\n");
+    assert_int_equal(cg_quota("v2/cgroup", "v2/fs"), 2);
+    cg_write("v2/fs/kubepods/pod1/ctr/cpu.max", "50000 100000\n");
+    assert_int_equal(cg_quota("v2/cgroup", "v2/fs"), 1); /* less than a CPU: still one */
+    /* No limit anywhere. */
+    cg_write("v2/fs/kubepods/pod1/ctr/cpu.max", "max 100000\n");
+    cg_write("v2/fs/kubepods/pod1/cpu.max", "max 100000\n");
+    cg_write("v2/fs/kubepods/cpu.max", "max\n");
+    assert_int_equal(cg_quota("v2/cgroup", "v2/fs"), 0);
+    /* A cgroup namespace: the process sits at "/", its limit at the root. */
+    cg_write("v2ns/cgroup", "0::/\n");
+    cg_write("v2ns/fs/cpu.max", "300000 100000\n");
+    assert_int_equal(cg_quota("v2ns/cgroup", "v2ns/fs"), 3);
+}
+
+static void test_cpu_quota_v1(void **state)
+{
+    (void)state;
+    /* Hybrid hierarchy, cpu controller mounted alone. */
+    cg_write("v1/cgroup", "9:name=systemd:/\n4:memory:/x\n1:cpu:/\n0::/\n");
+    cg_write("v1/fs/cpu/cpu.cfs_quota_us", "-1\n");
+    cg_write("v1/fs/cpu/cpu.cfs_period_us", "100000\n");
+    assert_int_equal(cg_quota("v1/cgroup", "v1/fs"), 0);
+    cg_write("v1/fs/cpu/cpu.cfs_quota_us", "200000\n");
+    assert_int_equal(cg_quota("v1/cgroup", "v1/fs"), 2);
+    /* cpu,cpuacct mount; the container's path does not exist inside it (its
+     * own cgroup is mounted at the root): the walk up finds the root's limit. */
+    cg_write("v1b/cgroup", "3:cpu,cpuacct:/docker/abc\n");
+    cg_write("v1b/fs/cpu,cpuacct/cpu.cfs_quota_us", "100000\n");
+    cg_write("v1b/fs/cpu,cpuacct/cpu.cfs_period_us", "100000\n");
+    assert_int_equal(cg_quota("v1b/cgroup", "v1b/fs"), 1);
+}
+
+static void test_cpu_quota_bad_input(void **state)
+{
+    (void)state;
+    assert_int_equal(cg_quota("nonexistent/cgroup", "nonexistent"), 0);
+    cg_write("bad/cgroup", "garbage\n::\n0::relative\n1:cpu\n");
+    assert_int_equal(cg_quota("bad/cgroup", "bad/fs"), 0);
+    cg_write("bad2/cgroup", "0::/\n");
+    cg_write("bad2/fs/cpu.max", "abc 100000\n");
+    assert_int_equal(cg_quota("bad2/cgroup", "bad2/fs"), 0);
+    cg_write("bad2/fs/cpu.max", "100000 0\n");
+    assert_int_equal(cg_quota("bad2/cgroup", "bad2/fs"), 0);
+    cg_write("bad2/fs/cpu.max", "-5 100000\n");
+    assert_int_equal(cg_quota("bad2/cgroup", "bad2/fs"), 0);
+    cg_write("bad2/fs/cpu.max", "");
+    assert_int_equal(cg_quota("bad2/cgroup", "bad2/fs"), 0);
+    /* The real machine: whatever it is, auto is within 1..allowed. */
+    long n = tg_sysinfo_cpus_auto();
+    assert_true(n >= 1);
+    assert_true(n <= tg_sysinfo_cpus_allowed() || tg_sysinfo_cpus_allowed() < 1);
+}
+
 static void test_fake_no_ifma(void **state)
 {
     (void)state;
@@ -395,13 +487,23 @@ static void test_proc_cpu_ns(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cpuinfo_ifma),   cmocka_unit_test(test_cpuinfo_no_ifma),
-        cmocka_unit_test(test_cpuinfo_tokens), cmocka_unit_test(test_cpuinfo_errors),
-        cmocka_unit_test(test_cpuid_decode),   cmocka_unit_test(test_cpuid_matches_cpuinfo),
-        cmocka_unit_test(test_fake_no_ifma),   cmocka_unit_test(test_ossl_ia32cap),
-        cmocka_unit_test(test_roots),          cmocka_unit_test(test_read_small),
-        cmocka_unit_test(test_fmt_bytes),      cmocka_unit_test(test_openssl_versions),
-        cmocka_unit_test(test_stat_parse),     cmocka_unit_test(test_proc_cpu_ns),
+        cmocka_unit_test(test_cpuinfo_ifma),
+        cmocka_unit_test(test_cpuinfo_no_ifma),
+        cmocka_unit_test(test_cpuinfo_tokens),
+        cmocka_unit_test(test_cpuinfo_errors),
+        cmocka_unit_test(test_cpuid_decode),
+        cmocka_unit_test(test_cpuid_matches_cpuinfo),
+        cmocka_unit_test(test_fake_no_ifma),
+        cmocka_unit_test(test_ossl_ia32cap),
+        cmocka_unit_test(test_roots),
+        cmocka_unit_test(test_read_small),
+        cmocka_unit_test(test_fmt_bytes),
+        cmocka_unit_test(test_openssl_versions),
+        cmocka_unit_test(test_stat_parse),
+        cmocka_unit_test(test_proc_cpu_ns),
+        cmocka_unit_test(test_cpu_quota_v2),
+        cmocka_unit_test(test_cpu_quota_v1),
+        cmocka_unit_test(test_cpu_quota_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

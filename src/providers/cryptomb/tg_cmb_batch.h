@@ -24,8 +24,12 @@
  *    n == 0 is a no-op returning TG_OK.
  *  - Per-lane results:
  *      TG_OK       out/outlen written.
- *      TG_EDEVICE  crypto_mb could not do this lane (lane status error, fault
- *                  check failed, a key or digest crypto_mb cannot take):
+ *      TG_EDEVICE  crypto_mb could not do this lane (lane status error, an
+ *                  output left unwritten although the lane reported success
+ *                  -- every output is zeroed before the call and an
+ *                  all-zero signature, public key or shared secret is
+ *                  refused --, fault check failed, a key or digest
+ *                  crypto_mb cannot take):
  *                  finish it in software; reasons[i] says why
  *                  (TG_FALLBACK_LANE_ERROR or TG_FALLBACK_FAULT_CHECK).
  *      TG_EPROTO   the peer's fault (X25519 low-order point): fail the
@@ -67,8 +71,9 @@ bool tg_cmb_batch_group_supported(enum tg_group g);
  * keys are fine). Reads pkey, md, rsa_padding, pss_saltlen, mgf1_md, in,
  * inlen; encodes with tg_rsa_pad (PKCS#1 v1.5 DigestInfo for SHA-1/2 family,
  * else TG_EDEVICE; PSS with a fresh salt), runs one
- * mbx_rsa_private_crt_ssl_mb8 call and, when fault_check is set, verifies
- * every signature with the public key (one mbx_rsa_public_ssl_mb8 call for
+ * mbx_rsa_private_crt_ssl_mb8 call and verifies every signature whose lane
+ * asks for it (check[i]; check NULL: every lane) with the public key before
+ * release (one mbx_rsa_public_ssl_mb8 call for
  * e = 65537, scalar OpenSSL otherwise) against the encoded message: a
  * mismatch means a computation fault (Lenstra/Bellcore: a faulty CRT
  * signature reveals a prime factor), so the lane fails with TG_EDEVICE /
@@ -76,7 +81,7 @@ bool tg_cmb_batch_group_supported(enum tg_group g);
  * Output: out = signature, outlen = modulus bytes (big-endian, left-padded).
  */
 int tg_cmb_batch_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
-                          enum tg_fallback_reason reasons[], bool fault_check) TG_MUST_CHECK;
+                          enum tg_fallback_reason reasons[], const bool check[]) TG_MUST_CHECK;
 
 /*
  * ECDSA signatures (TG_KEYOP_ECDSA_SIGN), P-256, P-384 or P-521; every
@@ -86,11 +91,16 @@ int tg_cmb_batch_rsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
  * P-256; shorter digests are taken whole), then reduced mod n because
  * crypto_mb requires 0 < e < n; e == 0 (probability 2^-256) goes to software
  * (TG_EDEVICE). The nonce k is uniform in [1, n-1] from OpenSSL's private
- * RNG (BN_priv_rand_range_ex) and wiped afterwards.
- * Output: out = DER ECDSA-Sig-Value (i2d_ECDSA_SIG), outlen = its length.
+ * RNG (BN_priv_rand_range_ex) and wiped afterwards. Every signature whose
+ * lane asks for it (check[i]; check NULL: every lane) is verified with the
+ * key's public point before it is released: one mbx_nistp*_ecdsa_verify_ssl_mb8 call when the
+ * library has it, else OpenSSL (tg_keyop_verify_sw). A signature that does not verify (a
+ * computation fault, a lane crypto_mb got wrong) fails its lane with TG_EDEVICE /
+ * TG_FALLBACK_FAULT_CHECK and is never written to out. Output: out = DER ECDSA-Sig-Value
+ * (i2d_ECDSA_SIG), outlen = its length.
  */
 int tg_cmb_batch_ecdsa_sign(struct tg_keyop *const ops[], size_t n, int results[],
-                            enum tg_fallback_reason reasons[]) TG_MUST_CHECK;
+                            enum tg_fallback_reason reasons[], const bool check[]) TG_MUST_CHECK;
 
 /*
  * Ephemeral key pairs for one group (X25519, P-256, P-384, P-521), one per
@@ -111,10 +121,13 @@ int tg_cmb_batch_keygen(struct tg_kxkey *const keys[], size_t n, enum tg_group g
  * Shared secrets (TG_KEYOP_KX_DERIVE): op->kx is our key (has_priv), op->peer
  * the peer's share (has_pub; EC points were validated on the curve by
  * tg_kxkey_set_public), both of ops[0]'s group.
- * X25519: mbx_x25519_mb8; a low-order peer point (all-zero secret) is
- * TG_EPROTO, as OpenSSL refuses it. Peer values with a run of >= 32 equal
+ * X25519: mbx_x25519_mb8; a low-order peer point (one of the encodings
+ * whose secret is all zero for every key) is TG_EPROTO before the call, as
+ * OpenSSL refuses it; any other all-zero result (or crypto_mb's low-order
+ * flag) goes to software (TG_EDEVICE), which answers as OpenSSL does. Peer
+ * values with a run of >= 32 equal
  * bits (never from an honest peer) go to software (TG_EDEVICE): crypto_mb
- * 1.0.14 computes some such values wrongly (see tg_cmb_batch_ops.c).
+ * 1.0.14 computes some such values wrongly (see tg_cmb_batch_kx.c).
  * EC: mbx_nistp*_ecdh_ssl_mb8 with the
  * peer in affine form; a lane crypto_mb refuses goes to software (TG_EDEVICE),
  * which gives the definitive answer.

@@ -127,12 +127,15 @@ int tg_cmb_work_batch(void *arg, size_t n)
 {
     struct tg_cmb_work *w = arg;
     int rc;
+    bool check[TG_MBX_LANES];
+    for (size_t i = 0; i < TG_MBX_LANES; i++)
+        check[i] = w->fault_check;
     switch (w->info->type) {
     case TG_KEYOP_RSA_SIGN:
-        rc = tg_cmb_batch_rsa_sign(w->p, n, w->res, w->why, w->fault_check);
+        rc = tg_cmb_batch_rsa_sign(w->p, n, w->res, w->why, check);
         break;
     case TG_KEYOP_ECDSA_SIGN:
-        rc = tg_cmb_batch_ecdsa_sign(w->p, n, w->res, w->why);
+        rc = tg_cmb_batch_ecdsa_sign(w->p, n, w->res, w->why, check);
         break;
     case TG_KEYOP_KX_KEYGEN: {
         struct tg_kxkey *keys[TG_MBX_LANES];

@@ -32,7 +32,7 @@ struct tg_cmb_work {
     struct tg_kxkey scratch;             /* keygen: the scalar op's output */
     int res[TG_MBX_LANES];
     enum tg_fallback_reason why[TG_MBX_LANES];
-    bool fault_check; /* RSA: as the provider's default, true */
+    bool fault_check; /* signatures: as the provider's default, true */
     unsigned errors;  /* lanes or scalar runs that failed since creation */
 };
 

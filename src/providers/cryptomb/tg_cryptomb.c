@@ -28,6 +28,13 @@
  *    software provider's.
  * Ephemeral keys come from a per-worker pool of single-use key pairs, refilled
  * in mb8 batches from the flush; a keygen served from the pool never pauses.
+ *
+ * Settings are per binding: each op carries its binding, and whatever is
+ * decided per op comes from it (the fault check of its lane, whether its
+ * keygen uses the pool, how a partial batch holding it runs). What the
+ * worker shares is sized from the bindings that use it (the pool: the
+ * largest key_pool seen). An op of another provider's binding (a qat
+ * spill) gets cryptomb's defaults (tg_cmb_foreign_settings).
  */
 #include <ev.h>
 #include <math.h>
@@ -44,6 +51,7 @@
 #include "providers/cryptomb/tg_cmb_bench.h"
 #include "providers/cryptomb/tg_cmb_calib.h"
 #include "providers/cryptomb/tg_cmb_kind.h"
+#include "providers/cryptomb/tg_cmb_pool.h"
 #include "providers/cryptomb/tg_cryptomb.h"
 #include "providers/cryptomb/tg_mbx.h"
 
@@ -52,9 +60,11 @@
 
 enum tg_cmb_partial { TG_CMB_PARTIAL_AUTO, TG_CMB_PARTIAL_MB, TG_CMB_PARTIAL_SCALAR };
 
+/* One binding's settings (typed_config), read per operation: each op
+ * carries its binding, and a batch may mix ops of several bindings. */
 struct tg_cmb_settings {
-    bool fault_check;
-    uint64_t key_pool;
+    bool fault_check;  /* this binding's signatures are verified before release */
+    uint64_t key_pool; /* its key exchanges use the pool; the pool holds at least this */
     enum tg_cmb_partial partial;
 };
 
@@ -70,11 +80,6 @@ struct tg_cmb_queue {
     size_t n;
 };
 
-struct tg_cmb_pool {
-    struct tg_kxkey *keys; /* [cap] */
-    size_t n, cap;
-};
-
 struct tg_cmb_state {
     struct ev_loop *loop;
     struct tg_keyprov_stats *stats;
@@ -84,10 +89,9 @@ struct tg_cmb_state {
     size_t pending;
     ev_timer timer;
     uint64_t timer_at_ns;
-    /* Worker-wide settings: the most demanding binding seen wins. */
-    bool fault_check;
+    /* Keys per group pool: the largest key_pool of the cryptomb bindings
+     * whose key exchanges this worker has served (0: no pool). */
     size_t pool_target;
-    enum tg_cmb_partial partial;
 };
 
 /* ---- start-up ---- */
@@ -141,15 +145,27 @@ static void tg_cmb_settings_free(void *settings)
     free(settings);
 }
 
-static const struct tg_cmb_settings tg_cmb_default_settings = {true, 64, TG_CMB_PARTIAL_AUTO};
+/*
+ * An operation of another provider's binding (qat spills its overflow here
+ * and the op keeps its qat binding): cryptomb reads no other provider's
+ * settings, so it gets cryptomb's defaults for what it decides per op --
+ * its signature is checked, its partial batches follow the cost model --
+ * and takes no part in the key pool (qat does no key exchange; such a
+ * keygen would neither be served from the pool nor size it).
+ */
+static const struct tg_cmb_settings tg_cmb_foreign_settings = {
+    .fault_check = true,
+    .key_pool = 0,
+    .partial = TG_CMB_PARTIAL_AUTO,
+};
 
-/* Worker-wide settings from every cryptomb binding: union of demands. */
+/* The settings an operation is handled with: its own binding's. */
 static const struct tg_cmb_settings *tg_cmb_settings_of(const struct tg_keyop *op)
 {
     if (op->binding != NULL && op->binding->ops == &tg_cryptomb_provider &&
         op->binding->settings != NULL)
         return op->binding->settings;
-    return &tg_cmb_default_settings;
+    return &tg_cmb_foreign_settings;
 }
 
 static int tg_cmb_global_init(char *why, size_t whylen)
@@ -228,8 +244,6 @@ static int tg_cmb_worker_init(const struct tg_keyprov_worker *w, void **state)
     st->loop = w->loop;
     st->stats = w->stats;
     st->handshaking = w->handshaking;
-    st->fault_check = true;
-    st->partial = TG_CMB_PARTIAL_AUTO;
     ev_timer_init(&st->timer, tg_cmb_timer_cb, 0.0, 0.0);
     st->timer.data = st;
     *state = st;
@@ -238,16 +252,6 @@ static int tg_cmb_worker_init(const struct tg_keyprov_worker *w, void **state)
     if (!atomic_exchange(&tg_cmb.summary_logged, true))
         tg_cmb_log_calibration();
     return TG_OK;
-}
-
-static void tg_cmb_pool_free(struct tg_cmb_pool *p)
-{
-    for (size_t i = 0; i < p->n; i++)
-        tg_kxkey_clear(&p->keys[i]);
-    if (p->keys != NULL)
-        OPENSSL_cleanse(p->keys, p->cap * sizeof(*p->keys));
-    free(p->keys);
-    memset(p, 0, sizeof(*p));
 }
 
 static void tg_cmb_worker_cleanup(void *state)
@@ -289,17 +293,19 @@ static void tg_cmb_run_mb(struct tg_cmb_state *st, enum tg_cmb_kind k, struct tg
 {
     int results[TG_CMB_LANES];
     enum tg_fallback_reason reasons[TG_CMB_LANES];
+    bool check[TG_CMB_LANES]; /* each lane's own binding decides */
     for (size_t i = 0; i < n; i++) {
         results[i] = TG_EDEVICE;
         reasons[i] = TG_FALLBACK_LANE_ERROR;
+        check[i] = tg_cmb_settings_of(ops[i])->fault_check;
     }
     int rc;
     switch (ops[0]->type) {
     case TG_KEYOP_RSA_SIGN:
-        rc = tg_cmb_batch_rsa_sign(ops, n, results, reasons, st->fault_check);
+        rc = tg_cmb_batch_rsa_sign(ops, n, results, reasons, check);
         break;
     case TG_KEYOP_ECDSA_SIGN:
-        rc = tg_cmb_batch_ecdsa_sign(ops, n, results, reasons);
+        rc = tg_cmb_batch_ecdsa_sign(ops, n, results, reasons, check);
         break;
     case TG_KEYOP_KX_KEYGEN: {
         struct tg_kxkey *keys[TG_CMB_LANES];
@@ -348,14 +354,22 @@ static size_t tg_cmb_others(const struct tg_cmb_state *st, size_t mine)
     return busy > mine ? busy - mine : 0;
 }
 
-/* Should a partial batch of n run as one mb8 call (else scalar)? */
-static bool tg_cmb_use_mb(const struct tg_cmb_state *st, enum tg_cmb_kind k, size_t n)
+/*
+ * How the partial batch in queue q runs, from its operations' bindings
+ * (a queue is shared by every binding of the kind): one mb8 call when any of
+ * them says `mb`, OpenSSL when all say `scalar`, else (`auto`) as the cost
+ * model says, possibly after waiting for company.
+ */
+static enum tg_cmb_partial tg_cmb_queue_partial(const struct tg_cmb_queue *q)
 {
-    if (st->partial == TG_CMB_PARTIAL_MB)
-        return true;
-    if (st->partial == TG_CMB_PARTIAL_SCALAR)
-        return false;
-    return n >= tg_cmb_calib_batch_from(k);
+    bool all_scalar = true;
+    for (const struct tg_keyop *op = q->head; op != NULL; op = op->next) {
+        enum tg_cmb_partial p = tg_cmb_settings_of(op)->partial;
+        if (p == TG_CMB_PARTIAL_MB)
+            return TG_CMB_PARTIAL_MB;
+        all_scalar = all_scalar && p == TG_CMB_PARTIAL_SCALAR;
+    }
+    return all_scalar ? TG_CMB_PARTIAL_SCALAR : TG_CMB_PARTIAL_AUTO;
 }
 
 /* Run queue k: full batches, then the remainder unless it should wait.
@@ -373,9 +387,10 @@ static void tg_cmb_run_queue(struct tg_cmb_state *st, enum tg_cmb_kind k, uint64
     }
     if (q->n == 0)
         return;
-    bool mb = tg_cmb_use_mb(st, k, q->n);
+    enum tg_cmb_partial partial = tg_cmb_queue_partial(q);
     size_t be = tg_cmb_calib_batch_from(k);
-    if (!mb && !force && st->partial == TG_CMB_PARTIAL_AUTO && q->head->deadline_ns > now &&
+    bool mb = partial == TG_CMB_PARTIAL_MB || (partial == TG_CMB_PARTIAL_AUTO && q->n >= be);
+    if (!mb && !force && partial == TG_CMB_PARTIAL_AUTO && q->head->deadline_ns > now &&
         be <= TG_CMB_LANES) {
         /* Too few to batch: wait (until the oldest op's deadline) only if
          * enough other handshakes are in flight to make up the batch. */
@@ -431,106 +446,70 @@ static void tg_cmb_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     tg_cmb_arm_timer(st);
 }
 
-/* ---- ephemeral key pool ---- */
+/* ---- ephemeral key pool (the policy; the pool itself: tg_cmb_pool.c) ---- */
 
-static bool tg_cmb_pool_take(struct tg_cmb_state *st, struct tg_kxkey *into)
+static bool tg_cmb_pool_serve(struct tg_cmb_state *st, struct tg_kxkey *into)
 {
-    struct tg_cmb_pool *p = &st->pool[into->group];
-    if (p->n == 0)
+    if (!tg_cmb_pool_take(&st->pool[into->group], into))
         return false;
-    struct tg_kxkey *k = &p->keys[--p->n];
-    EVP_PKEY_free(into->sw);
-    *into = *k; /* takes ownership of any software twin */
-    OPENSSL_cleanse(k, sizeof(*k));
     atomic_store_explicit(&st->stats->pool_level, tg_ctr_get(&st->stats->pool_level) - 1,
                           memory_order_relaxed);
     return true;
 }
 
 /* Top up the pools by one mb8 batch per group that is below target. */
-static void tg_cmb_pool_refill(struct tg_cmb_state *st)
+static void tg_cmb_pool_top_up(struct tg_cmb_state *st)
 {
     if (st->pool_target == 0)
         return;
     static const enum tg_group groups[] = {TG_GROUP_X25519, TG_GROUP_P256, TG_GROUP_P384};
     for (size_t gi = 0; gi < TG_ARRAY_LEN(groups); gi++) {
-        enum tg_group g = groups[gi];
-        struct tg_cmb_pool *p = &st->pool[g];
+        struct tg_cmb_pool *p = &st->pool[groups[gi]];
         /* Only groups that clients actually used get a pool. */
-        if (p->keys == NULL || p->n >= st->pool_target || p->n + TG_CMB_LANES > p->cap)
+        if (p->keys == NULL || p->n >= st->pool_target)
             continue;
         if (p->n >= st->pool_target / 2 && st->pending > 0)
             continue; /* busy: refill later, the pool still covers demand */
-        struct tg_kxkey *keys[TG_CMB_LANES];
-        int results[TG_CMB_LANES];
-        for (size_t i = 0; i < TG_CMB_LANES; i++) {
-            memset(&p->keys[p->n + i], 0, sizeof(p->keys[0]));
-            p->keys[p->n + i].group = g;
-            keys[i] = &p->keys[p->n + i];
-        }
-        if (tg_cmb_batch_keygen(keys, TG_CMB_LANES, g, results) != TG_OK) {
-            for (size_t i = 0; i < TG_CMB_LANES; i++)
-                tg_kxkey_clear(keys[i]);
-            continue;
-        }
-        size_t added = 0;
-        for (size_t i = 0; i < TG_CMB_LANES; i++) {
-            if (results[i] != TG_OK) {
-                tg_kxkey_clear(keys[i]);
-                continue;
-            }
-            if (p->n + added != p->n + i)
-                p->keys[p->n + added] = p->keys[p->n + i];
-            added++;
-        }
-        p->n += added;
-        tg_ctr_add(&st->stats->pool_level, added);
+        tg_ctr_add(&st->stats->pool_level, tg_cmb_pool_refill(p));
     }
 }
 
-/* First use of a group on this worker: give it a pool. */
+/* A key exchange of group g arrived: give the group a pool (its first
+ * use on this worker), or more room when the target grew. */
 static void tg_cmb_pool_enable(struct tg_cmb_state *st, enum tg_group g)
 {
-    struct tg_cmb_pool *p = &st->pool[g];
-    if (p->keys != NULL || st->pool_target == 0)
+    if (st->pool_target == 0)
         return;
-    size_t cap = st->pool_target + TG_CMB_LANES;
-    p->keys = calloc(cap, sizeof(*p->keys));
-    if (p->keys != NULL)
-        p->cap = cap;
+    if (tg_cmb_pool_reserve(&st->pool[g], g, st->pool_target + TG_CMB_LANES) != TG_OK)
+        TG_DEBUG("cryptomb: no memory for a %s key pool; keys made on demand", tg_group_name(g));
 }
 
 /* ---- interface ---- */
-
-static void tg_cmb_adopt_settings(struct tg_cmb_state *st, const struct tg_cmb_settings *s)
-{
-    st->fault_check = st->fault_check || s->fault_check;
-    if (s->key_pool > st->pool_target)
-        st->pool_target = (size_t)s->key_pool;
-    if (s->partial != TG_CMB_PARTIAL_AUTO)
-        st->partial = s->partial;
-}
 
 static int tg_cmb_submit(void *state, struct tg_keyop *op)
 {
     struct tg_cmb_state *st = state;
     const struct tg_cmb_settings *s = tg_cmb_settings_of(op);
-    tg_cmb_adopt_settings(st, s);
     enum tg_cmb_kind k = tg_cmb_kind_for_op(op);
     if (k == TG_CMB_KIND_NONE) {
         /* A group or size not batched (P-521): software, inline. */
         tg_cmb_run_scalar(st, op);
         return TG_OK;
     }
-    if (op->type == TG_KEYOP_KX_KEYGEN) {
+    if (op->type == TG_KEYOP_KX_KEYGEN && s->key_pool > 0) {
+        /* The pool is per worker and group, for every binding that wants
+         * one; it holds the largest key_pool of those bindings. A binding
+         * with key_pool 0 makes its keys on demand. */
+        if (s->key_pool > st->pool_target)
+            st->pool_target = (size_t)s->key_pool;
         tg_cmb_pool_enable(st, op->kx->group);
-        if (tg_cmb_pool_take(st, op->kx)) {
+        if (tg_cmb_pool_serve(st, op->kx)) {
             tg_keyop_complete(op, TG_OK, TG_FALLBACK_DEVICE_ERROR);
             return TG_OK;
         }
     }
     struct tg_cmb_queue *q = &st->q[k];
-    if (q->n == 0 && st->partial == TG_CMB_PARTIAL_AUTO) {
+    if (q->n == 0 && s->partial == TG_CMB_PARTIAL_AUTO) {
         /* Alone, and not enough other handshakes in flight (this one is
          * counted too) to make a batch worth it: compute it now, without a
          * pause, so low load sees the software provider's latency. */
@@ -564,7 +543,7 @@ static void tg_cmb_flush(void *state)
         }
         tg_cmb_arm_timer(st);
     }
-    tg_cmb_pool_refill(st);
+    tg_cmb_pool_top_up(st);
 }
 
 static size_t tg_cmb_pending(void *state)

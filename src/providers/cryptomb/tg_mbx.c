@@ -47,6 +47,9 @@ TG_MBX_SAME_TYPE(mbx_rsa_public_ssl_mb8, tg_mbx_rsa_public_ssl_mb8_fn);
 TG_MBX_SAME_TYPE(mbx_nistp256_ecdsa_sign_ssl_mb8, tg_mbx_ecdsa_sign_ssl_mb8_fn);
 TG_MBX_SAME_TYPE(mbx_nistp384_ecdsa_sign_ssl_mb8, tg_mbx_ecdsa_sign_ssl_mb8_fn);
 TG_MBX_SAME_TYPE(mbx_nistp521_ecdsa_sign_ssl_mb8, tg_mbx_ecdsa_sign_ssl_mb8_fn);
+TG_MBX_SAME_TYPE(mbx_nistp256_ecdsa_verify_ssl_mb8, tg_mbx_ecdsa_verify_ssl_mb8_fn);
+TG_MBX_SAME_TYPE(mbx_nistp384_ecdsa_verify_ssl_mb8, tg_mbx_ecdsa_verify_ssl_mb8_fn);
+TG_MBX_SAME_TYPE(mbx_nistp521_ecdsa_verify_ssl_mb8, tg_mbx_ecdsa_verify_ssl_mb8_fn);
 TG_MBX_SAME_TYPE(mbx_nistp256_ecpublic_key_ssl_mb8, tg_mbx_ecpublic_key_ssl_mb8_fn);
 TG_MBX_SAME_TYPE(mbx_nistp384_ecpublic_key_ssl_mb8, tg_mbx_ecpublic_key_ssl_mb8_fn);
 TG_MBX_SAME_TYPE(mbx_nistp521_ecpublic_key_ssl_mb8, tg_mbx_ecpublic_key_ssl_mb8_fn);
@@ -180,6 +183,9 @@ static const struct tg_mbx_sym tg_mbx_syms[] = {
     TG_MBX_SYM(nistp256_ecdsa_sign_ssl_mb8, true),
     TG_MBX_SYM(nistp384_ecdsa_sign_ssl_mb8, true),
     TG_MBX_SYM(nistp521_ecdsa_sign_ssl_mb8, false),
+    TG_MBX_SYM(nistp256_ecdsa_verify_ssl_mb8, false),
+    TG_MBX_SYM(nistp384_ecdsa_verify_ssl_mb8, false),
+    TG_MBX_SYM(nistp521_ecdsa_verify_ssl_mb8, false),
     TG_MBX_SYM(nistp256_ecpublic_key_ssl_mb8, true),
     TG_MBX_SYM(nistp384_ecpublic_key_ssl_mb8, true),
     TG_MBX_SYM(nistp521_ecpublic_key_ssl_mb8, false),

@@ -37,6 +37,7 @@
 #define TG_MBX_H
 
 #include <openssl/bn.h>
+#include <openssl/ec.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -113,6 +114,13 @@ typedef tg_mbx_status (*tg_mbx_ecdsa_sign_ssl_mb8_fn)(unsigned char *r[8], unsig
                                                       const BIGNUM *const k[8],
                                                       const BIGNUM *const d[8],
                                                       unsigned char *scratch);
+/* ECDSA verification: sig (r, s), msg as for signing (order-size
+ * big-endian, in [0, n-1]), public key affine when z == NULL. A lane whose
+ * signature does not verify gets SIGNATURE_ERR; r, s, msg or the key out of
+ * range: MISMATCH_PARAM_ERR. */
+typedef tg_mbx_status (*tg_mbx_ecdsa_verify_ssl_mb8_fn)(
+    const ECDSA_SIG *const sig[8], const unsigned char *const msg[8], const BIGNUM *const x[8],
+    const BIGNUM *const y[8], const BIGNUM *const z[8], unsigned char *scratch);
 /* Public key d*G: affine (x, y) when z == NULL, else Jacobian (X:Y:Z).
  * Beware: results are stored only up to the first lane with a non-OK
  * status; later lanes keep their previous BIGNUM value. */
@@ -135,7 +143,9 @@ typedef tg_mbx_status (*tg_mbx_x25519_mb8_fn)(unsigned char *const shared[8],
 
 /*
  * The table. Every member is required except the P-521 ones (older builds
- * of the library lack them; NULL then means "P-521 not available").
+ * of the library lack them; NULL then means "P-521 not available") and the
+ * ECDSA verifications (NULL: the batch layer checks signatures with
+ * OpenSSL instead).
  */
 struct tg_mbx_api {
     const char *name; /* "libcrypto_mb.so.11" or "fake", for logs */
@@ -147,7 +157,10 @@ struct tg_mbx_api {
     tg_mbx_rsa_public_ssl_mb8_fn rsa_public_ssl_mb8;
     tg_mbx_ecdsa_sign_ssl_mb8_fn nistp256_ecdsa_sign_ssl_mb8;
     tg_mbx_ecdsa_sign_ssl_mb8_fn nistp384_ecdsa_sign_ssl_mb8;
-    tg_mbx_ecdsa_sign_ssl_mb8_fn nistp521_ecdsa_sign_ssl_mb8; /* optional */
+    tg_mbx_ecdsa_sign_ssl_mb8_fn nistp521_ecdsa_sign_ssl_mb8;     /* optional */
+    tg_mbx_ecdsa_verify_ssl_mb8_fn nistp256_ecdsa_verify_ssl_mb8; /* optional */
+    tg_mbx_ecdsa_verify_ssl_mb8_fn nistp384_ecdsa_verify_ssl_mb8; /* optional */
+    tg_mbx_ecdsa_verify_ssl_mb8_fn nistp521_ecdsa_verify_ssl_mb8; /* optional */
     tg_mbx_ecpublic_key_ssl_mb8_fn nistp256_ecpublic_key_ssl_mb8;
     tg_mbx_ecpublic_key_ssl_mb8_fn nistp384_ecpublic_key_ssl_mb8;
     tg_mbx_ecpublic_key_ssl_mb8_fn nistp521_ecpublic_key_ssl_mb8; /* optional */

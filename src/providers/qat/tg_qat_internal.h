@@ -90,7 +90,7 @@
 /* One certificate binding's settings. Immutable after configure. */
 struct tg_qat_settings {
     uint64_t timeout_ns;
-    bool verify; /* check each RSA result with the public key (Bellcore / Lenstra) */
+    bool verify; /* check each result with the public key (RSA: Bellcore / Lenstra; ECDSA) */
     /* Spill targets before the implied final "software", in order: registry
      * entries (static), never qat itself nor software. */
     size_t nspill;

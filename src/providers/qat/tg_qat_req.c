@@ -171,22 +171,34 @@ static void tg_qat_finish(struct tg_qat_wstate *st, struct tg_qat_req *r)
     }
     tg_ctr_inc(&st->st.c[TG_QAT_COMPLETED]);
     const struct tg_qat_key *k = r->key;
-    if (r->kind == TG_QAT_RSA) {
-        if (tg_qat_settings_of(op)->verify && !tg_qat_rsa_check(st, k, r->out.pData, r->pin)) {
-            tg_ctr_inc(&st->st.c[TG_QAT_FAIL_VERIFY]);
-            TG_WARN("qat: instance %u returned an RSA signature that does not verify; "
-                    "finishing in software",
-                    st->ii);
-            tg_qat_req_put(st, r);
-            (void)tg_keyop_complete(op, TG_EDEVICE, TG_FALLBACK_FAULT_CHECK);
-            return;
+    bool verify = tg_qat_settings_of(op)->verify;
+    bool rsa = r->kind == TG_QAT_RSA, good;
+    if (rsa) {
+        good = !verify || tg_qat_rsa_check(st, k, r->out.pData, r->pin);
+        if (good) {
+            memcpy(op->out, r->out.pData, k->nbytes);
+            op->outlen = k->nbytes;
         }
-        memcpy(op->out, r->out.pData, k->nbytes);
-        op->outlen = k->nbytes;
     } else {
+        /* The device's (r, s) checked with the public key, as any verifier
+         * will: a wrong signature fails the handshake, and faulty ECDSA
+         * signatures can leak the key. */
         op->outlen = tg_qat_der_sig(op->out, r->out.pData, r->s.pData, k->nbytes);
+        good = !verify || tg_keyop_verify_sw(op, op->out, op->outlen) == TG_OK;
+        if (!good) {
+            OPENSSL_cleanse(op->out, op->outlen);
+            op->outlen = 0;
+        }
     }
     tg_qat_req_put(st, r);
+    if (!good) {
+        tg_ctr_inc(&st->st.c[TG_QAT_FAIL_VERIFY]);
+        TG_WARN("qat: instance %u returned an %s signature that does not verify; "
+                "finishing in software",
+                st->ii, rsa ? "RSA" : "ECDSA");
+        (void)tg_keyop_complete(op, TG_EDEVICE, TG_FALLBACK_FAULT_CHECK);
+        return;
+    }
     (void)tg_keyop_complete(op, TG_OK, TG_FALLBACK_DEVICE_ERROR);
 }
 

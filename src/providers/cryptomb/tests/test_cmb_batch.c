@@ -1,10 +1,10 @@
 /* Signature batches through crypto_mb: RSA (2048/3072/4096, PKCS#1 v1.5 and
- * PSS, fault check), ECDSA (P-256/384/521), and what is available when (key
- * exchange batches: test_cmb_batch_kx.c). Every test runs against the real
- * library (skipped when it cannot load, e.g. under valgrind) and against the
- * fake; results are checked with OpenSSL. Negative cases inject lane errors
- * and faults through the fake, also on top of the real library's arithmetic
- * (passthrough). */
+ * PSS, fault check), ECDSA (P-256/384/521, fault check), unwritten lanes,
+ * and what is available when (key exchange batches: test_cmb_batch_kx.c).
+ * Every test runs against the real library (skipped when it cannot load,
+ * e.g. under valgrind) and against the fake; results are checked with
+ * OpenSSL. Negative cases inject lane errors and faults through the fake,
+ * also on top of the real library's arithmetic (passthrough). */
 #include <dlfcn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
@@ -24,6 +24,10 @@
 #include "tg_test_util.h"
 
 #define NONE TG_FALLBACK_REASON_COUNT
+
+/* The per-lane fault check: every lane, no lane. */
+static const bool CHECK_ALL[TG_MBX_LANES] = {true, true, true, true, true, true, true, true};
+static const bool CHECK_NONE[TG_MBX_LANES] = {false};
 
 /* ---- fixtures ---- */
 
@@ -250,7 +254,8 @@ static void test_rsa_sign_batches(void **state)
                        &rsa_cases[ci++ % TG_ARRAY_LEN(rsa_cases)]);
                 p[i] = &ops[i];
             }
-            assert_int_equal(tg_cmb_batch_rsa_sign(p, n, res, why, fault_check), TG_OK);
+            assert_int_equal(
+                tg_cmb_batch_rsa_sign(p, n, res, why, fault_check ? CHECK_ALL : CHECK_NONE), TG_OK);
             for (size_t i = 0; i < n; i++) {
                 assert_int_equal(res[i], TG_OK);
                 assert_int_equal(why[i], NONE);
@@ -278,7 +283,7 @@ static void test_rsa_lane_error_each_position(void **state)
             rsa_op(&ops[i], rsa[0][i % KEYS_PER], &rsa_cases[i % TG_ARRAY_LEN(rsa_cases)]);
             p[i] = &ops[i];
         }
-        assert_int_equal(tg_cmb_batch_rsa_sign(p, TG_MBX_LANES, res, why, true), TG_OK);
+        assert_int_equal(tg_cmb_batch_rsa_sign(p, TG_MBX_LANES, res, why, CHECK_ALL), TG_OK);
         for (unsigned i = 0; i < TG_MBX_LANES; i++) {
             if (i == bad) {
                 assert_int_equal(res[i], TG_EDEVICE);
@@ -302,7 +307,7 @@ static void test_rsa_lane_error_each_position(void **state)
     tg_mbx_fake_fail_lane(TG_MBX_FAKE_RSA_PRIVATE_CRT, 6, TG_MBX_STATUS_MISMATCH_PARAM_ERR);
     for (size_t i = 0; i < 5; i++)
         rsa_op(&ops[i], rsa[0][0], &rsa_cases[0]);
-    assert_int_equal(tg_cmb_batch_rsa_sign(p, 5, res, why, false), TG_OK);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 5, res, why, CHECK_NONE), TG_OK);
     for (size_t i = 0; i < 5; i++)
         assert_int_equal(res[i], TG_OK);
     assert_int_equal(tg_mbx_fake_stats()->calls[TG_MBX_FAKE_RSA_PUBLIC], 0);
@@ -322,7 +327,7 @@ static void test_rsa_fault_check(void **state)
             rsa_op(&ops[i], rsa[0][i % KEYS_PER], &rsa_cases[i % TG_ARRAY_LEN(rsa_cases)]);
             p[i] = &ops[i];
         }
-        assert_int_equal(tg_cmb_batch_rsa_sign(p, TG_MBX_LANES, res, why, true), TG_OK);
+        assert_int_equal(tg_cmb_batch_rsa_sign(p, TG_MBX_LANES, res, why, CHECK_ALL), TG_OK);
         for (unsigned i = 0; i < TG_MBX_LANES; i++) {
             if (i == bad) {
                 /* The faulty signature never leaves. */
@@ -337,7 +342,7 @@ static void test_rsa_fault_check(void **state)
         /* Without the check the corrupted signature would go out. */
         for (size_t i = 0; i < TG_MBX_LANES; i++)
             rsa_op(&ops[i], rsa[0][i % KEYS_PER], &rsa_cases[0]);
-        assert_int_equal(tg_cmb_batch_rsa_sign(p, TG_MBX_LANES, res, why, false), TG_OK);
+        assert_int_equal(tg_cmb_batch_rsa_sign(p, TG_MBX_LANES, res, why, CHECK_NONE), TG_OK);
         assert_int_equal(res[bad], TG_OK);
         assert_int_equal(rsa_verify(&ops[bad]), 0);
         tg_mbx_fake_reset();
@@ -348,7 +353,7 @@ static void test_rsa_fault_check(void **state)
     tg_mbx_fake_fail_lane(TG_MBX_FAKE_RSA_PUBLIC, 2, TG_MBX_STATUS_MISMATCH_PARAM_ERR);
     for (size_t i = 0; i < 4; i++)
         rsa_op(&ops[i], rsa[0][i % KEYS_PER], &rsa_cases[i]);
-    assert_int_equal(tg_cmb_batch_rsa_sign(p, 4, res, why, true), TG_OK);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 4, res, why, CHECK_ALL), TG_OK);
     assert_int_equal(res[2], TG_EDEVICE);
     assert_int_equal(why[2], TG_FALLBACK_LANE_ERROR);
     assert_unreleased(&ops[2]);
@@ -373,7 +378,7 @@ static void test_rsa_special_keys(void **state)
     rsa_op(&ops[2], rsa_e3, &rsa_cases[2]);
     rsa_op(&ops[3], rsa[0][1], &rsa_cases[3]);
     tg_mbx_fake_corrupt_lane(2);
-    assert_int_equal(tg_cmb_batch_rsa_sign(p, 4, res, why, true), TG_OK);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 4, res, why, CHECK_ALL), TG_OK);
     assert_int_equal(res[0], TG_OK);
     assert_int_equal(res[1], TG_OK);
     assert_int_equal(rsa_verify(&ops[1]), 1);
@@ -391,7 +396,7 @@ static void test_rsa_special_keys(void **state)
         tg_mbx_fake_set_inner(&real_copy);
     rsa_op(&ops[0], rsa[0][0], &rsa_cases[0]);
     rsa_op(&ops[1], rsa_unbal, &rsa_cases[1]);
-    assert_int_equal(tg_cmb_batch_rsa_sign(p, 2, res, why, true), TG_OK);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 2, res, why, CHECK_ALL), TG_OK);
     assert_int_equal(res[0], TG_OK);
     assert_int_equal(res[1], TG_EDEVICE);
     assert_int_equal(why[1], TG_FALLBACK_LANE_ERROR);
@@ -402,7 +407,7 @@ static void test_rsa_special_keys(void **state)
     assert_int_equal(tg_cmb_batch_key_supported(rsa_2049, reason, sizeof(reason)), TG_EUNAVAIL);
     assert_non_null(strstr(reason, "RSA-2049"));
     rsa_op(&ops[0], rsa_2049, &rsa_cases[0]);
-    assert_int_equal(tg_cmb_batch_rsa_sign(p, 1, res, why, true), TG_EUNAVAIL);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 1, res, why, CHECK_ALL), TG_EUNAVAIL);
     assert_int_equal(res[0], TG_EDEVICE);
     assert_int_equal(why[0], TG_FALLBACK_DEVICE_ERROR);
 }
@@ -418,11 +423,11 @@ static void test_rsa_invalid(void **state)
         rsa_op(&ops[i], rsa[0][0], &rsa_cases[0]);
         p[i] = &ops[i];
     }
-    assert_int_equal(tg_cmb_batch_rsa_sign(p, 0, res, why, true), TG_OK);
-    assert_int_equal(tg_cmb_batch_rsa_sign(p, TG_MBX_LANES + 1, res, why, true), TG_EINVAL);
-    assert_int_equal(tg_cmb_batch_rsa_sign(NULL, 1, res, why, true), TG_EINVAL);
-    assert_int_equal(tg_cmb_batch_rsa_sign(p, 1, NULL, why, true), TG_EINVAL);
-    assert_int_equal(tg_cmb_batch_rsa_sign(p, 1, res, NULL, true), TG_EINVAL);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 0, res, why, CHECK_ALL), TG_OK);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, TG_MBX_LANES + 1, res, why, CHECK_ALL), TG_EINVAL);
+    assert_int_equal(tg_cmb_batch_rsa_sign(NULL, 1, res, why, CHECK_ALL), TG_EINVAL);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 1, NULL, why, CHECK_ALL), TG_EINVAL);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 1, res, NULL, CHECK_ALL), TG_EINVAL);
 
     /* Per-lane contract violations fail that lane only, without overflow. */
     ops[1].inlen = 31;                    /* SHA-256 digest must be 32 bytes */
@@ -436,7 +441,7 @@ static void test_rsa_invalid(void **state)
         ops[7].pkey = rsa[1][0]; /* 3072 in a 2048 batch */
     else
         ops[7].pkey = ec[0][0];
-    assert_int_equal(tg_cmb_batch_rsa_sign(p, TG_MBX_LANES, res, why, true), TG_OK);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, TG_MBX_LANES, res, why, CHECK_ALL), TG_OK);
     assert_int_equal(res[0], TG_OK);
     assert_int_equal(rsa_verify(&ops[0]), 1);
     for (size_t i = 1; i < TG_MBX_LANES; i++) {
@@ -452,7 +457,7 @@ static void test_rsa_invalid(void **state)
     rsa_op(&ops[0], rsa[0][0], &rsa_cases[0]);
     ops[0].md = sha3;
     rsa_op(&ops[1], rsa[0][0], &rsa_cases[0]);
-    assert_int_equal(tg_cmb_batch_rsa_sign(p, 2, res, why, true), TG_OK);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 2, res, why, CHECK_ALL), TG_OK);
     assert_int_equal(res[0], TG_EDEVICE);
     assert_int_equal(why[0], TG_FALLBACK_LANE_ERROR);
     assert_int_equal(res[1], TG_OK);
@@ -496,7 +501,7 @@ static void test_ecdsa_batches(void **state)
                 ecdsa_op(&ops[i], ec[c][(i + n) % KEYS_PER], dlens[di++ % TG_ARRAY_LEN(dlens)]);
                 p[i] = &ops[i];
             }
-            assert_int_equal(tg_cmb_batch_ecdsa_sign(p, n, res, why), TG_OK);
+            assert_int_equal(tg_cmb_batch_ecdsa_sign(p, n, res, why, CHECK_ALL), TG_OK);
             for (size_t i = 0; i < n; i++) {
                 assert_int_equal(res[i], TG_OK);
                 assert_int_equal(why[i], NONE);
@@ -530,7 +535,7 @@ static void test_ecdsa_digest_edges(void **state)
         ops[4].inlen = 1;
         ops[4].in[0] |= 1;
         ops[5].inlen = 33;
-        assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 6, res, why), TG_OK);
+        assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 6, res, why, CHECK_ALL), TG_OK);
         for (size_t i = 0; i < 6; i++) {
             if (i == 2 || i == 3) {
                 assert_int_equal(res[i], TG_EDEVICE);
@@ -549,7 +554,7 @@ static void test_ecdsa_digest_edges(void **state)
     /* The nonce is fresh: two signatures of one digest differ. */
     ecdsa_op(&ops[0], ec[0][0], 32);
     ops[1] = ops[0];
-    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 2, res, why), TG_OK);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 2, res, why, CHECK_ALL), TG_OK);
     assert_int_equal(res[0], TG_OK);
     assert_int_equal(res[1], TG_OK);
     assert_true(ops[0].outlen != ops[1].outlen ||
@@ -573,7 +578,7 @@ static void test_ecdsa_lane_errors_and_invalid(void **state)
             ecdsa_op(&ops[i], ec[1][i % KEYS_PER], 48);
             p[i] = &ops[i];
         }
-        assert_int_equal(tg_cmb_batch_ecdsa_sign(p, TG_MBX_LANES, res, why), TG_OK);
+        assert_int_equal(tg_cmb_batch_ecdsa_sign(p, TG_MBX_LANES, res, why, CHECK_ALL), TG_OK);
         for (unsigned i = 0; i < TG_MBX_LANES; i++) {
             if (i == bad) {
                 assert_int_equal(res[i], TG_EDEVICE);
@@ -592,14 +597,177 @@ static void test_ecdsa_lane_errors_and_invalid(void **state)
     ops[1].pkey = ec[1][0]; /* P-384 in a P-256 batch */
     ops[2].inlen = 65;      /* beyond the input buffer */
     ops[3].pkey = rsa[0][0];
-    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 4, res, why), TG_OK);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 4, res, why, CHECK_ALL), TG_OK);
     assert_int_equal(res[0], TG_OK);
     for (size_t i = 1; i < 4; i++) {
         assert_int_equal(res[i], TG_EINVAL);
         assert_unreleased(&ops[i]);
     }
-    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 9, res, why), TG_EINVAL);
-    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 0, res, why), TG_OK);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 9, res, why, CHECK_ALL), TG_EINVAL);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 0, res, why, CHECK_ALL), TG_OK);
+}
+
+/* Install the fake table t, over the real library when the backend is real
+ * (passthrough), knobs reset. */
+static void use_table(void **state, const struct tg_mbx_api *t)
+{
+    tg_mbx_unload();
+    tg_mbx_fake_reset();
+    if (is_real(state))
+        tg_mbx_fake_set_inner(&real_copy);
+    assert_int_equal(tg_mbx_install(t), TG_OK);
+}
+
+/* Every ECDSA signature is verified before it leaves: a corrupted one
+ * (one bit of r flipped, status OK) fails its lane with fault_check and is
+ * never released; without the check it would go out and not verify. The
+ * check is one batched verification call, or OpenSSL when the library has
+ * no verification. */
+static void test_ecdsa_fault_check(void **state)
+{
+    use_backend(state);
+    use_injection(state);
+    struct tg_keyop ops[TG_MBX_LANES];
+    struct tg_keyop *p[TG_MBX_LANES];
+    int res[TG_MBX_LANES];
+    enum tg_fallback_reason why[TG_MBX_LANES];
+    for (int batched = 1; batched >= 0; batched--) {
+        for (unsigned bad = 0; bad < TG_MBX_LANES; bad += 3) {
+            size_t c = bad % NCURVES;
+            use_table(state, batched ? tg_mbx_fake_api() : tg_mbx_fake_api_no_verify());
+            tg_mbx_fake_corrupt(TG_MBX_FAKE_ECDSA_SIGN, bad);
+            for (size_t i = 0; i < TG_MBX_LANES; i++) {
+                ecdsa_op(&ops[i], ec[c][i % KEYS_PER], 48);
+                p[i] = &ops[i];
+            }
+            assert_int_equal(tg_cmb_batch_ecdsa_sign(p, TG_MBX_LANES, res, why, CHECK_ALL), TG_OK);
+            for (unsigned i = 0; i < TG_MBX_LANES; i++) {
+                if (i == bad) {
+                    assert_int_equal(res[i], TG_EDEVICE);
+                    assert_int_equal(why[i], TG_FALLBACK_FAULT_CHECK);
+                    assert_unreleased(&ops[i]);
+                } else {
+                    assert_int_equal(res[i], TG_OK);
+                    assert_int_equal(why[i], NONE);
+                    assert_int_equal(ecdsa_verify(&ops[i]), 1);
+                }
+            }
+            const struct tg_mbx_fake_stats *fs = tg_mbx_fake_stats();
+            assert_int_equal(fs->calls[TG_MBX_FAKE_ECDSA_VERIFY], batched ? 1 : 0);
+            assert_int_equal(fs->lanes[TG_MBX_FAKE_ECDSA_VERIFY], batched ? TG_MBX_LANES : 0);
+            /* Without the check the corrupted signature goes out. */
+            for (size_t i = 0; i < TG_MBX_LANES; i++)
+                ecdsa_op(&ops[i], ec[c][i % KEYS_PER], 48);
+            assert_int_equal(tg_cmb_batch_ecdsa_sign(p, TG_MBX_LANES, res, why, CHECK_NONE), TG_OK);
+            assert_int_equal(res[bad], TG_OK);
+            assert_int_equal(ecdsa_verify(&ops[bad]), 0);
+            assert_int_equal(fs->calls[TG_MBX_FAKE_ECDSA_VERIFY], batched ? 1 : 0);
+        }
+    }
+    /* The verification itself failing a lane: not released either. */
+    use_table(state, tg_mbx_fake_api());
+    tg_mbx_fake_fail_lane(TG_MBX_FAKE_ECDSA_VERIFY, 1, TG_MBX_STATUS_SIGNATURE_ERR);
+    for (size_t i = 0; i < 3; i++)
+        ecdsa_op(&ops[i], ec[0][i], 32);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 3, res, why, CHECK_ALL), TG_OK);
+    assert_int_equal(res[1], TG_EDEVICE);
+    assert_int_equal(why[1], TG_FALLBACK_FAULT_CHECK);
+    assert_unreleased(&ops[1]);
+    assert_int_equal(res[0], TG_OK);
+    assert_int_equal(res[2], TG_OK);
+}
+
+/* The fault check is per lane (a batch mixes operations of bindings that
+ * want it and bindings that do not): lanes 0..3 checked, 4..7 not, lane 2
+ * and lane 6 corrupted. Lane 2 fails its check; lane 6 goes out as the
+ * device made it (and does not verify); the rest are right. NULL checks
+ * every lane. RSA and ECDSA. */
+static void test_fault_check_per_lane(void **state)
+{
+    use_backend(state);
+    use_injection(state);
+    static const bool half[TG_MBX_LANES] = {true, true, true, true, false, false, false, false};
+    struct tg_keyop ops[TG_MBX_LANES];
+    struct tg_keyop *p[TG_MBX_LANES];
+    int res[TG_MBX_LANES];
+    enum tg_fallback_reason why[TG_MBX_LANES];
+    for (int ecdsa = 0; ecdsa < 2; ecdsa++) {
+        for (int all = 0; all < 2; all++) {
+            tg_mbx_fake_reset();
+            if (is_real(state))
+                tg_mbx_fake_set_inner(&real_copy);
+            enum tg_mbx_fake_fn fn = ecdsa ? TG_MBX_FAKE_ECDSA_SIGN : TG_MBX_FAKE_RSA_PRIVATE_CRT;
+            tg_mbx_fake_corrupt(fn, 2);
+            tg_mbx_fake_corrupt(fn, 6);
+            for (size_t i = 0; i < TG_MBX_LANES; i++) {
+                if (ecdsa)
+                    ecdsa_op(&ops[i], ec[0][i % KEYS_PER], 32);
+                else
+                    rsa_op(&ops[i], rsa[0][i % KEYS_PER], &rsa_cases[i % TG_ARRAY_LEN(rsa_cases)]);
+                p[i] = &ops[i];
+            }
+            const bool *check = all ? NULL : half;
+            int rc = ecdsa ? tg_cmb_batch_ecdsa_sign(p, TG_MBX_LANES, res, why, check)
+                           : tg_cmb_batch_rsa_sign(p, TG_MBX_LANES, res, why, check);
+            assert_int_equal(rc, TG_OK);
+            for (unsigned i = 0; i < TG_MBX_LANES; i++) {
+                bool checked = all || half[i], bad = i == 2 || i == 6;
+                int good = ecdsa ? ecdsa_verify(&ops[i]) : rsa_verify(&ops[i]);
+                if (bad && checked) {
+                    assert_int_equal(res[i], TG_EDEVICE);
+                    assert_int_equal(why[i], TG_FALLBACK_FAULT_CHECK);
+                    assert_unreleased(&ops[i]);
+                } else {
+                    assert_int_equal(res[i], TG_OK);
+                    assert_int_equal(good, bad ? 0 : 1);
+                }
+            }
+        }
+    }
+}
+
+/* crypto_mb may leave a lane unwritten while reporting success: such a lane
+ * must fail (software finishes it), not release whatever the output buffer
+ * held before (a stale signature, stack garbage). RSA with and without the
+ * fault check, ECDSA; every lane position. */
+static void test_unwritten_lanes(void **state)
+{
+    use_backend(state);
+    use_injection(state);
+    struct tg_keyop ops[TG_MBX_LANES];
+    struct tg_keyop *p[TG_MBX_LANES];
+    int res[TG_MBX_LANES];
+    enum tg_fallback_reason why[TG_MBX_LANES];
+    for (unsigned bad = 0; bad < TG_MBX_LANES; bad++) {
+        for (int kind = 0; kind < 3; kind++) {
+            tg_mbx_fake_reset();
+            if (is_real(state))
+                tg_mbx_fake_set_inner(&real_copy);
+            tg_mbx_fake_skip_lane(kind < 2 ? TG_MBX_FAKE_RSA_PRIVATE_CRT : TG_MBX_FAKE_ECDSA_SIGN,
+                                  bad);
+            for (size_t i = 0; i < TG_MBX_LANES; i++) {
+                if (kind < 2)
+                    rsa_op(&ops[i], rsa[0][i % KEYS_PER], &rsa_cases[i % TG_ARRAY_LEN(rsa_cases)]);
+                else
+                    ecdsa_op(&ops[i], ec[bad % NCURVES][i % KEYS_PER], 32);
+                p[i] = &ops[i];
+            }
+            int rc = kind < 2 ? tg_cmb_batch_rsa_sign(p, TG_MBX_LANES, res, why,
+                                                      kind == 1 ? CHECK_ALL : CHECK_NONE)
+                              : tg_cmb_batch_ecdsa_sign(p, TG_MBX_LANES, res, why, CHECK_ALL);
+            assert_int_equal(rc, TG_OK);
+            for (unsigned i = 0; i < TG_MBX_LANES; i++) {
+                if (i == bad) {
+                    assert_int_equal(res[i], TG_EDEVICE);
+                    assert_int_equal(why[i], TG_FALLBACK_LANE_ERROR);
+                    assert_unreleased(&ops[i]);
+                } else {
+                    assert_int_equal(res[i], TG_OK);
+                    assert_int_equal(kind < 2 ? rsa_verify(&ops[i]) : ecdsa_verify(&ops[i]), 1);
+                }
+            }
+        }
+    }
 }
 
 /* ---- availability ---- */
@@ -617,13 +785,13 @@ static void test_not_loaded_or_unavailable(void **state)
     tg_mbx_unload();
     rsa_op(&ops[0], rsa[0][0], &rsa_cases[0]);
     rsa_op(&ops[1], rsa[0][0], &rsa_cases[0]);
-    assert_int_equal(tg_cmb_batch_rsa_sign(p, 2, res, why, true), TG_EUNAVAIL);
+    assert_int_equal(tg_cmb_batch_rsa_sign(p, 2, res, why, CHECK_ALL), TG_EUNAVAIL);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(res[i], TG_EDEVICE);
         assert_int_equal(why[i], TG_FALLBACK_DEVICE_ERROR);
     }
     ecdsa_op(&ops[0], ec[0][0], 32);
-    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 1, res, why), TG_EUNAVAIL);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 1, res, why, CHECK_ALL), TG_EUNAVAIL);
     assert_int_equal(res[0], TG_EDEVICE);
     assert_int_equal(tg_cmb_batch_keygen(kp, 1, TG_GROUP_X25519, res), TG_EUNAVAIL);
     assert_int_equal(res[0], TG_EDEVICE);
@@ -637,7 +805,7 @@ static void test_not_loaded_or_unavailable(void **state)
     tg_mbx_fake_reset();
     tg_mbx_fake_set_algo(TG_MBX_ALGO_EC_NIST_P256, false);
     assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_OK);
-    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 1, res, why), TG_EUNAVAIL);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 1, res, why, CHECK_ALL), TG_EUNAVAIL);
     assert_int_equal(why[0], TG_FALLBACK_DEVICE_ERROR);
     assert_false(tg_cmb_batch_group_supported(TG_GROUP_P256));
     assert_true(tg_cmb_batch_group_supported(TG_GROUP_P384));
@@ -653,7 +821,7 @@ static void test_not_loaded_or_unavailable(void **state)
     assert_false(tg_cmb_batch_group_supported(TG_GROUP_P521));
     assert_int_equal(tg_cmb_batch_key_supported(ec[2][0], reason, sizeof(reason)), TG_EUNAVAIL);
     ecdsa_op(&ops[0], ec[2][0], 64);
-    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 1, res, why), TG_EUNAVAIL);
+    assert_int_equal(tg_cmb_batch_ecdsa_sign(p, 1, res, why, CHECK_ALL), TG_EUNAVAIL);
     tg_mbx_unload();
 }
 
@@ -673,6 +841,9 @@ int main(void)
         BOTH(test_ecdsa_batches),
         BOTH(test_ecdsa_digest_edges),
         BOTH(test_ecdsa_lane_errors_and_invalid),
+        BOTH(test_ecdsa_fault_check),
+        BOTH(test_fault_check_per_lane),
+        BOTH(test_unwritten_lanes),
         cmocka_unit_test_teardown(test_not_loaded_or_unavailable, teardown),
     };
 #undef BOTH

@@ -496,6 +496,76 @@ static void test_derive_lane_errors_and_invalid(void **state)
     assert_int_equal(tg_cmb_batch_derive(p, 1, res, NULL), TG_EINVAL);
 }
 
+/* crypto_mb may leave a lane unwritten while reporting success: such a lane
+ * must fail (software finishes it), never yield a key or secret made of
+ * whatever the buffer held before. Keygen and derive, every group; an
+ * unwritten X25519 secret is a lane error, not the peer's fault (the peer
+ * share is honest). */
+static void test_unwritten_lanes(void **state)
+{
+    use_backend(state);
+    use_injection(state);
+    struct tg_kxkey mine[TG_MBX_LANES], peers[TG_MBX_LANES];
+    struct tg_kxkey *kp[TG_MBX_LANES];
+    struct tg_keyop ops[TG_MBX_LANES];
+    struct tg_keyop *p[TG_MBX_LANES];
+    int res[TG_MBX_LANES];
+    enum tg_fallback_reason why[TG_MBX_LANES];
+    memset(mine, 0, sizeof(mine));
+    for (size_t gi = 0; gi < NGROUPS; gi++) {
+        enum tg_group g = groups[gi];
+        bool x = g == TG_GROUP_X25519;
+        unsigned bad = (unsigned)(gi * 3 + 2) % TG_MBX_LANES;
+        /* Keygen: a stale public key in the slot must not survive. */
+        tg_mbx_fake_reset();
+        if (is_real(state))
+            tg_mbx_fake_set_inner(&real_copy);
+        tg_mbx_fake_skip_lane(x ? TG_MBX_FAKE_X25519_PUBLIC_KEY : TG_MBX_FAKE_EC_PUBLIC_KEY, bad);
+        for (size_t i = 0; i < TG_MBX_LANES; i++)
+            kp[i] = &mine[i];
+        assert_int_equal(tg_cmb_batch_keygen(kp, TG_MBX_LANES, g, res), TG_OK);
+        for (size_t i = 0; i < TG_MBX_LANES; i++) {
+            if (i == bad) {
+                assert_int_equal(res[i], TG_EDEVICE);
+                assert_false(mine[i].has_priv);
+                assert_false(mine[i].has_pub);
+            } else {
+                assert_int_equal(res[i], TG_OK);
+                check_kxkey(&mine[i], g);
+            }
+        }
+        /* Derive: fresh keys, one lane left unwritten. */
+        tg_mbx_fake_reset();
+        if (is_real(state))
+            tg_mbx_fake_set_inner(&real_copy);
+        assert_int_equal(tg_cmb_batch_keygen(kp, TG_MBX_LANES, g, res), TG_OK);
+        tg_mbx_fake_skip_lane(x ? TG_MBX_FAKE_X25519 : TG_MBX_FAKE_ECDH, bad);
+        for (size_t i = 0; i < TG_MBX_LANES; i++) {
+            assert_int_equal(res[i], TG_OK);
+            peer_key(&peers[i], g);
+            derive_op(&ops[i], &mine[i], &peers[i]);
+            p[i] = &ops[i];
+        }
+        assert_int_equal(tg_cmb_batch_derive(p, TG_MBX_LANES, res, why), TG_OK);
+        for (size_t i = 0; i < TG_MBX_LANES; i++) {
+            if (i == bad) {
+                assert_int_equal(res[i], TG_EDEVICE);
+                assert_int_equal(why[i], TG_FALLBACK_LANE_ERROR);
+                assert_unreleased(&ops[i]);
+                struct tg_keyop sw = ops[i];
+                assert_int_equal(tg_keyop_compute_sw(&sw), TG_OK); /* software finishes it */
+            } else {
+                assert_int_equal(res[i], TG_OK);
+                check_derive(&ops[i]);
+            }
+        }
+        for (size_t i = 0; i < TG_MBX_LANES; i++) {
+            tg_kxkey_clear(&mine[i]);
+            tg_kxkey_clear(&peers[i]);
+        }
+    }
+}
+
 int main(void)
 {
 #define BOTH(t)                                                                                    \
@@ -510,6 +580,7 @@ int main(void)
         BOTH(test_x25519_low_order),
         BOTH(test_x25519_structured_inputs),
         BOTH(test_derive_lane_errors_and_invalid),
+        BOTH(test_unwritten_lanes),
     };
 #undef BOTH
     return cmocka_run_group_tests(tests, NULL, group_teardown);

@@ -123,6 +123,9 @@ static void test_full(void **state)
     assert_non_null(strstr(out.data, "## crypto_mb microbenchmark"));
     assert_non_null(strstr(out.data, "| RSA-2048 sign, fault check on | 2500 |"));
     assert_non_null(strstr(out.data, "| RSA-2048 sign, fault check off | |"));
+    /* ECDSA too: the difference between the two rows is the check's cost. */
+    assert_non_null(strstr(out.data, "| ECDSA P-256 sign, fault check on | 40000 |"));
+    assert_non_null(strstr(out.data, "| ECDSA P-256 sign, fault check off | |"));
     assert_non_null(strstr(out.data, "| X25519 derive | - |")); /* scalar unknown */
     assert_null(strstr(out.data, "P-521"));
     assert_non_null(strstr(out.data, "n=8"));

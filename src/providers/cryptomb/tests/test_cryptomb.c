@@ -307,25 +307,29 @@ static void test_forced_partial_batch_and_lane_faults(void **state)
     if (rc != TG_OK)
         fail_msg("%s", err);
     set_up();
-    g_handshaking = 3;
+    g_handshaking = 4;
     tg_mbx_fake_fail_lane(TG_MBX_FAKE_RSA_PRIVATE_CRT, 1, 0x1);
     tg_mbx_fake_corrupt_lane(2);
-    struct job jobs[3];
-    for (int i = 0; i < 3; i++) {
+    tg_mbx_fake_skip_lane(TG_MBX_FAKE_RSA_PRIVATE_CRT, 3); /* "OK", never written */
+    struct job jobs[4];
+    for (int i = 0; i < 4; i++) {
         rsa_op(&jobs[i], b);
         assert_false(step(&jobs[i]));
     }
     unsigned before = tg_mbx_fake_stats()->calls[TG_MBX_FAKE_RSA_PRIVATE_CRT];
     tg_keyprov_set_flush(g_set);
-    resume_woken(jobs, 3);
-    /* Every signature is right: the failed lane and the corrupted one were
-     * finished in software, each counted with its reason. */
-    for (int i = 0; i < 3; i++)
+    resume_woken(jobs, 4);
+    /* Every signature is right: the failed lane, the unwritten one and the
+     * corrupted one were finished in software, each counted with its
+     * reason. */
+    for (int i = 0; i < 4; i++) {
         check_rsa(&jobs[i]);
+        assert_true(jobs[i].op.fell_back == (i > 0));
+    }
     assert_int_equal(tg_mbx_fake_stats()->calls[TG_MBX_FAKE_RSA_PRIVATE_CRT] - before, 1);
     assert_int_equal(
         stat_of("tlsgate_keyprov_fallbacks_total{provider=\"cryptomb\",reason=\"lane_error\"} "),
-        1);
+        2);
     assert_int_equal(
         stat_of("tlsgate_keyprov_fallbacks_total{provider=\"cryptomb\",reason=\"fault_check\"} "),
         1);

@@ -18,7 +18,8 @@ static struct {
     bool not_applicable;
     bool algo_off[16];
     unsigned fail_status[TG_MBX_FAKE_FN_COUNT][LANES];
-    bool corrupt[LANES];
+    bool corrupt[TG_MBX_FAKE_FN_COUNT][LANES];
+    bool skip[TG_MBX_FAKE_FN_COUNT][LANES];
     struct tg_mbx_fake_stats stats;
 } fk;
 
@@ -36,11 +37,17 @@ void tg_mbx_fake_reset(void)
     fk_inner = NULL;
 }
 
+static BIGNUM *fk_sink_bn[3][LANES];
+
 void tg_mbx_fake_cleanup(void)
 {
     for (size_t i = 0; i < 3; i++) {
         EC_GROUP_free(fk_groups[i]);
         fk_groups[i] = NULL;
+        for (size_t l = 0; l < LANES; l++) {
+            BN_free(fk_sink_bn[i][l]);
+            fk_sink_bn[i][l] = NULL;
+        }
     }
 }
 
@@ -61,10 +68,21 @@ void tg_mbx_fake_fail_lane(enum tg_mbx_fake_fn fn, unsigned lane, unsigned statu
         fk.fail_status[fn][lane] = status & 0xFu;
 }
 
+void tg_mbx_fake_corrupt(enum tg_mbx_fake_fn fn, unsigned lane)
+{
+    if ((unsigned)fn < TG_MBX_FAKE_FN_COUNT && lane < LANES)
+        fk.corrupt[fn][lane] = true;
+}
+
 void tg_mbx_fake_corrupt_lane(unsigned lane)
 {
-    if (lane < LANES)
-        fk.corrupt[lane] = true;
+    tg_mbx_fake_corrupt(TG_MBX_FAKE_RSA_PRIVATE_CRT, lane);
+}
+
+void tg_mbx_fake_skip_lane(enum tg_mbx_fake_fn fn, unsigned lane)
+{
+    if ((unsigned)fn < TG_MBX_FAKE_FN_COUNT && lane < LANES)
+        fk.skip[fn][lane] = true;
 }
 
 const struct tg_mbx_fake_stats *tg_mbx_fake_stats(void)
@@ -104,7 +122,7 @@ static tg_mbx_status fk_post(enum tg_mbx_fake_fn fn, tg_mbx_status st, const voi
             continue;
         fk.stats.lanes[fn]++;
         unsigned char *o = out != NULL ? out[i] : NULL;
-        if (fn == TG_MBX_FAKE_RSA_PRIVATE_CRT && fk.corrupt[i] && o != NULL)
+        if (fk.corrupt[fn][i] && o != NULL)
             o[outlen / 2] ^= 0x10;
         st = inject(fn, st, i, o, outlen);
     }
@@ -127,6 +145,50 @@ static int fk_bits(int nid)
 static size_t fk_bytes(int nid)
 {
     return ((size_t)fk_bits(nid) + 7) / 8;
+}
+
+/* ---- unwritten lanes (tg_mbx_fake_skip_lane) ---- */
+
+/* Where the outputs of skipped lanes go: up to two byte outputs (ECDSA r
+ * and s) and three BIGNUM outputs (x, y, z) per lane. */
+static unsigned char fk_sink[2][LANES][512];
+
+/* The output array a call really writes: out, with fn's skipped lanes
+ * pointing into sink `which` instead. */
+static unsigned char **fk_redirect(enum tg_mbx_fake_fn fn, unsigned char *const out[8],
+                                   unsigned char *buf[8], unsigned which)
+{
+    if (out == NULL)
+        return NULL;
+    for (unsigned i = 0; i < LANES; i++)
+        buf[i] = fk.skip[fn][i] && out[i] != NULL ? fk_sink[which][i] : out[i];
+    return buf;
+}
+
+static BIGNUM **fk_redirect_bn(enum tg_mbx_fake_fn fn, BIGNUM *const out[8], BIGNUM *buf[8],
+                               unsigned which)
+{
+    if (out == NULL)
+        return NULL;
+    for (unsigned i = 0; i < LANES; i++) {
+        buf[i] = out[i];
+        if (!fk.skip[fn][i] || out[i] == NULL)
+            continue;
+        if (fk_sink_bn[which][i] == NULL)
+            fk_sink_bn[which][i] = BN_new();
+        buf[i] = fk_sink_bn[which][i];
+    }
+    return buf;
+}
+
+/* A skipped lane that was not empty reports success, whatever happened. */
+static tg_mbx_status fk_skipped_ok(enum tg_mbx_fake_fn fn, tg_mbx_status st)
+{
+    for (unsigned i = 0; i < LANES; i++) {
+        if (fk.skip[fn][i] && tg_mbx_lane_status(st, i) != TG_MBX_STATUS_NULL_PARAM_ERR)
+            st = tg_mbx_set_lane_status(st, i, TG_MBX_STATUS_OK);
+    }
+    return st;
 }
 
 /* ---- CPU / version ---- */
@@ -169,11 +231,11 @@ static bool fk_rsa_bits_ok(int bits)
     return bits == 1024 || bits == 2048 || bits == 3072 || bits == 4096;
 }
 
-static tg_mbx_status fk_rsa_private_crt(const unsigned char *const from[8],
-                                        unsigned char *const to[8], const BIGNUM *const p[8],
-                                        const BIGNUM *const q[8], const BIGNUM *const dp[8],
-                                        const BIGNUM *const dq[8], const BIGNUM *const iq[8],
-                                        int bits)
+static tg_mbx_status fk_rsa_private_crt_impl(const unsigned char *const from[8],
+                                             unsigned char *const to[8], const BIGNUM *const p[8],
+                                             const BIGNUM *const q[8], const BIGNUM *const dp[8],
+                                             const BIGNUM *const dq[8], const BIGNUM *const iq[8],
+                                             int bits)
 {
     enum tg_mbx_fake_fn fn = TG_MBX_FAKE_RSA_PRIVATE_CRT;
     fk.stats.calls[fn]++;
@@ -213,7 +275,7 @@ static tg_mbx_status fk_rsa_private_crt(const unsigned char *const from[8],
             st = tg_mbx_set_lane_status(st, i, TG_MBX_STATUS_MISMATCH_PARAM_ERR);
             continue;
         }
-        if (fk.corrupt[i])
+        if (fk.corrupt[fn][i])
             to[i][k / 2] ^= 0x10;
         st = inject(fn, st, i, to[i], k);
     }
@@ -222,8 +284,21 @@ static tg_mbx_status fk_rsa_private_crt(const unsigned char *const from[8],
     return st;
 }
 
-static tg_mbx_status fk_rsa_public(const unsigned char *const from[8], unsigned char *const to[8],
-                                   const BIGNUM *const e[8], const BIGNUM *const n[8], int bits)
+static tg_mbx_status fk_rsa_private_crt(const unsigned char *const from[8],
+                                        unsigned char *const to[8], const BIGNUM *const p[8],
+                                        const BIGNUM *const q[8], const BIGNUM *const dp[8],
+                                        const BIGNUM *const dq[8], const BIGNUM *const iq[8],
+                                        int bits)
+{
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_RSA_PRIVATE_CRT;
+    unsigned char *o[LANES];
+    return fk_skipped_ok(
+        fn, fk_rsa_private_crt_impl(from, fk_redirect(fn, to, o, 0), p, q, dp, dq, iq, bits));
+}
+
+static tg_mbx_status fk_rsa_public_impl(const unsigned char *const from[8],
+                                        unsigned char *const to[8], const BIGNUM *const e[8],
+                                        const BIGNUM *const n[8], int bits)
 {
     enum tg_mbx_fake_fn fn = TG_MBX_FAKE_RSA_PUBLIC;
     fk.stats.calls[fn]++;
@@ -259,11 +334,19 @@ static tg_mbx_status fk_rsa_public(const unsigned char *const from[8], unsigned 
     return st;
 }
 
+static tg_mbx_status fk_rsa_public(const unsigned char *const from[8], unsigned char *const to[8],
+                                   const BIGNUM *const e[8], const BIGNUM *const n[8], int bits)
+{
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_RSA_PUBLIC;
+    unsigned char *o[LANES];
+    return fk_skipped_ok(fn, fk_rsa_public_impl(from, fk_redirect(fn, to, o, 0), e, n, bits));
+}
+
 /* ---- ECDSA ---- */
 
-static tg_mbx_status fk_ecdsa_sign(int nid, unsigned char *r[8], unsigned char *s[8],
-                                   const unsigned char *const msg[8], const BIGNUM *const k[8],
-                                   const BIGNUM *const d[8])
+static tg_mbx_status fk_ecdsa_sign_impl(int nid, unsigned char *r[8], unsigned char *s[8],
+                                        const unsigned char *const msg[8], const BIGNUM *const k[8],
+                                        const BIGNUM *const d[8])
 {
     enum tg_mbx_fake_fn fn = TG_MBX_FAKE_ECDSA_SIGN;
     fk.stats.calls[fn]++;
@@ -310,6 +393,8 @@ static tg_mbx_status fk_ecdsa_sign(int nid, unsigned char *r[8], unsigned char *
         }
         if (BN_is_zero(rr) || BN_is_zero(ss))
             st = tg_mbx_set_lane_status(st, i, TG_MBX_STATUS_SIGNATURE_ERR);
+        if (fk.corrupt[fn][i])
+            r[i][olen / 2] ^= 0x10;
         st = inject(fn, st, i, r[i], olen);
     }
     if (kinv != NULL)
@@ -318,6 +403,16 @@ static tg_mbx_status fk_ecdsa_sign(int nid, unsigned char *r[8], unsigned char *
     BN_CTX_end(ctx);
     BN_CTX_free(ctx);
     return st;
+}
+
+static tg_mbx_status fk_ecdsa_sign(int nid, unsigned char *r[8], unsigned char *s[8],
+                                   const unsigned char *const msg[8], const BIGNUM *const k[8],
+                                   const BIGNUM *const d[8])
+{
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_ECDSA_SIGN;
+    unsigned char *ro[LANES], *so[LANES];
+    return fk_skipped_ok(fn, fk_ecdsa_sign_impl(nid, fk_redirect(fn, r, ro, 0),
+                                                fk_redirect(fn, s, so, 1), msg, k, d));
 }
 
 static tg_mbx_status fk_p256_sign(unsigned char *r[8], unsigned char *s[8],
@@ -344,10 +439,94 @@ static tg_mbx_status fk_p521_sign(unsigned char *r[8], unsigned char *s[8],
     return fk_ecdsa_sign(NID_secp521r1, r, s, msg, k, d);
 }
 
+/* ---- ECDSA verification ---- */
+
+static tg_mbx_status fk_ecdsa_verify(int nid, const ECDSA_SIG *const sig[8],
+                                     const unsigned char *const msg[8], const BIGNUM *const x[8],
+                                     const BIGNUM *const y[8], const BIGNUM *const z[8])
+{
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_ECDSA_VERIFY;
+    fk.stats.calls[fn]++;
+    tg_mbx_ecdsa_verify_ssl_mb8_fn f =
+        fk_inner == NULL              ? NULL
+        : nid == NID_X9_62_prime256v1 ? fk_inner->nistp256_ecdsa_verify_ssl_mb8
+        : nid == NID_secp384r1        ? fk_inner->nistp384_ecdsa_verify_ssl_mb8
+                                      : fk_inner->nistp521_ecdsa_verify_ssl_mb8;
+    if (f != NULL)
+        return fk_post(fn, f(sig, msg, x, y, z, NULL), (const void *const *)sig, NULL, 0);
+    if (sig == NULL || msg == NULL || x == NULL || y == NULL)
+        return all_status(TG_MBX_STATUS_NULL_PARAM_ERR);
+    const EC_GROUP *g = fk_group(nid);
+    const BIGNUM *order = EC_GROUP_get0_order(g);
+    size_t olen = fk_bytes(nid);
+    tg_mbx_status st = 0;
+    BN_CTX *ctx = BN_CTX_new();
+    BN_CTX_start(ctx);
+    BIGNUM *e = BN_CTX_get(ctx), *w = BN_CTX_get(ctx), *u1 = BN_CTX_get(ctx);
+    BIGNUM *u2 = BN_CTX_get(ctx), *rx = BN_CTX_get(ctx);
+    EC_POINT *Q = EC_POINT_new(g), *R = EC_POINT_new(g);
+    for (unsigned i = 0; i < LANES; i++) {
+        if (sig[i] == NULL || msg[i] == NULL || x[i] == NULL || y[i] == NULL ||
+            (z != NULL && z[i] == NULL)) {
+            st = tg_mbx_set_lane_status(st, i, TG_MBX_STATUS_NULL_PARAM_ERR);
+            continue;
+        }
+        fk.stats.lanes[fn]++;
+        const BIGNUM *r = ECDSA_SIG_get0_r(sig[i]), *s = ECDSA_SIG_get0_s(sig[i]);
+        if (rx == NULL || BN_bin2bn(msg[i], (int)olen, e) == NULL || BN_cmp(e, order) >= 0 ||
+            BN_is_zero(r) || BN_cmp(r, order) >= 0 || BN_is_zero(s) || BN_cmp(s, order) >= 0 ||
+            !EC_POINT_set_affine_coordinates(g, Q, x[i], y[i], ctx)) {
+            st = tg_mbx_set_lane_status(st, i, TG_MBX_STATUS_MISMATCH_PARAM_ERR);
+            continue;
+        }
+        /* w = s^-1, u1 = e w, u2 = r w; valid iff (u1 G + u2 Q).x = r mod n */
+        bool good = BN_mod_inverse(w, s, order, ctx) != NULL && BN_mod_mul(u1, e, w, order, ctx) &&
+                    BN_mod_mul(u2, r, w, order, ctx) && EC_POINT_mul(g, R, u1, Q, u2, ctx) &&
+                    !EC_POINT_is_at_infinity(g, R) &&
+                    EC_POINT_get_affine_coordinates(g, R, rx, NULL, ctx) &&
+                    BN_nnmod(rx, rx, order, ctx) && BN_cmp(rx, r) == 0;
+        if (!good)
+            st = tg_mbx_set_lane_status(st, i, TG_MBX_STATUS_SIGNATURE_ERR);
+        st = inject(fn, st, i, NULL, 0);
+    }
+    EC_POINT_free(Q);
+    EC_POINT_free(R);
+    BN_CTX_end(ctx);
+    BN_CTX_free(ctx);
+    return st;
+}
+
+static tg_mbx_status fk_p256_verify(const ECDSA_SIG *const sig[8],
+                                    const unsigned char *const msg[8], const BIGNUM *const x[8],
+                                    const BIGNUM *const y[8], const BIGNUM *const z[8],
+                                    unsigned char *scratch)
+{
+    (void)scratch;
+    return fk_ecdsa_verify(NID_X9_62_prime256v1, sig, msg, x, y, z);
+}
+
+static tg_mbx_status fk_p384_verify(const ECDSA_SIG *const sig[8],
+                                    const unsigned char *const msg[8], const BIGNUM *const x[8],
+                                    const BIGNUM *const y[8], const BIGNUM *const z[8],
+                                    unsigned char *scratch)
+{
+    (void)scratch;
+    return fk_ecdsa_verify(NID_secp384r1, sig, msg, x, y, z);
+}
+
+static tg_mbx_status fk_p521_verify(const ECDSA_SIG *const sig[8],
+                                    const unsigned char *const msg[8], const BIGNUM *const x[8],
+                                    const BIGNUM *const y[8], const BIGNUM *const z[8],
+                                    unsigned char *scratch)
+{
+    (void)scratch;
+    return fk_ecdsa_verify(NID_secp521r1, sig, msg, x, y, z);
+}
+
 /* ---- EC public key ---- */
 
-static tg_mbx_status fk_ecpub(int nid, BIGNUM *x[8], BIGNUM *y[8], BIGNUM *z[8],
-                              const BIGNUM *const d[8])
+static tg_mbx_status fk_ecpub_impl(int nid, BIGNUM *x[8], BIGNUM *y[8], BIGNUM *z[8],
+                                   const BIGNUM *const d[8])
 {
     enum tg_mbx_fake_fn fn = TG_MBX_FAKE_EC_PUBLIC_KEY;
     fk.stats.calls[fn]++;
@@ -404,6 +583,16 @@ static tg_mbx_status fk_ecpub(int nid, BIGNUM *x[8], BIGNUM *y[8], BIGNUM *z[8],
     return st;
 }
 
+static tg_mbx_status fk_ecpub(int nid, BIGNUM *x[8], BIGNUM *y[8], BIGNUM *z[8],
+                              const BIGNUM *const d[8])
+{
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_EC_PUBLIC_KEY;
+    BIGNUM *xo[LANES], *yo[LANES], *zo[LANES];
+    return fk_skipped_ok(fn, fk_ecpub_impl(nid, fk_redirect_bn(fn, x, xo, 0),
+                                           fk_redirect_bn(fn, y, yo, 1),
+                                           fk_redirect_bn(fn, z, zo, 2), d));
+}
+
 static tg_mbx_status fk_p256_pub(BIGNUM *x[8], BIGNUM *y[8], BIGNUM *z[8], const BIGNUM *const d[8],
                                  unsigned char *scratch)
 {
@@ -427,9 +616,9 @@ static tg_mbx_status fk_p521_pub(BIGNUM *x[8], BIGNUM *y[8], BIGNUM *z[8], const
 
 /* ---- ECDH ---- */
 
-static tg_mbx_status fk_ecdh(int nid, unsigned char *shared[8], const BIGNUM *const d[8],
-                             const BIGNUM *const x[8], const BIGNUM *const y[8],
-                             const BIGNUM *const z[8])
+static tg_mbx_status fk_ecdh_impl(int nid, unsigned char *shared[8], const BIGNUM *const d[8],
+                                  const BIGNUM *const x[8], const BIGNUM *const y[8],
+                                  const BIGNUM *const z[8])
 {
     enum tg_mbx_fake_fn fn = TG_MBX_FAKE_ECDH;
     fk.stats.calls[fn]++;
@@ -483,6 +672,15 @@ static tg_mbx_status fk_ecdh(int nid, unsigned char *shared[8], const BIGNUM *co
     return st;
 }
 
+static tg_mbx_status fk_ecdh(int nid, unsigned char *shared[8], const BIGNUM *const d[8],
+                             const BIGNUM *const x[8], const BIGNUM *const y[8],
+                             const BIGNUM *const z[8])
+{
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_ECDH;
+    unsigned char *o[LANES];
+    return fk_skipped_ok(fn, fk_ecdh_impl(nid, fk_redirect(fn, shared, o, 0), d, x, y, z));
+}
+
 static tg_mbx_status fk_p256_ecdh(unsigned char *shared[8], const BIGNUM *const d[8],
                                   const BIGNUM *const x[8], const BIGNUM *const y[8],
                                   const BIGNUM *const z[8], unsigned char *scratch)
@@ -509,8 +707,8 @@ static tg_mbx_status fk_p521_ecdh(unsigned char *shared[8], const BIGNUM *const 
 
 /* ---- X25519 ---- */
 
-static tg_mbx_status fk_x25519_public_key(unsigned char *const pub[8],
-                                          const unsigned char *const priv[8])
+static tg_mbx_status fk_x25519_public_key_impl(unsigned char *const pub[8],
+                                               const unsigned char *const priv[8])
 {
     enum tg_mbx_fake_fn fn = TG_MBX_FAKE_X25519_PUBLIC_KEY;
     fk.stats.calls[fn]++;
@@ -539,8 +737,17 @@ static tg_mbx_status fk_x25519_public_key(unsigned char *const pub[8],
     return st;
 }
 
-static tg_mbx_status fk_x25519(unsigned char *const shared[8], const unsigned char *const priv[8],
-                               const unsigned char *const pub[8])
+static tg_mbx_status fk_x25519_public_key(unsigned char *const pub[8],
+                                          const unsigned char *const priv[8])
+{
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_X25519_PUBLIC_KEY;
+    unsigned char *o[LANES];
+    return fk_skipped_ok(fn, fk_x25519_public_key_impl(fk_redirect(fn, pub, o, 0), priv));
+}
+
+static tg_mbx_status fk_x25519_impl(unsigned char *const shared[8],
+                                    const unsigned char *const priv[8],
+                                    const unsigned char *const pub[8])
 {
     enum tg_mbx_fake_fn fn = TG_MBX_FAKE_X25519;
     fk.stats.calls[fn]++;
@@ -575,6 +782,14 @@ static tg_mbx_status fk_x25519(unsigned char *const shared[8], const unsigned ch
     return st;
 }
 
+static tg_mbx_status fk_x25519(unsigned char *const shared[8], const unsigned char *const priv[8],
+                               const unsigned char *const pub[8])
+{
+    enum tg_mbx_fake_fn fn = TG_MBX_FAKE_X25519;
+    unsigned char *o[LANES];
+    return fk_skipped_ok(fn, fk_x25519_impl(fk_redirect(fn, shared, o, 0), priv, pub));
+}
+
 /* ---- tables ---- */
 
 static const struct tg_mbx_api fk_api = {
@@ -588,6 +803,9 @@ static const struct tg_mbx_api fk_api = {
     .nistp256_ecdsa_sign_ssl_mb8 = fk_p256_sign,
     .nistp384_ecdsa_sign_ssl_mb8 = fk_p384_sign,
     .nistp521_ecdsa_sign_ssl_mb8 = fk_p521_sign,
+    .nistp256_ecdsa_verify_ssl_mb8 = fk_p256_verify,
+    .nistp384_ecdsa_verify_ssl_mb8 = fk_p384_verify,
+    .nistp521_ecdsa_verify_ssl_mb8 = fk_p521_verify,
     .nistp256_ecpublic_key_ssl_mb8 = fk_p256_pub,
     .nistp384_ecpublic_key_ssl_mb8 = fk_p384_pub,
     .nistp521_ecpublic_key_ssl_mb8 = fk_p521_pub,
@@ -608,6 +826,8 @@ static const struct tg_mbx_api fk_api_no_p521 = {
     .rsa_public_ssl_mb8 = fk_rsa_public,
     .nistp256_ecdsa_sign_ssl_mb8 = fk_p256_sign,
     .nistp384_ecdsa_sign_ssl_mb8 = fk_p384_sign,
+    .nistp256_ecdsa_verify_ssl_mb8 = fk_p256_verify,
+    .nistp384_ecdsa_verify_ssl_mb8 = fk_p384_verify,
     .nistp256_ecpublic_key_ssl_mb8 = fk_p256_pub,
     .nistp384_ecpublic_key_ssl_mb8 = fk_p384_pub,
     .nistp256_ecdh_ssl_mb8 = fk_p256_ecdh,
@@ -616,9 +836,35 @@ static const struct tg_mbx_api fk_api_no_p521 = {
     .x25519_mb8 = fk_x25519,
 };
 
+static const struct tg_mbx_api fk_api_no_verify = {
+    .name = "fake-no-verify",
+    .get_cpu_features = fk_get_cpu_features,
+    .is_crypto_mb_applicable = fk_is_applicable,
+    .get_algo_info = fk_get_algo_info,
+    .getversion = fk_getversion,
+    .rsa_private_crt_ssl_mb8 = fk_rsa_private_crt,
+    .rsa_public_ssl_mb8 = fk_rsa_public,
+    .nistp256_ecdsa_sign_ssl_mb8 = fk_p256_sign,
+    .nistp384_ecdsa_sign_ssl_mb8 = fk_p384_sign,
+    .nistp521_ecdsa_sign_ssl_mb8 = fk_p521_sign,
+    .nistp256_ecpublic_key_ssl_mb8 = fk_p256_pub,
+    .nistp384_ecpublic_key_ssl_mb8 = fk_p384_pub,
+    .nistp521_ecpublic_key_ssl_mb8 = fk_p521_pub,
+    .nistp256_ecdh_ssl_mb8 = fk_p256_ecdh,
+    .nistp384_ecdh_ssl_mb8 = fk_p384_ecdh,
+    .nistp521_ecdh_ssl_mb8 = fk_p521_ecdh,
+    .x25519_public_key_mb8 = fk_x25519_public_key,
+    .x25519_mb8 = fk_x25519,
+};
+
 const struct tg_mbx_api *tg_mbx_fake_api(void)
 {
     return &fk_api;
+}
+
+const struct tg_mbx_api *tg_mbx_fake_api_no_verify(void)
+{
+    return &fk_api_no_verify;
 }
 
 const struct tg_mbx_api *tg_mbx_fake_api_no_p521(void)

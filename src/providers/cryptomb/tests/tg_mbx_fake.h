@@ -7,13 +7,15 @@
  *    overwritten with garbage (the real library computes such lanes anyway);
  *  - RSA: p and q of exactly bits/2 bits; the public op only for e = 65537;
  *  - ECDSA: message of order size, rejected when 0 or >= n; SIGNATURE_ERR
- *    for r or s == 0;
+ *    for r or s == 0; verification: SIGNATURE_ERR when the signature does
+ *    not verify, MISMATCH_PARAM_ERR for r, s or the message out of range;
  *  - EC public key: affine when z == NULL, else Jacobian with Z != 1; stores
  *    only up to the first failed lane (the real library's behaviour);
  *  - ECDH: peer point checked on the curve;
  *  - X25519: clamping and top-bit masking as RFC 7748; all-zero shared
  *    secret -> LOW_ORDER_ERR with zeros written.
- * Knobs inject per-lane failures, corrupt RSA results, pretend the CPU lacks
+ * Knobs inject per-lane failures, corrupt RSA and ECDSA results, leave lanes unwritten
+ * while reporting success, pretend the CPU lacks
  * IFMA or an algorithm is missing; counters record calls and filled lanes.
  *
  * Single-threaded: knobs and counters are process globals.
@@ -35,6 +37,7 @@ enum tg_mbx_fake_fn {
     TG_MBX_FAKE_ECDH,
     TG_MBX_FAKE_X25519_PUBLIC_KEY,
     TG_MBX_FAKE_X25519,
+    TG_MBX_FAKE_ECDSA_VERIFY,
     TG_MBX_FAKE_FN_COUNT
 };
 
@@ -47,6 +50,9 @@ struct tg_mbx_fake_stats {
 const struct tg_mbx_api *tg_mbx_fake_api(void);
 /* The same without the optional P-521 entry points (an older library). */
 const struct tg_mbx_api *tg_mbx_fake_api_no_p521(void);
+/* The full table without the optional ECDSA verifications: signatures are
+ * then checked with OpenSSL. */
+const struct tg_mbx_api *tg_mbx_fake_api_no_verify(void);
 
 /* Knobs off, counters zero. */
 void tg_mbx_fake_reset(void);
@@ -60,9 +66,17 @@ void tg_mbx_fake_set_algo(unsigned mbx_algo, bool supported);
 /* Every later call of fn reports `status` (a TG_MBX_STATUS_* bit) on lane,
  * with garbage in that lane's output, until reset. */
 void tg_mbx_fake_fail_lane(enum tg_mbx_fake_fn fn, unsigned lane, unsigned status);
-/* Later RSA private-op results of lane get one bit flipped (a computation
- * fault the fault check must catch), until reset. */
+/* Later results of fn on lane get one bit flipped, with status OK (a
+ * computation fault the fault check must catch), until reset: the RSA
+ * private op's signature, the ECDSA signature's r. */
+void tg_mbx_fake_corrupt(enum tg_mbx_fake_fn fn, unsigned lane);
+/* tg_mbx_fake_corrupt(TG_MBX_FAKE_RSA_PRIVATE_CRT, lane). */
 void tg_mbx_fake_corrupt_lane(unsigned lane);
+/* Every later call of fn leaves lane's output unwritten (whatever the
+ * caller's buffer held stays) and reports success for it, until reset: the
+ * real library's EC public-key behaviour after a failed lane, for any
+ * function. The lane is still computed, into a scratch buffer. */
+void tg_mbx_fake_skip_lane(enum tg_mbx_fake_fn fn, unsigned lane);
 
 const struct tg_mbx_fake_stats *tg_mbx_fake_stats(void);
 
