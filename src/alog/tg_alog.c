@@ -64,6 +64,7 @@ struct tg_alog {
     uint64_t out_lines;
     struct tg_alog_clock clk;
     uint64_t stop_deadline_ns; /* 0: not stopping */
+    bool torn;                 /* the last write ended inside a line: end it first */
     int last_errno;
     uint64_t last_err_log_ns;
 
@@ -216,23 +217,59 @@ static void tg_alog_write_error(struct tg_alog *a, int e)
     }
 }
 
+/* The lines (their '\n') in p[0..n). */
+static uint64_t tg_alog_lines_in(const char *p, size_t n)
+{
+    uint64_t lines = 0;
+    const char *end = p + n;
+    while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        lines++;
+        p++;
+    }
+    return lines;
+}
+
+/* How much of out[off..len) to hand to one write(2) on a destination that
+ * may block: at most PIPE_BUF (atomic, never blocks after POLLOUT), ending
+ * at a line's end when one does, so that giving up between two writes
+ * leaves whole lines. */
+static size_t tg_alog_chunk(const char *out, size_t off, size_t len)
+{
+    size_t chunk = len - off;
+    if (chunk <= PIPE_BUF)
+        return chunk;
+    const char *nl = memrchr(out + off, '\n', PIPE_BUF);
+    return nl != NULL ? (size_t)(nl - (out + off)) + 1 : PIPE_BUF;
+}
+
 /* Write the output buffer out, then empty it. Lines that could not be
- * written (an error, or a destination still blocked at the stop deadline)
- * are counted as lost. */
+ * written (an error such as a full disk, or a destination still blocked at
+ * the stop deadline) are counted as lost; a line cut by the failure is
+ * ended with a '\n' before the next write, so that it cannot run into the
+ * next line. */
 static void tg_alog_flush(struct tg_alog *a)
 {
     size_t off = 0;
+    bool failed = false;
     while (off < a->out_len) {
-        if (a->stop_deadline_ns != 0 && tg_now_ns() >= a->stop_deadline_ns)
+        if (a->stop_deadline_ns != 0 && tg_now_ns() >= a->stop_deadline_ns) {
+            failed = true;
             break;
+        }
         if (a->poll_first && !tg_alog_writable(a))
             continue;
-        size_t chunk = a->out_len - off;
-        if (a->poll_first && chunk > PIPE_BUF)
-            chunk = PIPE_BUF;
-        ssize_t n = write(a->fd, a->out + off, chunk);
+        const char *p = a->out + off;
+        size_t chunk = a->poll_first ? tg_alog_chunk(a->out, off, a->out_len) : a->out_len - off;
+        if (a->torn) {
+            p = "\n";
+            chunk = 1;
+        }
+        ssize_t n = write(a->fd, p, chunk);
         if (n > 0) {
-            off += (size_t)n;
+            if (a->torn)
+                a->torn = false;
+            else
+                off += (size_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -242,12 +279,18 @@ static void tg_alog_flush(struct tg_alog *a)
             continue;
         }
         tg_alog_write_error(a, n < 0 ? errno : EIO);
+        failed = true;
         break;
     }
-    if (off == a->out_len)
+    if (!failed) {
         tg_ctr_add(&a->written, a->out_lines);
-    else
-        tg_ctr_add(&a->lost, a->out_lines);
+    } else {
+        uint64_t done = tg_alog_lines_in(a->out, off);
+        tg_ctr_add(&a->written, done);
+        tg_ctr_add(&a->lost, a->out_lines - done);
+        if (off > 0 && a->out[off - 1] != '\n')
+            a->torn = true;
+    }
     a->out_len = 0;
     a->out_lines = 0;
 }
@@ -294,6 +337,7 @@ static void tg_alog_do_reopen(struct tg_alog *a)
     close(a->fd);
     a->fd = fd;
     a->poll_first = poll_first;
+    a->torn = false; /* a new file starts with a whole line */
     tg_ctr_inc(&a->reopens);
     TG_INFO("access log: reopened %s", a->path);
 }

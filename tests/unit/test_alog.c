@@ -5,7 +5,8 @@
  * reopen after a rename keeps every line, and a failed reopen keeps the old
  * file; a destination that blocks (a FIFO nobody reads) never blocks the
  * producer, which drops and counts, and stop gives up on it in bounded
- * time; the Prometheus lines. The test thread is the workers' stand-in.
+ * time; a full disk and a write cut inside a line; the Prometheus lines. The test thread is the
+ * workers' stand-in.
  */
 #include "tg_test_util.h"
 
@@ -16,6 +17,8 @@
 #include <fcntl.h>
 #include <string.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -326,6 +329,84 @@ static void test_blocked_destination(void **state)
     assert_true(nl >= k.written);
 }
 
+/* A full disk (/dev/full: every write fails with ENOSPC): the lines are
+ * counted as lost, the errors counted, the producer never waits, and stop
+ * returns at once. */
+static void test_disk_full(void **state)
+{
+    (void)state;
+    if (access("/dev/full", W_OK) != 0)
+        skip();
+    struct tg_conf_access_log c = conf_of(TG_CONF_ALOG_FILE, "/dev/full", TG_CONF_ALOG_TEXT, 65536);
+    struct tg_alog *a = NULL;
+    char err[512];
+    struct tg_alog_counts k;
+    assert_int_equal(tg_alog_open(&c, 1, &a, err, sizeof(err)), TG_OK);
+    assert_int_equal(tg_alog_start(a), TG_OK);
+    struct tg_alog_ring *r = tg_alog_ring_of(a, 0);
+    emit_n(r, 0, 50, 10);
+    WAIT_FOR(a, k, k.lost == 50);
+    emit_n(r, 50, 50, 10);
+    WAIT_FOR(a, k, k.lost == 100);
+    assert_true(k.write_errors >= 2);
+    assert_int_equal(k.written, 0);
+    uint64_t t0 = tg_now_ns();
+    tg_alog_stop(a);
+    assert_true(tg_now_ns() - t0 < (uint64_t)TG_ALOG_STOP_FLUSH_MS * TG_NS_PER_MS);
+    tg_alog_counts(a, &k);
+    assert_int_equal(k.queued, 100);
+    assert_int_equal(k.written + k.lost, 100);
+    tg_alog_free(a);
+}
+
+/* A write cut short in the middle of a line (the file size limit, as a full
+ * disk does it: a short write, then an error): the lines written whole are
+ * counted as written, the rest lost, and the cut line is ended before the
+ * next one, so that no line runs into another. */
+static void test_torn_line(void **state)
+{
+    (void)state;
+    char path[512];
+    snprintf(path, sizeof(path), "%s/torn.log", tg_test_tmpdir());
+    struct tg_conf_access_log c = conf_of(TG_CONF_ALOG_FILE, path, TG_CONF_ALOG_TEXT, 1 << 20);
+    struct tg_alog *a = NULL;
+    char err[512];
+    struct tg_alog_counts k;
+    struct rlimit saved, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &saved), 0);
+    void (*old)(int) = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(tg_alog_open(&c, 1, &a, err, sizeof(err)), TG_OK);
+    lim = saved;
+    lim.rlim_cur = 1000; /* inside the 3rd line (about 380 bytes each) */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    assert_int_equal(tg_alog_start(a), TG_OK);
+    struct tg_alog_ring *r = tg_alog_ring_of(a, 0);
+    emit_n(r, 0, 10, 100);
+    WAIT_FOR(a, k, k.written + k.lost == 10);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &saved), 0);
+    assert_true(k.written >= 1 && k.written < 10);
+    assert_true(k.write_errors >= 1);
+    uint64_t whole = k.written;
+    emit_n(r, 10, 5, 100);
+    tg_alog_stop(a);
+    tg_alog_counts(a, &k);
+    tg_alog_free(a);
+    signal(SIGXFSZ, old);
+    assert_int_equal(k.written, whole + 5);
+    size_t lines;
+    char *text = slurp(path, &lines);
+    /* whole lines, the cut one (ended), then 10..14, each on its own line */
+    assert_int_equal(lines, whole + 1 + 5);
+    char *cut = text;
+    for (uint64_t i = 0; i < whole + 1; i++)
+        cut = strchr(cut, '\n') + 1;
+    assert_memory_equal(cut, "time=", 5);
+    assert_non_null(strstr(cut, " bytes_in=10 "));
+    for (char *p = cut; *p != '\0'; p = strchr(p, '\n') + 1)
+        assert_memory_equal(p, "time=", 5);
+    free(text);
+}
+
 static void test_render(void **state)
 {
     (void)state;
@@ -351,6 +432,8 @@ int main(void)
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test(test_reopen_after_rename),
         cmocka_unit_test(test_blocked_destination),
+        cmocka_unit_test(test_disk_full),
+        cmocka_unit_test(test_torn_line),
         cmocka_unit_test(test_render),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
