@@ -247,6 +247,10 @@ static void tg_addr_text(const struct tg_conf_addr *a, char *buf, size_t len)
 int tg_gateway_run(struct tg_config *cfg)
 {
     struct tg_gateway *gw = NULL;
+    /* SIGUSR1's default action ends the process: a logrotate postrotate
+     * that comes while the certificates and providers are still loading
+     * must not. Its handler (reopen) is installed with the other signals. */
+    signal(SIGUSR1, SIG_IGN);
     int rc = tg_gateway_setup(cfg, &gw);
     if (rc != 0) {
         tg_ossl_cleanup();
