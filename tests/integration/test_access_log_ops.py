@@ -2,12 +2,15 @@
 """Operating the access log (software provider, two workers):
   - logrotate style: rename the file, SIGUSR1, more connections: the lines
     of both files together are exactly the connections made; the new file is
-    created with mode 0640 (less the umask);
+    created with mode 0640 (less the umask); the same with up to five
+    rotations while tlsgate bench keeps connections closing on two workers;
   - path: off and no access_log block write nothing (no file, no line on
     stdout); an empty block writes text to stdout;
   - a file in a directory that does not exist: check-config and run exit 2
     with FILE:LINE:COL: access_log.path; a FIFO without a reader: run exits
-    2 at start instead of hanging;
+    2 at start instead of hanging; so does a read-only file (not as root);
+  - a full disk (/dev/full): every call succeeds, every line is counted as
+    lost (write_error), the warning is not repeated per batch;
   - a destination that never drains (a FIFO whose reader never reads, and
     stdout to a pipe nobody reads), 4 KiB buffers: tlsgate bench completes
     every call without an error, the dropped lines are counted, SIGTERM
@@ -15,6 +18,7 @@
   - a clean SIGTERM right after a burst writes every line (nothing is left
     in the buffers).
 """
+import json
 import os
 import re
 import signal
@@ -75,6 +79,45 @@ def rotate_case(t, up):
     gw.stop_ok()
 
 
+def rotate_under_load_case(t, up):
+    """Rotations while connections keep closing on two workers: every line
+    lands in exactly one file, whole."""
+    path = t.path("busy-access.log")
+    gw = t.gateway(gw_cfg(t, up, {"path": path}), name="busy")
+    out = t.unique_path("busy-bench", ".json")
+    n = 1500
+    p = t.spawn("busy-bench", [tglib.tlsgate_path(), "bench", "-k", "--quiet", "--json", out,
+                               "-c", "8", "-n", str(n), "--timeout", "30s",
+                               "https://127.0.0.1:%d/" % gw.port])
+    files = [path]
+    for i in range(1, 6):
+        # Rotate once the current file has lines, as long as bench runs.
+        tglib.wait_until(lambda: not p.alive() or tg_alog.read_lines(path), 60, "lines")
+        if not p.alive():
+            break
+        os.rename(path, "%s.%d" % (path, i))
+        files.insert(1, "%s.%d" % (path, i))
+        gw.signal(signal.SIGUSR1)
+        tglib.wait_until(lambda: gw.stats()("tlsgate_access_log_reopens_total", result="ok")
+                         == i, 10, "reopen %d" % i)
+    check(p.wait(300) == 0, "tlsgate bench: %s" % p.log()[-300:])
+    rep = json.load(open(out))
+    check_eq(rep["errors"]["total"], 0, "failed calls")
+    tglib.settle(gw)
+    a = tg_alog.wait_written(gw)
+    lines = [ln for f in files for ln in tg_alog.read_lines(f)]
+    for f in files:
+        with open(f, "rb") as fh:
+            data = fh.read()
+        check(data == b"" or data.endswith(b"\n"), "%s ends with a whole line" % f)
+    check_eq((len(lines), a["accepted"], a["full"], a["lost"]), (n, n, 0, 0),
+             "lines in all files (%d) = connections" % (len(files)))
+    for ln in lines:
+        parse_text(ln)
+    print("    %d rotation(s) while bench ran" % (len(files) - 1))
+    gw.stop_ok()
+
+
 def stdout_lines(gw):
     return [ln for ln in gw.log().splitlines() if ln.startswith("time=")]
 
@@ -127,6 +170,40 @@ def config_error_case(t, up):
     check_eq(r.returncode, 2, "run with a FIFO without reader: exit status")
     check("access_log.path: cannot open '%s': No such device or address" % fifo
           in r.stderr.decode(), "message: %r" % r.stderr.decode())
+    # A file we may not write (root may write anything: not checked then).
+    if os.getuid() != 0:
+        ro = t.path("readonly.log")
+        open(ro, "w").close()
+        os.chmod(ro, 0o444)
+        cfg3 = t.path("ro.yaml")
+        with open(cfg3, "w") as f:
+            f.write(cfg_text.replace(bad, ro))
+        r = t.run_cmd([tglib.tlsgate_path(), "run", "--config", cfg3], timeout=30)
+        check_eq(r.returncode, 2, "run with a read-only file: exit status")
+        check_eq(r.stderr.decode().strip(), "tlsgate: %s:%d:9: access_log.path: cannot open "
+                 "'%s': Permission denied" % (cfg3, line, ro), "read-only file message")
+
+
+def disk_full_case(t, up):
+    """A full disk (/dev/full: every write fails with ENOSPC): connections
+    are served, the lines are counted as lost, the warning is rate-limited,
+    SIGTERM exits 0."""
+    if not os.access("/dev/full", os.W_OK):
+        print("    (skipped: no /dev/full)")
+        return
+    t0 = time.monotonic()
+    gw = t.gateway(gw_cfg(t, up, {"path": "/dev/full"}), name="full")
+    bench(t, gw.port, 200)
+    tglib.settle(gw)
+    a = tg_alog.wait_written(gw)
+    check_eq((a["lines"], a["lost"], a["full"]), (0, 200, 0), "every line lost, counted")
+    st = gw.stats()
+    check(st("tlsgate_access_log_write_errors_total") >= 1, "write errors counted")
+    gw.stop_ok()
+    took = time.monotonic() - t0
+    warns = gw.log().count("access log: cannot write to /dev/full: No space left on device")
+    check(1 <= warns <= 1 + took / 10, "one warning per 10 s, not one per batch: %d in %.1fs"
+          % (warns, took))
 
 
 FINAL = re.compile(r"access log: (\d+) line\(s\) written, (\d+) dropped \(buffer full\), "
@@ -183,6 +260,8 @@ def main(t):
     up = t.upstream("http").addr
     with t.case("logrotate: rename + SIGUSR1 keeps every line"):
         rotate_case(t, up)
+    with t.case("rotations while connections keep closing: every line in one file, whole"):
+        rotate_under_load_case(t, up)
     with t.case("off writes nothing; an empty block writes to stdout"):
         off_case(t, up)
     with t.case("a file in a directory that does not exist: exit 2, FILE:LINE:COL"):
@@ -191,6 +270,8 @@ def main(t):
         with t.case("a destination that never drains (%s): handshakes go on, drops counted"
                     % kind):
             blocked_case(t, up, kind)
+    with t.case("a full disk: connections served, lines counted as lost, one warning"):
+        disk_full_case(t, up)
     with t.case("SIGTERM right after a burst: every line written"):
         shutdown_flush_case(t, up)
 
