@@ -19,7 +19,7 @@ CTEST_ARGS ?= --output-on-failure -j2
 
 .PHONY: all setup build asan demo test test-release test-asan test-tsan test-clang test-fuzz unit \
         integration \
-        lint format test-repeat \
+        lint format test-repeat test-long \
         valgrind bench-compare bench-providers clean
 
 all: build
@@ -112,6 +112,11 @@ IMAGE ?= $(BUILD)/tlsgate-image.tar
 .PHONY: image test-image
 image: build
 	bash scripts/image.sh $(BUILD) $(IMAGE)
+
+# A 60 s soak at saturation: no failed call, no descriptor leak, flat RSS
+# (tests/long/soak.sh; TG_SOAK_SECONDS to change). .ci/run runs it.
+test-long: build
+	TLSGATE=$(BUILD)/tlsgate bash tests/long/soak.sh
 
 test-image: image
 	TLSGATE=$(BUILD)/tlsgate TG_IMAGE_ARCHIVE=$(IMAGE) bash tests/image/test_image.sh
