@@ -103,8 +103,11 @@ def proxy_case(t, up):
     raw = socket.create_connection(("127.0.0.1", P["lbfast"]), timeout=10 * SCALE)
     raw.sendall(b"PROXY TCP4 198.51.100.7 ")
     closed_by_peer(raw)
-    # A TCP health check: connect, close, nothing sent.
+    # A TCP health check: connect, close, nothing sent. Nothing waits for
+    # tlsgate here: wait until it has accepted it before settling.
     socket.create_connection(("127.0.0.1", P["lb"]), timeout=10 * SCALE).close()
+    tglib.wait_until(lambda: gw.stats()("tlsgate_connections_accepted_total") == 7, 10,
+                     "the health check accepted")
     tglib.settle(gw)
     a = tg_alog.wait_written(gw)
     recs = [parse_text(ln) for ln in tg_alog.read_lines(path)]
