@@ -84,7 +84,7 @@ listeners:
     upstream: { address: 127.0.0.1:$UP_PORT }
 limits: { max_connections: $((2 * N)), handshake_timeout: 600s, idle_timeout: 600s }
 YAML
-      "$TLSGATE" run --config "$dir/tlsgate.yaml" >"$dir/out.log" 2>&1 &
+      "$TLSGATE" run --config "$dir/tlsgate.yaml" --pid-file "$dir/tlsgate.pid" >"$dir/out.log" 2>&1 &
       ;;
     nginx)
       cat >"$dir/nginx.conf" <<CONF

@@ -62,6 +62,8 @@
     X(NORMAL, "--", CLOSE_NORMAL, TG_ALOG_ANY, "both directions finished")                         \
     X(CLIENT_ERROR, "CD", CLOSE_CLIENT_ERROR, TG_ALOG_ANY,                                         \
       "client disconnected abnormally while proxying (reset, TLS error)")                          \
+    X(CLIENT_TRUNCATED, "CT", CLOSE_CLIENT_TRUNCATED, TG_ALOG_ANY,                                 \
+      "client ended its stream without close_notify (tls.require_close_notify)")                   \
     X(HS_CLOSED, "HC", CLOSE_HANDSHAKE_FAILED, TG_STAT_HS_FAIL_CLOSED,                             \
       "client closed during the handshake")                                                        \
     X(HS_KEYOP, "KF", CLOSE_HANDSHAKE_FAILED, TG_STAT_HS_FAIL_KEYOP,                               \

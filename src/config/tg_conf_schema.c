@@ -1,6 +1,6 @@
 /*
  * tg_conf_schema: the top level of the configuration (concurrency,
- * log_level, admin, limits) and the listeners (name, address, backlog);
+ * log_level, admin, limits, reload) and the listeners (name, address, backlog);
  * each listener's tls block is tg_conf_tls's, its upstream block and the
  * top-level dns block tg_conf_upstream's, the access_log block
  * tg_conf_alog's. Contract in tg_conf_schema.h.
@@ -35,6 +35,8 @@ void tg_conf_schema_defaults(struct tg_config *cfg)
     cfg->access_log.dest = TG_CONF_ALOG_OFF;
     cfg->access_log.format = TG_CONF_ALOG_TEXT;
     cfg->access_log.buffer = (size_t)256 << 10;
+    cfg->reload.watch = true;
+    cfg->reload.debounce_ns = 200 * TG_NS_PER_MS;
     tg_conf_dns_defaults(&cfg->dns);
 }
 
@@ -172,6 +174,7 @@ static int tg_conf_schema_concurrency(struct tg_cp *cp, const yaml_node_t *root)
     if (v == NULL)
         return TG_OK;
     size_t o = tg_cp_push_key(cp, "concurrency");
+    cp->cfg->concurrency_mark = tg_cp_mark(cp, v);
     int rc = tg_cp_scalar(cp, v, "an integer or 'auto'", &s);
     if (rc == TG_OK && strcmp(s, "auto") == 0) {
         /* CPUs this process may run on, capped by its cgroup CPU quota. */
@@ -190,10 +193,21 @@ static int tg_conf_schema_concurrency(struct tg_cp *cp, const yaml_node_t *root)
     return rc;
 }
 
+/* reload: { watch, debounce } */
+static int tg_conf_schema_reload(struct tg_cp *cp, const yaml_node_t *v, struct tg_conf_reload *r)
+{
+    static const char *const keys[] = {"watch", "debounce", NULL};
+    TG_GUARD(tg_cp_check_map(cp, v, keys));
+    TG_GUARD(tg_cp_opt_bool(cp, v, "watch", &r->watch));
+    TG_GUARD(tg_cp_opt_duration(cp, v, "debounce", true, &r->debounce_ns));
+    return TG_OK;
+}
+
 int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
 {
-    static const char *const keys[] = {"concurrency", "log_level", "admin",      "listeners",
-                                       "limits",      "dns",       "access_log", NULL};
+    static const char *const keys[] = {"concurrency", "log_level",  "admin",
+                                       "listeners",   "limits",     "reload",
+                                       "dns",         "access_log", NULL};
     static const char *const admin_keys[] = {"address", NULL};
     static const char *const limit_keys[] = {"max_connections", "handshake_timeout", "idle_timeout",
                                              "drain_timeout",   "buffer_size",       NULL};
@@ -278,6 +292,13 @@ int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
         if (rc == TG_OK)
             rc = tg_cp_opt_u64(cp, v, "buffer_size", 1024, 1048576, &bs);
         lim->buffer_size = (size_t)bs;
+        tg_cp_pop(cp, o);
+        TG_GUARD(rc);
+    }
+
+    if ((v = tg_cp_get(cp, root, "reload", NULL)) != NULL) {
+        o = tg_cp_push_key(cp, "reload");
+        rc = tg_conf_schema_reload(cp, v, &cfg->reload);
         tg_cp_pop(cp, o);
         TG_GUARD(rc);
     }

@@ -11,6 +11,7 @@
 #include "config/tg_config_internal.h"
 #include "core/tg_time.h"
 
+#include <errno.h>
 #include <openssl/prov_ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 static void tg_conf_tls_datasource_free(struct tg_conf_datasource *ds)
 {
     free(ds->filename);
+    free(ds->path);
     /* Certificate chains are not secret, but wiping every source keeps the
      * rule simple and costs nothing measurable. */
     tg_config_free_secret(ds->data, ds->data_len);
@@ -122,7 +124,10 @@ static int tg_conf_tls_datasource(struct tg_cp *cp, const yaml_node_t *n, enum t
             snprintf(full, fl, "%s/%s", cp->basedir, name);
         }
         int e = tg_config_read_file(full != NULL ? full : name, &ds->data, &ds->data_len);
-        free(full);
+        /* Kept for the file watcher (reload.watch). */
+        ds->path = full != NULL ? full : strdup(name);
+        if (e == 0 && ds->path == NULL)
+            e = ENOMEM;
         if (e != 0) {
             rc = tg_cp_fail(cp, v, "cannot read '%s': %s", tg_config_excerpt(name, ex, sizeof(ex)),
                             strerror(e));
@@ -162,18 +167,28 @@ out:
 /* ------------------------------------------------------------------------ */
 /* private_key_provider and key_exchange_provider                           */
 
+/* prefix: the parent key of a flattened mapping ("pin" for pin.filename), or NULL. */
 static int tg_conf_tls_param(struct tg_cp *cp, const yaml_node_t *k, const yaml_node_t *v,
-                             struct tg_conf_params *params)
+                             struct tg_conf_params *params, const char *prefix)
 {
     struct tg_conf_param *q = &params->v[params->n];
-    q->key = strdup(tg_cp_text(k));
+    if (prefix != NULL) {
+        size_t len = strlen(prefix) + 1 + strlen(tg_cp_text(k)) + 1;
+        q->key = malloc(len);
+        if (q->key != NULL)
+            snprintf(q->key, len, "%s.%s", prefix, tg_cp_text(k));
+    } else {
+        q->key = strdup(tg_cp_text(k));
+    }
     if (q->key == NULL)
         return tg_cp_nomem(cp);
     params->n++;
     q->mark = tg_cp_mark(cp, k);
     q->value_mark = tg_cp_mark(cp, v);
     if (v->type == YAML_MAPPING_NODE)
-        return tg_cp_fail(cp, v, "expected a scalar or a sequence of scalars, got a mapping");
+        return tg_cp_fail(cp, v,
+                          "expected a scalar, a sequence of scalars or a mapping of "
+                          "scalars, got a mapping of mappings");
     if (v->type == YAML_SCALAR_NODE) {
         if (strlen(tg_cp_text(v)) != v->data.scalar.length)
             return tg_cp_fail(cp, v, "value contains a NUL character");
@@ -200,6 +215,26 @@ static int tg_conf_tls_param(struct tg_cp *cp, const yaml_node_t *k, const yaml_
     return TG_OK;
 }
 
+/* A mapping of scalars under typed_config key k: one dotted pair each. */
+static int tg_conf_tls_param_map(struct tg_cp *cp, const yaml_node_t *k, const yaml_node_t *v,
+                                 struct tg_conf_params *params)
+{
+    /* params->v was sized for every pair (tg_conf_tls_typed_config). */
+    TG_GUARD(tg_cp_check_map(cp, v, NULL));
+    if (v->data.mapping.pairs.top == v->data.mapping.pairs.start)
+        return tg_cp_fail(cp, v, "expected a mapping with at least one key");
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        const yaml_node_t *ck = tg_cp_node(cp, p->key);
+        const yaml_node_t *cv = tg_cp_node(cp, p->value);
+        char ex[TG_CONF_EXCERPT];
+        size_t o = tg_cp_push_key(cp, tg_config_excerpt(tg_cp_text(ck), ex, sizeof(ex)));
+        int rc = tg_conf_tls_param(cp, ck, cv, params, tg_cp_text(k));
+        tg_cp_pop(cp, o);
+        TG_GUARD(rc);
+    }
+    return TG_OK;
+}
+
 /* c: the certificate the provider block belongs to, or NULL for a
  * listener's key_exchange_provider (no Envoy-style private_key then). */
 static int tg_conf_tls_typed_config(struct tg_cp *cp, const yaml_node_t *n,
@@ -207,7 +242,14 @@ static int tg_conf_tls_typed_config(struct tg_cp *cp, const yaml_node_t *n,
                                     const yaml_node_t *cert_key_node)
 {
     TG_GUARD(tg_cp_check_map(cp, n, NULL));
-    size_t cnt = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    /* One parameter per key, or per key of a mapping value (flattened). */
+    size_t cnt = 0;
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        const yaml_node_t *v = tg_cp_node(cp, p->value);
+        cnt += v->type == YAML_MAPPING_NODE
+                   ? (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start)
+                   : 1;
+    }
     if (cnt > 0) {
         kp->typed_config.v = calloc(cnt, sizeof(*kp->typed_config.v));
         if (kp->typed_config.v == NULL)
@@ -236,8 +278,10 @@ static int tg_conf_tls_typed_config(struct tg_cp *cp, const yaml_node_t *n,
              * compatibility, the provider is chosen by provider_name. */
             const char *s;
             rc = tg_cp_scalar(cp, v, "a type URL string", &s);
+        } else if (v->type == YAML_MAPPING_NODE) {
+            rc = tg_conf_tls_param_map(cp, k, v, &kp->typed_config);
         } else {
-            rc = tg_conf_tls_param(cp, k, v, &kp->typed_config);
+            rc = tg_conf_tls_param(cp, k, v, &kp->typed_config, NULL);
         }
         tg_cp_pop(cp, o);
         TG_GUARD(rc);
@@ -284,6 +328,10 @@ static int tg_conf_tls_keyprov(struct tg_cp *cp, const yaml_node_t *n, struct tg
     tg_cp_pop(cp, o);
     TG_GUARD(rc);
     TG_GUARD(tg_cp_opt_bool(cp, n, "fallback", &kp->fallback));
+    if ((v = tg_cp_get(cp, n, "fallback", NULL)) != NULL) {
+        kp->fallback_set = true;
+        kp->fallback_mark = tg_cp_mark(cp, v);
+    }
     if ((v = tg_cp_get(cp, n, "typed_config", NULL)) != NULL) {
         o = tg_cp_push_key(cp, "typed_config");
         rc = tg_conf_tls_typed_config(cp, v, kp, c, cert_key_node);
@@ -339,11 +387,16 @@ static int tg_conf_tls_cert(struct tg_cp *cp, const yaml_node_t *n, struct tg_co
     TG_GUARD(tg_conf_tls_keyprov_init(cp, &c->keyprov, "private_key_provider", n));
     TG_GUARD(tg_cp_check_map(cp, n, keys));
 
-    TG_GUARD(tg_cp_require(cp, n, "certificate_chain", &v));
-    o = tg_cp_push_key(cp, "certificate_chain");
-    rc = tg_conf_tls_datasource(cp, v, TG_CONF_TLS_CERT, &c->chain);
-    tg_cp_pop(cp, o);
-    TG_GUARD(rc);
+    /* certificate_chain may be left to a key-holding provider (struct
+     * tg_conf_cert); checked once private_key is known. */
+    const yaml_node_t *provnode = tg_cp_get(cp, n, "private_key_provider", NULL);
+    if ((v = tg_cp_get(cp, n, "certificate_chain", NULL)) != NULL || provnode == NULL) {
+        TG_GUARD(tg_cp_require(cp, n, "certificate_chain", &v));
+        o = tg_cp_push_key(cp, "certificate_chain");
+        rc = tg_conf_tls_datasource(cp, v, TG_CONF_TLS_CERT, &c->chain);
+        tg_cp_pop(cp, o);
+        TG_GUARD(rc);
+    }
 
     if ((v = tg_cp_get(cp, n, "private_key", &keynode)) != NULL) {
         o = tg_cp_push_key(cp, "private_key");
@@ -376,10 +429,12 @@ static int tg_conf_tls_cert(struct tg_cp *cp, const yaml_node_t *n, struct tg_co
         TG_GUARD(rc);
     }
 
-    if (c->private_key.data == NULL)
+    if (c->private_key.data == NULL && provnode == NULL)
         return tg_cp_fail(cp, n,
                           "missing required key 'private_key' (or "
                           "private_key_provider.typed_config.private_key)");
+    if (c->chain.data == NULL && c->private_key.data != NULL)
+        return tg_cp_fail(cp, n, "missing required key 'certificate_chain'");
     return TG_OK;
 }
 
@@ -452,10 +507,17 @@ static int tg_conf_tls_groups(struct tg_cp *cp, const yaml_node_t *v, struct tg_
 
 int tg_conf_tls_parse(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_tls *t)
 {
-    static const char *const keys[] = {
-        "certificates",          "min_version", "max_version",   "alpn",
-        "session_resumption",    "cipher_list", "cipher_suites", "groups",
-        "key_exchange_provider", NULL};
+    static const char *const keys[] = {"certificates",
+                                       "min_version",
+                                       "max_version",
+                                       "alpn",
+                                       "session_resumption",
+                                       "cipher_list",
+                                       "cipher_suites",
+                                       "groups",
+                                       "key_exchange_provider",
+                                       "require_close_notify",
+                                       NULL};
     const yaml_node_t *v, *minv = NULL, *maxv = NULL;
     size_t o;
     int rc;
@@ -510,6 +572,7 @@ int tg_conf_tls_parse(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_tls
         TG_GUARD(rc);
     }
     TG_GUARD(tg_cp_opt_bool(cp, n, "session_resumption", &t->session_resumption));
+    TG_GUARD(tg_cp_opt_bool(cp, n, "require_close_notify", &t->require_close_notify));
     TG_GUARD(tg_cp_opt_string(cp, n, "cipher_list", &t->cipher_list));
     TG_GUARD(tg_cp_opt_string(cp, n, "cipher_suites", &t->cipher_suites));
     if ((v = tg_cp_get(cp, n, "cipher_list", NULL)) != NULL)

@@ -52,14 +52,18 @@ struct tg_conf_datasource {
     char *filename; /* NULL when inline; as written (relative to the config file's dir) */
     char *data;     /* owned, NUL-terminated (data[data_len] == 0); wiped on free */
     size_t data_len;
+    char *path;               /* the file actually read (filename resolved); NULL when inline */
     struct tg_conf_mark mark; /* of the filename / inline_string value */
 };
 
 /*
  * A provider's typed_config: kept as generic key/value pairs (scalars, or
  * sequences of scalars) so each key provider validates its own keys at start
- * (tg_keyprov_ops.configure). `used` is set by the provider for every key it
- * understands; tg_conf_params_check_unused() then rejects the rest.
+ * (tg_keyprov_ops.configure). A mapping of scalars one level down is
+ * flattened into dotted keys: `pin: { filename: f }` is the pair
+ * "pin.filename" = "f" (marks point at "filename"). `used` is set by the
+ * provider for every key it understands; tg_conf_params_check_unused() then
+ * rejects the rest.
  */
 struct tg_conf_param {
     char *key;
@@ -78,14 +82,23 @@ struct tg_conf_params {
 };
 
 struct tg_conf_keyprov {
-    char *provider_name;    /* "software" (default), "deferred", "cryptomb", "qat" */
-    bool fallback;          /* default true: serve with software when the provider cannot run */
+    char *provider_name; /* "software" (default), "deferred", "cryptomb", "qat" */
+    bool fallback;       /* default true: serve with software when the provider cannot run */
+    bool fallback_set;   /* `fallback` was written in the file (fallback_mark is its value) */
+    struct tg_conf_mark fallback_mark;
     uint64_t poll_delay_ns; /* typed_config.poll_delay, default 1ms; 0 = flush at once */
     struct tg_conf_params typed_config; /* all typed_config keys except poll_delay */
     char *path; /* "listeners[0].tls.certificates[0].private_key_provider" */
     struct tg_conf_mark mark;
 };
 
+/*
+ * certificate_chain and private_key are required, except with a
+ * private_key_provider block: then private_key may be absent (a provider
+ * that holds keys itself; the TLS layer refuses the others), and
+ * certificate_chain too when private_key is (the provider reads the
+ * certificate next to its key). Absent sources have data == NULL.
+ */
 struct tg_conf_cert {
     struct tg_conf_datasource chain;       /* certificate_chain */
     struct tg_conf_datasource private_key; /* private_key (or typed_config.private_key) */
@@ -103,10 +116,11 @@ struct tg_conf_tls {
     int max_version; /* TLS1_3_VERSION (default) */
     char **alpn;     /* protocols offered, in server preference order */
     size_t n_alpn;
-    bool session_resumption; /* default true: tickets + server session cache */
-    char *cipher_list;       /* TLS 1.2 ciphers; NULL = tlsgate default (ECDHE only) */
-    char *cipher_suites;     /* TLS 1.3 suites; NULL = OpenSSL default */
-    char *groups;            /* key exchange groups; NULL = "X25519:P-256:P-384" */
+    bool session_resumption;   /* default true: tickets + server session cache */
+    bool require_close_notify; /* default false; true: a FIN without close_notify resets */
+    char *cipher_list;         /* TLS 1.2 ciphers; NULL = tlsgate default (ECDHE only) */
+    char *cipher_suites;       /* TLS 1.3 suites; NULL = OpenSSL default */
+    char *groups;              /* key exchange groups; NULL = "X25519:P-256:P-384" */
     /* Where cipher_list, cipher_suites and groups stood (for errors found later). */
     struct tg_conf_mark cipher_list_mark, cipher_suites_mark, groups_mark;
     /* key_exchange_provider: who does the listener's ephemeral key exchange.
@@ -216,15 +230,23 @@ struct tg_conf_access_log {
     struct tg_conf_mark mark;        /* of the access_log block */
 };
 
+/* reload: what starts a reload besides SIGHUP / `tlsgate reload`. */
+struct tg_conf_reload {
+    bool watch;           /* default true: watch certificate and key files (inotify) */
+    uint64_t debounce_ns; /* default 200ms: quiet time after the last change before reloading */
+};
+
 struct tg_config {
-    char *source_name; /* file path, or "<embedded default>" */
-    int concurrency;   /* worker threads, default 1; "auto" = number of CPUs */
+    char *source_name;                    /* file path, or "<embedded default>" */
+    int concurrency;                      /* worker threads, default 1; "auto" = number of CPUs */
+    struct tg_conf_mark concurrency_mark; /* of its value (line 0 when not given) */
     bool has_admin;
     struct tg_conf_addr admin;          /* admin.address */
     struct tg_conf_listener *listeners; /* at least one */
     size_t n_listeners;
     struct tg_conf_limits limits;
     struct tg_conf_access_log access_log;
+    struct tg_conf_reload reload;
     struct tg_conf_dns dns;
     int log_level;   /* enum tg_log_level, default info */
     char *state_dir; /* for the embedded default: where the demo certificate lives */
@@ -242,6 +264,18 @@ int tg_config_load_file(const char *path, struct tg_config **out, char *err,
 int tg_config_load_buffer(const char *name, const char *yaml, size_t len, struct tg_config **out,
                           char *err, size_t errlen) TG_MUST_CHECK;
 void tg_config_free(struct tg_config *cfg);
+
+/* Whether two upstream blocks make the same cluster: the same endpoints (as
+ * written, with their weights, in the same order), load balancing, connect
+ * timeout and attempts, DNS family and refresh, outlier detection and
+ * health check. proxy_protocol and the marks do not count. (A reload keeps
+ * a listener's cluster when they are equal.) */
+bool tg_conf_upstream_same_cluster(const struct tg_conf_upstream *a,
+                                   const struct tg_conf_upstream *b);
+/* Whether two dns blocks configure the same resolver (marks aside). */
+bool tg_conf_dns_equal(const struct tg_conf_dns *a, const struct tg_conf_dns *b);
+/* Whether an upstream block has host names to resolve. */
+bool tg_conf_upstream_has_names(const struct tg_conf_upstream *u);
 
 /* Format "FILE:LINE:COL: path: message" into err. path may be NULL. */
 void tg_conf_error(char *err, size_t errlen, const struct tg_conf_mark *mark, const char *path,

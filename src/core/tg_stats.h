@@ -82,6 +82,8 @@ extern const struct tg_hist_spec tg_hist_latency_us;
       "Client connections closed, by reason")                                                      \
     X(CLOSE_CLIENT_ERROR, counter, "tlsgate_connections_closed_total", "reason=\"client_error\"",  \
       "")                                                                                          \
+    X(CLOSE_CLIENT_TRUNCATED, counter, "tlsgate_connections_closed_total",                         \
+      "reason=\"client_truncated\"", "")                                                           \
     X(CLOSE_HANDSHAKE_FAILED, counter, "tlsgate_connections_closed_total",                         \
       "reason=\"handshake_failed\"", "")                                                           \
     X(CLOSE_HANDSHAKE_TIMEOUT, counter, "tlsgate_connections_closed_total",                        \

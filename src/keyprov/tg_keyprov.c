@@ -60,6 +60,37 @@ const struct tg_keyprov_ops *const *tg_keyprov_all(size_t *n)
     return tg_providers;
 }
 
+static const struct tg_config *tg_kp_doctor_cfg;
+
+void tg_keyprov_set_doctor_config(const struct tg_config *cfg)
+{
+    tg_kp_doctor_cfg = cfg;
+}
+
+const struct tg_conf_keyprov *tg_keyprov_doctor_block(const char *name, size_t *it)
+{
+    const struct tg_config *cfg = tg_kp_doctor_cfg;
+    if (cfg == NULL)
+        return NULL;
+    /* *it counts certificates across listeners, in file order. */
+    size_t k = 0;
+    for (size_t l = 0; l < cfg->n_listeners; l++) {
+        const struct tg_conf_tls *tls = &cfg->listeners[l].tls;
+        for (size_t c = 0; c < tls->n_certs; c++, k++) {
+            if (k < *it)
+                continue;
+            const struct tg_conf_keyprov *kp = &tls->certs[c].keyprov;
+            const char *pn = kp->provider_name ? kp->provider_name : TG_KEYPROV_FALLBACK;
+            if (strcmp(pn, name) == 0) {
+                *it = k + 1;
+                return kp;
+            }
+        }
+    }
+    *it = k;
+    return NULL;
+}
+
 static int tg_keyprov_slot(const struct tg_keyprov_ops *ops)
 {
     for (size_t i = 0; i < TG_NPROV; i++) {
@@ -132,7 +163,9 @@ enum tg_init_state { TG_INIT_NOT_TRIED, TG_INIT_OK, TG_INIT_FAILED };
 static struct {
     enum tg_init_state init[TG_KEYPROV_MAX];
     char why[TG_KEYPROV_MAX][256];
-    bool used[TG_KEYPROV_MAX]; /* some binding runs on it: workers create its state */
+    /* Some binding runs on it: workers create its state. Atomic: a reload
+     * sets it on the main thread while a worker may be starting. */
+    _Atomic bool used[TG_KEYPROV_MAX];
 } tg_kp_global;
 
 static int tg_keyprov_global_init(int slot, const char **why)
@@ -176,8 +209,9 @@ void tg_keyprov_binding_free(struct tg_keyprov_binding *b)
     free(b);
 }
 
-int tg_keyprov_bind(const struct tg_conf_keyprov *conf, const struct tg_pkey *key,
-                    struct tg_keyprov_binding **out, char *err, size_t errlen)
+/* A binding to the configured provider, with its settings (configure). */
+static int tg_keyprov_binding_new(const struct tg_conf_keyprov *conf,
+                                  struct tg_keyprov_binding **out, char *err, size_t errlen)
 {
     *out = NULL;
     const char *name = conf->provider_name ? conf->provider_name : TG_KEYPROV_FALLBACK;
@@ -205,10 +239,30 @@ int tg_keyprov_bind(const struct tg_conf_keyprov *conf, const struct tg_pkey *ke
     }
     b->ops = ops;
     b->kx = kx && ops->does_kx;
+    b->slot = tg_keyprov_slot(ops);
+    *out = b;
+    return TG_OK;
+}
 
+int tg_keyprov_bind(const struct tg_conf_keyprov *conf, const struct tg_pkey *key,
+                    struct tg_keyprov_binding **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    const struct tg_keyprov_ops *held =
+        tg_keyprov_find(conf->provider_name ? conf->provider_name : TG_KEYPROV_FALLBACK);
+    if (key != NULL && held != NULL && held->load_key != NULL) {
+        tg_conf_error(err, errlen, &conf->mark, conf->path,
+                      "provider '%s' holds private keys itself: remove private_key from this "
+                      "certificate",
+                      held->name);
+        return TG_ECONFIG;
+    }
+    struct tg_keyprov_binding *b = NULL;
+    TG_GUARD(tg_keyprov_binding_new(conf, &b, err, errlen));
+    const struct tg_keyprov_ops *ops = b->ops;
     const char *why = "";
-    int slot = tg_keyprov_slot(ops);
-    rc = tg_keyprov_global_init(slot, &why);
+    int slot = b->slot;
+    int rc = tg_keyprov_global_init(slot, &why);
     char keywhy[256] = "";
     if (rc == TG_OK && key != NULL && ops->supports_key != NULL) {
         rc = ops->supports_key(key, keywhy, sizeof(keywhy));
@@ -240,11 +294,79 @@ int tg_keyprov_bind(const struct tg_conf_keyprov *conf, const struct tg_pkey *ke
     return TG_OK;
 }
 
+int tg_keyprov_bind_held(const struct tg_conf_keyprov *conf, EVP_PKEY *cert_pub,
+                         struct tg_keyprov_binding **out, struct tg_pkey **key, X509 **leaf,
+                         char *err, size_t errlen)
+{
+    *out = NULL;
+    *key = NULL;
+    if (leaf != NULL)
+        *leaf = NULL;
+    const char *name = conf->provider_name ? conf->provider_name : TG_KEYPROV_FALLBACK;
+    const struct tg_keyprov_ops *ops = tg_keyprov_find(name);
+    if (ops != NULL && ops->load_key == NULL) {
+        tg_conf_error(err, errlen, &conf->mark, conf->path,
+                      "provider '%s' does not hold private keys: give the certificate's "
+                      "private_key",
+                      ops->name);
+        return TG_ECONFIG;
+    }
+    if (conf->fallback_set && conf->fallback) {
+        char path[512];
+        snprintf(path, sizeof(path), "%s.fallback", conf->path ? conf->path : "");
+        tg_conf_error(err, errlen, &conf->fallback_mark, path,
+                      "provider '%s' holds this certificate's private key: there is no software "
+                      "copy to fall back to (remove fallback or set it to false)",
+                      name);
+        return TG_ECONFIG;
+    }
+    struct tg_keyprov_binding *b = NULL;
+    TG_GUARD(tg_keyprov_binding_new(conf, &b, err, errlen));
+    b->fallback = false;
+    b->held = true;
+    const char *why = "";
+    char lwhy[512] = "";
+    int rc = tg_keyprov_global_init(b->slot, &why);
+    if (rc != TG_OK) {
+        tg_conf_error(err, errlen, &conf->mark, conf->path, "provider '%s' cannot run here: %s",
+                      b->ops->name, why);
+        goto out;
+    }
+    rc = b->ops->load_key(b->settings, cert_pub, key, leaf, lwhy, sizeof(lwhy));
+    if (rc != TG_OK) {
+        tg_conf_error(err, errlen, &conf->mark, conf->path, "%s", lwhy[0] ? lwhy : tg_strerror(rc));
+        goto out;
+    }
+    if (*key == NULL || !tg_pkey_is_held(*key) || (leaf != NULL && *leaf == NULL)) {
+        tg_conf_error(err, errlen, &conf->mark, conf->path,
+                      "provider '%s' returned no usable key%s", b->ops->name,
+                      leaf != NULL && *leaf == NULL ? " or no certificate" : "");
+        rc = TG_EINVAL;
+        goto out;
+    }
+    tg_kp_global.used[tg_software_slot] = true;
+    tg_kp_global.used[b->slot] = true;
+    *out = b;
+    b = NULL;
+out:
+    if (b != NULL) {
+        tg_pkey_unref(*key);
+        *key = NULL;
+        if (leaf != NULL) {
+            X509_free(*leaf);
+            *leaf = NULL;
+        }
+        tg_keyprov_binding_free(b);
+    }
+    return rc;
+}
+
 /* ---- per-worker instance sets ---- */
 
 struct tg_keyprov_set {
     struct ev_loop *loop;
     int worker_id;
+    const size_t *handshaking;
     void *state[TG_KEYPROV_MAX];
     struct tg_keyprov_stats stats[TG_KEYPROV_MAX];
     struct tg_keyprov_set *next; /* in tg_kp_sets, for /stats */
@@ -296,6 +418,41 @@ struct tg_keyprov_stats *tg_keyprov_current_stats(const struct tg_keyprov_bindin
 
 static const size_t tg_kp_no_handshakes = 0;
 
+uint32_t tg_keyprov_slots_used(void)
+{
+    uint32_t slots = 0;
+    for (size_t i = 0; i < TG_NPROV; i++) {
+        if (tg_kp_global.used[i])
+            slots |= 1u << i;
+    }
+    return slots;
+}
+
+int tg_keyprov_set_add_slots(struct tg_keyprov_set *set, uint32_t slots)
+{
+    int first = TG_OK;
+    for (size_t i = 0; i < TG_NPROV; i++) {
+        if ((slots & (1u << i)) == 0 || set->state[i] != NULL ||
+            tg_providers[i]->worker_init == NULL)
+            continue;
+        struct tg_keyprov_worker w = {set->loop, set->worker_id, &set->stats[i], set->handshaking};
+        int rc = tg_providers[i]->worker_init(&w, &set->state[i]);
+        if (rc != TG_OK) {
+            TG_ERROR("worker %d: provider '%s' failed to start: %s", set->worker_id,
+                     tg_providers[i]->name, tg_strerror(rc));
+            set->state[i] = NULL;
+            if (first == TG_OK)
+                first = rc;
+        }
+    }
+    return first;
+}
+
+void tg_keyprov_forget_keys(void)
+{
+    tg_keyop_sw_forget_keys();
+}
+
 int tg_keyprov_set_new(struct ev_loop *loop, int worker_id, const size_t *handshaking,
                        struct tg_keyprov_set **out)
 {
@@ -305,24 +462,16 @@ int tg_keyprov_set_new(struct ev_loop *loop, int worker_id, const size_t *handsh
         return TG_ENOMEM;
     set->loop = loop;
     set->worker_id = worker_id;
+    set->handshaking = handshaking ? handshaking : &tg_kp_no_handshakes;
     /* Every worker has the software state (the fallback of every provider).
      * Binding a certificate already marked it on the main thread before the
-     * workers started: then they only read it (two workers writing the
-     * flag at once is a data race, reported by TSan). */
+     * workers started: then they only read it. */
     if (tg_software_slot >= 0 && !tg_kp_global.used[tg_software_slot])
         tg_kp_global.used[tg_software_slot] = true;
-    for (size_t i = 0; i < TG_NPROV; i++) {
-        if (!tg_kp_global.used[i] || tg_providers[i]->worker_init == NULL)
-            continue;
-        struct tg_keyprov_worker w = {loop, worker_id, &set->stats[i],
-                                      handshaking ? handshaking : &tg_kp_no_handshakes};
-        int rc = tg_providers[i]->worker_init(&w, &set->state[i]);
-        if (rc != TG_OK) {
-            TG_ERROR("worker %d: provider '%s' failed to start: %s", worker_id,
-                     tg_providers[i]->name, tg_strerror(rc));
-            tg_keyprov_set_free(set);
-            return rc;
-        }
+    int rc = tg_keyprov_set_add_slots(set, tg_keyprov_slots_used());
+    if (rc != TG_OK) {
+        tg_keyprov_set_free(set);
+        return rc;
     }
     pthread_mutex_lock(&tg_kp_sets_lock);
     set->next = tg_kp_sets;
@@ -339,8 +488,10 @@ static void tg_keyprov_stats_merge(struct tg_keyprov_stats *dst, const struct tg
         tg_ctr_add(&dst->completed[t], tg_ctr_get(&src->completed[t]));
         tg_ctr_add(&dst->failed[t], tg_ctr_get(&src->failed[t]));
     }
-    for (int r = 0; r < TG_FALLBACK_REASON_COUNT; r++)
+    for (int r = 0; r < TG_FALLBACK_REASON_COUNT; r++) {
         tg_ctr_add(&dst->fallbacks[r], tg_ctr_get(&src->fallbacks[r]));
+        tg_ctr_add(&dst->unrecoverable[r], tg_ctr_get(&src->unrecoverable[r]));
+    }
     for (int r = 0; r < TG_FLUSH_REASON_COUNT; r++)
         tg_ctr_add(&dst->flushes[r], tg_ctr_get(&src->flushes[r]));
     tg_ctr_add(&dst->inflight_up, tg_ctr_get(&src->inflight_up));
@@ -509,6 +660,23 @@ void tg_keyprov_render_stats(struct tg_buf *out)
                      fb_names[r]);
             tg_prom_value(out, "tlsgate_keyprov_fallbacks_total", lab,
                           tg_ctr_get(&agg[i].fallbacks[r]));
+        }
+    }
+    bool any_held = false;
+    for (size_t i = 0; i < TG_NPROV; i++)
+        any_held = any_held || (tg_kp_global.used[i] && tg_providers[i]->load_key != NULL);
+    if (any_held)
+        tg_prom_header(out, "tlsgate_keyprov_unrecoverable_total", "counter",
+                       "Operations on provider-held keys the provider failed, by reason: no "
+                       "software copy, the handshake failed");
+    for (size_t i = 0; i < TG_NPROV; i++) {
+        if (!tg_kp_global.used[i] || tg_providers[i]->load_key == NULL)
+            continue;
+        for (int r = 0; r < TG_FALLBACK_REASON_COUNT; r++) {
+            snprintf(lab, sizeof(lab), "provider=\"%s\",reason=\"%s\"", tg_providers[i]->name,
+                     fb_names[r]);
+            tg_prom_value(out, "tlsgate_keyprov_unrecoverable_total", lab,
+                          tg_ctr_get(&agg[i].unrecoverable[r]));
         }
     }
     tg_prom_header(out, "tlsgate_keyprov_flushes_total", "counter",

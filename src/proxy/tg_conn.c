@@ -82,6 +82,13 @@ static double tg_ns_s(uint64_t ns)
     return (double)ns / 1e9;
 }
 
+/* The limits of the generation the connection was accepted under: a reload
+ * changes those of new connections only. */
+static inline const struct tg_conf_limits *tg_conn_limits(const struct tg_conn *c)
+{
+    return &c->l->wg->gen->cfg->limits;
+}
+
 /* ---- close path ---- */
 
 static void tg_conn_handshake_over(struct tg_conn *c)
@@ -103,7 +110,7 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
     ev_io_stop(loop, &c->uio);
     ev_timer_stop(loop, &c->timer);
     bool established = SSL_is_init_finished(c->ssl);
-    bool abortive = stat == TG_STAT_CLOSE_CLIENT_ERROR;
+    bool abortive = stat == TG_STAT_CLOSE_CLIENT_ERROR || stat == TG_STAT_CLOSE_CLIENT_TRUNCATED;
     if (established && !c->client_shut && !abortive) {
         /* Best effort close_notify; the socket is non-blocking. */
         tg_ssl_enter(c);
@@ -129,7 +136,7 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
     close(c->cfd);
     tg_ppio_rx_free(c->pp_rx);
     if (c->bufmem != NULL)
-        tg_worker_buf_put(w, c->bufmem);
+        tg_worker_buf_put(w, c->bufmem, c->c2u.cap);
     if (c->on_ready)
         tg_worker_unready(w, c);
     if (c->prev)
@@ -146,7 +153,10 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
     TG_DEBUG("conn %p: closed (%s, stat %d), client %s", (void *)c, tg_conn_state_name(c->state),
              stat, tg_pp_addr_text(&c->client_addr, a, sizeof(a)));
     c->state = TG_CONN_CLOSED;
+    struct tg_wgen *wg = c->l->wg;
     free(c);
+    /* Last: it may free the generation, and with it c's listener. */
+    tg_worker_wgen_release(wg);
 }
 
 void tg_conn_close(struct tg_conn *c, int stat)
@@ -204,12 +214,12 @@ static void tg_conn_upstream_connected(struct tg_conn *c)
     c->alog.t_connected_ns = tg_now_ns();
     tg_stat_inc(&w->stats, TG_STAT_UPSTREAM_CONNECT_OK);
     tg_cluster_report(c->ep, TG_CONNECT_OK);
-    c->bufmem = tg_worker_buf_get(w);
+    size_t cap = tg_conn_limits(c)->buffer_size;
+    c->bufmem = tg_worker_buf_get(w, cap);
     if (c->bufmem == NULL) {
         tg_conn_close(c, TG_STAT_CLOSE_INTERNAL);
         return;
     }
-    size_t cap = w->cfg->limits.buffer_size;
     c->c2u = (struct tg_pipe){(char *)c->bufmem, cap, 0, 0};
     c->u2c = (struct tg_pipe){(char *)c->bufmem + cap, cap, 0, 0};
     if (c->l->conf->upstream.proxy_protocol != 0 && tg_conn_pp_prepend(c) != TG_OK) {
@@ -222,7 +232,7 @@ static void tg_conn_upstream_connected(struct tg_conn *c)
     c->client_maybe_readable = true;
     c->upstream_maybe_readable = false;
     c->t_active_ns = tg_now_ns();
-    tg_conn_timer_after(c, tg_ns_s(w->cfg->limits.idle_timeout_ns));
+    tg_conn_timer_after(c, tg_ns_s(tg_conn_limits(c)->idle_timeout_ns));
     tg_conn_pump(c);
 }
 
@@ -368,7 +378,7 @@ static void tg_conn_proxy_header(struct tg_conn *c)
     /* Set here: the handshake may pause at once, or wait for a job, before
      * it sets a state itself. */
     tg_conn_set_state(c, TG_CONN_HANDSHAKING);
-    tg_conn_timer_after(c, tg_ns_s(w->cfg->limits.handshake_timeout_ns));
+    tg_conn_timer_after(c, tg_ns_s(tg_conn_limits(c)->handshake_timeout_ns));
     tg_conn_handshake(c);
     return;
 refused:
@@ -388,6 +398,11 @@ static void tg_conn_handshake_done(struct tg_conn *c)
     /* No private-key operation happens after the handshake: stop paying
      * for an ASYNC job on every read and write. */
     SSL_clear_mode(c->ssl, SSL_MODE_ASYNC);
+    /* tls.require_close_notify: from now on a TCP FIN without close_notify
+     * is an error (SSL_R_UNEXPECTED_EOF_WHILE_READING), not an EOF; during
+     * the handshake it still counts as the client closing. */
+    if (c->l->conf->tls.require_close_notify)
+        SSL_clear_options(c->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
     tg_stat_inc(&w->stats, TG_STAT_HS_OK);
     tg_stat_inc(&w->stats,
                 SSL_version(c->ssl) == TLS1_3_VERSION ? TG_STAT_HS_TLS13 : TG_STAT_HS_TLS12);
@@ -479,6 +494,31 @@ static void tg_conn_client_error(struct tg_conn *c)
     tg_conn_close(c, TG_STAT_CLOSE_CLIENT_ERROR);
 }
 
+/* SSL_read failed because the client's TCP stream ended without close_notify
+ * (only seen with tls.require_close_notify). */
+static bool tg_conn_truncated(int err)
+{
+    unsigned long e = ERR_peek_error();
+    return err == SSL_ERROR_SSL && ERR_GET_LIB(e) == ERR_LIB_SSL &&
+           ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+}
+
+/* Send close_notify. False while it waits in libssl for room in the
+ * client's socket (SSL_shutdown: WANT_WRITE): the pump calls again when the
+ * socket is writable, and only then may the TCP write side be shut (a
+ * shutdown(SHUT_WR) now would lose the alert). Bounded like any stalled
+ * write: by idle_timeout, or the drain at exit. True once it left, or when
+ * it never can (the client is gone). */
+static bool tg_conn_close_notify(struct tg_conn *c)
+{
+    tg_ssl_enter(c);
+    int r = SSL_shutdown(c->ssl); /* first call queues the alert, a later one resends it */
+    int err = r >= 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+    tg_ssl_leave();
+    ERR_clear_error();
+    return err != SSL_ERROR_WANT_WRITE;
+}
+
 static void tg_conn_upstream_error(struct tg_conn *c)
 {
     tg_stat_inc(&c->w->stats, TG_STAT_UPSTREAM_RESET);
@@ -513,6 +553,10 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
         } else if (err == SSL_ERROR_ZERO_RETURN) {
             c->client_eof = true; /* close_notify or EOF: half-close */
             *progress = true;
+        } else if (tg_conn_truncated(err)) {
+            ERR_clear_error();
+            tg_conn_close(c, TG_STAT_CLOSE_CLIENT_TRUNCATED);
+            return false;
         } else {
             tg_conn_client_error(c);
             return false;
@@ -591,11 +635,7 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
             return false;
         }
     }
-    if (c->upstream_eof && uc->len == 0 && !c->client_shut) {
-        tg_ssl_enter(c);
-        (void)SSL_shutdown(c->ssl); /* close_notify */
-        tg_ssl_leave();
-        ERR_clear_error();
+    if (c->upstream_eof && uc->len == 0 && !c->client_shut && tg_conn_close_notify(c)) {
         if (!c->upstream_shut) /* else close() follows at once */
             (void)shutdown(c->cfd, SHUT_WR);
         c->client_shut = true;
@@ -636,6 +676,8 @@ static void tg_conn_pump(struct tg_conn *c)
         cev |= c->ssl_read_wants ? c->ssl_read_wants : EV_READ;
     if (uc->off < uc->len)
         cev |= c->ssl_write_wants ? c->ssl_write_wants : EV_WRITE;
+    else if (c->upstream_eof && !c->client_shut)
+        cev |= EV_WRITE; /* close_notify waits for room (tg_conn_close_notify) */
     if (!c->upstream_eof && uc->len < uc->cap)
         uev |= EV_READ;
     if (cu->off < cu->len)
@@ -732,7 +774,7 @@ static void tg_conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         break;
     }
     case TG_CONN_PROXYING: {
-        uint64_t idle = w->cfg->limits.idle_timeout_ns, now = tg_now_ns();
+        uint64_t idle = tg_conn_limits(c)->idle_timeout_ns, now = tg_now_ns();
         if (now - c->t_active_ns >= idle)
             tg_conn_close(c, TG_STAT_CLOSE_IDLE_TIMEOUT);
         else
@@ -784,7 +826,7 @@ void tg_conn_accept(struct tg_wlistener *l, int fd, const struct sockaddr_storag
     c->uio.data = c;
     bool pp = l->conf->proxy_protocol;
     uint64_t first_wait =
-        pp ? l->conf->proxy_protocol_timeout_ns : w->cfg->limits.handshake_timeout_ns;
+        pp ? l->conf->proxy_protocol_timeout_ns : tg_conn_limits(c)->handshake_timeout_ns;
     ev_timer_init(&c->timer, tg_conn_timer_cb, tg_ns_s(first_wait), 0.0);
     c->timer.data = c;
     ev_timer_start(w->loop, &c->timer);
@@ -793,6 +835,7 @@ void tg_conn_accept(struct tg_wlistener *l, int fd, const struct sockaddr_storag
         w->conns->prev = c;
     w->conns = c;
     w->n_conns++;
+    tg_worker_wgen_hold(l->wg); /* c keeps its generation until it is freed */
     c->in_handshake = true;
     w->n_handshaking++;
     tg_stat_inc(&w->stats, TG_STAT_CONN_ACCEPTED);

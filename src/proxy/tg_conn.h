@@ -25,7 +25,10 @@
  * ended.
  *
  * Owner: the worker thread that accepted it. Created by tg_conn_accept();
- * freed only by the close path.
+ * freed only by the close path. From accept until it is freed it holds the
+ * configuration generation it was accepted under (through its listener,
+ * c->l->wg): a reload leaves its TLS context, listener settings and limits
+ * alone, even when its listener is removed.
  */
 #ifndef TG_CONN_H
 #define TG_CONN_H
@@ -93,7 +96,7 @@ struct tg_conn_alog {
 
 struct tg_conn {
     struct tg_worker *w;
-    struct tg_wlistener *l;
+    struct tg_wlistener *l; /* of its generation (l->wg), kept until it is freed */
     enum tg_conn_state state;
     int cfd; /* client socket */
     int ufd; /* upstream socket, -1 before connect */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "core/tg_log.h"
 #include "ossl/tg_ossl.h"
@@ -64,6 +65,8 @@ static void tg_cert_clear(struct tg_tls_cert *c)
     X509_free(c->leaf);
     sk_X509_pop_free(c->chain, X509_free);
     EVP_PKEY_free(c->wrapped);
+    /* Nothing will name this key again: caches may let it go. */
+    tg_pkey_retire(c->key);
     tg_pkey_unref(c->key);
     tg_keyprov_binding_free(c->binding);
     for (size_t i = 0; i < c->n_names; i++)
@@ -165,16 +168,19 @@ static int tg_cert_names(struct tg_tls_cert *c)
     return rc;
 }
 
-static int tg_cert_load(struct tg_tls_cert *c, const struct tg_conf_cert *conf, char *err,
-                        size_t errlen)
+/* The mark of a key when it was set in the file, else its parent's. */
+static const struct tg_conf_mark *tg_mark_or(const struct tg_conf_mark *m,
+                                             const struct tg_conf_mark *parent)
 {
-    char why[256];
-    c->conf = conf;
-    const char *chain_path = conf->path;
-    char path[512];
+    return m->line > 0 ? m : parent;
+}
 
-    /* certificate_chain: the leaf first, then intermediates. */
-    snprintf(path, sizeof(path), "%s.certificate_chain", chain_path);
+/* certificate_chain: the leaf first, then intermediates. */
+static int tg_cert_load_chain(struct tg_tls_cert *c, const struct tg_conf_cert *conf, char *err,
+                              size_t errlen)
+{
+    char why[256], path[512];
+    snprintf(path, sizeof(path), "%s.certificate_chain", conf->path);
     BIO *bio = BIO_new_mem_buf(conf->chain.data, (int)conf->chain.data_len);
     if (bio == NULL)
         return TG_ENOMEM;
@@ -197,18 +203,21 @@ static int tg_cert_load(struct tg_tls_cert *c, const struct tg_conf_cert *conf, 
     BIO_free(bio);
     /* The loop ends on "no more PEM": that is not an error. */
     ERR_clear_error();
-    if (c->chain == NULL)
-        return TG_ENOMEM;
+    return c->chain == NULL ? TG_ENOMEM : TG_OK;
+}
 
-    /* private_key */
-    snprintf(path, sizeof(path), "%s.private_key", chain_path);
+/* private_key from the configuration, and its provider (decided here). */
+static int tg_cert_load_key(struct tg_tls_cert *c, const struct tg_conf_cert *conf, char *err,
+                            size_t errlen)
+{
+    char why[256], path[512];
+    snprintf(path, sizeof(path), "%s.private_key", conf->path);
     int rc = tg_pkey_load_pem(conf->private_key.data, conf->private_key.data_len, &c->key, why,
                               sizeof(why));
     if (rc != TG_OK) {
         tg_conf_error(err, errlen, &conf->private_key.mark, path, "%s", why);
         return TG_ECONFIG;
     }
-    c->key->label = strdup(chain_path);
     EVP_PKEY *leaf_pub = X509_get0_pubkey(c->leaf);
     if (leaf_pub == NULL || EVP_PKEY_eq(leaf_pub, c->key->pub) != 1) {
         ERR_clear_error();
@@ -217,16 +226,58 @@ static int tg_cert_load(struct tg_tls_cert *c, const struct tg_conf_cert *conf, 
                       conf->chain.filename ? conf->chain.filename : "inline");
         return TG_ECONFIG;
     }
-
-    /* private_key_provider: decided once, here. */
     rc = tg_keyprov_bind(&conf->keyprov, c->key, &c->binding, err, errlen);
+    return rc == TG_OK || rc == TG_ENOMEM ? rc : TG_ECONFIG;
+}
+
+/* No private_key: the provider holds the key (and, without
+ * certificate_chain, gives the certificate too). */
+static int tg_cert_load_held(struct tg_tls_cert *c, const struct tg_conf_cert *conf, char *err,
+                             size_t errlen)
+{
+    X509 *leaf = NULL;
+    int rc = tg_keyprov_bind_held(&conf->keyprov, c->leaf ? X509_get0_pubkey(c->leaf) : NULL,
+                                  &c->binding, &c->key, c->leaf ? NULL : &leaf, err, errlen);
     if (rc != TG_OK)
         return rc == TG_ENOMEM ? rc : TG_ECONFIG;
+    if (leaf != NULL) {
+        c->leaf = leaf;
+        c->chain = sk_X509_new_null();
+        if (c->chain == NULL)
+            return TG_ENOMEM;
+    }
+    EVP_PKEY *leaf_pub = X509_get0_pubkey(c->leaf);
+    if (leaf_pub == NULL || EVP_PKEY_eq(leaf_pub, c->key->pub) != 1) {
+        ERR_clear_error();
+        tg_conf_error(err, errlen, &conf->keyprov.mark, conf->keyprov.path,
+                      "the key provider '%s' holds does not match the certificate %s",
+                      c->binding->ops->name,
+                      leaf != NULL           ? "it found with the key"
+                      : conf->chain.filename ? conf->chain.filename
+                                             : "in certificate_chain (inline)");
+        return TG_ECONFIG;
+    }
+    return TG_OK;
+}
+
+static int tg_cert_load(struct tg_tls_cert *c, const struct tg_conf_cert *conf, char *err,
+                        size_t errlen)
+{
+    c->conf = conf;
+    if (conf->chain.data != NULL)
+        TG_GUARD(tg_cert_load_chain(c, conf, err, errlen));
+    TG_GUARD(conf->private_key.data != NULL ? tg_cert_load_key(c, conf, err, errlen)
+                                            : tg_cert_load_held(c, conf, err, errlen));
     c->key->binding = c->binding;
+    c->key->label = strdup(conf->path);
+    if (c->key->label == NULL)
+        return TG_ENOMEM;
 
     c->wrapped = tg_ossl_wrap_pkey(c->key);
     if (c->wrapped == NULL) {
-        tg_conf_error(err, errlen, &conf->private_key.mark, path,
+        char path[512];
+        snprintf(path, sizeof(path), "%s.private_key", conf->path);
+        tg_conf_error(err, errlen, tg_mark_or(&conf->private_key.mark, &conf->mark), path,
                       "the tlsgate provider cannot hold this key");
         return TG_ECRYPTO;
     }
@@ -280,13 +331,6 @@ static int tg_sni_cb(SSL *ssl, int *alert, void *arg)
         }
     }
     return SSL_TLSEXT_ERR_OK; /* unknown name: the default certificate */
-}
-
-/* The mark of a key when it was set in the file, else its parent's. */
-static const struct tg_conf_mark *tg_mark_or(const struct tg_conf_mark *m,
-                                             const struct tg_conf_mark *parent)
-{
-    return m->line > 0 ? m : parent;
 }
 
 static int tg_ctx_configure(struct tg_tls_listener *t, struct tg_tls_ctx *tc,
@@ -373,14 +417,14 @@ static int tg_ctx_configure(struct tg_tls_listener *t, struct tg_tls_ctx *tc,
         struct tg_tls_cert *c = tc->certs[i];
         snprintf(path, sizeof(path), "%s.certificate_chain", c->conf->path);
         if (SSL_CTX_use_certificate(ctx, c->leaf) != 1 || SSL_CTX_set1_chain(ctx, c->chain) != 1) {
-            tg_conf_error(err, errlen, &c->conf->chain.mark, path, "certificate refused: %s",
-                          tg_ossl_reason(why, sizeof(why)));
+            tg_conf_error(err, errlen, tg_mark_or(&c->conf->chain.mark, &c->conf->mark), path,
+                          "certificate refused: %s", tg_ossl_reason(why, sizeof(why)));
             return TG_ECONFIG;
         }
         snprintf(path, sizeof(path), "%s.private_key", c->conf->path);
         if (SSL_CTX_use_PrivateKey(ctx, c->wrapped) != 1) {
-            tg_conf_error(err, errlen, &c->conf->private_key.mark, path, "key refused: %s",
-                          tg_ossl_reason(why, sizeof(why)));
+            tg_conf_error(err, errlen, tg_mark_or(&c->conf->private_key.mark, &c->conf->mark), path,
+                          "key refused: %s", tg_ossl_reason(why, sizeof(why)));
             return TG_ECONFIG;
         }
     }
@@ -497,6 +541,35 @@ out:
     return rc;
 }
 
+size_t tg_tls_listener_cert_count(const struct tg_tls_listener *t)
+{
+    return t->n_certs;
+}
+
+void tg_tls_listener_cert_info(const struct tg_tls_listener *t, size_t i,
+                               struct tg_tls_cert_info *out)
+{
+    memset(out, 0, sizeof(*out));
+    const struct tg_tls_cert *c = &t->certs[i];
+    size_t off = 0;
+    for (size_t n = 0; n < c->n_names && off < sizeof(out->names) - 1; n++) {
+        int w =
+            snprintf(out->names + off, sizeof(out->names) - off, "%s%s", n ? "," : "", c->names[n]);
+        if (w < 0)
+            break;
+        off += (size_t)w;
+    }
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(c->leaf), NULL);
+    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+    snprintf(out->serial, sizeof(out->serial), "%s", hex != NULL ? hex : "?");
+    OPENSSL_free(hex);
+    BN_free(bn);
+    struct tm tm;
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(c->leaf), &tm) == 1)
+        out->not_after = (int64_t)timegm(&tm);
+    ERR_clear_error();
+}
+
 void tg_tls_listener_describe(const struct tg_tls_listener *t, const char *listener_name)
 {
     for (size_t i = 0; i < t->n_certs; i++) {
@@ -509,6 +582,8 @@ void tg_tls_listener_describe(const struct tg_tls_listener *t, const char *liste
         char note[96] = "";
         if (strcmp(c->binding->configured, c->binding->ops->name) != 0)
             snprintf(note, sizeof(note), " (fallback from '%s')", c->binding->configured);
+        else if (c->binding->held)
+            snprintf(note, sizeof(note), " (private key held by the provider)");
         TG_INFO("listener %s: certificate %zu: %s %d-bit, names [%s], key provider '%s'%s",
                 listener_name, i, c->key->type == TG_PKEY_RSA ? "RSA" : "EC", c->key->bits, names,
                 c->binding->ops->name, note);

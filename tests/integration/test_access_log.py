@@ -13,7 +13,7 @@
   - key operations that fall back to software (deferred, fail_every 1,
     fail_mode error) are counted per line;
   - every termination code we can provoke on 127.0.0.1: -- UF UT (when the
-    kernel lets us fill an accept queue) UR IT HT HF HC CD KF LR, and SD at
+    kernel lets us fill an accept queue) UR IT HT HF HC CD CT KF LR, and SD at
     the drain timeout (the lines written at shutdown); the lines of each code
     add up to the closed_total / rejected_total counters, nothing twice.
 """
@@ -258,6 +258,7 @@ def codes_case(t, up):
     L = tglib.listener
     ls = [L([pair], up.addr, name="ok"), L([pair], dead_addr, name="refused"),
           L([pair], reset_up.addr, name="reset"), L([pair], silent_up.addr, name="silent"),
+          L([pair], silent_up.addr, name="strict", tls={"require_close_notify": True}),
           L([tglib.cert_entry(pair[0], pair[1], {
               "provider_name": "deferred",
               "typed_config": {"fail_every": 1, "fail_mode": "fatal", "key_exchange": False}})],
@@ -322,6 +323,23 @@ def codes_case(t, up):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.close()
     expect("CD")
+    # CT: a FIN without close_notify where require_close_notify is set.
+    with silent_up.lock:
+        n0 = len(silent_up.conns)
+    c = tglib.BioTLS(P["strict"], "1.3")
+    try:
+        c.send(b"z")
+        tglib.wait_until(lambda: len(silent_up.conns) > n0
+                         and bytes(silent_up.conns[n0].received) == b"z", 10,
+                         "the CT client's byte at the upstream")
+        c.sock.shutdown(socket.SHUT_WR)
+        try:
+            c.read_until_close()
+        except (ssl.SSLError, OSError):
+            pass  # tlsgate may answer the truncation with an alert or a reset
+    finally:
+        c.close()
+    expect("CT")
     tglib.settle(gw)
     # Reconcile: lines by code against the counters.
     a = tg_alog.wait_written(gw)
@@ -343,6 +361,7 @@ def codes_case(t, up):
     def closed(reason):
         return st("tlsgate_connections_closed_total", reason=reason)
     for codes, counter in ((("--",), closed("normal")), (("CD",), closed("client_error")),
+                           (("CT",), closed("client_truncated")),
                            (("HF", "HC", "KF"), closed("handshake_failed")),
                            (("HT",), closed("handshake_timeout")),
                            (("UF", "UT"), closed("upstream_connect_failed")),

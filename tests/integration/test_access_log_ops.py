@@ -15,6 +15,9 @@
     stdout to a pipe nobody reads), 4 KiB buffers: tlsgate bench completes
     every call without an error, the dropped lines are counted, SIGTERM
     still exits 0 in bounded time and the final report adds up;
+  - a reload (SIGHUP, listeners renamed): new connections are logged under
+    the new names, one open across it under its old one; a reload that
+    changes the access_log block is refused as a whole, the log unchanged;
   - a clean SIGTERM right after a burst writes every line (nothing is left
     in the buffers).
 """
@@ -28,6 +31,7 @@ import subprocess
 import time
 
 import tg_alog
+import tg_reload as R
 import tglib
 from tg_alog import parse_text
 from tglib import check, check_eq
@@ -126,6 +130,62 @@ def rotate_under_load_case(t, up):
     for ln in lines:
         parse_text(ln)
     print("    %d rotation(s) while bench ran" % (len(files) - 1))
+    gw.stop_ok()
+
+
+def reload_case(t, up):
+    """A reload: the log carries on (a connection of the old generation is
+    logged under its old listener name when it closes, new ones under the
+    new); a reload that changes the access_log block is refused as a whole
+    and the log carries on as it was."""
+    path = t.path("reload-access.log")
+    silent = t.upstream("silent")
+    pair = t.cert("rsa", "a.test")
+
+    def cfg(name, fmt="text"):
+        c = tglib.gw_config([tglib.listener([pair], up, name=name),
+                             tglib.listener([pair], silent.addr, name=name + "-long")],
+                            extra={"reload": {"watch": False}})
+        c["access_log"] = {"path": path, "format": fmt}
+        return tglib.to_yaml(c) + "\n"
+    gw = t.gateway(cfg("gen1"), name="reloading")
+    # Open across the reload: through the first generation's listener.
+    long_port = gw.ports["gen1-long"]
+    s = tglib.tls_connect(long_port)
+    s.sendall(b"x")
+    tglib.wait_until(lambda: gw.stats()("tlsgate_upstream_connects_total", result="ok") == 1, 10,
+                     "the long connection at its upstream")
+    before = R.reloads(gw)
+    with open(gw.cfg_path, "w") as f:
+        f.write(cfg("gen2"))
+    gw.signal(signal.SIGHUP)
+    R.wait_reload(gw, before, "listeners renamed")
+
+    def port_of(name):
+        m = re.findall(r"listener %s: (?:keeps|listening on) \S+:(\d+)," % name, gw.log())
+        check(m, "the port of listener %s in the log" % name)
+        return int(m[-1])
+    bench(t, port_of("gen2"), 3)
+    s.close()
+    tglib.settle(gw)
+    a = tg_alog.wait_written(gw)
+    recs = [parse_text(ln) for ln in tg_alog.read_lines(path)]
+    check_eq((len(recs), a["ended"]), (4, 4), "lines")
+    check_eq(sorted(d["listener"] for d in recs), [b"gen1-long", b"gen2", b"gen2", b"gen2"],
+             "the old connection under its own generation's listener")
+    # Changing the access log needs a restart: the whole reload is refused.
+    before = R.reloads(gw)
+    with open(gw.cfg_path, "w") as f:
+        f.write(cfg("gen3", fmt="json"))
+    gw.signal(signal.SIGHUP)
+    R.wait_reload_error(gw, before, "access_log changed")
+    check(re.search(r"reload failed: \S+\.yaml:\d+:\d+: access_log: changed: .* only at a "
+                    r"restart", gw.log()), "the refusal names access_log: %s" % gw.log()[-600:])
+    bench(t, port_of("gen2"), 2)
+    tglib.settle(gw)
+    tg_alog.wait_written(gw)
+    recs = [parse_text(ln) for ln in tg_alog.read_lines(path)]
+    check_eq([d["listener"] for d in recs[4:]], [b"gen2", b"gen2"], "text, as before")
     gw.stop_ok()
 
 
@@ -277,6 +337,8 @@ def main(t):
         rotate_case(t, up)
     with t.case("rotations while connections keep closing: every line in one file, whole"):
         rotate_under_load_case(t, up)
+    with t.case("a reload: the log carries on; changing access_log is refused"):
+        reload_case(t, up)
     with t.case("off writes nothing; an empty block writes to stdout"):
         off_case(t, up)
     with t.case("a file in a directory that does not exist: exit 2, FILE:LINE:COL"):

@@ -583,6 +583,9 @@ static void test_term_codes(void **state)
      * the refusals at accept too. */
     assert_int_equal(tg_alog_term_of(TG_STAT_CLOSE_NORMAL, 0), TG_ALOG_TERM_NORMAL);
     assert_int_equal(tg_alog_term_of(TG_STAT_CLOSE_CLIENT_ERROR, 0), TG_ALOG_TERM_CLIENT_ERROR);
+    assert_int_equal(tg_alog_term_of(TG_STAT_CLOSE_CLIENT_TRUNCATED, 0),
+                     TG_ALOG_TERM_CLIENT_TRUNCATED);
+    assert_string_equal(tg_alog_term_code(TG_ALOG_TERM_CLIENT_TRUNCATED), "CT");
     assert_int_equal(tg_alog_term_of(TG_STAT_CLOSE_HANDSHAKE_FAILED, TG_STAT_HS_FAIL_PROTOCOL),
                      TG_ALOG_TERM_HS_FAILED);
     assert_int_equal(tg_alog_term_of(TG_STAT_CLOSE_HANDSHAKE_FAILED, TG_STAT_HS_FAIL_CLOSED),

@@ -38,6 +38,7 @@
 #include "keyprov/tg_keyprov.h"
 #include "ossl/tg_ossl.h"
 #include "proxy/tg_conn.h"
+#include "proxy/tg_gen.h"
 #include "proxy/tg_worker.h"
 #include "tls/tg_tls.h"
 #include "upstream/tg_cluster.h"
@@ -92,12 +93,11 @@ struct opts {
 static const struct opts default_opts = {HOUR, HOUR, HOUR, HOUR, 100, UP_LISTEN, NULL};
 
 static struct {
-    struct tg_config *cfg;
-    struct tg_tls_listener *tls;
-    struct tg_cluster *cluster;
+    struct tg_gen *gen; /* the generation the worker starts with */
     struct tg_worker w;
     bool started;
-    int exited; /* tg_worker_host.exited calls */
+    int exited;        /* tg_worker_host.exited calls */
+    uint64_t switched; /* generation of the last tg_worker_host.switched call */
     _Atomic uint64_t active;
     ev_timer heartbeat;
     struct sockaddr_storage addr; /* the worker's listener */
@@ -114,6 +114,12 @@ static void on_exit_cb(void *arg)
 {
     (void)arg;
     T.exited++;
+}
+
+static void on_switched_cb(void *arg, const struct tg_gen *gen)
+{
+    (void)arg;
+    T.switched = gen->id;
 }
 
 static void heartbeat_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -207,22 +213,24 @@ static void tc_start(const struct opts *o)
              "          private_key_provider:\n"
              "            provider_name: deferred\n"
              "            typed_config: { key_exchange: false%s }\n"
-             "limits: { handshake_timeout: %s, idle_timeout: %s }\n",
-             up, cert_path, key_path, delay, o->handshake_timeout, o->idle_timeout);
+             "limits: { handshake_timeout: %s, idle_timeout: %s, max_connections: %llu }\n",
+             up, cert_path, key_path, delay, o->handshake_timeout, o->idle_timeout,
+             (unsigned long long)o->max_active);
     char err[1024] = "";
-    if (tg_config_load_buffer("t.yaml", yaml, strlen(yaml), &T.cfg, err, sizeof(err)) != TG_OK)
+    struct tg_config *cfg = NULL;
+    if (tg_config_load_buffer("t.yaml", yaml, strlen(yaml), &cfg, err, sizeof(err)) != TG_OK)
         fail_msg("config: %s", err);
-    struct tg_conf_listener *conf = &T.cfg->listeners[0];
-    if (tg_tls_listener_new(conf, tg_worker_ssl_async_cb, &T.tls, err, sizeof(err)) != TG_OK)
+    if (tg_gen_new(cfg, 1, tg_worker_ssl_async_cb, &T.gen, err, sizeof(err)) != TG_OK)
         fail_msg("tls: %s", err);
-    struct tg_worker_host host = {&T.active, o->max_active, on_exit_cb, NULL};
-    assert_int_equal(tg_worker_init(&T.w, 0, T.cfg, &host), TG_OK);
-    if (tg_worker_open_listeners(&T.w, 1, 0, conf, err, sizeof(err)) != TG_OK)
+    if (tg_gen_open_sockets(T.gen, NULL, err, sizeof(err)) != TG_OK)
         fail_msg("listen: %s", err);
-    T.w.listeners[0].tls = T.tls;
     /* Not started: literal addresses need no loop; names stay unresolved. */
-    assert_int_equal(tg_cluster_new("t", &conf->upstream, 1, &T.cluster), TG_OK);
-    T.w.listeners[0].cluster = T.cluster;
+    if (tg_gen_upstreams(T.gen, NULL, NULL, err, sizeof(err)) != TG_OK)
+        fail_msg("upstreams: %s", err);
+    struct tg_worker_host host = {
+        .active = &T.active, .exited = on_exit_cb, .switched = on_switched_cb};
+    assert_int_equal(tg_worker_init(&T.w, 0, T.gen, &host), TG_OK);
+    const struct tg_conf_listener *conf = T.gen->listeners[0].conf;
     T.addr = conf->addr.ss;
     T.addrlen = conf->addr.len;
     assert_int_equal(tg_worker_thread_start(&T.w), TG_OK);
@@ -252,12 +260,10 @@ static int tc_teardown(void **state)
         tg_worker_thread_end(&T.w);
     }
     tg_worker_destroy(&T.w);
-    tg_cluster_stop(T.cluster);
-    tg_cluster_unref(T.cluster);
+    tg_gen_retire(T.gen, NULL);
+    tg_gen_unref(T.gen);
     assert_int_equal(tg_cluster_live_snapshots(), 0);
     assert_int_equal(tg_cluster_live_endpoints(), 0);
-    tg_tls_listener_free(T.tls);
-    tg_config_free(T.cfg);
     int fds[] = {T.up_lfd, T.up_fill, T.up_fd};
     for (size_t i = 0; i < TG_ARRAY_LEN(fds); i++) {
         if (fds[i] >= 0)
