@@ -59,6 +59,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "alog/tg_alog.h"
 #include "core/tg_stats.h"
 #include "keyprov/tg_keyprov.h"
 #include "proxy/tg_srclimit.h"
@@ -95,6 +96,25 @@ struct tg_pipe {
     size_t cap;
     size_t off; /* first unsent byte */
     size_t len; /* bytes in data[0..len) */
+};
+
+/* What the access log needs beyond what the connection keeps anyway,
+ * gathered along the way (times from tg_now_ns); read once, at close, by
+ * tg_conn_alog_closed. */
+struct tg_conn_alog {
+    uint64_t t_handshake_ns;      /* handshake finished; 0: not */
+    uint64_t t_connect_ns;        /* first upstream connect() started; 0: not */
+    uint64_t t_connected_ns;      /* upstream connected, or the last attempt failed; 0: not yet */
+    uint64_t bytes_in;            /* plaintext of the client's sent to the upstream */
+    uint64_t bytes_out;           /* plaintext written to the client */
+    struct tg_alog_addr peer;     /* the TCP peer, set at accept when the worker logs */
+    struct tg_alog_addr upstream; /* the endpoint of the last connect attempt */
+    /* That endpoint's entry in the configuration ("web.svc:80"): owned by
+     * the listener's cluster, which outlives the connection. NULL: none. */
+    const char *upstream_host;
+    /* The tg_core_stat refining the close reason (HS_FAIL_*,
+     * UPSTREAM_CONNECT_*, PP_ERR_*); 0: none. */
+    int detail;
 };
 
 struct tg_conn {
@@ -156,6 +176,8 @@ struct tg_conn {
     struct tg_conn *prev, *next;       /* worker's list */
     struct tg_conn *hs_prev, *hs_next; /* worker's handshake list (in_handshake) */
     struct tg_conn *ready_next;
+
+    struct tg_conn_alog alog;
 };
 
 /* Take an accepted socket (non-blocking) from the TCP peer `peer` (as

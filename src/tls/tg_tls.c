@@ -109,6 +109,21 @@ const struct tg_mtls *tg_tls_listener_mtls(const struct tg_tls_listener *t)
     return t->mtls;
 }
 
+int tg_tls_listener_cert_of(const struct tg_tls_listener *t, const struct tg_pkey *key,
+                            const char **name, const char **provider)
+{
+    *name = NULL;
+    *provider = NULL;
+    for (size_t i = 0; key != NULL && i < t->n_certs; i++) {
+        if (t->certs[i].key == key) {
+            *name = t->certs[i].n_names > 0 ? t->certs[i].names[0] : NULL;
+            *provider = t->certs[i].binding->ops->name;
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
 /* The last OpenSSL error as text (and the queue cleared). */
 static const char *tg_ossl_reason(char *buf, size_t len)
 {

@@ -43,6 +43,13 @@ const struct tg_keyprov_binding *tg_tls_listener_kx(const struct tg_tls_listener
  * NULL when it asks for none. Lives as long as t. */
 struct tg_mtls;
 const struct tg_mtls *tg_tls_listener_mtls(const struct tg_tls_listener *t);
+/* Which of the listener's certificates a key belongs to (the key a
+ * connection signed with: tg_keyctx.signer): its index in
+ * tls.certificates, its first name (NULL when it has none) and the key
+ * provider that runs for it; -1 (and both NULL) when key is NULL or not the
+ * listener's. The strings live as long as t. Any thread. */
+int tg_tls_listener_cert_of(const struct tg_tls_listener *t, const struct tg_pkey *key,
+                            const char **name, const char **provider);
 /* What /stats says about one certificate a listener serves. */
 struct tg_tls_cert_info {
     char names[512];   /* its SNI names, comma-separated (cut if very long) */

@@ -35,6 +35,9 @@ not tlsgate.
     old CA's clients are refused, the new CA's accepted, a connection opened
     before goes on; a broken CA is refused by the reload (error counted, the
     previous CA keeps serving); a new CRL revoking a client applies;
+  - the access log (JSON): the verified subject, SAN and SHA-256 of each
+    connection (resumed ones too), none without a certificate, and one
+    line with term CC per refusal;
   - bad configurations: `check-config` and `run` exit 2 with one line
     FILE:LINE:COL: path: message (missing CA file, a directory, a file that
     is no PEM, a PEM that does not parse, a bad mode, a CRL without a CA, a
@@ -47,6 +50,7 @@ import select
 import subprocess
 import time
 
+import tg_alog
 import tglib
 import tg_pki
 import tg_reload
@@ -230,7 +234,8 @@ def main(t):
         lst("web", {"ca": {"filename": root.cert}}, upstream=web.addr, extra=None),
         # Signatures and key exchange through the asynchronous provider.
         lst("async", {"ca": {"filename": root.cert}}, prov="deferred-5ms"),
-    ], extra={"reload": {"debounce": "50ms"}}))
+    ], extra={"reload": {"debounce": "50ms"},
+              "access_log": {"path": t.path("access.log"), "format": "json"}}))
     req, opt, deep, rot, webp, asy = (gw.ports[n]
                                       for n in ("req", "opt", "deep", "rot", "web", "async"))
     check("listener req: client certificates: required, 1 CA certificate(s), 1 CRL(s)"
@@ -425,6 +430,28 @@ def main(t):
                   "no series for %s" % r)
         check(st("tlsgate_client_certificates_total", result="invalid") == 0,
               "a refusal fell into 'invalid'")
+
+    with t.case("access log: the verified identity of each connection, CC for each refusal"):
+        tg_alog.wait_written(gw)
+        lines = [tg_alog.parse_json(ln) for ln in tg_alog.read_lines(t.path("access.log"))]
+        st = gw.stats()
+        refused_n = st("tlsgate_handshakes_total", result="client_certificate")
+        check_eq(sum(1 for d in lines if d["term"] == "CC"), refused_n, "lines with term CC")
+        want = (tg_pki.subject(alice[0]), "DNS:alice.test,URI:spiffe://t/alice",
+                tg_pki.fingerprint(alice[0]))
+        ident = [(d["client_subject"], d["client_san"], d["client_fingerprint"])
+                 for d in lines if d["listener"] == "req" and d["term"] == "--"]
+        check(want in ident, "no line with alice's identity on req: %r" % ident[:3])
+        resumed = [d for d in lines if d["resumed"] and d["listener"] == "req"]
+        check(resumed and all((d["client_subject"], d["client_san"], d["client_fingerprint"])
+                              == want for d in resumed),
+              "resumed sessions keep alice's identity in the log: %r" % resumed[:2])
+        check(any(d["listener"] == "opt" and d["term"] == "--" and d["client_subject"] is None
+                  and d["client_fingerprint"] is None for d in lines),
+              "an optional listener's client without a certificate logs none")
+        for d in lines:
+            if d["term"] == "CC":
+                check(d["client_subject"] is None, "a refused client logged an identity: %r" % d)
 
     gw.stop_ok()
 

@@ -598,6 +598,8 @@ static void test_example_file(void **state)
     assert_true(d == 0 && n == 0 && kx);
     assert_string_equal(mode, "error");
     assert_int_equal(tg_conf_params_check_unused(p, "deferred", err, sizeof(err)), TG_OK);
+    assert_int_equal(cfg->access_log.dest, TG_CONF_ALOG_STDOUT);
+    assert_int_equal(cfg->access_log.buffer, 256 << 10);
     tg_config_free(cfg);
 }
 
@@ -651,7 +653,7 @@ static void test_err_unknown_keys(void **state)
     (void)state;
     static const struct err_case cases[] = {
         {"bogus: 1\n" L0, "gw.yaml:1:1: bogus: unknown key 'bogus' (allowed: concurrency, "
-                          "log_level, admin, listeners, limits, reload, dns)"},
+                          "log_level, admin, listeners, limits, reload, dns, access_log)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    port: 1\n    tls:\n" CERTS UPSTREAM,
          "gw.yaml:3:5: listeners[0].port: unknown key 'port' (allowed: name, address, backlog, "
          "tls, upstream, proxy_protocol, proxy_protocol_timeout)"},
