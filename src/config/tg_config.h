@@ -109,6 +109,18 @@ struct tg_conf_cert {
     struct tg_conf_mark mark;
 };
 
+/* tls.client_certificate: mutual TLS. mode is TG_CCERT_OFF when the block
+ * is absent (no certificate is asked for). */
+enum tg_ccert_mode { TG_CCERT_OFF, TG_CCERT_REQUIRE, TG_CCERT_OPTIONAL };
+struct tg_conf_client_cert {
+    int mode;                      /* enum tg_ccert_mode; require when the block is given */
+    struct tg_conf_datasource ca;  /* PEM CA certificates: the trust anchors */
+    struct tg_conf_datasource crl; /* PEM CRLs; data NULL when not given */
+    uint32_t verify_depth;         /* intermediates allowed below a CA of `ca`, default 4 */
+    char *path;                    /* "listeners[0].tls.client_certificate" */
+    struct tg_conf_mark mark;
+};
+
 struct tg_conf_tls {
     struct tg_conf_cert *certs; /* at least one */
     size_t n_certs;
@@ -128,6 +140,7 @@ struct tg_conf_tls {
      * (its typed_config key_exchange), else OpenSSL inline. */
     bool has_kx_provider;
     struct tg_conf_keyprov kx_provider;
+    struct tg_conf_client_cert client_cert;
     struct tg_conf_mark mark;
 };
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/tg_log.h"
@@ -15,6 +16,7 @@
 #include "proxy/tg_conn_alog.h"
 #include "proxy/tg_ppio.h"
 #include "proxy/tg_worker.h"
+#include "tls/tg_tls.h"
 #include "upstream/tg_cluster.h"
 
 const char *tg_conn_state_name(enum tg_conn_state s)
@@ -161,6 +163,7 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
     }
     close(c->cfd);
     tg_ppio_rx_free(c->pp_rx);
+    free(c->peer);
     c->c2u.len = c->u2c.len = 0; /* whatever was left is lost with the connection */
     tg_pipe_drop_if_empty(w, &c->c2u);
     tg_pipe_drop_if_empty(w, &c->u2c);
@@ -219,9 +222,10 @@ static int tg_conn_pp_prepend(struct tg_conn *c)
     size_t n = 0;
     if (!tg_pipe_take(c->w, &c->c2u))
         return TG_ENOMEM;
-    /* No client certificates yet: no verified subject to pass as SSL_CN. */
+    /* The verified client certificate's CN, when there is one. */
+    const char *cn = c->peer != NULL && c->peer->cn[0] != '\0' ? c->peer->cn : NULL;
     int rc = tg_ppio_build(c->l->conf->upstream.proxy_protocol, c->ssl, &c->client_addr,
-                           &c->dest_addr, NULL, c->c2u.data, c->c2u.cap, &n);
+                           &c->dest_addr, cn, c->c2u.data, c->c2u.cap, &n);
     if (rc != TG_OK) {
         TG_WARN("conn %p: cannot build the PROXY header for the upstream: %s", (void *)c,
                 tg_strerror(rc));
@@ -479,10 +483,33 @@ refused:
 
 /* ---- handshake ---- */
 
+/* A finished handshake on a listener with client certificates: counted,
+ * described (c->peer). false when the connection must not go on. */
+static bool tg_conn_client_cert(struct tg_conn *c)
+{
+    int count = -1;
+    int rc = tg_mtls_handshake_done(c->ssl, tg_tls_listener_ctx(c->l->tls), time(NULL), &c->peer,
+                                    &count);
+    if (count >= 0)
+        tg_stat_inc(&c->w->stats, (enum tg_core_stat)count);
+    if (rc == TG_OK && c->peer != NULL)
+        TG_DEBUG("conn %p: client certificate%s: subject %s, sha256 %s", (void *)c,
+                 c->peer->resumed ? " (resumed session)" : "", c->peer->subject, c->peer->sha256);
+    if (rc == TG_EPROTO) {
+        tg_stat_inc(&c->w->stats, TG_STAT_HS_FAIL_CCERT);
+        TG_DEBUG("conn %p: resumed session's client certificate is no longer valid", (void *)c);
+    }
+    if (rc != TG_OK)
+        tg_conn_close(c, rc == TG_EPROTO ? TG_STAT_CLOSE_HANDSHAKE_FAILED : TG_STAT_CLOSE_INTERNAL);
+    return rc == TG_OK;
+}
+
 static void tg_conn_handshake_done(struct tg_conn *c)
 {
     struct tg_worker *w = c->w;
     tg_conn_handshake_over(c);
+    if (tg_tls_listener_mtls(c->l->tls) != NULL && !tg_conn_client_cert(c))
+        return;
     /* No private-key operation happens after the handshake: stop paying
      * for an ASYNC job on every read and write. */
     SSL_clear_mode(c->ssl, SSL_MODE_ASYNC);
@@ -509,8 +536,12 @@ static void tg_conn_handshake_done(struct tg_conn *c)
 static void tg_conn_handshake_failed(struct tg_conn *c, int err)
 {
     struct tg_worker *w = c->w;
-    int stat;
-    if (c->keyctx.failures > 0 && !c->keyctx.cancelled)
+    int stat, ccert = -1;
+    if (tg_tls_listener_mtls(c->l->tls) != NULL)
+        ccert = tg_mtls_failure(c->ssl);
+    if (ccert >= 0)
+        stat = TG_STAT_HS_FAIL_CCERT;
+    else if (c->keyctx.failures > 0 && !c->keyctx.cancelled)
         stat = TG_STAT_HS_FAIL_KEYOP;
     else if (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN)
         stat = TG_STAT_HS_FAIL_CLOSED;
@@ -519,6 +550,10 @@ static void tg_conn_handshake_failed(struct tg_conn *c, int err)
     c->alog.detail = stat;
     if (!c->closing) {
         tg_stat_inc(&w->stats, (enum tg_core_stat)stat);
+        if (ccert >= 0) {
+            tg_stat_inc(&w->stats, (enum tg_core_stat)ccert);
+            TG_DEBUG("conn %p: client certificate refused: %s", (void *)c, tg_mtls_why(c->ssl));
+        }
         if (tg_log_enabled(TG_LOG_DEBUG))
             tg_log_openssl_errors(TG_LOG_DEBUG, "handshake failed");
     }

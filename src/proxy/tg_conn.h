@@ -27,6 +27,12 @@
  * proxy_protocol v1 or v2, the header for it is the first thing in the
  * client -> upstream buffer once the upstream connection is up.
  *
+ * HANDSHAKING, on listeners with tls.client_certificate: libssl asks for
+ * and verifies the client's certificate; a refused or missing one fails the
+ * handshake (counted by reason: tlsgate_client_certificates_total), a
+ * verified one is described in c->peer once the handshake is done. A
+ * resumed session whose certificate has expired since is refused too.
+ *
  * UPSTREAM_CONNECTING: the listener's cluster gives an endpoint; when the
  * connect fails or times out (connect_timeout per attempt) the result is
  * reported to the cluster and another endpoint is tried, up to
@@ -57,6 +63,7 @@
 #include "core/tg_stats.h"
 #include "keyprov/tg_keyprov.h"
 #include "proxy/tg_srclimit.h"
+#include "tls/tg_mtls.h"
 #include "upstream/tg_endpoint.h"
 
 /* Most upstream endpoints one connection tries (upstream.max_connect_attempts). */
@@ -160,6 +167,12 @@ struct tg_conn {
     struct tg_endpoint *ep;
     struct tg_endpoint *tried[TG_CONN_MAX_ATTEMPTS];
     uint8_t n_tried;
+    /* The client's certificate (tls.client_certificate), verified: subject,
+     * SAN, SHA-256 fingerprint (tg_mtls.h). Filled when the handshake
+     * finishes (also from a resumed session) and kept until the connection
+     * is freed, for the PROXY v2 header's SSL_CN and the access log; NULL
+     * when the listener asks for none or the client sent none. Owned. */
+    struct tg_tls_peer *peer;
     struct tg_conn *prev, *next;       /* worker's list */
     struct tg_conn *hs_prev, *hs_next; /* worker's handshake list (in_handshake) */
     struct tg_conn *ready_next;

@@ -248,7 +248,8 @@ static void tg_gateway_describe(const struct tg_gen *g, const struct tg_gen *pre
     }
 }
 
-/* Watch the certificate and key files g reads (reload.watch). */
+/* Watch the certificate, key, client CA and CRL files g reads
+ * (reload.watch). */
 static void tg_gateway_watch(struct tg_gateway *gw, const struct tg_gen *g)
 {
     const struct tg_config *cfg = g->cfg;
@@ -259,7 +260,7 @@ static void tg_gateway_watch(struct tg_gateway *gw, const struct tg_gen *g)
         return;
     size_t n = 0, cap = 0;
     for (size_t i = 0; i < cfg->n_listeners; i++)
-        cap += 2 * cfg->listeners[i].tls.n_certs;
+        cap += 2 * cfg->listeners[i].tls.n_certs + 2;
     const char **paths = calloc(cap + 1, sizeof(*paths));
     if (paths == NULL) {
         TG_WARN("reload.watch: out of memory: the files watched stay as they were");
@@ -273,6 +274,10 @@ static void tg_gateway_watch(struct tg_gateway *gw, const struct tg_gen *g)
             if (tls->certs[c].private_key.path != NULL)
                 paths[n++] = tls->certs[c].private_key.path;
         }
+        if (tls->client_cert.ca.path != NULL)
+            paths[n++] = tls->client_cert.ca.path;
+        if (tls->client_cert.crl.path != NULL)
+            paths[n++] = tls->client_cert.crl.path;
     }
     tg_watch_set(gw->watch, paths, n, cfg->reload.debounce_ns);
     free(paths);
