@@ -104,11 +104,6 @@ const struct tg_keyprov_binding *tg_tls_listener_kx(const struct tg_tls_listener
     return t->kx;
 }
 
-const struct tg_mtls *tg_tls_listener_mtls(const struct tg_tls_listener *t)
-{
-    return t->mtls;
-}
-
 int tg_tls_listener_cert_of(const struct tg_tls_listener *t, const struct tg_pkey *key,
                             const char **name, const char **provider)
 {
@@ -122,6 +117,11 @@ int tg_tls_listener_cert_of(const struct tg_tls_listener *t, const struct tg_pke
         }
     }
     return -1;
+}
+
+const struct tg_mtls *tg_tls_listener_mtls(const struct tg_tls_listener *t)
+{
+    return t->mtls;
 }
 
 /* The last OpenSSL error as text (and the queue cleared). */

@@ -39,10 +39,6 @@ void tg_tls_listener_free(struct tg_tls_listener *t);
 SSL_CTX *tg_tls_listener_ctx(const struct tg_tls_listener *t);
 /* Key-exchange binding for the listener's connections (NULL: inline software). */
 const struct tg_keyprov_binding *tg_tls_listener_kx(const struct tg_tls_listener *t);
-/* The listener's client-certificate verification (tls.client_certificate),
- * NULL when it asks for none. Lives as long as t. */
-struct tg_mtls;
-const struct tg_mtls *tg_tls_listener_mtls(const struct tg_tls_listener *t);
 /* Which of the listener's certificates a key belongs to (the key a
  * connection signed with: tg_keyctx.signer): its index in
  * tls.certificates, its first name (NULL when it has none) and the key
@@ -50,6 +46,10 @@ const struct tg_mtls *tg_tls_listener_mtls(const struct tg_tls_listener *t);
  * listener's. The strings live as long as t. Any thread. */
 int tg_tls_listener_cert_of(const struct tg_tls_listener *t, const struct tg_pkey *key,
                             const char **name, const char **provider);
+/* The listener's client-certificate verification (tls.client_certificate),
+ * NULL when it asks for none. Lives as long as t. */
+struct tg_mtls;
+const struct tg_mtls *tg_tls_listener_mtls(const struct tg_tls_listener *t);
 /* What /stats says about one certificate a listener serves. */
 struct tg_tls_cert_info {
     char names[512];   /* its SNI names, comma-separated (cut if very long) */
