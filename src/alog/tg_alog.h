@@ -141,8 +141,7 @@ struct tg_alog_rec {
     uint8_t term;                 /* enum tg_alog_term */
     uint8_t attempts;             /* upstream connect attempts (endpoints tried) */
     bool resumed;                 /* session resumption (no private-key operation) */
-    bool client_cert;             /* a verified client certificate (client_sha256 is set) */
-    uint8_t client_sha256[32];    /* its SHA-256 (tls.client_certificate) */
+    char client_sha256[65];       /* the client certificate's SHA-256, hex; "": none */
 };
 
 /* The copied strings of a record. p[i] NULL: absent (shown as - / null). */
@@ -153,8 +152,8 @@ enum tg_alog_str {
     TG_ALOG_S_GROUP,
     TG_ALOG_S_CERT,           /* the certificate's first name */
     TG_ALOG_S_UPSTREAM_HOST,  /* the endpoint's entry in upstream (a host name or an address) */
-    TG_ALOG_S_CLIENT_SUBJECT, /* the verified client certificate's subject (RFC 2253) */
-    TG_ALOG_S_CLIENT_SAN,     /* its subjectAltName entries, "DNS:a,URI:b" */
+    TG_ALOG_S_CLIENT_SUBJECT, /* the verified client certificate's subject DN (RFC 2253) */
+    TG_ALOG_S_CLIENT_SAN,     /* its subjectAltName entries (TYPE:VALUE, comma-separated) */
     TG_ALOG_S_COUNT           /* at most 8 (a bit each in the ring's record) */
 };
 struct tg_alog_strs {

@@ -118,15 +118,6 @@ static void tg_out_ms(struct tg_alog_out *o, uint64_t ns)
 
 static const char tg_hex[] = "0123456789abcdef";
 
-/* n bytes as lower-case hex. */
-static void tg_out_hex(struct tg_alog_out *o, const uint8_t *b, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        tg_out_ch(o, tg_hex[b[i] >> 4]);
-        tg_out_ch(o, tg_hex[b[i] & 0xf]);
-    }
-}
-
 static void tg_out_2d(struct tg_alog_out *o, unsigned v)
 {
     tg_out_ch(o, (char)('0' + v / 10 % 10));
@@ -322,15 +313,6 @@ static void tg_format_text(struct tg_alog_out *o, const struct tg_alog_rec *r,
     tg_out_u64(o, r->key_fallbacks);
     tg_text_key(o, "resumed");
     tg_out_lit(o, r->resumed ? "true" : "false");
-    tg_text_key(o, "client_subject");
-    tg_text_str(o, s->p[TG_ALOG_S_CLIENT_SUBJECT], s->len[TG_ALOG_S_CLIENT_SUBJECT]);
-    tg_text_key(o, "client_san");
-    tg_text_str(o, s->p[TG_ALOG_S_CLIENT_SAN], s->len[TG_ALOG_S_CLIENT_SAN]);
-    tg_text_key(o, "client_fingerprint");
-    if (r->client_cert)
-        tg_out_hex(o, r->client_sha256, sizeof(r->client_sha256));
-    else
-        tg_out_ch(o, '-');
     tg_text_ms(o, "handshake_ms", r->handshake_ns);
     tg_text_key(o, "upstream");
     tg_text_addr(o, &r->upstream);
@@ -346,6 +328,12 @@ static void tg_format_text(struct tg_alog_out *o, const struct tg_alog_rec *r,
     tg_text_ms(o, "duration_ms", r->duration_ns);
     tg_text_key(o, "term");
     tg_out_lit(o, tg_alog_term_code((enum tg_alog_term)r->term));
+    tg_text_key(o, "client_subject");
+    tg_text_str(o, s->p[TG_ALOG_S_CLIENT_SUBJECT], s->len[TG_ALOG_S_CLIENT_SUBJECT]);
+    tg_text_key(o, "client_san");
+    tg_text_str(o, s->p[TG_ALOG_S_CLIENT_SAN], s->len[TG_ALOG_S_CLIENT_SAN]);
+    tg_text_key(o, "client_fingerprint");
+    tg_out_lit(o, r->client_sha256[0] != '\0' ? r->client_sha256 : "-");
 }
 
 /* ---- JSON ---- */
@@ -458,18 +446,6 @@ static void tg_format_json(struct tg_alog_out *o, const struct tg_alog_rec *r,
     tg_out_u64(o, r->key_fallbacks);
     tg_json_key(o, "resumed");
     tg_out_lit(o, r->resumed ? "true" : "false");
-    tg_json_key(o, "client_subject");
-    tg_json_str(o, s->p[TG_ALOG_S_CLIENT_SUBJECT], s->len[TG_ALOG_S_CLIENT_SUBJECT]);
-    tg_json_key(o, "client_san");
-    tg_json_str(o, s->p[TG_ALOG_S_CLIENT_SAN], s->len[TG_ALOG_S_CLIENT_SAN]);
-    tg_json_key(o, "client_fingerprint");
-    if (r->client_cert) {
-        tg_out_ch(o, '"');
-        tg_out_hex(o, r->client_sha256, sizeof(r->client_sha256));
-        tg_out_ch(o, '"');
-    } else {
-        tg_out_lit(o, "null");
-    }
     tg_json_ms(o, "handshake_ms", r->handshake_ns);
     tg_json_key(o, "upstream");
     tg_json_addr(o, &r->upstream);
@@ -486,7 +462,17 @@ static void tg_format_json(struct tg_alog_out *o, const struct tg_alog_rec *r,
     tg_json_key(o, "term");
     tg_out_ch(o, '"');
     tg_out_lit(o, tg_alog_term_code((enum tg_alog_term)r->term));
-    tg_out_lit(o, "\"}");
+    tg_out_ch(o, '"');
+    tg_json_key(o, "client_subject");
+    tg_json_str(o, s->p[TG_ALOG_S_CLIENT_SUBJECT], s->len[TG_ALOG_S_CLIENT_SUBJECT]);
+    tg_json_key(o, "client_san");
+    tg_json_str(o, s->p[TG_ALOG_S_CLIENT_SAN], s->len[TG_ALOG_S_CLIENT_SAN]);
+    tg_json_key(o, "client_fingerprint");
+    if (r->client_sha256[0] != '\0')
+        tg_json_str(o, r->client_sha256, strlen(r->client_sha256));
+    else
+        tg_out_lit(o, "null");
+    tg_out_ch(o, '}');
 }
 
 size_t tg_alog_format(enum tg_conf_alog_format fmt, const struct tg_alog_rec *rec,

@@ -513,7 +513,6 @@ int tg_mtls_peer_get(const SSL *ssl, struct tg_tls_peer *out)
         return TG_ECRYPTO;
     }
     static const char hex[] = "0123456789abcdef";
-    memcpy(out->digest, md, sizeof(out->digest));
     for (unsigned i = 0; i < n; i++) {
         out->sha256[2 * i] = hex[md[i] >> 4];
         out->sha256[2 * i + 1] = hex[md[i] & 15];

@@ -105,7 +105,6 @@ struct tg_tls_peer {
     char cn[TG_TLS_PEER_CN_MAX];
     char san[TG_TLS_PEER_SAN_MAX];
     char sha256[65];
-    unsigned char digest[32]; /* the same SHA-256, raw */
     bool resumed;
 };
 /* TG_OK with *out filled when ssl's session holds a client certificate;

@@ -44,9 +44,6 @@ static struct tg_alog_rec full_rec(void)
     r.attempts = 1;
     r.term = TG_ALOG_TERM_NORMAL;
     r.resumed = false;
-    r.client_cert = true;
-    for (size_t i = 0; i < sizeof(r.client_sha256); i++)
-        r.client_sha256[i] = (uint8_t)(i * 8 + 7);
     return r;
 }
 
@@ -66,8 +63,6 @@ static struct tg_alog_strs full_strs(void)
     set(&s, TG_ALOG_S_GROUP, "x25519");
     set(&s, TG_ALOG_S_CERT, "*.example.org");
     set(&s, TG_ALOG_S_UPSTREAM_HOST, "web.svc:8080");
-    set(&s, TG_ALOG_S_CLIENT_SUBJECT, "CN=alice,O=Example");
-    set(&s, TG_ALOG_S_CLIENT_SAN, "DNS:alice.test,URI:spiffe://t/alice");
     return s;
 }
 
@@ -96,12 +91,10 @@ static void test_text_every_field(void **state)
         "time=2023-11-14T22:13:20.123Z listener=https client=192.0.2.10:53422 "
         "peer=127.0.0.1:40000 sni=a.example.org alpn=h2 tls=TLSv1.3 "
         "cipher=TLS_AES_128_GCM_SHA256 group=x25519 cert=*.example.org cert_index=1 "
-        "key_provider=cryptomb key_fallbacks=2 resumed=false client_subject=\"CN=alice,O=Example\" "
-        "client_san=DNS:alice.test,URI:spiffe://t/alice "
-        "client_fingerprint=070f171f272f373f474f575f676f777f878f979fa7afb7bfc7cfd7dfe7eff7ff "
-        "handshake_ms=1.500 "
+        "key_provider=cryptomb key_fallbacks=2 resumed=false handshake_ms=1.500 "
         "upstream=10.1.2.255:8080 upstream_host=web.svc:8080 attempts=1 connect_ms=0.210 "
-        "bytes_in=78 bytes_out=18446744073709551615 duration_ms=12.345 term=--\n");
+        "bytes_in=78 bytes_out=18446744073709551615 duration_ms=12.345 term=-- "
+        "client_subject=- client_san=- client_fingerprint=-\n");
 }
 
 static void test_json_every_field(void **state)
@@ -119,13 +112,11 @@ static void test_json_every_field(void **state)
         "\"sni\":\"a.example.org\",\"alpn\":\"h2\","
         "\"tls\":\"TLSv1.2\",\"cipher\":\"TLS_AES_128_GCM_SHA256\",\"group\":\"x25519\","
         "\"cert\":\"*.example.org\",\"cert_index\":1,\"key_provider\":\"cryptomb\","
-        "\"key_fallbacks\":2,\"resumed\":true,\"client_subject\":\"CN=alice,O=Example\","
-        "\"client_san\":\"DNS:alice.test,URI:spiffe://t/alice\",\"client_fingerprint\":"
-        "\"070f171f272f373f474f575f676f777f878f979fa7afb7bfc7cfd7dfe7eff7ff\","
-        "\"handshake_ms\":1.500,\"upstream\":"
+        "\"key_fallbacks\":2,\"resumed\":true,\"handshake_ms\":1.500,\"upstream\":"
         "\"10.1.2.255:8080\",\"upstream_host\":\"web.svc:8080\",\"attempts\":1,\"connect_ms\":0."
         "210,\"bytes_in\":78,\"bytes_out\":"
-        "18446744073709551615,\"duration_ms\":12.345,\"term\":\"UR\"}\n");
+        "18446744073709551615,\"duration_ms\":12.345,\"term\":\"UR\",\"client_subject\":null,"
+        "\"client_san\":null,\"client_fingerprint\":null}\n");
 }
 
 /* A connection refused at accept: almost everything is absent. */
@@ -144,20 +135,21 @@ static void test_absent_fields(void **state)
     assert_string_equal(fmt(TG_CONF_ALOG_TEXT, &r, &s),
                         "time=2023-11-14T22:13:20.123Z listener=- client=- peer=- sni=- alpn=- "
                         "tls=- cipher=- group=- cert=- cert_index=- key_provider=- "
-                        "key_fallbacks=0 resumed=false client_subject=- client_san=- "
-                        "client_fingerprint=- handshake_ms=- upstream=- "
+                        "key_fallbacks=0 resumed=false handshake_ms=- upstream=- "
                         "upstream_host=- attempts=0 connect_ms=- bytes_in=0 bytes_out=0 "
-                        "duration_ms=0.000 term=LR\n");
-    assert_string_equal(fmt(TG_CONF_ALOG_JSON, &r, &s),
-                        "{\"time\":\"2023-11-14T22:13:20.123Z\",\"listener\":null,\"client_addr\":"
-                        "null,\"client_port\":null,\"peer_addr\":null,\"peer_port\":null,"
-                        "\"sni\":null,\"alpn\":null,\"tls\":null,"
-                        "\"cipher\":null,\"group\":null,\"cert\":null,\"cert_index\":null,"
-                        "\"key_provider\":null,\"key_fallbacks\":0,\"resumed\":false,"
-                        "\"client_subject\":null,\"client_san\":null,\"client_fingerprint\":null,"
-                        "\"handshake_ms\":null,\"upstream\":null,\"upstream_host\":null,"
-                        "\"attempts\":0,\"connect_ms\":null,"
-                        "\"bytes_in\":0,\"bytes_out\":0,\"duration_ms\":0.000,\"term\":\"LR\"}\n");
+                        "duration_ms=0.000 term=LR client_subject=- client_san=- "
+                        "client_fingerprint=-\n");
+    assert_string_equal(
+        fmt(TG_CONF_ALOG_JSON, &r, &s),
+        "{\"time\":\"2023-11-14T22:13:20.123Z\",\"listener\":null,\"client_addr\":"
+        "null,\"client_port\":null,\"peer_addr\":null,\"peer_port\":null,"
+        "\"sni\":null,\"alpn\":null,\"tls\":null,"
+        "\"cipher\":null,\"group\":null,\"cert\":null,\"cert_index\":null,"
+        "\"key_provider\":null,\"key_fallbacks\":0,\"resumed\":false,"
+        "\"handshake_ms\":null,\"upstream\":null,\"upstream_host\":null,"
+        "\"attempts\":0,\"connect_ms\":null,"
+        "\"bytes_in\":0,\"bytes_out\":0,\"duration_ms\":0.000,\"term\":\"LR\","
+        "\"client_subject\":null,\"client_san\":null,\"client_fingerprint\":null}\n");
 }
 
 static void test_ipv6_and_version(void **state)
@@ -407,60 +399,27 @@ static size_t t_parse(const char *line, struct tv *v, size_t max)
 
 static struct tv g_tv[32];
 
-static const char *const text_keys[] = {"time",
-                                        "listener",
-                                        "client",
-                                        "peer",
-                                        "sni",
-                                        "alpn",
-                                        "tls",
-                                        "cipher",
-                                        "group",
-                                        "cert",
-                                        "cert_index",
-                                        "key_provider",
-                                        "key_fallbacks",
-                                        "resumed",
-                                        "client_subject",
-                                        "client_san",
-                                        "client_fingerprint",
-                                        "handshake_ms",
-                                        "upstream",
-                                        "upstream_host",
-                                        "attempts",
-                                        "connect_ms",
-                                        "bytes_in",
-                                        "bytes_out",
-                                        "duration_ms",
-                                        "term"};
-static const char *const json_keys[] = {"time",
-                                        "listener",
-                                        "client_addr",
-                                        "client_port",
-                                        "peer_addr",
-                                        "peer_port",
-                                        "sni",
-                                        "alpn",
-                                        "tls",
-                                        "cipher",
-                                        "group",
-                                        "cert",
-                                        "cert_index",
-                                        "key_provider",
-                                        "key_fallbacks",
-                                        "resumed",
-                                        "client_subject",
-                                        "client_san",
-                                        "client_fingerprint",
-                                        "handshake_ms",
-                                        "upstream",
-                                        "upstream_host",
-                                        "attempts",
-                                        "connect_ms",
-                                        "bytes_in",
-                                        "bytes_out",
-                                        "duration_ms",
-                                        "term"};
+static const char *const text_keys[] = {"time",          "listener",
+                                        "client",        "peer",
+                                        "sni",           "alpn",
+                                        "tls",           "cipher",
+                                        "group",         "cert",
+                                        "cert_index",    "key_provider",
+                                        "key_fallbacks", "resumed",
+                                        "handshake_ms",  "upstream",
+                                        "upstream_host", "attempts",
+                                        "connect_ms",    "bytes_in",
+                                        "bytes_out",     "duration_ms",
+                                        "term",          "client_subject",
+                                        "client_san",    "client_fingerprint"};
+static const char *const json_keys[] = {
+    "time",         "listener",       "client_addr",   "client_port",
+    "peer_addr",    "peer_port",      "sni",           "alpn",
+    "tls",          "cipher",         "group",         "cert",
+    "cert_index",   "key_provider",   "key_fallbacks", "resumed",
+    "handshake_ms", "upstream",       "upstream_host", "attempts",
+    "connect_ms",   "bytes_in",       "bytes_out",     "duration_ms",
+    "term",         "client_subject", "client_san",    "client_fingerprint"};
 /* Each copied string's key, in both formats. */
 static const char *const str_keys[TG_ALOG_S_COUNT] = {[TG_ALOG_S_LISTENER] = "listener",
                                                       [TG_ALOG_S_SNI] = "sni",
