@@ -2,6 +2,7 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <time.h>
 
 #include "core/tg_log.h"
+#include "core/tg_time.h"
 #include "ossl/tg_ossl.h"
 
 #define TG_DEFAULT_CIPHERS                                                                         \
@@ -45,6 +47,7 @@ struct tg_tls_listener {
     size_t alpn_len;
     const struct tg_keyprov_binding *kx;
     struct tg_keyprov_binding *kx_own; /* from tls.key_exchange_provider */
+    bool resumption;                   /* tls.session_resumption */
 };
 
 bool tg_tls_name_matches(const char *pattern, const char *host)
@@ -307,13 +310,25 @@ static int tg_ctx_configure(struct tg_tls_listener *t, struct tg_tls_ctx *tc,
         tg_conf_error(err, errlen, &tls->mark, conf->path, "unsupported TLS version range");
         return TG_ECONFIG;
     }
-    /* TLS 1.3 tickets are sent after the handshake; one is enough for a
-     * client to resume, and none when resumption is off. */
-    SSL_CTX_set_num_tickets(ctx, tls->session_resumption ? 1 : 0);
+    /* TLS 1.3 tickets are sent after the handshake (tls13_tickets, default
+     * one: enough for a client to resume), none when resumption is off. */
+    SSL_CTX_set_num_tickets(ctx, tls->session_resumption ? tls->tls13_tickets : 0);
     if (tls->session_resumption) {
-        static const unsigned char sid_ctx[] = "tlsgate";
+        /* The session context names the listener: every listener's tickets
+         * are sealed with the same process-wide keys (tg_ticket), and a
+         * session must resume only where it was made. A hash, as the
+         * context holds at most 32 bytes; the same name after a reload is
+         * the same context. */
+        unsigned char sid_ctx[SHA256_DIGEST_LENGTH];
+        char label[128];
+        snprintf(label, sizeof(label), "tlsgate listener %s", conf->name);
+        SHA256((const unsigned char *)label, strlen(label), sid_ctx);
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
-        SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+        SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx));
+        /* Sessions and tickets live this long (TLS 1.3 announces it as the
+         * ticket lifetime, TLS 1.2 as the lifetime hint). */
+        uint64_t secs = tls->session_timeout_ns / TG_NS_PER_S;
+        SSL_CTX_set_timeout(ctx, (long)(secs > 0 ? secs : 1));
     } else {
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     }
@@ -475,6 +490,7 @@ int tg_tls_listener_new(const struct tg_conf_listener *conf, SSL_async_callback_
         if (rc != TG_OK)
             goto out;
     }
+    t->resumption = tls->session_resumption;
     SSL_CTX_set_tlsext_servername_callback(t->ctxs[0].ctx, tg_sni_cb);
     SSL_CTX_set_tlsext_servername_arg(t->ctxs[0].ctx, t);
     *out = t;
@@ -483,6 +499,13 @@ int tg_tls_listener_new(const struct tg_conf_listener *conf, SSL_async_callback_
 out:
     tg_tls_listener_free(t);
     return rc;
+}
+
+int tg_tls_listener_set_tickets(struct tg_tls_listener *t, struct tg_ticket_ring *ring)
+{
+    for (size_t i = 0; t->resumption && i < t->n_ctxs; i++)
+        TG_GUARD(tg_ticket_ring_attach(ring, t->ctxs[i].ctx));
+    return TG_OK;
 }
 
 size_t tg_tls_listener_cert_count(const struct tg_tls_listener *t)
