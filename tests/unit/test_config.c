@@ -562,6 +562,11 @@ static void test_example_file(void **state)
     assert_string_equal(c->private_key.path, path);
     assert_true(cfg->reload.watch);
     assert_true(cfg->reload.debounce_ns == 200 * TG_NS_PER_MS);
+    assert_int_equal(cfg->n_admin_allowed, 2);
+    assert_true(cfg->tickets.rotation_ns == 3600 * TG_NS_PER_S);
+    assert_true(cfg->cert_expiry_warning_ns == 30 * 86400 * TG_NS_PER_S);
+    assert_true(cfg->listeners[0].tls.session_timeout_ns == 3600 * TG_NS_PER_S);
+    assert_int_equal(cfg->listeners[0].tls.tls13_tickets, 1);
     assert_int_equal(cfg->concurrency_mark.line, 3);
     assert_int_equal(cfg->concurrency_mark.col, 14);
     assert_int_equal(c->keyprov.typed_config.n, 4);
