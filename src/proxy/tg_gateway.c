@@ -34,7 +34,7 @@ struct tg_gateway {
     ev_signal sigterm, sigint, sighup;
     ev_async worker_exit;
     ev_async switched;
-    ev_check upstreams_wait; /* next's clusters not ready yet: look after each loop turn */
+    ev_prepare upstreams_wait; /* next's clusters not ready yet: look before each poll */
     struct tg_admin *admin;
     struct tg_watch *watch; /* NULL: reload.watch off, or no inotify */
     struct tg_pidfile *pidfile;
@@ -177,7 +177,7 @@ static void tg_signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
     /* No reload from now on (one waiting for DNS is dropped at exit). */
     tg_watch_free(gw->watch);
     gw->watch = NULL;
-    ev_check_stop(gw->loop, &gw->upstreams_wait);
+    ev_prepare_stop(gw->loop, &gw->upstreams_wait);
     for (int i = 0; i < gw->n_started; i++)
         tg_worker_request_stop(&gw->workers[i], again);
 }
@@ -341,16 +341,17 @@ static void tg_gateway_offer(struct tg_gateway *gw)
         tg_worker_offer(&gw->workers[i], gw->next);
 }
 
-/* After each turn of the main loop while next waits for the first answers
+/* Before the main loop blocks, after the callbacks of its turn (the
+ * resolver's answers among them), while next waits for the first answers
  * of its new clusters' names (bounded by the dns block's query timeout and
  * attempts: a failed look-up counts as an answer). */
-static void tg_upstreams_wait_cb(struct ev_loop *loop, ev_check *c, int revents)
+static void tg_upstreams_wait_cb(struct ev_loop *loop, ev_prepare *c, int revents)
 {
     (void)revents;
     struct tg_gateway *gw = c->data;
     if (gw->next == NULL || gw->next_offered || !tg_gen_upstreams_ready(gw->next))
         return;
-    ev_check_stop(loop, c);
+    ev_prepare_stop(loop, c);
     TG_INFO("reload: the new upstream names have their first answers");
     tg_gateway_offer(gw);
 }
@@ -403,7 +404,7 @@ static void tg_gateway_reload(struct tg_gateway *gw, const char *why)
         tg_gateway_offer(gw);
     } else {
         TG_INFO("reload: waiting for the first answers for the new upstream names");
-        ev_check_start(gw->loop, &gw->upstreams_wait);
+        ev_prepare_start(gw->loop, &gw->upstreams_wait);
     }
 out:
     /* Its clusters kept from the serving generation go on. */
@@ -608,7 +609,7 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
     ev_async_init(&gw->switched, tg_switched_cb);
     gw->switched.data = gw;
     ev_async_start(gw->loop, &gw->switched);
-    ev_check_init(&gw->upstreams_wait, tg_upstreams_wait_cb);
+    ev_prepare_init(&gw->upstreams_wait, tg_upstreams_wait_cb);
     gw->upstreams_wait.data = gw;
     ev_init(&gw->tickets_timer, tg_tickets_timer_cb);
     gw->tickets_timer.data = gw;
@@ -642,7 +643,7 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
     ev_signal_stop(gw->loop, &gw->sighup);
     ev_async_stop(gw->loop, &gw->worker_exit);
     ev_async_stop(gw->loop, &gw->switched);
-    ev_check_stop(gw->loop, &gw->upstreams_wait);
+    ev_prepare_stop(gw->loop, &gw->upstreams_wait);
     ev_timer_stop(gw->loop, &gw->tickets_timer);
     ev_timer_stop(gw->loop, &gw->certs_timer);
 out:
