@@ -53,15 +53,16 @@ test-asan: asan
 
 # ThreadSanitizer (clang): two workers under load with the deferred and
 # cryptomb providers (the 2-worker case of test_load), the upstream
-# cluster tests (two workers: DNS refresh, failover, IPv6) and the reloads
+# cluster tests (two workers: DNS refresh, failover, IPv6), the reloads
 # under load (two workers switching generations, clusters retired while
-# connections use them); any report fails them.
+# connections use them) and the session ticket key ring (two workers and
+# the main thread's rotation timer); any report fails them.
 test-tsan: setup
 	CC=clang cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTG_TSAN=ON
 	cmake --build $(TSAN_BUILD) -j$(JOBS) --target tlsgate
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" TG_LOAD_WORKERS_ONLY=1 \
 	  TG_WORKER_PROVIDERS="deferred cryptomb" TG_TIMEOUT_SCALE=3 \
-	  ctest --test-dir $(TSAN_BUILD) -R '^integration/test_(load|upstream_dns|upstream_failover|upstream_ipv6|reload|reload_upstream)$$' \
+	  ctest --test-dir $(TSAN_BUILD) -R '^integration/test_(load|upstream_dns|upstream_failover|upstream_ipv6|reload|reload_upstream|session_tickets)$$' \
 	  --output-on-failure
 
 # Warning-free with clang too (-Werror): build everything.
