@@ -4,7 +4,7 @@
 #
 # For each build, in interleaved rounds (the order alternates, so drift on a
 # shared machine hits both), a fresh gateway (one worker, software provider,
-# ECDSA P-256, TLS 1.2 so that every resumption opens a ticket) takes:
+# RSA-2048, TLS 1.2 so that every resumption opens a ticket) takes:
 #   full     `tlsgate bench -c 4` (a new TCP + TLS connection per call, no
 #            resumption): full handshakes, each issuing a ticket;
 #   resumed  `openssl s_time -reuse` (one client, the same ticket over and
@@ -13,7 +13,15 @@
 # /proc/PID/stat. Prints a markdown table of medians: handshakes per second
 # and gateway CPU microseconds per handshake, and the ratio B/A.
 #
+# MODE=instructions: the same two workloads with the gateway under
+# valgrind's callgrind, two sizes each per build; prints user-space
+# instructions per full and per resumed handshake (the difference of the two
+# sizes, so start-up and fixed costs cancel). Instruction counts do not
+# depend on the machine's load: the comparison to trust on a busy machine.
+#
 #   bench/tickets.sh A_TLSGATE B_TLSGATE [ROUNDS] [SECONDS]   (3 rounds, 5 s)
+#   MODE=instructions bench/tickets.sh A_TLSGATE B_TLSGATE [N] [SECONDS]
+#                     (N and 3N full handshakes, N = 400; s_time T and 3T, T = 10 s)
 #
 # Loopback only; every process started here is stopped by PID at exit.
 set -euo pipefail
@@ -36,7 +44,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=localhost \
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=localhost \
   -keyout "$TMP/key.pem" -out "$TMP/cert.pem" >"$TMP/req.log" 2>&1 || die "cannot make the certificate"
 free_port
 UP_PORT=$FREE_PORT
@@ -84,7 +92,7 @@ YAML
   h0=$(stat_sum "$admin" tlsgate_handshakes_total 'result="ok"')
   t0=$(ticks "$pid")
   w0=$(now_ns)
-  "$B" bench -k -c 4 -t "${SECS}s" --quiet "127.0.0.1:$port" >"$dir/bench.log" 2>&1 ||
+  "$B" bench -k -c 4 -t "${SECS}s" --tls-version 1.2 --quiet "127.0.0.1:$port" >"$dir/bench.log" 2>&1 ||
     { cat "$dir/bench.log" >&2; die "bench failed ($name)"; }
   h1=$(stat_sum "$admin" tlsgate_handshakes_total 'result="ok"')
   t1=$(ticks "$pid")
@@ -110,6 +118,91 @@ YAML
   kill_pid "$pid"
 }
 
+# cg_run BUILD NAME WORK SIZE: the gateway under callgrind; WORK = full
+# (SIZE full handshakes with bench) or resumed (s_time -reuse for SIZE
+# seconds); prints "instructions handshakes" (the handshakes of that kind,
+# counted by the gateway).
+cg_run() {
+  local bin=$1 name=$2 work=$3 size=$4 port admin pid dir=$TMP/cg-$2-$3-$4 hs ir
+  mkdir -p "$dir"
+  free_port
+  port=$FREE_PORT
+  free_port
+  admin=$FREE_PORT
+  cat >"$dir/gw.yaml" <<YAML
+concurrency: 1
+log_level: warn
+admin: { address: 127.0.0.1:$admin }
+listeners:
+  - name: bench
+    address: 127.0.0.1:$port
+    tls:
+      certificates:
+        - certificate_chain: { filename: "$TMP/cert.pem" }
+          private_key: { filename: "$TMP/key.pem" }
+      min_version: TLSv1.2
+      max_version: TLSv1.2
+    upstream: { address: 127.0.0.1:$UP_PORT }
+YAML
+  LD_PRELOAD=$TMP/vg_async_stacks.so valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
+    "$bin" run --config "$dir/gw.yaml" --pid-file "$dir/pid" >"$dir/log" 2>&1 &
+  pid=$!
+  BG_PIDS+=("$pid")
+  wait_listening "$pid" "$port" "$dir/log" "tlsgate under callgrind ($name)"
+  wait_listening "$pid" "$admin" "$dir/log" "tlsgate admin ($name)"
+  if [ "$work" = full ]; then
+    "$B" bench -k -n "$size" -c 4 --tls-version 1.2 --quiet "127.0.0.1:$port" >"$dir/bench.log" 2>&1 ||
+      { cat "$dir/bench.log" >&2; die "bench failed ($name)"; }
+    hs=$(stat_sum "$admin" tlsgate_handshakes_total 'result="ok"')
+  else
+    openssl s_time -connect "127.0.0.1:$port" -reuse -tls1_2 -time "$size" >"$dir/s_time.log" 2>&1 ||
+      { tail -n 5 "$dir/s_time.log" >&2; die "s_time failed ($name)"; }
+    hs=$(stat_sum "$admin" tlsgate_handshakes_resumed_total)
+  fi
+  kill -TERM "$pid"
+  wait "$pid" 2>/dev/null || true
+  ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$dir/cg.out")
+  echo "$ir $hs"
+}
+
+# slope BUILD NAME WORK SMALL LARGE: instructions per handshake from two runs
+# of different sizes (start-up, stop, the /stats read and s_time's first,
+# full, handshake cancel out).
+slope() {
+  local i1 n1 i2 n2
+  read -r i1 n1 < <(cg_run "$1" "$2" "$3" "$4")
+  read -r i2 n2 < <(cg_run "$1" "$2" "$3" "$5")
+  [ "$n2" -gt "$n1" ] || die "$2 $3: $n2 handshakes in the long run, $n1 in the short one"
+  note "$2 $3: $n1 and $n2 handshakes"
+  awk -v a="$i2" -v b="$i1" -v n="$n2" -v m="$n1" 'BEGIN { printf "%.0f", (a - b) / (n - m) }'
+}
+
+if [ "${MODE:-}" = instructions ]; then
+  command -v valgrind >/dev/null || die "valgrind is not installed"
+  [ $# -ge 3 ] || ROUNDS=400
+  [ $# -ge 4 ] || SECS=10
+  cc -shared -fPIC -O2 -o "$TMP/vg_async_stacks.so" "$here/../tests/integration/vg_async_stacks.c" -ldl ||
+    die "cannot build vg_async_stacks.so"
+  declare -A IR
+  for w in A B; do
+    bin=$A
+    [ "$w" = B ] && bin=$B
+    IR[$w.full]=$(slope "$bin" "$w" full "$ROUNDS" $((3 * ROUNDS)))
+    IR[$w.resumed]=$(slope "$bin" "$w" resumed "$SECS" $((3 * SECS)))
+  done
+  echo
+  echo "User-space instructions in the gateway (callgrind), one worker, software provider, RSA-2048, TLS 1.2;"
+  echo "per handshake, from runs of N and 3N full handshakes, and of s_time -reuse for T and 3T seconds."
+  echo "Command: MODE=instructions bench/tickets.sh $1 $2 $ROUNDS $SECS"
+  echo
+  echo "| per handshake | A | B | B/A |"
+  echo "|---|---:|---:|---:|"
+  for k in full resumed; do
+    echo "| $k | ${IR[A.$k]} | ${IR[B.$k]} | $(awk -v a="${IR[A.$k]}" -v b="${IR[B.$k]}" 'BEGIN { printf "%.4f", b / a }') |"
+  done
+  exit 0
+fi
+
 note "A = $A"
 note "B = $B"
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -124,7 +217,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 col() { awk -v c="$2" '{ print $c }' "$TMP/$1.txt" | median; }
 echo
 echo "CPU: $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }'), $(nproc) CPUs;" \
-  "medians of $ROUNDS interleaved rounds of ${SECS} s; one worker, software provider, ECDSA P-256, TLS 1.2"
+  "medians of $ROUNDS interleaved rounds of ${SECS} s; one worker, software provider, RSA-2048, TLS 1.2"
 echo "Command: bench/tickets.sh $1 $2 $ROUNDS $SECS"
 echo
 echo "| | A | B | B/A |"
