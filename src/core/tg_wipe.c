@@ -24,9 +24,12 @@ static void tg_wipe_free(void *p, const char *file, int line)
 {
     (void)file;
     (void)line;
+    /* OpenSSL frees NULL a lot: no call for those. */
+    if (p == NULL)
+        return;
     /* malloc_usable_size: the whole block, including the slack the caller
      * did not ask for but may have written. */
-    if (p != NULL && tg_wipe_depth > 0)
+    if (tg_wipe_depth > 0)
         OPENSSL_cleanse(p, malloc_usable_size(p));
     free(p);
 }
