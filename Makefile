@@ -2,8 +2,8 @@
 #
 #   make demo    install, build, run the demo (upstream + gateway + bench), stop
 #   make test    install, build, run every test: release build, then the same
-#                suite under ASan+UBSan, two workers under TSan, a clang build,
-#                and short fuzz runs
+#                suite under ASan+UBSan, two workers (and the tests labelled
+#                tsan) under TSan, a clang build, and short fuzz runs
 #
 # Other targets: build, asan, unit, integration, lint, format, test-repeat,
 # bench-compare, bench-providers, valgrind, image, test-image, clean.
@@ -52,18 +52,23 @@ test-asan: asan
 	  ctest --test-dir $(ASAN_BUILD) $(CTEST_ARGS) -LE perf
 
 # ThreadSanitizer (clang): two workers under load with the deferred and
-# cryptomb providers (the 2-worker case of test_load), the upstream
-# cluster tests (two workers: DNS refresh, failover, IPv6), the reloads
-# under load (two workers switching generations, clusters retired while
-# connections use them) and the session ticket key ring (two workers and
-# the main thread's rotation timer); any report fails them.
+# cryptomb providers (the 2-worker case of test_load), the upstream cluster
+# tests (two workers: DNS refresh, failover, IPv6), the reloads under load
+# (two workers switching generations, clusters retired while connections
+# use them), the access log's operations (two workers' rings, the writer
+# thread, rotations under load, a blocked destination), the session ticket
+# key ring (two workers and the main thread's rotation timer), and every test
+# labelled tsan (tests/tests.cmake; the pkcs11 provider's signing threads); any
+# report fails them.
 test-tsan: setup
 	CC=clang cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTG_TSAN=ON
-	cmake --build $(TSAN_BUILD) -j$(JOBS) --target tlsgate
+	cmake --build $(TSAN_BUILD) -j$(JOBS) --target tlsgate tg_tsan
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" TG_LOAD_WORKERS_ONLY=1 \
 	  TG_WORKER_PROVIDERS="deferred cryptomb" TG_TIMEOUT_SCALE=3 \
-	  ctest --test-dir $(TSAN_BUILD) -R '^integration/test_(load|upstream_dns|upstream_failover|upstream_ipv6|reload|reload_upstream|session_tickets)$$' \
+	  ctest --test-dir $(TSAN_BUILD) -R '^integration/test_(load|upstream_dns|upstream_failover|upstream_ipv6|reload|reload_upstream|access_log_ops|session_tickets)$$' \
 	  --output-on-failure
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+	  ctest --test-dir $(TSAN_BUILD) -L tsan --output-on-failure
 
 # Warning-free with clang too (-Werror): build everything.
 test-clang: setup
@@ -71,12 +76,13 @@ test-clang: setup
 	cmake --build $(CLANG_BUILD) -j$(JOBS)
 
 # libFuzzer targets (config loader, admin HTTP parser, key-operation call
-# sequences, gateway-api converter, PROXY protocol parser and builder), FUZZ_SECONDS each.
+# sequences, gateway-api converter, PROXY protocol parser and builder, and the
+# providers' own: PKCS#11 URIs), FUZZ_SECONDS each. fuzz_all builds every
+# target fuzz/fuzz.cmake found, which ctest -L fuzz then runs.
 test-fuzz: setup
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTG_FUZZ=ON \
 	  -DTG_FUZZ_SECONDS=$(FUZZ_SECONDS)
-	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_config fuzz_admin_http fuzz_keyop fuzz_gwapi \
-	  fuzz_proxyproto
+	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_all
 	ctest --test-dir $(FUZZ_BUILD) -L fuzz --output-on-failure
 
 unit: build
@@ -118,7 +124,7 @@ image: build
 # A 60 s soak at saturation: no failed call, no descriptor leak, flat RSS
 # (tests/long/soak.sh; TG_SOAK_SECONDS to change). .ci/run runs it.
 test-long: build
-	TLSGATE=$(BUILD)/tlsgate bash tests/long/soak.sh
+	TLSGATE=$(abspath $(BUILD))/tlsgate bash tests/long/soak.sh
 
 test-image: image
 	TLSGATE=$(BUILD)/tlsgate TG_IMAGE_ARCHIVE=$(IMAGE) bash tests/image/test_image.sh

@@ -35,6 +35,8 @@ packages=(
   dnsmasq-base
   hey wrk gnuplot-nox
   nginx-light libnginx-mod-stream haproxy hitch
+  # pkcs11 provider: PKCS#11 header, SoftHSM2 token, p11-kit remoting, pkcs11-tool
+  libp11-kit-dev p11-kit p11-kit-modules softhsm2 opensc
 )
 # Container image and Kubernetes manifests (make image, make test-image, the
 # deploy tests): Debian's image tools, and Node.js for the schema checks

@@ -5,7 +5,7 @@
  *   tlsgate reload [--pid-file PATH] [--state-dir DIR]
  *   tlsgate check-config FILE
  *   tlsgate bench [options] TARGET        (tlsgate bench --help)
- *   tlsgate doctor [--json]
+ *   tlsgate doctor [--config FILE] [--json]
  *   tlsgate gateway-api [options] FILE... (tlsgate gateway-api --help)
  *   tlsgate version
  *
@@ -40,7 +40,8 @@
     X(software)                                                                                    \
     X(deferred)                                                                                    \
     X(cryptomb)                                                                                    \
-    X(qat)
+    X(qat)                                                                                         \
+    X(pkcs11)
 
 #define TG_PROVIDER_DECL(name) extern const struct tg_keyprov_ops tg_##name##_provider;
 TG_PROVIDERS(TG_PROVIDER_DECL)
@@ -70,7 +71,8 @@ static void tg_usage(FILE *f)
                "  bench-crypto [--seconds S] [--quick]\n"
                "                      private-key operations per second per core: OpenSSL,\n"
                "                      crypto_mb raw, and through the full provider path\n"
-               "  doctor [--json]     what this machine offers to the key providers\n"
+               "  doctor [--config FILE] [--json]\n"
+               "                      what this machine offers to the key providers\n"
                "  gateway-api [options] FILE...\n"
                "                      Kubernetes Gateway API objects (and Envoy Gateway's\n"
                "                      private key provider patch) -> tlsgate configuration\n"

@@ -2,10 +2,12 @@
  * tg_conf_schema: the top level of the configuration (concurrency,
  * log_level, admin, limits, reload) and the listeners (name, address, backlog);
  * each listener's tls block is tg_conf_tls's, its upstream block and the
- * top-level dns block tg_conf_upstream's. Contract in tg_conf_schema.h.
+ * top-level dns block tg_conf_upstream's, the access_log block
+ * tg_conf_alog's. Contract in tg_conf_schema.h.
  */
 #include "config/tg_conf_schema.h"
 
+#include "config/tg_conf_alog.h"
 #include "config/tg_conf_parse.h"
 #include "config/tg_conf_tls.h"
 #include "config/tg_conf_upstream.h"
@@ -26,10 +28,16 @@ void tg_conf_schema_defaults(struct tg_config *cfg)
     cfg->concurrency = 1;
     cfg->log_level = TG_LOG_INFO;
     cfg->limits.max_connections = 50000;
+    cfg->limits.max_connections_per_source = 0;
+    cfg->limits.per_source_ipv6_prefix = 64;
+    cfg->limits.first_byte_timeout_ns = 5 * TG_NS_PER_S;
     cfg->limits.handshake_timeout_ns = 10 * TG_NS_PER_S;
     cfg->limits.idle_timeout_ns = 300 * TG_NS_PER_S;
     cfg->limits.drain_timeout_ns = 30 * TG_NS_PER_S;
     cfg->limits.buffer_size = 16384;
+    cfg->access_log.dest = TG_CONF_ALOG_OFF;
+    cfg->access_log.format = TG_CONF_ALOG_TEXT;
+    cfg->access_log.buffer = (size_t)256 << 10;
     cfg->reload.watch = true;
     cfg->reload.debounce_ns = 200 * TG_NS_PER_MS;
     cfg->tickets.rotation_ns = 3600 * TG_NS_PER_S;
@@ -57,6 +65,7 @@ void tg_conf_schema_free(struct tg_config *cfg)
     for (size_t i = 0; cfg->admin_allowed != NULL && i < cfg->n_admin_allowed; i++)
         free(cfg->admin_allowed[i].text);
     free(cfg->admin_allowed);
+    free(cfg->access_log.path);
     tg_conf_dns_free(&cfg->dns);
     free(cfg->source_name);
     free(cfg->state_dir);
@@ -254,13 +263,19 @@ static int tg_conf_schema_tickets(struct tg_cp *cp, const yaml_node_t *v, struct
 int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
 {
     static const char *const keys[] = {
-        "concurrency", "log_level",       "admin",
-        "listeners",   "limits",          "reload",
-        "dns",         "session_tickets", "certificate_expiry_warning",
+        "concurrency", "log_level", "admin",      "listeners",       "limits",
+        "reload",      "dns",       "access_log", "session_tickets", "certificate_expiry_warning",
         NULL};
     static const char *const admin_keys[] = {"address", "allowed_sources", NULL};
-    static const char *const limit_keys[] = {"max_connections", "handshake_timeout", "idle_timeout",
-                                             "drain_timeout",   "buffer_size",       NULL};
+    static const char *const limit_keys[] = {"max_connections",
+                                             "max_connections_per_source",
+                                             "per_source_ipv6_prefix",
+                                             "first_byte_timeout",
+                                             "handshake_timeout",
+                                             "idle_timeout",
+                                             "drain_timeout",
+                                             "buffer_size",
+                                             NULL};
     struct tg_config *cfg = cp->cfg;
     const yaml_node_t *v;
     size_t o;
@@ -343,11 +358,20 @@ int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
 
     if ((v = tg_cp_get(cp, root, "limits", NULL)) != NULL) {
         struct tg_conf_limits *lim = &cfg->limits;
-        uint64_t bs = lim->buffer_size;
+        uint64_t bs = lim->buffer_size, v6p = lim->per_source_ipv6_prefix;
         o = tg_cp_push_key(cp, "limits");
         rc = tg_cp_check_map(cp, v, limit_keys);
         if (rc == TG_OK)
             rc = tg_cp_opt_u64(cp, v, "max_connections", 1, 10000000, &lim->max_connections);
+        if (rc == TG_OK)
+            rc = tg_cp_opt_u64(cp, v, "max_connections_per_source", 0, 10000000,
+                               &lim->max_connections_per_source);
+        if (rc == TG_OK)
+            rc = tg_cp_opt_u64(cp, v, "per_source_ipv6_prefix", 1, 128, &v6p);
+        lim->per_source_ipv6_prefix = (unsigned)v6p;
+        if (rc == TG_OK)
+            rc =
+                tg_cp_opt_duration(cp, v, "first_byte_timeout", false, &lim->first_byte_timeout_ns);
         if (rc == TG_OK)
             rc = tg_cp_opt_duration(cp, v, "handshake_timeout", false, &lim->handshake_timeout_ns);
         if (rc == TG_OK)
@@ -364,6 +388,13 @@ int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
     if ((v = tg_cp_get(cp, root, "reload", NULL)) != NULL) {
         o = tg_cp_push_key(cp, "reload");
         rc = tg_conf_schema_reload(cp, v, &cfg->reload);
+        tg_cp_pop(cp, o);
+        TG_GUARD(rc);
+    }
+
+    if ((v = tg_cp_get(cp, root, "access_log", NULL)) != NULL) {
+        o = tg_cp_push_key(cp, "access_log");
+        rc = tg_conf_alog_parse(cp, v, &cfg->access_log);
         tg_cp_pop(cp, o);
         TG_GUARD(rc);
     }

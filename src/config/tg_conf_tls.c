@@ -1,9 +1,9 @@
 /*
  * tg_conf_tls: the schema of a listener's tls block: certificates and their
  * PEM data sources (read into memory here), versions, ALPN, ciphers, groups,
- * and the private_key_provider / key_exchange_provider blocks whose
- * typed_config is kept as generic parameters for the key provider to judge.
- * Contract in tg_conf_tls.h.
+ * client_certificate (mutual TLS), and the private_key_provider / key_exchange_provider blocks
+ * whose typed_config is kept as generic parameters for the key provider to judge. Contract in
+ * tg_conf_tls.h.
  */
 #include "config/tg_conf_tls.h"
 
@@ -76,6 +76,9 @@ void tg_conf_tls_free(struct tg_conf_tls *t)
     free(t->kx_provider.provider_name);
     free(t->kx_provider.path);
     tg_conf_tls_params_free(&t->kx_provider.typed_config);
+    tg_conf_tls_datasource_free(&t->client_cert.ca);
+    tg_conf_tls_datasource_free(&t->client_cert.crl);
+    free(t->client_cert.path);
     tg_cp_strv_free(t->alpn, t->n_alpn);
     free(t->cipher_list);
     free(t->cipher_suites);
@@ -85,7 +88,18 @@ void tg_conf_tls_free(struct tg_conf_tls *t)
 /* ------------------------------------------------------------------------ */
 /* Data sources (PEM from a file or inline)                                 */
 
-enum tg_conf_tls_pem { TG_CONF_TLS_CERT, TG_CONF_TLS_KEY };
+enum tg_conf_tls_pem { TG_CONF_TLS_CERT, TG_CONF_TLS_KEY, TG_CONF_TLS_CA, TG_CONF_TLS_CRL };
+
+/* What each kind of source must contain, and how a message names it. */
+static const struct {
+    const char *needle;
+    const char *what;
+} tg_conf_tls_pems[] = {
+    [TG_CONF_TLS_CERT] = {"-----BEGIN CERTIFICATE-----", "certificate"},
+    [TG_CONF_TLS_KEY] = {"PRIVATE KEY-----", "private key"},
+    [TG_CONF_TLS_CA] = {"-----BEGIN CERTIFICATE-----", "CA certificate"},
+    [TG_CONF_TLS_CRL] = {"-----BEGIN X509 CRL-----", "CRL"},
+};
 
 static int tg_conf_tls_datasource(struct tg_cp *cp, const yaml_node_t *n, enum tg_conf_tls_pem kind,
                                   struct tg_conf_datasource *ds)
@@ -172,10 +186,9 @@ static int tg_conf_tls_datasource(struct tg_cp *cp, const yaml_node_t *n, enum t
 
     /* Cheap sanity check here so that a swapped cert/key is reported at
      * load time; parsing the PEM is the TLS layer's job. */
-    const char *needle =
-        kind == TG_CONF_TLS_CERT ? "-----BEGIN CERTIFICATE-----" : "PRIVATE KEY-----";
+    const char *needle = tg_conf_tls_pems[kind].needle;
     if (memmem(ds->data, ds->data_len, needle, strlen(needle)) == NULL) {
-        const char *what = kind == TG_CONF_TLS_CERT ? "certificate" : "private key";
+        const char *what = tg_conf_tls_pems[kind].what;
         if (fv != NULL)
             rc = tg_cp_fail(cp, v, "'%s' contains no PEM %s ('%s')", ds->filename, what, needle);
         else
@@ -189,18 +202,28 @@ out:
 /* ------------------------------------------------------------------------ */
 /* private_key_provider and key_exchange_provider                           */
 
+/* prefix: the parent key of a flattened mapping ("pin" for pin.filename), or NULL. */
 static int tg_conf_tls_param(struct tg_cp *cp, const yaml_node_t *k, const yaml_node_t *v,
-                             struct tg_conf_params *params)
+                             struct tg_conf_params *params, const char *prefix)
 {
     struct tg_conf_param *q = &params->v[params->n];
-    q->key = strdup(tg_cp_text(k));
+    if (prefix != NULL) {
+        size_t len = strlen(prefix) + 1 + strlen(tg_cp_text(k)) + 1;
+        q->key = malloc(len);
+        if (q->key != NULL)
+            snprintf(q->key, len, "%s.%s", prefix, tg_cp_text(k));
+    } else {
+        q->key = strdup(tg_cp_text(k));
+    }
     if (q->key == NULL)
         return tg_cp_nomem(cp);
     params->n++;
     q->mark = tg_cp_mark(cp, k);
     q->value_mark = tg_cp_mark(cp, v);
     if (v->type == YAML_MAPPING_NODE)
-        return tg_cp_fail(cp, v, "expected a scalar or a sequence of scalars, got a mapping");
+        return tg_cp_fail(cp, v,
+                          "expected a scalar, a sequence of scalars or a mapping of "
+                          "scalars, got a mapping of mappings");
     if (v->type == YAML_SCALAR_NODE) {
         if (strlen(tg_cp_text(v)) != v->data.scalar.length)
             return tg_cp_fail(cp, v, "value contains a NUL character");
@@ -227,6 +250,26 @@ static int tg_conf_tls_param(struct tg_cp *cp, const yaml_node_t *k, const yaml_
     return TG_OK;
 }
 
+/* A mapping of scalars under typed_config key k: one dotted pair each. */
+static int tg_conf_tls_param_map(struct tg_cp *cp, const yaml_node_t *k, const yaml_node_t *v,
+                                 struct tg_conf_params *params)
+{
+    /* params->v was sized for every pair (tg_conf_tls_typed_config). */
+    TG_GUARD(tg_cp_check_map(cp, v, NULL));
+    if (v->data.mapping.pairs.top == v->data.mapping.pairs.start)
+        return tg_cp_fail(cp, v, "expected a mapping with at least one key");
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        const yaml_node_t *ck = tg_cp_node(cp, p->key);
+        const yaml_node_t *cv = tg_cp_node(cp, p->value);
+        char ex[TG_CONF_EXCERPT];
+        size_t o = tg_cp_push_key(cp, tg_config_excerpt(tg_cp_text(ck), ex, sizeof(ex)));
+        int rc = tg_conf_tls_param(cp, ck, cv, params, tg_cp_text(k));
+        tg_cp_pop(cp, o);
+        TG_GUARD(rc);
+    }
+    return TG_OK;
+}
+
 /* c: the certificate the provider block belongs to, or NULL for a
  * listener's key_exchange_provider (no Envoy-style private_key then). */
 static int tg_conf_tls_typed_config(struct tg_cp *cp, const yaml_node_t *n,
@@ -234,7 +277,14 @@ static int tg_conf_tls_typed_config(struct tg_cp *cp, const yaml_node_t *n,
                                     const yaml_node_t *cert_key_node)
 {
     TG_GUARD(tg_cp_check_map(cp, n, NULL));
-    size_t cnt = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    /* One parameter per key, or per key of a mapping value (flattened). */
+    size_t cnt = 0;
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        const yaml_node_t *v = tg_cp_node(cp, p->value);
+        cnt += v->type == YAML_MAPPING_NODE
+                   ? (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start)
+                   : 1;
+    }
     if (cnt > 0) {
         kp->typed_config.v = calloc(cnt, sizeof(*kp->typed_config.v));
         if (kp->typed_config.v == NULL)
@@ -263,8 +313,10 @@ static int tg_conf_tls_typed_config(struct tg_cp *cp, const yaml_node_t *n,
              * compatibility, the provider is chosen by provider_name. */
             const char *s;
             rc = tg_cp_scalar(cp, v, "a type URL string", &s);
+        } else if (v->type == YAML_MAPPING_NODE) {
+            rc = tg_conf_tls_param_map(cp, k, v, &kp->typed_config);
         } else {
-            rc = tg_conf_tls_param(cp, k, v, &kp->typed_config);
+            rc = tg_conf_tls_param(cp, k, v, &kp->typed_config, NULL);
         }
         tg_cp_pop(cp, o);
         TG_GUARD(rc);
@@ -311,6 +363,10 @@ static int tg_conf_tls_keyprov(struct tg_cp *cp, const yaml_node_t *n, struct tg
     tg_cp_pop(cp, o);
     TG_GUARD(rc);
     TG_GUARD(tg_cp_opt_bool(cp, n, "fallback", &kp->fallback));
+    if ((v = tg_cp_get(cp, n, "fallback", NULL)) != NULL) {
+        kp->fallback_set = true;
+        kp->fallback_mark = tg_cp_mark(cp, v);
+    }
     if ((v = tg_cp_get(cp, n, "typed_config", NULL)) != NULL) {
         o = tg_cp_push_key(cp, "typed_config");
         rc = tg_conf_tls_typed_config(cp, v, kp, c, cert_key_node);
@@ -366,11 +422,16 @@ static int tg_conf_tls_cert(struct tg_cp *cp, const yaml_node_t *n, struct tg_co
     TG_GUARD(tg_conf_tls_keyprov_init(cp, &c->keyprov, "private_key_provider", n));
     TG_GUARD(tg_cp_check_map(cp, n, keys));
 
-    TG_GUARD(tg_cp_require(cp, n, "certificate_chain", &v));
-    o = tg_cp_push_key(cp, "certificate_chain");
-    rc = tg_conf_tls_datasource(cp, v, TG_CONF_TLS_CERT, &c->chain);
-    tg_cp_pop(cp, o);
-    TG_GUARD(rc);
+    /* certificate_chain may be left to a key-holding provider (struct
+     * tg_conf_cert); checked once private_key is known. */
+    const yaml_node_t *provnode = tg_cp_get(cp, n, "private_key_provider", NULL);
+    if ((v = tg_cp_get(cp, n, "certificate_chain", NULL)) != NULL || provnode == NULL) {
+        TG_GUARD(tg_cp_require(cp, n, "certificate_chain", &v));
+        o = tg_cp_push_key(cp, "certificate_chain");
+        rc = tg_conf_tls_datasource(cp, v, TG_CONF_TLS_CERT, &c->chain);
+        tg_cp_pop(cp, o);
+        TG_GUARD(rc);
+    }
 
     if ((v = tg_cp_get(cp, n, "private_key", &keynode)) != NULL) {
         o = tg_cp_push_key(cp, "private_key");
@@ -403,10 +464,80 @@ static int tg_conf_tls_cert(struct tg_cp *cp, const yaml_node_t *n, struct tg_co
         TG_GUARD(rc);
     }
 
-    if (c->private_key.data == NULL)
+    if (c->private_key.data == NULL && provnode == NULL)
         return tg_cp_fail(cp, n,
                           "missing required key 'private_key' (or "
                           "private_key_provider.typed_config.private_key)");
+    if (c->chain.data == NULL && c->private_key.data != NULL)
+        return tg_cp_fail(cp, n, "missing required key 'certificate_chain'");
+    return TG_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* client_certificate (mutual TLS)                                          */
+
+/* Longest chain of intermediates verify_depth may allow. */
+#define TG_CONF_TLS_MAX_DEPTH 16
+
+static int tg_conf_tls_source_at(struct tg_cp *cp, const yaml_node_t *v, const char *key,
+                                 enum tg_conf_tls_pem kind, struct tg_conf_datasource *ds)
+{
+    size_t o = tg_cp_push_key(cp, key);
+    int rc = tg_conf_tls_datasource(cp, v, kind, ds);
+    tg_cp_pop(cp, o);
+    return rc;
+}
+
+static int tg_conf_tls_client_cert(struct tg_cp *cp, const yaml_node_t *n,
+                                   struct tg_conf_client_cert *cc)
+{
+    static const char *const keys[] = {"ca", "mode", "crl", "verify_depth", NULL};
+    const yaml_node_t *v, *k = NULL;
+    char ex[TG_CONF_EXCERPT];
+    int rc;
+
+    cc->path = tg_cp_path_dup(cp);
+    if (cc->path == NULL)
+        return tg_cp_nomem(cp);
+    cc->mark = tg_cp_mark(cp, n);
+    if (n->type != YAML_MAPPING_NODE)
+        return tg_cp_fail(cp, n, "expected a mapping { ca: ..., mode: require | optional }, got %s",
+                          tg_cp_kind(n));
+    TG_GUARD(tg_cp_check_map(cp, n, keys));
+    if (tg_cp_get(cp, n, "ca", NULL) == NULL && tg_cp_get(cp, n, "crl", &k) != NULL) {
+        /* Said plainly: a CRL alone would look like revocation checking. */
+        size_t o = tg_cp_push_key(cp, "crl");
+        rc = tg_cp_fail(cp, k,
+                        "'crl' needs 'ca': client certificates are verified against the CA "
+                        "certificates in 'ca', and a CRL only revokes some of them");
+        tg_cp_pop(cp, o);
+        return rc;
+    }
+    TG_GUARD(tg_cp_require(cp, n, "ca", &v));
+    TG_GUARD(tg_conf_tls_source_at(cp, v, "ca", TG_CONF_TLS_CA, &cc->ca));
+
+    cc->mode = TG_CCERT_REQUIRE;
+    if ((v = tg_cp_get(cp, n, "mode", NULL)) != NULL) {
+        const char *s;
+        size_t o = tg_cp_push_key(cp, "mode");
+        rc = tg_cp_scalar(cp, v, "a mode", &s);
+        if (rc == TG_OK) {
+            if (strcmp(s, "require") == 0)
+                cc->mode = TG_CCERT_REQUIRE;
+            else if (strcmp(s, "optional") == 0)
+                cc->mode = TG_CCERT_OPTIONAL;
+            else
+                rc = tg_cp_fail(cp, v, "invalid mode '%s' (valid: require, optional)",
+                                tg_config_excerpt(s, ex, sizeof(ex)));
+        }
+        tg_cp_pop(cp, o);
+        TG_GUARD(rc);
+    }
+    if ((v = tg_cp_get(cp, n, "crl", NULL)) != NULL)
+        TG_GUARD(tg_conf_tls_source_at(cp, v, "crl", TG_CONF_TLS_CRL, &cc->crl));
+    uint64_t depth = 4;
+    TG_GUARD(tg_cp_opt_u64(cp, n, "verify_depth", 0, TG_CONF_TLS_MAX_DEPTH, &depth));
+    cc->verify_depth = (uint32_t)depth;
     return TG_OK;
 }
 
@@ -479,10 +610,13 @@ static int tg_conf_tls_groups(struct tg_cp *cp, const yaml_node_t *v, struct tg_
 
 int tg_conf_tls_parse(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_tls *t)
 {
-    static const char *const keys[] = {"certificates",  "min_version",           "max_version",
-                                       "alpn",          "session_resumption",    "session_timeout",
-                                       "tls13_tickets", "cipher_list",           "cipher_suites",
-                                       "groups",        "key_exchange_provider", NULL};
+    static const char *const keys[] = {"certificates",          "min_version",
+                                       "max_version",           "alpn",
+                                       "session_resumption",    "session_timeout",
+                                       "tls13_tickets",         "cipher_list",
+                                       "cipher_suites",         "groups",
+                                       "key_exchange_provider", "require_close_notify",
+                                       "client_certificate",    NULL};
     const yaml_node_t *v, *minv = NULL, *maxv = NULL;
     size_t o;
     int rc;
@@ -551,6 +685,7 @@ int tg_conf_tls_parse(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_tls
     uint64_t nt = t->tls13_tickets;
     TG_GUARD(tg_cp_opt_u64(cp, n, "tls13_tickets", 0, 16, &nt));
     t->tls13_tickets = (uint32_t)nt;
+    TG_GUARD(tg_cp_opt_bool(cp, n, "require_close_notify", &t->require_close_notify));
     TG_GUARD(tg_cp_opt_string(cp, n, "cipher_list", &t->cipher_list));
     TG_GUARD(tg_cp_opt_string(cp, n, "cipher_suites", &t->cipher_suites));
     if ((v = tg_cp_get(cp, n, "cipher_list", NULL)) != NULL)
@@ -569,6 +704,12 @@ int tg_conf_tls_parse(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_tls
         t->groups_mark = tg_cp_mark(cp, v);
         o = tg_cp_push_key(cp, "groups");
         rc = tg_conf_tls_groups(cp, v, t);
+        tg_cp_pop(cp, o);
+        TG_GUARD(rc);
+    }
+    if ((v = tg_cp_get(cp, n, "client_certificate", NULL)) != NULL) {
+        o = tg_cp_push_key(cp, "client_certificate");
+        rc = tg_conf_tls_client_cert(cp, v, &t->client_cert);
         tg_cp_pop(cp, o);
         TG_GUARD(rc);
     }

@@ -64,8 +64,11 @@ struct tg_conf_datasource {
 /*
  * A provider's typed_config: kept as generic key/value pairs (scalars, or
  * sequences of scalars) so each key provider validates its own keys at start
- * (tg_keyprov_ops.configure). `used` is set by the provider for every key it
- * understands; tg_conf_params_check_unused() then rejects the rest.
+ * (tg_keyprov_ops.configure). A mapping of scalars one level down is
+ * flattened into dotted keys: `pin: { filename: f }` is the pair
+ * "pin.filename" = "f" (marks point at "filename"). `used` is set by the
+ * provider for every key it understands; tg_conf_params_check_unused() then
+ * rejects the rest.
  */
 struct tg_conf_param {
     char *key;
@@ -84,14 +87,23 @@ struct tg_conf_params {
 };
 
 struct tg_conf_keyprov {
-    char *provider_name;    /* "software" (default), "deferred", "cryptomb", "qat" */
-    bool fallback;          /* default true: serve with software when the provider cannot run */
+    char *provider_name; /* "software" (default), "deferred", "cryptomb", "qat" */
+    bool fallback;       /* default true: serve with software when the provider cannot run */
+    bool fallback_set;   /* `fallback` was written in the file (fallback_mark is its value) */
+    struct tg_conf_mark fallback_mark;
     uint64_t poll_delay_ns; /* typed_config.poll_delay, default 1ms; 0 = flush at once */
     struct tg_conf_params typed_config; /* all typed_config keys except poll_delay */
     char *path; /* "listeners[0].tls.certificates[0].private_key_provider" */
     struct tg_conf_mark mark;
 };
 
+/*
+ * certificate_chain and private_key are required, except with a
+ * private_key_provider block: then private_key may be absent (a provider
+ * that holds keys itself; the TLS layer refuses the others), and
+ * certificate_chain too when private_key is (the provider reads the
+ * certificate next to its key). Absent sources have data == NULL.
+ */
 struct tg_conf_cert {
     struct tg_conf_datasource chain;       /* certificate_chain */
     struct tg_conf_datasource private_key; /* private_key (or typed_config.private_key) */
@@ -102,6 +114,18 @@ struct tg_conf_cert {
     struct tg_conf_mark mark;
 };
 
+/* tls.client_certificate: mutual TLS. mode is TG_CCERT_OFF when the block
+ * is absent (no certificate is asked for). */
+enum tg_ccert_mode { TG_CCERT_OFF, TG_CCERT_REQUIRE, TG_CCERT_OPTIONAL };
+struct tg_conf_client_cert {
+    int mode;                      /* enum tg_ccert_mode; require when the block is given */
+    struct tg_conf_datasource ca;  /* PEM CA certificates: the trust anchors */
+    struct tg_conf_datasource crl; /* PEM CRLs; data NULL when not given */
+    uint32_t verify_depth;         /* intermediates allowed below a CA of `ca`, default 4 */
+    char *path;                    /* "listeners[0].tls.client_certificate" */
+    struct tg_conf_mark mark;
+};
+
 struct tg_conf_tls {
     struct tg_conf_cert *certs; /* at least one */
     size_t n_certs;
@@ -109,7 +133,8 @@ struct tg_conf_tls {
     int max_version; /* TLS1_3_VERSION (default) */
     char **alpn;     /* protocols offered, in server preference order */
     size_t n_alpn;
-    bool session_resumption; /* default true: tickets + server session cache */
+    bool session_resumption;   /* default true: tickets + server session cache */
+    bool require_close_notify; /* default false; true: a FIN without close_notify resets */
     /* session_timeout: how long a session (a ticket, a cache entry) may be
      * resumed, also the lifetime announced in tickets. 0 = not given: the
      * key rotation interval (tg_config.tickets). */
@@ -126,6 +151,7 @@ struct tg_conf_tls {
      * (its typed_config key_exchange), else OpenSSL inline. */
     bool has_kx_provider;
     struct tg_conf_keyprov kx_provider;
+    struct tg_conf_client_cert client_cert;
     struct tg_conf_mark mark;
 };
 
@@ -204,11 +230,33 @@ struct tg_conf_listener {
 };
 
 struct tg_conf_limits {
-    uint64_t max_connections;      /* default 50000 (whole process) */
-    uint64_t handshake_timeout_ns; /* default 10s */
-    uint64_t idle_timeout_ns;      /* default 300s */
-    uint64_t drain_timeout_ns;     /* default 30s: SIGTERM waits this long for connections */
-    size_t buffer_size;            /* per direction per connection, default 16384 */
+    uint64_t max_connections; /* default 50000 (whole process) */
+    /* Open client connections from one source address (process-wide; on a
+     * proxy_protocol listener, the header's source). 0 (default): no limit. */
+    uint64_t max_connections_per_source;
+    unsigned per_source_ipv6_prefix; /* default 64: IPv6 sources counted per /64 */
+    uint64_t first_byte_timeout_ns;  /* default 5s: accept to the ClientHello's first byte */
+    uint64_t handshake_timeout_ns;   /* default 10s */
+    uint64_t idle_timeout_ns;        /* default 300s */
+    uint64_t drain_timeout_ns;       /* default 30s: SIGTERM waits this long for connections */
+    size_t buffer_size;              /* per direction per connection, default 16384 */
+};
+
+/* access_log: one line per connection (src/alog). */
+enum tg_conf_alog_dest {
+    TG_CONF_ALOG_OFF,    /* no access log (the default when the block is absent) */
+    TG_CONF_ALOG_STDOUT, /* file descriptor 1 (the default when the block is present) */
+    TG_CONF_ALOG_FILE,   /* path, opened O_APPEND, reopened on SIGUSR1 */
+};
+enum tg_conf_alog_format { TG_CONF_ALOG_TEXT, TG_CONF_ALOG_JSON };
+
+struct tg_conf_access_log {
+    enum tg_conf_alog_dest dest;
+    enum tg_conf_alog_format format; /* default text (key=value) */
+    size_t buffer;                   /* bytes per worker, default 256 KiB */
+    char *path;                      /* TG_CONF_ALOG_FILE: resolved against the config's dir */
+    struct tg_conf_mark path_mark;   /* of the path value (line 0 when absent) */
+    struct tg_conf_mark mark;        /* of the access_log block */
 };
 
 /* session_tickets: the process-wide ticket key ring (src/tls/tg_ticket.h). */
@@ -244,6 +292,7 @@ struct tg_config {
     struct tg_conf_listener *listeners; /* at least one */
     size_t n_listeners;
     struct tg_conf_limits limits;
+    struct tg_conf_access_log access_log;
     struct tg_conf_reload reload;
     struct tg_conf_dns dns;
     struct tg_conf_tickets tickets;

@@ -45,6 +45,13 @@ static bool tg_keyop_is_provider_failure(int result)
     return result == TG_EDEVICE || result == TG_ETIMEOUT || result == TG_ELIMIT;
 }
 
+/* A signature with a provider-held key: no software copy exists. */
+static bool tg_keyop_key_held(const struct tg_keyop *op)
+{
+    return (op->type == TG_KEYOP_RSA_SIGN || op->type == TG_KEYOP_ECDSA_SIGN) && op->pkey != NULL &&
+           tg_pkey_is_held(op->pkey);
+}
+
 static void tg_keyop_account(struct tg_keyop *op)
 {
     struct tg_keyprov_stats *st = op->stats;
@@ -63,7 +70,13 @@ int tg_keyop_complete(struct tg_keyop *op, int result, enum tg_fallback_reason r
 {
     if (op->state != TG_KEYOP_QUEUED)
         return TG_ESTATE;
-    if (result != TG_OK && tg_keyop_is_provider_failure(result)) {
+    if (result != TG_OK && tg_keyop_is_provider_failure(result) && tg_keyop_key_held(op)) {
+        /* No software copy of the key: the operation fails. */
+        if (op->stats != NULL && (unsigned)reason < TG_FALLBACK_REASON_COUNT)
+            tg_ctr_inc(&op->stats->unrecoverable[reason]);
+        TG_DEBUG("key operation %s: provider failed (%s) on a provider-held key: no fallback",
+                 tg_keyop_type_name(op->type), tg_strerror(result));
+    } else if (result != TG_OK && tg_keyop_is_provider_failure(result)) {
         /* Runtime fallback: the software key is always at hand. */
         if (op->stats != NULL && (unsigned)reason < TG_FALLBACK_REASON_COUNT)
             tg_ctr_inc(&op->stats->fallbacks[reason]);
@@ -71,6 +84,8 @@ int tg_keyop_complete(struct tg_keyop *op, int result, enum tg_fallback_reason r
                  tg_keyop_type_name(op->type), tg_strerror(result));
         result = tg_keyop_compute_sw(op);
         op->fell_back = true;
+        if (op->ctx != NULL)
+            op->ctx->fallbacks++;
     }
     op->result = result;
     if (result != TG_OK)
@@ -110,6 +125,8 @@ int tg_keyop_run(struct tg_keyop *op)
     if (op->state != TG_KEYOP_NEW)
         return TG_ESTATE;
     op->ctx = tg_keyctx_current();
+    if (op->ctx != NULL && op->pkey != NULL)
+        op->ctx->signer = op->pkey;
     if (op->ctx != NULL && op->ctx->cancelled) {
         op->state = TG_KEYOP_CONSUMED;
         return TG_ECANCELED;
@@ -127,6 +144,15 @@ int tg_keyop_run(struct tg_keyop *op)
         ASYNC_WAIT_CTX *wctx = ASYNC_get_wait_ctx(job);
         if (wctx == NULL || !ASYNC_WAIT_CTX_get_callback(wctx, &cb, &cbarg))
             cb = NULL;
+    }
+    if ((state == NULL || cb == NULL) && tg_keyop_key_held(op)) {
+        /* Only the provider can use the key, and only from a worker's loop. */
+        TG_DEBUG("key operation %s: provider-held key used outside a worker's ASYNC job",
+                 tg_keyop_type_name(op->type));
+        op->state = TG_KEYOP_CONSUMED;
+        if (op->ctx != NULL)
+            op->ctx->failures++;
+        return TG_EUNAVAIL;
     }
     if (state == NULL || cb == NULL)
         return tg_keyop_run_sync(op);

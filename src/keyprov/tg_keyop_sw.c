@@ -225,10 +225,15 @@ int tg_keyop_compute_sw(struct tg_keyop *op)
     int rc;
     switch (op->type) {
     case TG_KEYOP_RSA_SIGN:
-        rc = op->pkey && op->pkey->type == TG_PKEY_RSA && op->md ? tg_sw_sign(op) : TG_EINVAL;
-        break;
     case TG_KEYOP_ECDSA_SIGN:
-        rc = op->pkey && op->pkey->type == TG_PKEY_EC ? tg_sw_sign(op) : TG_EINVAL;
+        if (op->pkey == NULL ||
+            (op->type == TG_KEYOP_RSA_SIGN) != (op->pkey->type == TG_PKEY_RSA) ||
+            (op->type == TG_KEYOP_RSA_SIGN && op->md == NULL))
+            rc = TG_EINVAL;
+        else if (tg_pkey_is_held(op->pkey))
+            rc = TG_EUNAVAIL; /* the private key is not in this process */
+        else
+            rc = tg_sw_sign(op);
         break;
     case TG_KEYOP_KX_KEYGEN:
         rc = op->kx ? tg_sw_kx_keygen(op) : TG_EINVAL;

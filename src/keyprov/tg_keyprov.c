@@ -60,6 +60,37 @@ const struct tg_keyprov_ops *const *tg_keyprov_all(size_t *n)
     return tg_providers;
 }
 
+static const struct tg_config *tg_kp_doctor_cfg;
+
+void tg_keyprov_set_doctor_config(const struct tg_config *cfg)
+{
+    tg_kp_doctor_cfg = cfg;
+}
+
+const struct tg_conf_keyprov *tg_keyprov_doctor_block(const char *name, size_t *it)
+{
+    const struct tg_config *cfg = tg_kp_doctor_cfg;
+    if (cfg == NULL)
+        return NULL;
+    /* *it counts certificates across listeners, in file order. */
+    size_t k = 0;
+    for (size_t l = 0; l < cfg->n_listeners; l++) {
+        const struct tg_conf_tls *tls = &cfg->listeners[l].tls;
+        for (size_t c = 0; c < tls->n_certs; c++, k++) {
+            if (k < *it)
+                continue;
+            const struct tg_conf_keyprov *kp = &tls->certs[c].keyprov;
+            const char *pn = kp->provider_name ? kp->provider_name : TG_KEYPROV_FALLBACK;
+            if (strcmp(pn, name) == 0) {
+                *it = k + 1;
+                return kp;
+            }
+        }
+    }
+    *it = k;
+    return NULL;
+}
+
 static int tg_keyprov_slot(const struct tg_keyprov_ops *ops)
 {
     for (size_t i = 0; i < TG_NPROV; i++) {
@@ -178,8 +209,9 @@ void tg_keyprov_binding_free(struct tg_keyprov_binding *b)
     free(b);
 }
 
-int tg_keyprov_bind(const struct tg_conf_keyprov *conf, const struct tg_pkey *key,
-                    struct tg_keyprov_binding **out, char *err, size_t errlen)
+/* A binding to the configured provider, with its settings (configure). */
+static int tg_keyprov_binding_new(const struct tg_conf_keyprov *conf,
+                                  struct tg_keyprov_binding **out, char *err, size_t errlen)
 {
     *out = NULL;
     const char *name = conf->provider_name ? conf->provider_name : TG_KEYPROV_FALLBACK;
@@ -207,10 +239,30 @@ int tg_keyprov_bind(const struct tg_conf_keyprov *conf, const struct tg_pkey *ke
     }
     b->ops = ops;
     b->kx = kx && ops->does_kx;
+    b->slot = tg_keyprov_slot(ops);
+    *out = b;
+    return TG_OK;
+}
 
+int tg_keyprov_bind(const struct tg_conf_keyprov *conf, const struct tg_pkey *key,
+                    struct tg_keyprov_binding **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    const struct tg_keyprov_ops *held =
+        tg_keyprov_find(conf->provider_name ? conf->provider_name : TG_KEYPROV_FALLBACK);
+    if (key != NULL && held != NULL && held->load_key != NULL) {
+        tg_conf_error(err, errlen, &conf->mark, conf->path,
+                      "provider '%s' holds private keys itself: remove private_key from this "
+                      "certificate",
+                      held->name);
+        return TG_ECONFIG;
+    }
+    struct tg_keyprov_binding *b = NULL;
+    TG_GUARD(tg_keyprov_binding_new(conf, &b, err, errlen));
+    const struct tg_keyprov_ops *ops = b->ops;
     const char *why = "";
-    int slot = tg_keyprov_slot(ops);
-    rc = tg_keyprov_global_init(slot, &why);
+    int slot = b->slot;
+    int rc = tg_keyprov_global_init(slot, &why);
     char keywhy[256] = "";
     if (rc == TG_OK && key != NULL && ops->supports_key != NULL) {
         rc = ops->supports_key(key, keywhy, sizeof(keywhy));
@@ -240,6 +292,73 @@ int tg_keyprov_bind(const struct tg_conf_keyprov *conf, const struct tg_pkey *ke
     tg_kp_global.used[slot] = true;
     *out = b;
     return TG_OK;
+}
+
+int tg_keyprov_bind_held(const struct tg_conf_keyprov *conf, EVP_PKEY *cert_pub,
+                         struct tg_keyprov_binding **out, struct tg_pkey **key, X509 **leaf,
+                         char *err, size_t errlen)
+{
+    *out = NULL;
+    *key = NULL;
+    if (leaf != NULL)
+        *leaf = NULL;
+    const char *name = conf->provider_name ? conf->provider_name : TG_KEYPROV_FALLBACK;
+    const struct tg_keyprov_ops *ops = tg_keyprov_find(name);
+    if (ops != NULL && ops->load_key == NULL) {
+        tg_conf_error(err, errlen, &conf->mark, conf->path,
+                      "provider '%s' does not hold private keys: give the certificate's "
+                      "private_key",
+                      ops->name);
+        return TG_ECONFIG;
+    }
+    if (conf->fallback_set && conf->fallback) {
+        char path[512];
+        snprintf(path, sizeof(path), "%s.fallback", conf->path ? conf->path : "");
+        tg_conf_error(err, errlen, &conf->fallback_mark, path,
+                      "provider '%s' holds this certificate's private key: there is no software "
+                      "copy to fall back to (remove fallback or set it to false)",
+                      name);
+        return TG_ECONFIG;
+    }
+    struct tg_keyprov_binding *b = NULL;
+    TG_GUARD(tg_keyprov_binding_new(conf, &b, err, errlen));
+    b->fallback = false;
+    b->held = true;
+    const char *why = "";
+    char lwhy[512] = "";
+    int rc = tg_keyprov_global_init(b->slot, &why);
+    if (rc != TG_OK) {
+        tg_conf_error(err, errlen, &conf->mark, conf->path, "provider '%s' cannot run here: %s",
+                      b->ops->name, why);
+        goto out;
+    }
+    rc = b->ops->load_key(b->settings, cert_pub, key, leaf, lwhy, sizeof(lwhy));
+    if (rc != TG_OK) {
+        tg_conf_error(err, errlen, &conf->mark, conf->path, "%s", lwhy[0] ? lwhy : tg_strerror(rc));
+        goto out;
+    }
+    if (*key == NULL || !tg_pkey_is_held(*key) || (leaf != NULL && *leaf == NULL)) {
+        tg_conf_error(err, errlen, &conf->mark, conf->path,
+                      "provider '%s' returned no usable key%s", b->ops->name,
+                      leaf != NULL && *leaf == NULL ? " or no certificate" : "");
+        rc = TG_EINVAL;
+        goto out;
+    }
+    tg_kp_global.used[tg_software_slot] = true;
+    tg_kp_global.used[b->slot] = true;
+    *out = b;
+    b = NULL;
+out:
+    if (b != NULL) {
+        tg_pkey_unref(*key);
+        *key = NULL;
+        if (leaf != NULL) {
+            X509_free(*leaf);
+            *leaf = NULL;
+        }
+        tg_keyprov_binding_free(b);
+    }
+    return rc;
 }
 
 /* ---- per-worker instance sets ---- */
@@ -369,8 +488,10 @@ static void tg_keyprov_stats_merge(struct tg_keyprov_stats *dst, const struct tg
         tg_ctr_add(&dst->completed[t], tg_ctr_get(&src->completed[t]));
         tg_ctr_add(&dst->failed[t], tg_ctr_get(&src->failed[t]));
     }
-    for (int r = 0; r < TG_FALLBACK_REASON_COUNT; r++)
+    for (int r = 0; r < TG_FALLBACK_REASON_COUNT; r++) {
         tg_ctr_add(&dst->fallbacks[r], tg_ctr_get(&src->fallbacks[r]));
+        tg_ctr_add(&dst->unrecoverable[r], tg_ctr_get(&src->unrecoverable[r]));
+    }
     for (int r = 0; r < TG_FLUSH_REASON_COUNT; r++)
         tg_ctr_add(&dst->flushes[r], tg_ctr_get(&src->flushes[r]));
     tg_ctr_add(&dst->inflight_up, tg_ctr_get(&src->inflight_up));
@@ -539,6 +660,23 @@ void tg_keyprov_render_stats(struct tg_buf *out)
                      fb_names[r]);
             tg_prom_value(out, "tlsgate_keyprov_fallbacks_total", lab,
                           tg_ctr_get(&agg[i].fallbacks[r]));
+        }
+    }
+    bool any_held = false;
+    for (size_t i = 0; i < TG_NPROV; i++)
+        any_held = any_held || (tg_kp_global.used[i] && tg_providers[i]->load_key != NULL);
+    if (any_held)
+        tg_prom_header(out, "tlsgate_keyprov_unrecoverable_total", "counter",
+                       "Operations on provider-held keys the provider failed, by reason: no "
+                       "software copy, the handshake failed");
+    for (size_t i = 0; i < TG_NPROV; i++) {
+        if (!tg_kp_global.used[i] || tg_providers[i]->load_key == NULL)
+            continue;
+        for (int r = 0; r < TG_FALLBACK_REASON_COUNT; r++) {
+            snprintf(lab, sizeof(lab), "provider=\"%s\",reason=\"%s\"", tg_providers[i]->name,
+                     fb_names[r]);
+            tg_prom_value(out, "tlsgate_keyprov_unrecoverable_total", lab,
+                          tg_ctr_get(&agg[i].unrecoverable[r]));
         }
     }
     tg_prom_header(out, "tlsgate_keyprov_flushes_total", "counter",

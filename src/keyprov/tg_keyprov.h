@@ -25,6 +25,23 @@
  * complete run on that thread only. Provider-internal helper threads (a QAT
  * poller) must hand completions back through an ev_async, never complete an
  * op themselves.
+ *
+ * Provider-held keys. A provider may hold certificate private keys itself
+ * (an HSM through PKCS#11, a remote key server): it implements load_key, and
+ * a certificate that names it without `private_key` gets a public-only
+ * struct tg_pkey (tg_pkey_is_held) carrying the provider's handle. The
+ * tlsgate OpenSSL provider serves such a key like any other (it has a
+ * private half as far as libssl is concerned, matches its certificate by the
+ * public parts, refuses private export), but nothing can compute with it in
+ * software, so for these keys:
+ *   - there is no start-up fallback: a provider that cannot run or cannot
+ *     load the key is a start-up error, and an explicit `fallback: true` is
+ *     refused (tg_keyprov_bind_held);
+ *   - there is no runtime fallback: tg_keyop_complete() with TG_EDEVICE,
+ *     TG_ETIMEOUT or TG_ELIMIT fails the op (the handshake fails) and counts
+ *     it in tlsgate_keyprov_unrecoverable_total{provider,reason};
+ *   - outside an ASYNC job or a worker (no provider state) tg_keyop_run()
+ *     fails with TG_EUNAVAIL instead of computing in software.
  */
 #ifndef TG_KEYPROV_H
 #define TG_KEYPROV_H
@@ -32,6 +49,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <openssl/x509.h>
 
 #include "config/tg_config.h"
 #include "core/tg_buf.h"
@@ -62,8 +80,9 @@ enum tg_keyop_state { TG_KEYOP_NEW, TG_KEYOP_QUEUED, TG_KEYOP_DONE, TG_KEYOP_CON
 #define TG_RSA_PAD_PKCS1 1
 #define TG_RSA_PAD_PSS   6
 
-/* Largest output: an RSA-4096 signature. */
-#define TG_KEYOP_OUT_MAX 512
+/* Largest output: the signature of the largest key tg_pkey accepts (RSA-8192,
+ * 1024 bytes). Shared secrets and ECDSA signatures are far smaller. */
+#define TG_KEYOP_OUT_MAX TG_PKEY_SIG_MAX
 
 /*
  * Per-connection key context. The connection sets it as the thread's current
@@ -76,6 +95,8 @@ struct tg_keyctx {
     bool cancelled;                      /* connection closing: fail, do not wait */
     unsigned waits;                      /* ASYNC pauses so far (stats) */
     unsigned failures;                   /* operations that failed */
+    unsigned fallbacks;                  /* operations finished in software (fell_back) */
+    const struct tg_pkey *signer;        /* key of the last signature started (access log) */
 };
 void tg_keyctx_set_current(struct tg_keyctx *ctx);
 struct tg_keyctx *tg_keyctx_current(void);
@@ -149,6 +170,9 @@ struct tg_keyprov_stats {
     tg_ctr completed[TG_KEYOP_TYPE_COUNT]; /* completed successfully (incl. fallback) */
     tg_ctr failed[TG_KEYOP_TYPE_COUNT];    /* completed with an error */
     tg_ctr fallbacks[TG_FALLBACK_REASON_COUNT];
+    /* Provider failures on provider-held keys: no software copy to finish
+     * them, the operation (and its handshake) failed. By the same reasons. */
+    tg_ctr unrecoverable[TG_FALLBACK_REASON_COUNT];
     tg_ctr flushes[TG_FLUSH_REASON_COUNT];
     tg_ctr inflight_up, inflight_down; /* gauge: queued or on the device */
     tg_ctr pool_level;                 /* gauge: ephemeral keys ready (last value) */
@@ -217,8 +241,29 @@ struct tg_keyprov_ops {
     int (*global_init)(char *why, size_t whylen);
     void (*global_cleanup)(void);
 
-    /* Can this provider serve this key? TG_EUNAVAIL + why if not. Optional. */
+    /* Can this provider serve this key? TG_EUNAVAIL + why if not. Optional.
+     * Not called for the keys the provider itself made (load_key). */
     int (*supports_key)(const struct tg_pkey *key, char *why, size_t whylen);
+
+    /*
+     * Optional: the provider holds private keys itself (see "Provider-held
+     * keys" above). Called at start-up on the main thread, after configure
+     * and global_init succeeded, for a certificate without `private_key`.
+     *   settings:  this certificate's configure() result.
+     *   cert_pub:  the public key of the leaf of certificate_chain, or NULL
+     *              when the configuration gave no certificate_chain.
+     *   leaf:      NULL when certificate_chain was given; otherwise the
+     *              provider must set *leaf to the certificate it found with
+     *              the key (the caller owns it) or fail.
+     * On success *key is a new reference to a key made with
+     * tg_pkey_from_public(), whose prov_key is the provider's handle; the
+     * caller checks that it matches the certificate. On failure returns
+     * TG_ECONFIG, TG_EUNAVAIL or TG_ECRYPTO with a one-line reason in err
+     * (no file position: the caller adds it) and leaves *key and *leaf NULL.
+     * May block (it talks to a device): it runs before any worker starts.
+     */
+    int (*load_key)(void *settings, EVP_PKEY *cert_pub, struct tg_pkey **key, X509 **leaf,
+                    char *err, size_t errlen);
 
     /* Per worker thread, on that thread. */
     int (*worker_init)(const struct tg_keyprov_worker *w, void **state);
@@ -242,7 +287,9 @@ struct tg_keyprov_ops {
      * doctor`: text lines (shown indented under the provider) and, for
      * --json, members of one JSON object ("key": value, comma-separated;
      * may stay empty). Called on the main thread after global_init, whether
-     * it succeeded or not. Must not log: a report command prints the report. */
+     * it succeeded or not. Must not log: a report command prints the report.
+     * With `doctor --config FILE` the hook may also look at the blocks of
+     * that configuration which name it (tg_keyprov_doctor_block). */
     void (*doctor)(struct tg_buf *text, struct tg_buf *json);
     /* Optional: provider-specific measurements for `tlsgate bench-crypto`
      * (struct tg_keyprov_bench above). Called on the main thread after
@@ -273,6 +320,23 @@ const char *const *tg_keyprov_names(void);
 const struct tg_keyprov_ops *const *tg_keyprov_all(size_t *n);
 
 /*
+ * `tlsgate doctor --config FILE`: the configuration being diagnosed, so that
+ * a provider's doctor hook can look at what it is configured with (the
+ * modules, devices or sockets it would use) without the hook's signature
+ * knowing about configurations. tg_keyprov_set_doctor_config(cfg) before the
+ * report, (NULL) after; cfg must outlive the report. Main thread only.
+ *
+ * tg_keyprov_doctor_block(name, &it): the next certificate
+ * private_key_provider block of that configuration whose provider_name is
+ * `name`, in file order, or NULL (also without a configuration). *it starts
+ * at 0. The block is what configure() takes; a hook that calls configure()
+ * must free the settings and must not touch a device with side effects (no
+ * login).
+ */
+void tg_keyprov_set_doctor_config(const struct tg_config *cfg);
+const struct tg_conf_keyprov *tg_keyprov_doctor_block(const char *name, size_t *it);
+
+/*
  * A binding: one configured provider for one certificate (or a listener's key
  * exchange), after start-up decided what actually runs. Immutable after
  * start-up; shared by all workers.
@@ -284,17 +348,33 @@ struct tg_keyprov_binding {
     int slot;                         /* index of ops in the per-worker instance array */
     uint64_t poll_delay_ns;
     bool fallback;
-    bool kx; /* also route key exchange through it */
+    bool kx;   /* also route key exchange through it */
+    bool held; /* the provider holds the certificate's key (load_key) */
 };
 
 /*
  * Start-up: resolve a certificate's provider config into a binding, applying
  * `fallback` when the provider or the key is unsupported (warning logged with
- * the reason). On error writes "FILE:LINE:COL: path: ..." into err.
+ * the reason). A software key (key != NULL) given to a provider that holds
+ * keys itself (load_key) is refused. On error writes "FILE:LINE:COL: path:
+ * ..." into err.
  */
 int tg_keyprov_bind(const struct tg_conf_keyprov *conf, const struct tg_pkey *key,
                     struct tg_keyprov_binding **out, char *err, size_t errlen) TG_MUST_CHECK;
 void tg_keyprov_binding_free(struct tg_keyprov_binding *b);
+/*
+ * Start-up, for a certificate without private_key: bind its provider, which
+ * must hold keys (ops->load_key; else TG_ECONFIG), and have it load the key.
+ * Never falls back: a provider that cannot run here is an error whatever
+ * `fallback` says, and an explicit `fallback: true` is refused (there is no
+ * software copy of the key to fall back to). cert_pub and leaf as for
+ * load_key. On success *out (binding, held = true) and *key (a reference)
+ * are the caller's, and key->binding is NOT set (the caller sets it). On
+ * error writes "FILE:LINE:COL: path: ..." into err.
+ */
+int tg_keyprov_bind_held(const struct tg_conf_keyprov *conf, EVP_PKEY *cert_pub,
+                         struct tg_keyprov_binding **out, struct tg_pkey **key, X509 **leaf,
+                         char *err, size_t errlen) TG_MUST_CHECK;
 /* The software binding used when nothing else is configured. Static. */
 const struct tg_keyprov_binding *tg_keyprov_software_binding(void);
 /* Global cleanup of every provider whose global_init ran. */
@@ -343,7 +423,8 @@ void tg_keyop_init(struct tg_keyop *op, enum tg_keyop_type type);
  * Run an operation through its binding's provider and wait for it: inside an
  * ASYNC job (libssl with SSL_MODE_ASYNC) the job pauses until the provider
  * completes it; outside a job, or without a wake-up callback, it runs
- * synchronously (software). Returns the op's result; on TG_OK the output is in
+ * synchronously (software) -- except on a provider-held key, which then
+ * fails with TG_EUNAVAIL. Returns the op's result; on TG_OK the output is in
  * op->out / op->outlen (consumed). Called by the bridge only.
  */
 int tg_keyop_run(struct tg_keyop *op) TG_MUST_CHECK;
@@ -351,7 +432,9 @@ int tg_keyop_run(struct tg_keyop *op) TG_MUST_CHECK;
  * Provider side: hand back a finished op (result TG_OK with out/outlen
  * written, or a negative error). TG_EDEVICE, TG_ETIMEOUT and TG_ELIMIT mean
  * "the provider could not do it": the op is then finished in software here,
- * counted as a fallback with `reason`, and succeeds. Wakes the waiting job.
+ * counted as a fallback with `reason`, and succeeds -- unless its key is
+ * provider-held (tg_pkey_is_held): then the op fails with that error and is
+ * counted as unrecoverable with `reason`. Wakes the waiting job.
  * Returns TG_ESTATE if the op was not QUEUED.
  */
 int tg_keyop_complete(struct tg_keyop *op, int result, enum tg_fallback_reason reason);
@@ -360,7 +443,8 @@ int tg_keyop_consume(struct tg_keyop *op) TG_MUST_CHECK;
 
 /* Compute the op with OpenSSL's default provider, synchronously (software
  * provider, deferred completion, fallback, tests). Sets out/outlen/result;
- * does not change state. Returns result. */
+ * does not change state. Returns result; TG_EUNAVAIL for a provider-held
+ * key (no software copy). */
 int tg_keyop_compute_sw(struct tg_keyop *op);
 
 /*

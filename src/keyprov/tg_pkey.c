@@ -85,6 +85,8 @@ static void tg_pkey_free(struct tg_pkey *k)
     BN_clear_free(k->iqmp);
     BN_clear_free(k->priv);
     free(k->label);
+    if (k->prov_key != NULL && k->prov_key_free != NULL)
+        k->prov_key_free(k->prov_key);
     OPENSSL_cleanse(k, sizeof(*k));
     free(k);
 }
@@ -162,43 +164,48 @@ out:
     return pub;
 }
 
-static int tg_pkey_fill_rsa(struct tg_pkey *k, char *why, size_t whylen)
+/* RSA components from src; the private ones only when priv (a software key). */
+static int tg_pkey_fill_rsa(struct tg_pkey *k, EVP_PKEY *src, bool priv, char *why, size_t whylen)
 {
     BIGNUM *extra = NULL;
     /* Multi-prime keys have a third factor; batching providers cannot use
      * them and they are vanishingly rare in TLS. */
-    if (EVP_PKEY_get_bn_param(k->sw, "rsa-factor3", &extra)) {
+    if (priv && EVP_PKEY_get_bn_param(src, "rsa-factor3", &extra)) {
         BN_clear_free(extra);
         snprintf(why, whylen, "multi-prime RSA keys are not supported");
         return TG_ECONFIG;
     }
     ERR_clear_error();
-    if (!EVP_PKEY_get_bn_param(k->sw, OSSL_PKEY_PARAM_RSA_N, &k->n) ||
-        !EVP_PKEY_get_bn_param(k->sw, OSSL_PKEY_PARAM_RSA_E, &k->e) ||
-        !EVP_PKEY_get_bn_param(k->sw, OSSL_PKEY_PARAM_RSA_D, &k->d) ||
-        !EVP_PKEY_get_bn_param(k->sw, OSSL_PKEY_PARAM_RSA_FACTOR1, &k->p) ||
-        !EVP_PKEY_get_bn_param(k->sw, OSSL_PKEY_PARAM_RSA_FACTOR2, &k->q) ||
-        !EVP_PKEY_get_bn_param(k->sw, OSSL_PKEY_PARAM_RSA_EXPONENT1, &k->dmp1) ||
-        !EVP_PKEY_get_bn_param(k->sw, OSSL_PKEY_PARAM_RSA_EXPONENT2, &k->dmq1) ||
-        !EVP_PKEY_get_bn_param(k->sw, OSSL_PKEY_PARAM_RSA_COEFFICIENT1, &k->iqmp))
+    if (!EVP_PKEY_get_bn_param(src, OSSL_PKEY_PARAM_RSA_N, &k->n) ||
+        !EVP_PKEY_get_bn_param(src, OSSL_PKEY_PARAM_RSA_E, &k->e))
+        return tg_why(why, whylen, "RSA key lacks its modulus or public exponent");
+    if (priv && (!EVP_PKEY_get_bn_param(src, OSSL_PKEY_PARAM_RSA_D, &k->d) ||
+                 !EVP_PKEY_get_bn_param(src, OSSL_PKEY_PARAM_RSA_FACTOR1, &k->p) ||
+                 !EVP_PKEY_get_bn_param(src, OSSL_PKEY_PARAM_RSA_FACTOR2, &k->q) ||
+                 !EVP_PKEY_get_bn_param(src, OSSL_PKEY_PARAM_RSA_EXPONENT1, &k->dmp1) ||
+                 !EVP_PKEY_get_bn_param(src, OSSL_PKEY_PARAM_RSA_EXPONENT2, &k->dmq1) ||
+                 !EVP_PKEY_get_bn_param(src, OSSL_PKEY_PARAM_RSA_COEFFICIENT1, &k->iqmp)))
         return tg_why(why, whylen, "RSA key lacks CRT components");
     k->bits = BN_num_bits(k->n);
-    if (k->bits < 2048) {
-        snprintf(why, whylen, "RSA key of %d bits is too small (minimum 2048)", k->bits);
+    if (k->bits < TG_PKEY_RSA_MIN_BITS) {
+        snprintf(why, whylen, "RSA key of %d bits is too small (minimum %d)", k->bits,
+                 TG_PKEY_RSA_MIN_BITS);
         return TG_ECONFIG;
     }
-    if (k->bits > 8192) {
-        snprintf(why, whylen, "RSA key of %d bits is too large (maximum 8192)", k->bits);
+    if (k->bits > TG_PKEY_RSA_MAX_BITS) {
+        snprintf(why, whylen, "RSA key of %d bits is too large (maximum %d)", k->bits,
+                 TG_PKEY_RSA_MAX_BITS);
         return TG_ECONFIG;
     }
     return TG_OK;
 }
 
-static int tg_pkey_fill_ec(struct tg_pkey *k, char *why, size_t whylen)
+/* EC curve and public point from src; the scalar only when priv. */
+static int tg_pkey_fill_ec(struct tg_pkey *k, EVP_PKEY *src, bool priv, char *why, size_t whylen)
 {
     char gname[64];
     size_t glen = 0;
-    if (!EVP_PKEY_get_utf8_string_param(k->sw, OSSL_PKEY_PARAM_GROUP_NAME, gname, sizeof(gname),
+    if (!EVP_PKEY_get_utf8_string_param(src, OSSL_PKEY_PARAM_GROUP_NAME, gname, sizeof(gname),
                                         &glen))
         return tg_why(why, whylen, "EC key has no named curve");
     k->curve_nid = OBJ_sn2nid(gname);
@@ -221,12 +228,39 @@ static int tg_pkey_fill_ec(struct tg_pkey *k, char *why, size_t whylen)
         snprintf(why, whylen, "EC curve '%s' is not supported (P-256, P-384, P-521 are)", gname);
         return TG_ECONFIG;
     }
-    if (!EVP_PKEY_get_bn_param(k->sw, OSSL_PKEY_PARAM_PRIV_KEY, &k->priv))
+    if (priv && !EVP_PKEY_get_bn_param(src, OSSL_PKEY_PARAM_PRIV_KEY, &k->priv))
         return tg_why(why, whylen, "EC key has no private scalar");
-    if (!EVP_PKEY_get_octet_string_param(k->sw, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, k->pub_point,
+    if (!EVP_PKEY_get_octet_string_param(src, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, k->pub_point,
                                          sizeof(k->pub_point), &k->pub_point_len) ||
         k->pub_point_len == 0 || k->pub_point[0] != 0x04)
         return tg_why(why, whylen, "EC key has no uncompressed public point");
+    return TG_OK;
+}
+
+/* Fill k (refs, type, components, sig_max, pub) from src; k->sw is already
+ * set for a software key. */
+static int tg_pkey_fill(struct tg_pkey *k, EVP_PKEY *src, bool priv, char *why, size_t whylen)
+{
+    int rc;
+    if (EVP_PKEY_is_a(src, "RSA")) {
+        k->type = TG_PKEY_RSA;
+        rc = tg_pkey_fill_rsa(k, src, priv, why, whylen);
+    } else if (EVP_PKEY_is_a(src, "EC")) {
+        k->type = TG_PKEY_EC;
+        rc = tg_pkey_fill_ec(k, src, priv, why, whylen);
+    } else {
+        snprintf(why, whylen, "unsupported key type '%s' (RSA and EC are supported)",
+                 EVP_PKEY_get0_type_name(src));
+        rc = TG_ECONFIG;
+    }
+    if (rc != TG_OK)
+        return rc;
+    k->sig_max = (size_t)EVP_PKEY_get_size(src);
+    k->pub = tg_pkey_make_public(k);
+    if (k->pub == NULL)
+        return tg_why(why, whylen, "cannot build the public key");
+    if (k->sig_max == 0 || k->sig_max > TG_PKEY_SIG_MAX)
+        return tg_why(why, whylen, "unexpected signature size");
     return TG_OK;
 }
 
@@ -248,30 +282,36 @@ int tg_pkey_from_evp(EVP_PKEY *sw, struct tg_pkey **out, char *why, size_t whyle
         return TG_ECRYPTO;
     }
     k->sw = sw;
-    int rc;
-    if (EVP_PKEY_is_a(sw, "RSA")) {
-        k->type = TG_PKEY_RSA;
-        rc = tg_pkey_fill_rsa(k, why, whylen);
-    } else if (EVP_PKEY_is_a(sw, "EC")) {
-        k->type = TG_PKEY_EC;
-        rc = tg_pkey_fill_ec(k, why, whylen);
-    } else {
-        snprintf(why, whylen, "unsupported key type '%s' (RSA and EC are supported)",
-                 EVP_PKEY_get0_type_name(sw));
-        rc = TG_ECONFIG;
-    }
-    if (rc == TG_OK) {
-        k->sig_max = (size_t)EVP_PKEY_get_size(sw);
-        k->pub = tg_pkey_make_public(k);
-        if (k->pub == NULL)
-            rc = tg_why(why, whylen, "cannot build the public key");
-        else if (k->sig_max == 0 || k->sig_max > 512)
-            rc = tg_why(why, whylen, "unexpected signature size");
-    }
+    int rc = tg_pkey_fill(k, sw, true, why, whylen);
     if (rc != TG_OK) {
         tg_pkey_free(k);
         return rc;
     }
+    *out = k;
+    return TG_OK;
+}
+
+int tg_pkey_from_public(EVP_PKEY *pub, void *prov_key, void (*prov_key_free)(void *),
+                        struct tg_pkey **out, char *why, size_t whylen)
+{
+    char dummy[8];
+    if (why == NULL || whylen == 0) {
+        why = dummy;
+        whylen = sizeof(dummy);
+    }
+    why[0] = '\0';
+    *out = NULL;
+    struct tg_pkey *k = calloc(1, sizeof(*k));
+    if (k == NULL)
+        return TG_ENOMEM;
+    atomic_init(&k->refs, 1);
+    int rc = tg_pkey_fill(k, pub, false, why, whylen);
+    if (rc != TG_OK) {
+        tg_pkey_free(k); /* prov_key is not set yet: the caller keeps it */
+        return rc;
+    }
+    k->prov_key = prov_key;
+    k->prov_key_free = prov_key_free;
     *out = k;
     return TG_OK;
 }

@@ -1,10 +1,19 @@
 /*
  * tg_pkey: key material as the key providers see it.
  *
- * struct tg_pkey is a certificate's private key: the software EVP_PKEY (default
- * provider; the software path and every fallback use it) plus the raw
- * components batching/offload providers need (RSA CRT parts, EC scalar).
- * It is immutable after tg_pkey_load() and shared, refcounted, by every
+ * struct tg_pkey is a certificate's private key, in one of two kinds:
+ *
+ *  - a software key (tg_pkey_load_pem, tg_pkey_from_evp): the software
+ *    EVP_PKEY (default provider; the software path and every fallback use it)
+ *    plus the raw components batching/offload providers need (RSA CRT parts,
+ *    EC scalar);
+ *  - a provider-held key (tg_pkey_from_public): the private key lives outside
+ *    this process (an HSM, a remote key server) and only the provider that
+ *    made it can use it. It has the public half only: sw == NULL, every
+ *    private component NULL, and prov_key is the provider's handle. Nothing
+ *    can compute with it in software, so it never falls back (tg_keyprov.h).
+ *
+ * Either kind is immutable once built and shared, refcounted, by every
  * thread. Private components are wiped when the last reference goes.
  *
  * struct tg_kxkey is an ephemeral key-exchange key (X25519, P-256, P-384,
@@ -23,6 +32,13 @@
 
 enum tg_pkey_type { TG_PKEY_RSA = 1, TG_PKEY_EC = 2 };
 
+/* RSA modulus sizes a certificate's key may have. Every buffer that holds a
+ * signature (TG_KEYOP_OUT_MAX) is sized from the largest. */
+#define TG_PKEY_RSA_MIN_BITS 2048
+#define TG_PKEY_RSA_MAX_BITS 8192
+/* Largest signature of an accepted key, in bytes (RSA-8192). */
+#define TG_PKEY_SIG_MAX (TG_PKEY_RSA_MAX_BITS / 8)
+
 struct tg_keyprov_binding;
 
 struct tg_pkey {
@@ -30,7 +46,7 @@ struct tg_pkey {
     enum tg_pkey_type type;
     int bits;       /* modulus size (RSA) or field size (EC) */
     size_t sig_max; /* maximum signature length in bytes */
-    EVP_PKEY *sw;   /* default provider, holds the private key */
+    EVP_PKEY *sw;   /* default provider, holds the private key; NULL: provider-held */
     EVP_PKEY *pub;  /* default provider, public half only (for checks) */
     /* RSA (NULL for EC): owned, private ones are BN_secure/clear-freed. */
     BIGNUM *n, *e, *d, *p, *q, *dmp1, *dmq1, *iqmp;
@@ -47,6 +63,12 @@ struct tg_pkey {
      * no new operation will name it, so per-worker caches of derived forms
      * (qat's device copies) may drop their entry. */
     _Atomic bool retired;
+    /* Provider-held keys only: the provider's handle and how to release it.
+     * prov_key_free runs once, on whichever thread drops the last reference,
+     * possibly after the provider's global_cleanup: it must only free the
+     * handle, never call into a library the cleanup may have unloaded. */
+    void *prov_key;
+    void (*prov_key_free)(void *prov_key);
 };
 
 /* Parse a PEM private key (RSA or EC; PKCS#1, SEC1 or PKCS#8). On failure
@@ -56,6 +78,25 @@ int tg_pkey_load_pem(const char *pem, size_t len, struct tg_pkey **out, char *wh
                      size_t whylen) TG_MUST_CHECK;
 /* Wrap an existing default-provider EVP_PKEY (takes a reference). */
 int tg_pkey_from_evp(EVP_PKEY *sw, struct tg_pkey **out, char *why, size_t whylen) TG_MUST_CHECK;
+/*
+ * A provider-held key (see above) from its public half.
+ *   pub:       an RSA (2048..8192 bits) or EC (P-256, P-384, P-521) public key
+ *              from any provider; only its public parts are read, no
+ *              reference is kept (a key pair is accepted and its private
+ *              half ignored).
+ *   prov_key:  the provider's handle; prov_key_free (may be NULL) releases it
+ *              with the last reference. Ownership passes to *out on success
+ *              only: on failure the caller still owns prov_key.
+ * Returns TG_OK, TG_ECONFIG (type, size or curve not supported) or TG_ECRYPTO,
+ * with a reason in why. Any thread.
+ */
+int tg_pkey_from_public(EVP_PKEY *pub, void *prov_key, void (*prov_key_free)(void *),
+                        struct tg_pkey **out, char *why, size_t whylen) TG_MUST_CHECK;
+/* Whether the private key is held by a provider (no software copy). */
+static inline bool tg_pkey_is_held(const struct tg_pkey *k)
+{
+    return k->sw == NULL;
+}
 struct tg_pkey *tg_pkey_ref(struct tg_pkey *k);
 void tg_pkey_unref(struct tg_pkey *k);
 /* Mark the key retired (any thread; NULL is fine), and read the mark. The

@@ -10,12 +10,14 @@
 #include <unistd.h>
 
 #include "admin/tg_admin.h"
+#include "alog/tg_alog.h"
 #include "core/tg_log.h"
 #include "core/tg_pidfile.h"
 #include "core/tg_time.h"
 #include "ossl/tg_ossl.h"
 #include "proxy/tg_audit.h"
 #include "proxy/tg_gen.h"
+#include "proxy/tg_srclimit.h"
 #include "proxy/tg_watch.h"
 #include "proxy/tg_worker.h"
 #include "tls/tg_ticket.h"
@@ -31,7 +33,7 @@ struct tg_gateway {
     int n_started;
     struct tg_core_stats **stats; /* one per worker, for /stats */
     struct ev_loop *loop;         /* main thread */
-    ev_signal sigterm, sigint, sighup;
+    ev_signal sigterm, sigint, sighup, sigusr1;
     ev_async worker_exit;
     ev_async switched;
     ev_prepare upstreams_wait; /* next's clusters not ready yet: look before each poll */
@@ -41,11 +43,16 @@ struct tg_gateway {
     struct tg_ticket_ring *tickets; /* every generation's session ticket keys */
     ev_timer tickets_timer;         /* the next rotation: retired keys wiped on time */
     ev_timer certs_timer;           /* daily: certificates expired or expiring */
+    struct tg_alog *alog;           /* NULL: access_log off (restart-only: tg_gen_check_restart) */
     _Atomic uint64_t active;        /* open connections, all workers (limits.max_connections) */
+    struct tg_srclimit *sources;    /* per source address (limits.max_connections_per_source) */
     _Atomic int exited;
-    _Atomic int acks; /* workers that took `next` */
+    _Atomic int acks;    /* workers that took `next` */
+    bool reload_again;   /* asked while a switch was in progress */
+    _Atomic int serving; /* workers whose start succeeded */
     _Atomic bool stopping;
-    bool reload_again; /* asked while a switch was in progress */
+    bool announced; /* "ready" logged (main thread) */
+    bool failed;    /* a worker stopped unasked: exit status 1 */
     uint64_t started_ns;
     uint64_t reloads_ok, reloads_failed;
     uint64_t loaded_at; /* wall clock, seconds: when `gen` was loaded */
@@ -117,6 +124,14 @@ static void tg_tickets_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     tg_tickets_schedule(w->data);
 }
 
+/* tg_worker_host.started: on the worker's thread, once it serves. */
+static void tg_gateway_worker_started(void *arg)
+{
+    struct tg_gateway *gw = arg;
+    atomic_fetch_add_explicit(&gw->serving, 1, memory_order_acq_rel);
+    ev_async_send(gw->loop, &gw->worker_exit);
+}
+
 static void tg_gateway_render(struct tg_buf *out, void *arg)
 {
     struct tg_gateway *gw = arg;
@@ -153,6 +168,7 @@ static void tg_gateway_render(struct tg_buf *out, void *arg)
     }
     tg_core_stats_render(out, gw->stats, (size_t)gw->n_workers);
     tg_gen_render_clusters(gw->gen, out);
+    tg_alog_render_stats(out, gw->alog);
     tg_keyprov_render_stats(out);
 }
 
@@ -162,7 +178,7 @@ static bool tg_gateway_ready(void *arg)
     /* Not before every upstream name had its first answer: until then a
      * connection could find no endpoint. (A reload switches only once the
      * new clusters are past that point.) */
-    return !atomic_load(&gw->stopping) && gw->n_started == gw->n_workers &&
+    return !atomic_load(&gw->stopping) && atomic_load(&gw->serving) == gw->n_workers &&
            tg_gen_upstreams_ready(gw->gen);
 }
 
@@ -189,20 +205,49 @@ static void tg_sighup_cb(struct ev_loop *loop, ev_signal *s, int revents)
     tg_gateway_reload(s->data, "SIGHUP");
 }
 
+/* SIGUSR1: reopen the access-log file (logrotate's postrotate). */
+static void tg_sigusr1_cb(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct tg_gateway *gw = s->data;
+    if (gw->alog == NULL) {
+        TG_INFO("SIGUSR1: no access log to reopen");
+        return;
+    }
+    tg_alog_reopen(gw->alog);
+}
+
 static void tg_watch_cb(void *arg)
 {
     tg_gateway_reload(arg, "certificate or key files changed");
 }
 
+/* A worker started or stopped (both come through worker_exit). */
 static void tg_worker_exit_cb(struct ev_loop *loop, ev_async *a, int revents)
 {
     (void)revents;
     struct tg_gateway *gw = a->data;
-    if (atomic_load_explicit(&gw->exited, memory_order_acquire) >= gw->n_started) {
-        if (!atomic_load(&gw->stopping))
-            TG_ERROR("all workers stopped unexpectedly");
-        ev_break(loop, EVBREAK_ALL);
+    int exited = atomic_load_explicit(&gw->exited, memory_order_acquire);
+    if (exited > 0 && !atomic_load(&gw->stopping)) {
+        /* Workers end only when asked to, or when they cannot start (the
+         * worker said why): serving with fewer than configured would hide
+         * it. Stop the others too; the exit status says it failed. */
+        TG_ERROR("%d of %d worker(s) stopped without being asked (see above): tlsgate stops "
+                 "(exit status 1)",
+                 exited, gw->n_workers);
+        gw->failed = true;
+        atomic_store(&gw->stopping, true);
+        for (int i = 0; i < gw->n_started; i++)
+            tg_worker_request_stop(&gw->workers[i], true);
     }
+    if (!gw->announced && !atomic_load(&gw->stopping) &&
+        atomic_load(&gw->serving) == gw->n_workers) {
+        gw->announced = true;
+        TG_INFO("tlsgate %s ready: %d worker(s)", TG_VERSION, gw->n_workers);
+    }
+    if (exited >= gw->n_started)
+        ev_break(loop, EVBREAK_ALL);
 }
 
 static void tg_addr_text(const struct tg_conf_addr *a, char *buf, size_t len)
@@ -258,7 +303,8 @@ static void tg_gateway_describe(const struct tg_gen *g, const struct tg_gen *pre
     }
 }
 
-/* Watch the certificate and key files g reads (reload.watch). */
+/* Watch the certificate, key, client CA and CRL files g reads
+ * (reload.watch). */
 static void tg_gateway_watch(struct tg_gateway *gw, const struct tg_gen *g)
 {
     const struct tg_config *cfg = g->cfg;
@@ -269,7 +315,7 @@ static void tg_gateway_watch(struct tg_gateway *gw, const struct tg_gen *g)
         return;
     size_t n = 0, cap = 0;
     for (size_t i = 0; i < cfg->n_listeners; i++)
-        cap += 2 * cfg->listeners[i].tls.n_certs;
+        cap += 2 * cfg->listeners[i].tls.n_certs + 2;
     const char **paths = calloc(cap + 1, sizeof(*paths));
     if (paths == NULL) {
         TG_WARN("reload.watch: out of memory: the files watched stay as they were");
@@ -283,6 +329,10 @@ static void tg_gateway_watch(struct tg_gateway *gw, const struct tg_gen *g)
             if (tls->certs[c].private_key.path != NULL)
                 paths[n++] = tls->certs[c].private_key.path;
         }
+        if (tls->client_cert.ca.path != NULL)
+            paths[n++] = tls->client_cert.ca.path;
+        if (tls->client_cert.crl.path != NULL)
+            paths[n++] = tls->client_cert.crl.path;
     }
     tg_watch_set(gw->watch, paths, n, cfg->reload.debounce_ns);
     free(paths);
@@ -426,12 +476,14 @@ static void tg_gateway_free(struct tg_gateway *gw)
         return;
     tg_admin_stop(gw->admin);
     tg_watch_free(gw->watch);
+    tg_alog_free(gw->alog); /* after the workers ended: every line is written */
     if (gw->workers != NULL) {
         for (int i = 0; i < gw->n_workers; i++)
             tg_worker_destroy(&gw->workers[i]);
     }
     free(gw->workers);
     free(gw->stats);
+    tg_srclimit_free(gw->sources);
     /* The workers are gone: every cluster stops, then goes. */
     tg_gen_retire(gw->next, gw->gen);
     tg_gen_retire(gw->gen, NULL);
@@ -517,6 +569,10 @@ static int tg_gateway_pidfile(struct tg_gateway *gw)
 
 int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
 {
+    /* SIGUSR1's default action ends the process: a logrotate postrotate
+     * that comes while the certificates and providers are still loading
+     * must not. Its handler (reopen) is installed with the other signals. */
+    signal(SIGUSR1, SIG_IGN);
     struct tg_gateway *gw = calloc(1, sizeof(*gw));
     if (gw == NULL) {
         tg_config_free(cfg);
@@ -565,11 +621,21 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
         rc = 1;
         goto out;
     }
+    /* Always made (a reload may set limits.max_connections_per_source);
+     * its pages stay untouched, not resident, while no source is counted. */
+    if (tg_srclimit_new(&gw->sources) != TG_OK) {
+        fprintf(stderr, "tlsgate: cannot set up the per-source connection counts\n");
+        rc = 1;
+        goto out;
+    }
+    const struct tg_config *c = gw->gen->cfg;
     struct tg_worker_host host = {
         .active = &gw->active,
         .exited = tg_gateway_worker_exited,
         .exited_arg = gw,
         .switched = tg_gateway_worker_switched,
+        .started = tg_gateway_worker_started,
+        .sources = gw->sources,
     };
     for (int i = 0; i < gw->n_workers; i++) {
         if (tg_worker_init(&gw->workers[i], i, gw->gen, &host) != TG_OK) {
@@ -578,9 +644,23 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
         }
         gw->stats[i] = &gw->workers[i].stats;
     }
+    if (c->access_log.dest != TG_CONF_ALOG_OFF) {
+        int arc = tg_alog_open(&c->access_log, gw->n_workers, &gw->alog, err, sizeof(err));
+        if (arc != TG_OK) {
+            fprintf(stderr, "tlsgate: %s\n", err);
+            rc = arc == TG_ECONFIG ? 2 : 1;
+            goto out;
+        }
+        if (tg_alog_start(gw->alog) != TG_OK) {
+            TG_ERROR("cannot start the access-log writer");
+            rc = 1;
+            goto out;
+        }
+        for (int i = 0; i < gw->n_workers; i++)
+            gw->workers[i].alog = tg_alog_ring_of(gw->alog, i);
+    }
     tg_gateway_describe(gw->gen, NULL);
     tg_gateway_audit(gw->gen);
-    const struct tg_config *c = gw->gen->cfg;
     if (c->has_admin) {
         struct tg_admin_callbacks cb = {tg_gateway_render, tg_gateway_ready, gw};
         if (tg_admin_start(gw->loop, &c->admin, &cb, &gw->admin) != TG_OK) {
@@ -603,6 +683,9 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
     ev_signal_init(&gw->sighup, tg_sighup_cb, SIGHUP);
     gw->sighup.data = gw;
     ev_signal_start(gw->loop, &gw->sighup);
+    ev_signal_init(&gw->sigusr1, tg_sigusr1_cb, SIGUSR1);
+    gw->sigusr1.data = gw;
+    ev_signal_start(gw->loop, &gw->sigusr1);
     ev_async_init(&gw->worker_exit, tg_worker_exit_cb);
     gw->worker_exit.data = gw;
     ev_async_start(gw->loop, &gw->worker_exit);
@@ -630,17 +713,21 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
         }
         gw->n_started++;
     }
-    if (rc == 0)
-        TG_INFO("tlsgate %s ready: %d worker(s)", TG_VERSION, gw->n_workers);
+    /* "ready" is logged when every worker serves (tg_worker_exit_cb). */
     if (gw->n_started > 0)
         ev_run(gw->loop, 0);
     for (int i = 0; i < gw->n_started; i++)
         pthread_join(gw->workers[i].thread, NULL);
+    /* Every worker has ended: the writer drains what they logged. */
+    tg_alog_stop(gw->alog);
+    if (gw->failed)
+        rc = 1;
     if (rc == 0)
         TG_INFO("stopped");
     ev_signal_stop(gw->loop, &gw->sigterm);
     ev_signal_stop(gw->loop, &gw->sigint);
     ev_signal_stop(gw->loop, &gw->sighup);
+    ev_signal_stop(gw->loop, &gw->sigusr1);
     ev_async_stop(gw->loop, &gw->worker_exit);
     ev_async_stop(gw->loop, &gw->switched);
     ev_prepare_stop(gw->loop, &gw->upstreams_wait);

@@ -2,7 +2,6 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
-#include <openssl/sha.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +12,7 @@
 #include "core/tg_log.h"
 #include "core/tg_time.h"
 #include "ossl/tg_ossl.h"
+#include "tls/tg_mtls.h"
 
 #define TG_DEFAULT_CIPHERS                                                                         \
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                   \
@@ -48,6 +48,7 @@ struct tg_tls_listener {
     const struct tg_keyprov_binding *kx;
     struct tg_keyprov_binding *kx_own; /* from tls.key_exchange_provider */
     bool resumption;                   /* tls.session_resumption */
+    struct tg_mtls *mtls;              /* tls.client_certificate; NULL: none asked for */
 };
 
 bool tg_tls_name_matches(const char *pattern, const char *host)
@@ -91,6 +92,7 @@ void tg_tls_listener_free(struct tg_tls_listener *t)
     free(t->certs);
     free(t->alpn_wire);
     tg_keyprov_binding_free(t->kx_own);
+    tg_mtls_free(t->mtls);
     free(t);
 }
 
@@ -102,6 +104,26 @@ SSL_CTX *tg_tls_listener_ctx(const struct tg_tls_listener *t)
 const struct tg_keyprov_binding *tg_tls_listener_kx(const struct tg_tls_listener *t)
 {
     return t->kx;
+}
+
+int tg_tls_listener_cert_of(const struct tg_tls_listener *t, const struct tg_pkey *key,
+                            const char **name, const char **provider)
+{
+    *name = NULL;
+    *provider = NULL;
+    for (size_t i = 0; key != NULL && i < t->n_certs; i++) {
+        if (t->certs[i].key == key) {
+            *name = t->certs[i].n_names > 0 ? t->certs[i].names[0] : NULL;
+            *provider = t->certs[i].binding->ops->name;
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+const struct tg_mtls *tg_tls_listener_mtls(const struct tg_tls_listener *t)
+{
+    return t->mtls;
 }
 
 /* The last OpenSSL error as text (and the queue cleared). */
@@ -156,16 +178,19 @@ static int tg_cert_names(struct tg_tls_cert *c)
     return rc;
 }
 
-static int tg_cert_load(struct tg_tls_cert *c, const struct tg_conf_cert *conf, char *err,
-                        size_t errlen)
+/* The mark of a key when it was set in the file, else its parent's. */
+static const struct tg_conf_mark *tg_mark_or(const struct tg_conf_mark *m,
+                                             const struct tg_conf_mark *parent)
 {
-    char why[256];
-    c->conf = conf;
-    const char *chain_path = conf->path;
-    char path[512];
+    return m->line > 0 ? m : parent;
+}
 
-    /* certificate_chain: the leaf first, then intermediates. */
-    snprintf(path, sizeof(path), "%s.certificate_chain", chain_path);
+/* certificate_chain: the leaf first, then intermediates. */
+static int tg_cert_load_chain(struct tg_tls_cert *c, const struct tg_conf_cert *conf, char *err,
+                              size_t errlen)
+{
+    char why[256], path[512];
+    snprintf(path, sizeof(path), "%s.certificate_chain", conf->path);
     BIO *bio = BIO_new_mem_buf(conf->chain.data, (int)conf->chain.data_len);
     if (bio == NULL)
         return TG_ENOMEM;
@@ -188,18 +213,21 @@ static int tg_cert_load(struct tg_tls_cert *c, const struct tg_conf_cert *conf, 
     BIO_free(bio);
     /* The loop ends on "no more PEM": that is not an error. */
     ERR_clear_error();
-    if (c->chain == NULL)
-        return TG_ENOMEM;
+    return c->chain == NULL ? TG_ENOMEM : TG_OK;
+}
 
-    /* private_key */
-    snprintf(path, sizeof(path), "%s.private_key", chain_path);
+/* private_key from the configuration, and its provider (decided here). */
+static int tg_cert_load_key(struct tg_tls_cert *c, const struct tg_conf_cert *conf, char *err,
+                            size_t errlen)
+{
+    char why[256], path[512];
+    snprintf(path, sizeof(path), "%s.private_key", conf->path);
     int rc = tg_pkey_load_pem(conf->private_key.data, conf->private_key.data_len, &c->key, why,
                               sizeof(why));
     if (rc != TG_OK) {
         tg_conf_error(err, errlen, &conf->private_key.mark, path, "%s", why);
         return TG_ECONFIG;
     }
-    c->key->label = strdup(chain_path);
     EVP_PKEY *leaf_pub = X509_get0_pubkey(c->leaf);
     if (leaf_pub == NULL || EVP_PKEY_eq(leaf_pub, c->key->pub) != 1) {
         ERR_clear_error();
@@ -208,16 +236,58 @@ static int tg_cert_load(struct tg_tls_cert *c, const struct tg_conf_cert *conf, 
                       conf->chain.filename ? conf->chain.filename : "inline");
         return TG_ECONFIG;
     }
-
-    /* private_key_provider: decided once, here. */
     rc = tg_keyprov_bind(&conf->keyprov, c->key, &c->binding, err, errlen);
+    return rc == TG_OK || rc == TG_ENOMEM ? rc : TG_ECONFIG;
+}
+
+/* No private_key: the provider holds the key (and, without
+ * certificate_chain, gives the certificate too). */
+static int tg_cert_load_held(struct tg_tls_cert *c, const struct tg_conf_cert *conf, char *err,
+                             size_t errlen)
+{
+    X509 *leaf = NULL;
+    int rc = tg_keyprov_bind_held(&conf->keyprov, c->leaf ? X509_get0_pubkey(c->leaf) : NULL,
+                                  &c->binding, &c->key, c->leaf ? NULL : &leaf, err, errlen);
     if (rc != TG_OK)
         return rc == TG_ENOMEM ? rc : TG_ECONFIG;
+    if (leaf != NULL) {
+        c->leaf = leaf;
+        c->chain = sk_X509_new_null();
+        if (c->chain == NULL)
+            return TG_ENOMEM;
+    }
+    EVP_PKEY *leaf_pub = X509_get0_pubkey(c->leaf);
+    if (leaf_pub == NULL || EVP_PKEY_eq(leaf_pub, c->key->pub) != 1) {
+        ERR_clear_error();
+        tg_conf_error(err, errlen, &conf->keyprov.mark, conf->keyprov.path,
+                      "the key provider '%s' holds does not match the certificate %s",
+                      c->binding->ops->name,
+                      leaf != NULL           ? "it found with the key"
+                      : conf->chain.filename ? conf->chain.filename
+                                             : "in certificate_chain (inline)");
+        return TG_ECONFIG;
+    }
+    return TG_OK;
+}
+
+static int tg_cert_load(struct tg_tls_cert *c, const struct tg_conf_cert *conf, char *err,
+                        size_t errlen)
+{
+    c->conf = conf;
+    if (conf->chain.data != NULL)
+        TG_GUARD(tg_cert_load_chain(c, conf, err, errlen));
+    TG_GUARD(conf->private_key.data != NULL ? tg_cert_load_key(c, conf, err, errlen)
+                                            : tg_cert_load_held(c, conf, err, errlen));
     c->key->binding = c->binding;
+    c->key->label = strdup(conf->path);
+    if (c->key->label == NULL)
+        return TG_ENOMEM;
 
     c->wrapped = tg_ossl_wrap_pkey(c->key);
     if (c->wrapped == NULL) {
-        tg_conf_error(err, errlen, &conf->private_key.mark, path,
+        char path[512];
+        snprintf(path, sizeof(path), "%s.private_key", conf->path);
+        tg_conf_error(err, errlen, tg_mark_or(&conf->private_key.mark, &conf->mark), path,
                       "the tlsgate provider cannot hold this key");
         return TG_ECRYPTO;
     }
@@ -273,11 +343,23 @@ static int tg_sni_cb(SSL *ssl, int *alert, void *arg)
     return SSL_TLSEXT_ERR_OK; /* unknown name: the default certificate */
 }
 
-/* The mark of a key when it was set in the file, else its parent's. */
-static const struct tg_conf_mark *tg_mark_or(const struct tg_conf_mark *m,
-                                             const struct tg_conf_mark *parent)
+/* The session id context: SHA-256 of the listener's name, and of the
+ * client certificate settings' own context when there are some. */
+static int tg_tls_sid_ctx(SSL_CTX *ctx, const char *listener, const struct tg_mtls *mtls)
 {
-    return m->line > 0 ? m : parent;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    size_t len = 0;
+    const unsigned char *m = mtls != NULL ? tg_mtls_sid_ctx(mtls, &len) : NULL;
+    EVP_MD_CTX *h = EVP_MD_CTX_new();
+    int ok = h != NULL && EVP_DigestInit_ex(h, EVP_sha256(), NULL) &&
+             EVP_DigestUpdate(h, "tlsgate listener ", 17) &&
+             EVP_DigestUpdate(h, listener, strlen(listener) + 1) &&
+             (m == NULL || EVP_DigestUpdate(h, m, len)) && EVP_DigestFinal_ex(h, md, &n) &&
+             n <= SSL_MAX_SID_CTX_LENGTH && SSL_CTX_set_session_id_context(ctx, md, n) == 1;
+    EVP_MD_CTX_free(h);
+    ERR_clear_error();
+    return ok ? TG_OK : TG_ECRYPTO;
 }
 
 static int tg_ctx_configure(struct tg_tls_listener *t, struct tg_tls_ctx *tc,
@@ -319,12 +401,11 @@ static int tg_ctx_configure(struct tg_tls_listener *t, struct tg_tls_ctx *tc,
          * session must resume only where it was made. A hash, as the
          * context holds at most 32 bytes; the same name after a reload is
          * the same context. */
-        unsigned char sid_ctx[SHA256_DIGEST_LENGTH];
-        char label[128];
-        snprintf(label, sizeof(label), "tlsgate listener %s", conf->name);
-        SHA256((const unsigned char *)label, strlen(label), sid_ctx);
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
-        SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx));
+        if (tg_tls_sid_ctx(ctx, conf->name, NULL) != TG_OK) {
+            tg_conf_error(err, errlen, &tls->mark, conf->path, "cannot set the session id context");
+            return TG_ECRYPTO;
+        }
         /* Sessions and tickets live this long (TLS 1.3 announces it as the
          * ticket lifetime, TLS 1.2 as the lifetime hint). */
         uint64_t secs = tls->session_timeout_ns / TG_NS_PER_S;
@@ -376,16 +457,30 @@ static int tg_ctx_configure(struct tg_tls_listener *t, struct tg_tls_ctx *tc,
         struct tg_tls_cert *c = tc->certs[i];
         snprintf(path, sizeof(path), "%s.certificate_chain", c->conf->path);
         if (SSL_CTX_use_certificate(ctx, c->leaf) != 1 || SSL_CTX_set1_chain(ctx, c->chain) != 1) {
-            tg_conf_error(err, errlen, &c->conf->chain.mark, path, "certificate refused: %s",
-                          tg_ossl_reason(why, sizeof(why)));
+            tg_conf_error(err, errlen, tg_mark_or(&c->conf->chain.mark, &c->conf->mark), path,
+                          "certificate refused: %s", tg_ossl_reason(why, sizeof(why)));
             return TG_ECONFIG;
         }
         snprintf(path, sizeof(path), "%s.private_key", c->conf->path);
         if (SSL_CTX_use_PrivateKey(ctx, c->wrapped) != 1) {
-            tg_conf_error(err, errlen, &c->conf->private_key.mark, path, "key refused: %s",
-                          tg_ossl_reason(why, sizeof(why)));
+            tg_conf_error(err, errlen, tg_mark_or(&c->conf->private_key.mark, &c->conf->mark), path,
+                          "key refused: %s", tg_ossl_reason(why, sizeof(why)));
             return TG_ECONFIG;
         }
+    }
+    /* After the session settings: it sets its own session id context. */
+    if (t->mtls != NULL && tg_mtls_apply(t->mtls, ctx) != TG_OK) {
+        tg_conf_error(err, errlen, &tls->client_cert.mark, tls->client_cert.path,
+                      "cannot set up client certificate verification");
+        return TG_ECRYPTO;
+    }
+    /* Both: the listener (every listener's tickets are sealed with the same
+     * keys) and the verification settings (a reload that changes the CAs
+     * or CRLs must not let a session made under the old ones resume). */
+    if (t->mtls != NULL && tls->session_resumption &&
+        tg_tls_sid_ctx(ctx, conf->name, t->mtls) != TG_OK) {
+        tg_conf_error(err, errlen, &tls->mark, conf->path, "cannot set the session id context");
+        return TG_ECRYPTO;
     }
     return TG_OK;
 }
@@ -457,6 +552,11 @@ int tg_tls_listener_new(const struct tg_conf_listener *conf, SSL_async_callback_
     rc = tg_alpn_build(t, tls);
     if (rc != TG_OK)
         goto out;
+    if (tls->client_cert.mode != TG_CCERT_OFF) {
+        rc = tg_mtls_new(&tls->client_cert, &t->mtls, err, errlen);
+        if (rc != TG_OK)
+            goto out;
+    }
     /* Group certificates by name set, in configuration order. */
     for (size_t i = 0; i < t->n_certs; i++) {
         struct tg_tls_ctx *tc = NULL;
@@ -549,10 +649,16 @@ void tg_tls_listener_describe(const struct tg_tls_listener *t, const char *liste
         char note[96] = "";
         if (strcmp(c->binding->configured, c->binding->ops->name) != 0)
             snprintf(note, sizeof(note), " (fallback from '%s')", c->binding->configured);
+        else if (c->binding->held)
+            snprintf(note, sizeof(note), " (private key held by the provider)");
         TG_INFO("listener %s: certificate %zu: %s %d-bit, names [%s], key provider '%s'%s",
                 listener_name, i, c->key->type == TG_PKEY_RSA ? "RSA" : "EC", c->key->bits, names,
                 c->binding->ops->name, note);
     }
     TG_INFO("listener %s: key exchange: %s", listener_name,
             t->kx ? t->kx->ops->name : "software (inline)");
+    if (t->mtls != NULL)
+        TG_INFO("listener %s: client certificates: %s, %zu CA certificate(s), %zu CRL(s)",
+                listener_name, tg_mtls_mode(t->mtls) == TG_CCERT_REQUIRE ? "required" : "optional",
+                tg_mtls_ca_count(t->mtls), tg_mtls_crl_count(t->mtls));
 }

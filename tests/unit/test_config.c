@@ -188,6 +188,9 @@ static void test_defaults(void **state)
     assert_null(cfg->state_dir);
     assert_true(cfg->limits.max_connections == 50000);
     assert_true(cfg->limits.handshake_timeout_ns == 10 * TG_NS_PER_S);
+    assert_true(cfg->limits.first_byte_timeout_ns == 5 * TG_NS_PER_S);
+    assert_true(cfg->limits.max_connections_per_source == 0);
+    assert_int_equal(cfg->limits.per_source_ipv6_prefix, 64);
     assert_true(cfg->limits.idle_timeout_ns == 300 * TG_NS_PER_S);
     assert_true(cfg->limits.drain_timeout_ns == 30 * TG_NS_PER_S);
     assert_int_equal(cfg->limits.buffer_size, 16384);
@@ -207,6 +210,7 @@ static void test_defaults(void **state)
     assert_int_equal(l->tls.min_version, TLS1_2_VERSION);
     assert_int_equal(l->tls.max_version, TLS1_3_VERSION);
     assert_true(l->tls.session_resumption);
+    assert_false(l->tls.require_close_notify);
     assert_null(l->tls.alpn);
     assert_int_equal(l->tls.n_alpn, 0);
     assert_null(l->tls.cipher_list);
@@ -278,6 +282,7 @@ static void test_full_config(void **state)
         "      max_version: TLSv1_3\n"
         "      alpn: [h2, http/1.1]\n"
         "      session_resumption: false\n"
+        "      require_close_notify: true\n"
         "      cipher_list: ECDHE-RSA-AES128-GCM-SHA256\n"
         "      cipher_suites: TLS_AES_128_GCM_SHA256\n"
         "      groups: [X25519, P-256]\n"
@@ -293,6 +298,9 @@ static void test_full_config(void **state)
         "limits:\n"
         "  max_connections: 10000000\n"
         "  handshake_timeout: 1500ms\n"
+        "  first_byte_timeout: 250ms\n"
+        "  max_connections_per_source: 64\n"
+        "  per_source_ipv6_prefix: 56\n"
         "  idle_timeout: 1h\n"
         "  drain_timeout: 1\n"
         "  buffer_size: 1024\n");
@@ -312,6 +320,7 @@ static void test_full_config(void **state)
     assert_string_equal(l->tls.alpn[0], "h2");
     assert_string_equal(l->tls.alpn[1], "http/1.1");
     assert_false(l->tls.session_resumption);
+    assert_true(l->tls.require_close_notify);
     assert_string_equal(l->tls.cipher_list, "ECDHE-RSA-AES128-GCM-SHA256");
     assert_string_equal(l->tls.cipher_suites, "TLS_AES_128_GCM_SHA256");
     assert_string_equal(l->tls.groups, "X25519:P-256");
@@ -357,6 +366,9 @@ static void test_full_config(void **state)
 
     assert_true(cfg->limits.max_connections == 10000000);
     assert_true(cfg->limits.handshake_timeout_ns == 1500 * TG_NS_PER_MS);
+    assert_true(cfg->limits.first_byte_timeout_ns == 250 * TG_NS_PER_MS);
+    assert_true(cfg->limits.max_connections_per_source == 64);
+    assert_int_equal(cfg->limits.per_source_ipv6_prefix, 56);
     assert_true(cfg->limits.idle_timeout_ns == 3600 * TG_NS_PER_S);
     assert_true(cfg->limits.drain_timeout_ns == TG_NS_PER_S);
     assert_int_equal(cfg->limits.buffer_size, 1024);
@@ -532,6 +544,9 @@ static void test_example_file(void **state)
     assert_int_equal(mkdir(path, 0700), 0);
     tg_test_write_file("example/certs/server.pem", g_cert_pem, strlen(g_cert_pem));
     tg_test_write_file("example/certs/server.key", g_key_pem, strlen(g_key_pem));
+    tg_test_write_file("example/certs/client-ca.pem", g_cert_pem, strlen(g_cert_pem));
+    static const char crl[] = "-----BEGIN X509 CRL-----\nMA==\n-----END X509 CRL-----\n";
+    tg_test_write_file("example/certs/client-ca.crl", crl, sizeof(crl) - 1);
     const char *yaml = tg_test_write_file("example/gw.yaml", text, len);
     free(text);
 
@@ -555,6 +570,11 @@ static void test_example_file(void **state)
     assert_int_equal(cfg->listeners[1].upstream.proxy_protocol, 2);
     const struct tg_conf_cert *c = &cfg->listeners[1].tls.certs[0];
     assert_string_equal(c->keyprov.provider_name, "deferred");
+    const struct tg_conf_client_cert *cc = &cfg->listeners[1].tls.client_cert;
+    assert_int_equal(cc->mode, TG_CCERT_REQUIRE);
+    assert_int_equal(cc->verify_depth, 4);
+    assert_non_null(cc->crl.data);
+    assert_int_equal(cfg->listeners[0].tls.client_cert.mode, TG_CCERT_OFF);
     assert_true(c->keyprov.poll_delay_ns == 200 * TG_NS_PER_US);
     assert_string_equal(c->private_key.data, g_key_pem);
     /* The resolved path, for the file watcher: beside the config file. */
@@ -583,6 +603,8 @@ static void test_example_file(void **state)
     assert_true(d == 0 && n == 0 && kx);
     assert_string_equal(mode, "error");
     assert_int_equal(tg_conf_params_check_unused(p, "deferred", err, sizeof(err)), TG_OK);
+    assert_int_equal(cfg->access_log.dest, TG_CONF_ALOG_STDOUT);
+    assert_int_equal(cfg->access_log.buffer, 256 << 10);
     tg_config_free(cfg);
 }
 
@@ -636,15 +658,16 @@ static void test_err_unknown_keys(void **state)
     (void)state;
     static const struct err_case cases[] = {
         {"bogus: 1\n" L0, "gw.yaml:1:1: bogus: unknown key 'bogus' (allowed: concurrency, "
-                          "log_level, admin, listeners, limits, reload, dns, session_tickets, "
-                          "certificate_expiry_warning)"},
+                          "log_level, admin, listeners, limits, reload, dns, access_log, "
+                          "session_tickets, certificate_expiry_warning)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    port: 1\n    tls:\n" CERTS UPSTREAM,
          "gw.yaml:3:5: listeners[0].port: unknown key 'port' (allowed: name, address, backlog, "
          "tls, upstream, proxy_protocol, proxy_protocol_timeout)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n      ciphers: x\n" CERTS UPSTREAM,
          "gw.yaml:4:7: listeners[0].tls.ciphers: unknown key 'ciphers' (allowed: certificates, "
          "min_version, max_version, alpn, session_resumption, session_timeout, tls13_tickets, "
-         "cipher_list, cipher_suites, groups, key_exchange_provider)"},
+         "cipher_list, cipher_suites, groups, key_exchange_provider, require_close_notify, "
+         "client_certificate)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "          chain: x\n" UPSTREAM,
          "gw.yaml:7:11: listeners[0].tls.certificates[0].chain: unknown key 'chain' (allowed: "
@@ -659,6 +682,7 @@ static void test_err_unknown_keys(void **state)
          "typed_config, fallback)"},
         {L0 "limits: { max_conns: 5 }\n",
          "gw.yaml:8:11: limits.max_conns: unknown key 'max_conns' (allowed: max_connections, "
+         "max_connections_per_source, per_source_ipv6_prefix, first_byte_timeout, "
          "handshake_timeout, idle_timeout, drain_timeout, buffer_size)"},
         {"admin: { addr: 1 }\n" L0,
          "gw.yaml:1:10: admin.addr: unknown key 'addr' (allowed: address, allowed_sources)"},
@@ -702,10 +726,21 @@ static void test_err_types(void **state)
          "      session_resumption: yes\n" UPSTREAM,
          "gw.yaml:7:27: listeners[0].tls.session_resumption: expected true or false, got 'yes'"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
-         "          private_key_provider: { provider_name: deferred, typed_config: { a: { b: 1 } "
-         "} }\n" UPSTREAM,
-         "gw.yaml:7:79: " KP ".typed_config.a: expected a scalar or a sequence of scalars, got a "
-         "mapping"},
+         "      require_close_notify: 1\n" UPSTREAM,
+         "gw.yaml:7:29: listeners[0].tls.require_close_notify: expected true or false, got '1'"},
+        {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
+         "          private_key_provider: { provider_name: deferred, typed_config: { a: { b: { c: "
+         "1 } } } }\n" UPSTREAM,
+         "gw.yaml:7:84: " KP ".typed_config.a.b: expected a scalar, a sequence of scalars or a "
+         "mapping of scalars, got a mapping of mappings"},
+        {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
+         "          private_key_provider: { provider_name: deferred, typed_config: { a: {} } "
+         "}\n" UPSTREAM,
+         "gw.yaml:7:79: " KP ".typed_config.a: expected a mapping with at least one key"},
+        {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
+         "          private_key_provider: { provider_name: deferred, typed_config: { a: { b: 1, "
+         "b: 2 } } }\n" UPSTREAM,
+         "gw.yaml:7:87: " KP ".typed_config.a.b: duplicate key 'b' (first given at line 7)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "          private_key_provider: { provider_name: deferred, typed_config: { a: [x, [y]] "
          "} }\n" UPSTREAM,
@@ -754,6 +789,11 @@ static void test_err_missing(void **state)
          "        - certificate_chain: { filename: @DIR@/certs/server.pem }\n" UPSTREAM,
          "gw.yaml:5:11: listeners[0].tls.certificates[0]: missing required key 'private_key' (or "
          "private_key_provider.typed_config.private_key)"},
+        {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n      certificates:\n"
+         "        - private_key: { filename: @DIR@/certs/server.key }\n"
+         "          private_key_provider: { provider_name: deferred }\n" UPSTREAM,
+         "gw.yaml:5:11: listeners[0].tls.certificates[0]: missing required key "
+         "'certificate_chain'"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "          private_key_provider: { fallback: false }\n" UPSTREAM,
          "gw.yaml:7:33: " KP ": missing required key 'provider_name'"},
@@ -846,6 +886,15 @@ static void test_err_values(void **state)
          "us, ms, s, m, h or d, e.g. 2s, 250ms, 0.001s; whole nanoseconds)"},
         {L0 "reload: { interval: 1s }\n",
          "gw.yaml:8:11: reload.interval: unknown key 'interval' (allowed: watch, debounce)"},
+        {L0 "limits: { first_byte_timeout: 0s }\n",
+         "gw.yaml:8:31: limits.first_byte_timeout: must be greater than 0"},
+        {L0 "limits: { max_connections_per_source: -1 }\n",
+         "gw.yaml:8:39: limits.max_connections_per_source: expected an integer in 0..10000000, "
+         "got '-1'"},
+        {L0 "limits: { per_source_ipv6_prefix: 0 }\n",
+         "gw.yaml:8:35: limits.per_source_ipv6_prefix: expected an integer in 1..128, got '0'"},
+        {L0 "limits: { per_source_ipv6_prefix: 129 }\n",
+         "gw.yaml:8:35: limits.per_source_ipv6_prefix: expected an integer in 1..128, got '129'"},
         {L0 "limits: { max_connections: 0 }\n",
          "gw.yaml:8:28: limits.max_connections: expected an integer in 1..10000000, got '0'"},
         {L0 "limits: { max_connections: 10000001 }\n",
@@ -1305,9 +1354,54 @@ static void test_tickets_and_warnings(void **state)
     check_errors(cases, TG_ARRAY_LEN(cases));
 }
 
+/* A provider that holds keys: private_key (and certificate_chain) may be
+ * left out when a private_key_provider block is given; the provider's
+ * settings may be one-level mappings (flattened to dotted keys). */
+static void test_provider_held_keys(void **state)
+{
+    (void)state;
+    struct tg_config *cfg =
+        load_ok("listeners:\n"
+                "  - address: 127.0.0.1:8443\n"
+                "    tls:\n"
+                "      certificates:\n"
+                "        - private_key_provider:\n"
+                "            provider_name: deferred\n"
+                "            fallback: false\n"
+                "            typed_config:\n"
+                "              key: \"pkcs11:object=a\"\n"
+                "              pin: { filename: pin.txt }\n"
+                "              threads: 2\n"
+                "        - certificate_chain: { filename: @DIR@/certs/server.pem }\n"
+                "          private_key_provider: { provider_name: deferred }\n" UPSTREAM);
+    const struct tg_conf_cert *c = &cfg->listeners[0].tls.certs[0];
+    assert_null(c->chain.data);
+    assert_null(c->private_key.data);
+    assert_true(c->keyprov.fallback_set);
+    assert_false(c->keyprov.fallback);
+    assert_int_equal(c->keyprov.fallback_mark.line, 7);
+    assert_int_equal(c->keyprov.fallback_mark.col, 23);
+    const struct tg_conf_params *p = &c->keyprov.typed_config;
+    assert_int_equal(p->n, 3);
+    assert_string_equal(p->v[0].key, "key");
+    assert_string_equal(p->v[1].key, "pin.filename");
+    assert_string_equal(p->v[1].value, "pin.txt");
+    assert_int_equal(p->v[1].mark.line, 10);
+    assert_int_equal(p->v[1].mark.col, 22);
+    assert_int_equal(p->v[1].value_mark.col, 32);
+    assert_string_equal(p->v[2].key, "threads");
+    c = &cfg->listeners[0].tls.certs[1];
+    assert_non_null(c->chain.data);
+    assert_null(c->private_key.data);
+    assert_false(c->keyprov.fallback_set);
+    assert_true(c->keyprov.fallback);
+    tg_config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_provider_held_keys),
         cmocka_unit_test(test_conf_error_format),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_tickets_and_warnings),

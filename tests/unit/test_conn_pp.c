@@ -134,7 +134,7 @@ static void tc_start(const char *pp_timeout, const char *proxy_out)
     /* Not started: a literal address needs no loop. */
     if (tg_gen_upstreams(T.gen, NULL, NULL, err, sizeof(err)) != TG_OK)
         fail_msg("upstreams: %s", err);
-    struct tg_worker_host host = {&T.active, NULL, NULL, NULL};
+    struct tg_worker_host host = {.active = &T.active};
     assert_int_equal(tg_worker_init(&T.w, 0, T.gen, &host), TG_OK);
     const struct tg_conf_listener *conf = T.gen->listeners[0].conf;
     T.addr = conf->addr.ss;
@@ -347,7 +347,9 @@ static void test_header_in_pieces_to_v2(void **state)
     assert_int_equal(c->state, TG_CONN_PROXY_HEADER);
     assert_int_equal(st(TG_STAT_PP_HEADER_V1), 0);
     client_send_raw(&cl, hdr + 30, strlen(hdr) - 30);
-    RUN_UNTIL(c->state == TG_CONN_HANDSHAKING);
+    /* Header done: waiting for the ClientHello, still without an SSL object. */
+    RUN_UNTIL(c->state == TG_CONN_HELLO_WAIT);
+    assert_null(c->ssl);
     assert_null(c->pp_rx);
     assert_int_equal(st(TG_STAT_PP_HEADER_V1), 1);
     assert_addr(&c->client_addr, "198.51.100.7:4242");
@@ -382,7 +384,8 @@ static void test_header_in_pieces_to_v2(void **state)
     close(log_fd);
     char states[256];
     logged_states(log_path, states, sizeof(states));
-    assert_string_equal(states, "accepted proxy_header handshaking upstream_connecting proxying");
+    assert_string_equal(
+        states, "accepted proxy_header hello_wait handshaking upstream_connecting proxying");
 
     client_free(&cl);
     RUN_UNTIL(T.w.n_conns == 0);

@@ -241,6 +241,28 @@ static void test_errors(void **state)
     } else {
         assert_non_null(strstr(err, "certificate_chain"));
     }
+
+    /* No private_key: only a provider that holds keys can serve it. */
+    char yaml[2048];
+    snprintf(yaml, sizeof(yaml),
+             "listeners:\n"
+             "  - address: 127.0.0.1:0\n"
+             "    upstream: { address: 127.0.0.1:9 }\n"
+             "    tls:\n"
+             "      certificates:\n"
+             "        - certificate_chain: { filename: %s }\n"
+             "          private_key_provider: { provider_name: deferred }\n",
+             cert_rsa_a);
+    assert_int_equal(tg_config_load_buffer("t.yaml", yaml, strlen(yaml), &cfg, err, sizeof(err)),
+                     TG_OK);
+    struct tg_tls_listener *t = NULL;
+    assert_int_equal(tg_tls_listener_new(&cfg->listeners[0], dummy_async_cb, &t, err, sizeof(err)),
+                     TG_ECONFIG);
+    assert_string_equal(err, "t.yaml:7:33: listeners[0].tls.certificates[0].private_key_provider: "
+                             "provider 'deferred' does not hold private keys: give the "
+                             "certificate's private_key");
+    assert_null(t);
+    tg_config_free(cfg);
 }
 
 int main(void)

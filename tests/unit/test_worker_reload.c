@@ -152,7 +152,8 @@ static struct tg_gen *start(const struct lspec *ls, size_t n)
     assert_int_equal(getsockname(T.up_lfd, (struct sockaddr *)&sin, &sl), 0);
     T.up_port = ntohs(sin.sin_port);
     struct tg_gen *g = gen_of(ls, n, NULL);
-    struct tg_worker_host host = {&T.active, on_exit_cb, NULL, on_switched_cb};
+    struct tg_worker_host host = {
+        .active = &T.active, .exited = on_exit_cb, .switched = on_switched_cb};
     assert_int_equal(tg_worker_init(&T.w, 0, g, &host), TG_OK);
     assert_int_equal(tg_worker_thread_start(&T.w), TG_OK);
     T.started = true;
