@@ -18,14 +18,21 @@ are the key name, printed by s_client) and Python's ssl (TLS 1.3).
 3. A reload (SIGHUP): tickets issued before it resume after it, TLS 1.2 and
    1.3; their key name is unchanged.
 4. session_resumption: false: no ticket at all.
+5. Client certificates: a reload that keeps the CA keeps sessions (with
+   their verified identity) resumable; a reload that adds a CRL revoking
+   the client makes its session do a full handshake, which is refused: the
+   session context follows the verification settings, so one key ring
+   across reloads never lets a revoked client back in.
 
 No sleep decides anything: every wait is a bounded poll on what a client
 observes (the key name in fresh tickets).
 """
 import re
 import signal
+import ssl
 
 import tglib
+import tg_pki
 import tg_reload as R
 from tglib import check, check_eq
 
@@ -175,12 +182,68 @@ def test_off(t, cert, key, up):
     gw.stop_ok()
 
 
+def mtls_config(up, cert, key, ca, crl=None):
+    c = config(up, cert, key, 3600, workers=1)
+    block = "      client_certificate:\n        ca: { filename: %s }\n" % ca
+    if crl:
+        block += "        crl: { filename: %s }\n" % crl
+    return c.replace("      session_timeout: 1h\n", "      session_timeout: 1h\n" + block)
+
+
+def test_client_certs(t, cert, key, up):
+    root = tg_pki.CA(t.path("pki"), "root", "Test Root CA")
+    alice_cert, alice_key = root.issue("alice", "alice")
+    gw = t.gateway(mtls_config(up.addr, cert, key, root.cert), name="mtls")
+    port = gw.port
+    for version in ("1.2", "1.3"):
+        with t.case("client certificates, TLS %s: the same CA after a reload resumes" % version):
+            ctx = tglib.client_ctx(version=version)
+            ctx.load_cert_chain(alice_cert, alice_key)
+            sess = echo_and_close(tglib.tls_connect(port, ctx=ctx))
+            before = R.reloads(gw)
+            gw.signal(signal.SIGHUP)
+            R.wait_reload(gw, before, "SIGHUP")
+            check(resumes(port, ctx, sess), "a session from before a reload that kept the CA")
+    with t.case("a reload adding a CRL that revokes the client: its session does not resume"):
+        ctx = tglib.client_ctx(version="1.3")
+        ctx.load_cert_chain(alice_cert, alice_key)
+        sess12 = python_session_ctx(port, tglib.client_ctx(version="1.2"), alice_cert, alice_key)
+        sess13 = echo_and_close(tglib.tls_connect(port, ctx=ctx))
+        root.revoke(alice_cert)
+        crl = root.crl()
+        with open(gw.cfg_path, "w") as f:
+            f.write(mtls_config(up.addr, cert, key, root.cert, crl))
+        before = R.reloads(gw)
+        gw.signal(signal.SIGHUP)
+        R.wait_reload(gw, before, "SIGHUP")
+        for what, c, sess in (("TLS 1.2", sess12[0], sess12[1]), ("TLS 1.3", ctx, sess13)):
+            try:
+                s = tglib.tls_connect(port, ctx=c, session=sess)
+                s.sendall(b"x")
+                reused, got = s.session_reused, s.recv(1)
+                s.close()
+            except (ssl.SSLError, OSError):
+                continue  # refused: the full handshake verified the revoked certificate
+            check(not reused and got == b"",
+                  "%s: a session of a revoked client resumed (reused=%s, echo=%r)"
+                  % (what, reused, got))
+        check(gw.stats()("tlsgate_client_certificates_total", result="revoked") >= 2,
+              "the revoked client's full handshakes were not counted")
+    gw.stop_ok()
+
+
+def python_session_ctx(port, ctx, cert, key):
+    ctx.load_cert_chain(cert, key)
+    return ctx, echo_and_close(tglib.tls_connect(port, ctx=ctx))
+
+
 def main(t):
     cert, key = t.cert("ec", "a.test")
     up = t.upstream("echo")
     test_rotation(t, cert, key, up)
     test_workers_and_reload(t, cert, key, up)
     test_off(t, cert, key, up)
+    test_client_certs(t, cert, key, up)
 
 
 tglib.run(main, timeout=300)
