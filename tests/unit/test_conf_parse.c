@@ -328,10 +328,8 @@ static void test_parse_cidr(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_duration),
-        cmocka_unit_test(test_parse_u64_bool),
-        cmocka_unit_test(test_parse_size),
-        cmocka_unit_test(test_parse_addr),
+        cmocka_unit_test(test_parse_duration), cmocka_unit_test(test_parse_u64_bool),
+        cmocka_unit_test(test_parse_size),     cmocka_unit_test(test_parse_addr),
         cmocka_unit_test(test_parse_cidr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
