@@ -68,6 +68,8 @@
       "client closed during the handshake")                                                        \
     X(HS_KEYOP, "KF", CLOSE_HANDSHAKE_FAILED, TG_STAT_HS_FAIL_KEYOP,                               \
       "handshake failed: key operation failed")                                                    \
+    X(HS_CLIENT_CERT, "CC", CLOSE_HANDSHAKE_FAILED, TG_STAT_HS_FAIL_CCERT,                         \
+      "handshake failed: the client's certificate was missing or refused")                         \
     X(HS_FAILED, "HF", CLOSE_HANDSHAKE_FAILED, TG_ALOG_ANY,                                        \
       "handshake failed: protocol error or alert")                                                 \
     X(HS_TIMEOUT, "HT", CLOSE_HANDSHAKE_TIMEOUT, TG_ALOG_ANY, "handshake timeout")                 \

@@ -497,6 +497,7 @@ static bool tg_conn_client_cert(struct tg_conn *c)
                  c->peer->resumed ? " (resumed session)" : "", c->peer->subject, c->peer->sha256);
     if (rc == TG_EPROTO) {
         tg_stat_inc(&c->w->stats, TG_STAT_HS_FAIL_CCERT);
+        c->alog.detail = TG_STAT_HS_FAIL_CCERT;
         TG_DEBUG("conn %p: resumed session's client certificate is no longer valid", (void *)c);
     }
     if (rc != TG_OK)

@@ -35,6 +35,9 @@ not tlsgate.
     old CA's clients are refused, the new CA's accepted, a connection opened
     before goes on; a broken CA is refused by the reload (error counted, the
     previous CA keeps serving); a new CRL revoking a client applies;
+  - the access log (JSON): the verified client's subject, SAN and
+    fingerprint, none without a certificate, one line with term CC per
+    refused certificate;
   - bad configurations: `check-config` and `run` exit 2 with one line
     FILE:LINE:COL: path: message (missing CA file, a directory, a file that
     is no PEM, a PEM that does not parse, a bad mode, a CRL without a CA, a
@@ -315,10 +318,11 @@ def main(t):
             check("CN=alice" in d["client_subject"], "subject %r" % d["client_subject"])
             check_eq(d["client_san"], "DNS:alice.test,URI:spiffe://t/alice", "SAN")
         # Without a client certificate (optional listener): null fields. The
-        # listener has lines already (the optional cases above): once they
-        # are all written, wait for this connection's, one more.
+        # optional cases above logged lines of their own on this listener:
+        # wait for this connection's, one more than those.
         def opt_line(ln):
             return '"listener":"opt"' in ln and '"term":"--"' in ln
+        tglib.settle(gw)
         tg_alog.wait_written(gw)
         n_opt = len([ln for ln in tg_alog.read_lines(t.path("access.log")) if opt_line(ln)])
         sclient_ok(t, opt)
@@ -453,6 +457,16 @@ def main(t):
                   "no series for %s" % r)
         check(st("tlsgate_client_certificates_total", result="invalid") == 0,
               "a refusal fell into 'invalid'")
+
+    with t.case("access log: one line with term CC per refused client certificate"):
+        tg_alog.wait_written(gw)
+        lines = [tg_alog.parse_json(ln) for ln in tg_alog.read_lines(t.path("access.log"))]
+        refused_n = gw.stats()("tlsgate_handshakes_total", result="client_certificate")
+        check(refused_n > 0, "no refusal counted")
+        check_eq(sum(1 for d in lines if d["term"] == "CC"), refused_n, "lines with term CC")
+        for d in lines:
+            if d["term"] == "CC":
+                check(d["client_subject"] is None, "a refused client logged an identity: %r" % d)
 
     gw.stop_ok()
 
