@@ -23,6 +23,7 @@
 #include "config/tg_config.h"
 #include "core/tg_log.h"
 #include "core/tg_pidfile.h"
+#include "core/tg_wipe.h"
 #include "doctor/tg_doctor.h"
 #include "k8s/tg_gwapi.h"
 #include "keyprov/tg_keyprov.h"
@@ -237,10 +238,15 @@ static int tg_cmd_reload(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* Before anything makes OpenSSL allocate: afterwards it refuses. */
+    bool wipe_ok = tg_wipe_install() == TG_OK;
     if (argc < 2) {
         tg_usage(stderr);
         return 2;
     }
+    if (!wipe_ok)
+        fprintf(stderr, "tlsgate: warning: OpenSSL allocated memory before start-up; the "
+                        "temporary copies it makes of private keys will not be wiped\n");
     char why[256];
     if (tg_keyprov_register(tg_providers, TG_ARRAY_LEN(tg_providers), why, sizeof(why)) != TG_OK) {
         fprintf(stderr, "tlsgate: key providers: %s\n", why);

@@ -59,6 +59,9 @@ struct tg_admin {
     unsigned nconns;
     double conn_timeout_s;
     double linger_s;
+    struct tg_conf_cidr *allowed; /* admin.allowed_sources (copies, text NULL) */
+    size_t n_allowed;
+    uint64_t refused; /* connections from outside allowed */
 };
 
 static void tg_admin_conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -321,13 +324,50 @@ static void tg_admin_backoff_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ev_io_start(loop, &a->accept_io);
 }
 
+/* admin.allowed_sources: none means everyone. */
+static bool tg_admin_allowed(const struct tg_admin *a, const struct sockaddr *peer)
+{
+    if (a->n_allowed == 0)
+        return true;
+    for (size_t i = 0; i < a->n_allowed; i++) {
+        if (tg_conf_cidr_match(&a->allowed[i], peer))
+            return true;
+    }
+    return false;
+}
+
+int tg_admin_set_allowed(struct tg_admin *a, const struct tg_conf_cidr *v, size_t n)
+{
+    struct tg_conf_cidr *copy = NULL;
+    if (n > 0) {
+        copy = calloc(n, sizeof(*copy));
+        if (copy == NULL)
+            return TG_ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+            copy[i] = v[i];
+            copy[i].text = NULL; /* not needed to match */
+        }
+    }
+    free(a->allowed);
+    a->allowed = copy;
+    a->n_allowed = n;
+    return TG_OK;
+}
+
+uint64_t tg_admin_refused(const struct tg_admin *a)
+{
+    return a->refused;
+}
+
 static void tg_admin_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
     struct tg_admin *a = w->data;
     /* Bounded so a connection flood cannot starve the rest of the loop. */
     for (int i = 0; i < TG_ADMIN_MAX_CONNS; i++) {
-        int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof(peer);
+        int fd = accept4(a->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -338,6 +378,12 @@ static void tg_admin_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             ev_timer_set(&a->backoff, TG_ADMIN_ACCEPT_BACKOFF_S, 0.);
             ev_timer_start(loop, &a->backoff);
             return;
+        }
+        if (!tg_admin_allowed(a, (const struct sockaddr *)&peer)) {
+            a->refused++;
+            TG_DEBUG("admin: a client outside admin.allowed_sources, closed");
+            close(fd);
+            continue;
         }
         if (a->nconns >= TG_ADMIN_MAX_CONNS) {
             TG_DEBUG("admin: %u connections open, refusing fd %d", a->nconns, fd);
@@ -459,5 +505,6 @@ void tg_admin_stop(struct tg_admin *a)
     while (a->conns)
         tg_admin_conn_close(a->conns);
     close(a->fd);
+    free(a->allowed);
     free(a);
 }

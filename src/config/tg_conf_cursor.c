@@ -167,8 +167,8 @@ int tg_cp_duration(struct tg_cp *cp, const yaml_node_t *n, bool allow_zero, uint
     TG_GUARD(tg_cp_scalar(cp, n, "a duration", &s));
     if (tg_conf_parse_duration(s, &v) != TG_OK)
         return tg_cp_fail(cp, n,
-                          "invalid duration '%s' (expected a number and a unit ns, us, ms, s, m "
-                          "or h, e.g. 2s, 250ms, 0.001s; whole nanoseconds)",
+                          "invalid duration '%s' (expected a number and a unit ns, us, ms, s, m, "
+                          "h or d, e.g. 2s, 250ms, 0.001s; whole nanoseconds)",
                           tg_config_excerpt(s, ex, sizeof(ex)));
     if (v == 0 && !allow_zero)
         return tg_cp_fail(cp, n, "must be greater than 0");

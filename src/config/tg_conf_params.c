@@ -79,7 +79,7 @@ int tg_conf_params_duration(const struct tg_conf_params *p, const char *key, uin
         return tg_conf_params_fail(
             p, q, &q->value_mark, err, errlen,
             "invalid duration '%s' (expected a number and a unit ns, us, ms, s, "
-            "m or h, e.g. 2s, 250ms, 0.001s; whole nanoseconds)",
+            "m, h or d, e.g. 2s, 250ms, 0.001s; whole nanoseconds)",
             tg_config_excerpt(q->value, ex, sizeof(ex)));
     return TG_OK;
 }

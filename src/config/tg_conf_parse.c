@@ -109,7 +109,7 @@ int tg_conf_parse_bool(const char *s, bool *out)
 
 /*
  * Durations are parsed as exact decimals: a unit is c * 10^e nanoseconds
- * (c in {1, 6, 36}), and "I.F<unit>" is the integer D = I followed by the
+ * (c in {1, 6, 36, 864}), and "I.F<unit>" is the integer D = I followed by the
  * significant digits of F (k of them), so the value is D * c * 10^(e - k).
  * No floating point is involved, so "0.001s" is exactly 1000000 ns. A value
  * that is not a whole number of nanoseconds is rejected rather than rounded.
@@ -122,7 +122,7 @@ int tg_conf_parse_duration(const char *s, uint64_t *out_ns)
         unsigned e;
     } units[] = {
         {"ns", 1, 0}, {"us", 1, 3}, {"ms", 1, 6},  {"s", 1, 9},
-        {"", 1, 9},   {"m", 6, 10}, {"h", 36, 11},
+        {"", 1, 9},   {"m", 6, 10}, {"h", 36, 11}, {"d", 864, 11},
     };
     static const uint64_t pow10[] = {
         1,       10,       100,       1000,       10000,          100000,
@@ -417,4 +417,63 @@ const char *tg_conf_parse_resolver(const char *s, char *buf, size_t len)
     if (n < 0 || (size_t)n >= len)
         return "address too long";
     return NULL;
+}
+
+const char *tg_conf_parse_cidr(const char *s, struct tg_conf_cidr *out)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    const char *slash = strchr(s, '/');
+    size_t hl = slash != NULL ? (size_t)(slash - s) : strlen(s);
+    struct tg_conf_cidr c;
+    memset(&c, 0, sizeof(c));
+    if (hl == 0 || hl >= sizeof(host))
+        return "expected an IPv4 or IPv6 address, optionally with /PREFIX";
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    size_t alen;
+    if (inet_pton(AF_INET, host, c.addr) == 1) {
+        c.family = AF_INET;
+        alen = 4;
+    } else if (inet_pton(AF_INET6, host, c.addr) == 1) {
+        c.family = AF_INET6;
+        alen = 16;
+    } else {
+        return "expected an IPv4 or IPv6 address, optionally with /PREFIX";
+    }
+    uint64_t prefix = alen * 8;
+    if (slash != NULL && tg_conf_parse_u64(slash + 1, 0, alen * 8, &prefix) != TG_OK)
+        return alen == 4 ? "the prefix length must be 0..32" : "the prefix length must be 0..128";
+    c.prefix = (unsigned)prefix;
+    for (size_t bit = c.prefix; bit < alen * 8; bit++) {
+        if (c.addr[bit / 8] & (0x80u >> (bit % 8)))
+            return "bits are set beyond the prefix length (give the network address)";
+    }
+    *out = c;
+    return NULL;
+}
+
+bool tg_conf_cidr_match(const struct tg_conf_cidr *c, const struct sockaddr *sa)
+{
+    const uint8_t *a;
+    if (sa->sa_family == AF_INET) {
+        a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+        if (c->family != AF_INET)
+            return false;
+    } else if (sa->sa_family == AF_INET6) {
+        a = (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (c->family == AF_INET && memcmp(a, mapped, sizeof(mapped)) == 0)
+            a += 12;
+        else if (c->family != AF_INET6)
+            return false;
+    } else {
+        return false;
+    }
+    unsigned full = c->prefix / 8, rest = c->prefix % 8;
+    if (memcmp(a, c->addr, full) != 0)
+        return false;
+    if (rest == 0)
+        return true;
+    uint8_t mask = (uint8_t)(0xffu << (8 - rest));
+    return (a[full] & mask) == (c->addr[full] & mask);
 }

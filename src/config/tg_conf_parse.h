@@ -42,6 +42,11 @@ const char *tg_conf_parse_hostport(const char *s, char **host, uint16_t *port, b
  * bytes). NULL on success, else why not. */
 const char *tg_conf_parse_resolver(const char *s, char *buf, size_t len);
 
+/* A network "ADDR/PREFIX" or a single address "ADDR" (IPv4 or IPv6, no
+ * brackets): NULL on success with out filled (out->text NOT set), else why
+ * not (host bits set beyond the prefix are refused). */
+const char *tg_conf_parse_cidr(const char *s, struct tg_conf_cidr *out);
+
 /* Port of a parsed address (host order); 0 for "any free port". */
 uint16_t tg_conf_parse_port(const struct tg_conf_addr *a);
 

@@ -40,6 +40,8 @@ void tg_conf_schema_defaults(struct tg_config *cfg)
     cfg->access_log.buffer = (size_t)256 << 10;
     cfg->reload.watch = true;
     cfg->reload.debounce_ns = 200 * TG_NS_PER_MS;
+    cfg->tickets.rotation_ns = 3600 * TG_NS_PER_S;
+    cfg->cert_expiry_warning_ns = 30 * 86400 * TG_NS_PER_S;
     tg_conf_dns_defaults(&cfg->dns);
 }
 
@@ -60,6 +62,9 @@ void tg_conf_schema_free(struct tg_config *cfg)
         tg_conf_schema_listener_free(&cfg->listeners[i]);
     free(cfg->listeners);
     tg_conf_addr_clear(&cfg->admin);
+    for (size_t i = 0; cfg->admin_allowed != NULL && i < cfg->n_admin_allowed; i++)
+        free(cfg->admin_allowed[i].text);
+    free(cfg->admin_allowed);
     free(cfg->access_log.path);
     tg_conf_dns_free(&cfg->dns);
     free(cfg->source_name);
@@ -103,6 +108,7 @@ static int tg_conf_schema_listener(struct tg_cp *cp, const yaml_node_t *n, size_
     l->tls.min_version = TLS1_2_VERSION;
     l->tls.max_version = TLS1_3_VERSION;
     l->tls.session_resumption = true;
+    l->tls.tls13_tickets = 1;
     tg_conf_upstream_defaults(&l->upstream);
     l->proxy_protocol_timeout_ns = 3 * TG_NS_PER_S;
     TG_GUARD(tg_cp_check_map(cp, n, keys));
@@ -206,12 +212,61 @@ static int tg_conf_schema_reload(struct tg_cp *cp, const yaml_node_t *v, struct 
     return TG_OK;
 }
 
+/* admin.allowed_sources: networks whose clients may use the endpoint. */
+static int tg_conf_schema_allowed(struct tg_cp *cp, const yaml_node_t *v, struct tg_config *cfg)
+{
+    char **items = NULL;
+    size_t n = 0;
+    /* An empty list is refused there: it would lock everyone out. */
+    int rc = tg_cp_strings(cp, v, 64, &items, &n);
+    if (rc == TG_OK) {
+        cfg->admin_allowed = calloc(n, sizeof(*cfg->admin_allowed));
+        if (cfg->admin_allowed == NULL)
+            rc = tg_cp_nomem(cp);
+    }
+    for (size_t i = 0; rc == TG_OK && i < n; i++) {
+        struct tg_conf_cidr *c = &cfg->admin_allowed[i];
+        const char *why = tg_conf_parse_cidr(items[i], c);
+        if (why != NULL) {
+            char ex[TG_CONF_EXCERPT];
+            size_t o = tg_cp_push_index(cp, i);
+            rc = tg_cp_fail(cp, tg_cp_node(cp, v->data.sequence.items.start[i]), "'%s': %s",
+                            tg_config_excerpt(items[i], ex, sizeof(ex)), why);
+            tg_cp_pop(cp, o);
+            break;
+        }
+        c->text = items[i];
+        items[i] = NULL;
+        cfg->n_admin_allowed = i + 1;
+    }
+    tg_cp_strv_free(items, n);
+    return rc;
+}
+
+/* session_tickets: { key_rotation_interval } */
+static int tg_conf_schema_tickets(struct tg_cp *cp, const yaml_node_t *v, struct tg_conf_tickets *t)
+{
+    static const char *const keys[] = {"key_rotation_interval", NULL};
+    TG_GUARD(tg_cp_check_map(cp, v, keys));
+    const yaml_node_t *r = tg_cp_get(cp, v, "key_rotation_interval", NULL);
+    if (r == NULL)
+        return TG_OK;
+    size_t o = tg_cp_push_key(cp, "key_rotation_interval");
+    int rc = tg_cp_duration(cp, r, false, &t->rotation_ns);
+    if (rc == TG_OK && (t->rotation_ns < TG_NS_PER_S || t->rotation_ns > 7 * 86400 * TG_NS_PER_S))
+        rc = tg_cp_fail(cp, r, "must be between 1s and 7d");
+    t->mark = tg_cp_mark(cp, r);
+    tg_cp_pop(cp, o);
+    return rc;
+}
+
 int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
 {
-    static const char *const keys[] = {"concurrency", "log_level",  "admin",
-                                       "listeners",   "limits",     "reload",
-                                       "dns",         "access_log", NULL};
-    static const char *const admin_keys[] = {"address", NULL};
+    static const char *const keys[] = {
+        "concurrency", "log_level", "admin",      "listeners",       "limits",
+        "reload",      "dns",       "access_log", "session_tickets", "certificate_expiry_warning",
+        NULL};
+    static const char *const admin_keys[] = {"address", "allowed_sources", NULL};
     static const char *const limit_keys[] = {"max_connections",
                                              "max_connections_per_source",
                                              "per_source_ipv6_prefix",
@@ -252,10 +307,25 @@ int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
         rc = tg_cp_check_map(cp, v, admin_keys);
         if (rc == TG_OK)
             rc = tg_cp_req_addr(cp, v, "address", true, &cfg->admin);
+        const yaml_node_t *al = rc == TG_OK ? tg_cp_get(cp, v, "allowed_sources", NULL) : NULL;
+        if (al != NULL) {
+            size_t o2 = tg_cp_push_key(cp, "allowed_sources");
+            rc = tg_conf_schema_allowed(cp, al, cfg);
+            tg_cp_pop(cp, o2);
+        }
         tg_cp_pop(cp, o);
         TG_GUARD(rc);
         cfg->has_admin = true;
     }
+
+    if ((v = tg_cp_get(cp, root, "session_tickets", NULL)) != NULL) {
+        o = tg_cp_push_key(cp, "session_tickets");
+        rc = tg_conf_schema_tickets(cp, v, &cfg->tickets);
+        tg_cp_pop(cp, o);
+        TG_GUARD(rc);
+    }
+    TG_GUARD(tg_cp_opt_duration(cp, root, "certificate_expiry_warning", true,
+                                &cfg->cert_expiry_warning_ns));
 
     TG_GUARD(tg_cp_require(cp, root, "listeners", &v));
     o = tg_cp_push_key(cp, "listeners");
@@ -327,6 +397,13 @@ int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
         rc = tg_conf_alog_parse(cp, v, &cfg->access_log);
         tg_cp_pop(cp, o);
         TG_GUARD(rc);
+    }
+    /* A session lives as long as a ticket key is current unless told
+     * otherwise: then every ticket resumes for its whole lifetime. */
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        struct tg_conf_tls *t = &cfg->listeners[i].tls;
+        if (t->session_timeout_ns == 0)
+            t->session_timeout_ns = cfg->tickets.rotation_ns;
     }
     return TG_OK;
 }

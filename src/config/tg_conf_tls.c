@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define TG_CONF_TLS_MAX_SESSION_TIMEOUT_NS (7 * 86400 * TG_NS_PER_S)
+
 /* ------------------------------------------------------------------------ */
 /* Freeing                                                                  */
 
@@ -43,6 +45,19 @@ static void tg_conf_tls_params_free(struct tg_conf_params *p)
     free(p->v);
     free(p->path);
     memset(p, 0, sizeof(*p));
+}
+
+void tg_config_wipe_keys(struct tg_config *cfg)
+{
+    for (size_t i = 0; cfg != NULL && i < cfg->n_listeners; i++) {
+        const struct tg_conf_tls *t = &cfg->listeners[i].tls;
+        for (size_t c = 0; t->certs != NULL && c < t->n_certs; c++) {
+            struct tg_conf_datasource *ds = &t->certs[c].private_key;
+            tg_config_free_secret(ds->data, ds->data_len);
+            ds->data = NULL;
+            ds->data_len = 0;
+        }
+    }
 }
 
 void tg_conf_tls_free(struct tg_conf_tls *t)
@@ -137,7 +152,14 @@ static int tg_conf_tls_datasource(struct tg_cp *cp, const yaml_node_t *n, enum t
             }
             snprintf(full, fl, "%s/%s", cp->basedir, name);
         }
-        int e = tg_config_read_file(full != NULL ? full : name, &ds->data, &ds->data_len);
+        struct stat st;
+        int e = tg_config_read_file_stat(full != NULL ? full : name, &ds->data, &ds->data_len, &st);
+        if (e == 0) {
+            ds->has_stat = true;
+            ds->mode = (uint32_t)(st.st_mode & 07777);
+            ds->uid = (uint32_t)st.st_uid;
+            ds->gid = (uint32_t)st.st_gid;
+        }
         /* Kept for the file watcher (reload.watch). */
         ds->path = full != NULL ? full : strdup(name);
         if (e == 0 && ds->path == NULL)
@@ -588,10 +610,13 @@ static int tg_conf_tls_groups(struct tg_cp *cp, const yaml_node_t *v, struct tg_
 
 int tg_conf_tls_parse(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_tls *t)
 {
-    static const char *const keys[] = {
-        "certificates",          "min_version",          "max_version",        "alpn",
-        "session_resumption",    "cipher_list",          "cipher_suites",      "groups",
-        "key_exchange_provider", "require_close_notify", "client_certificate", NULL};
+    static const char *const keys[] = {"certificates",          "min_version",
+                                       "max_version",           "alpn",
+                                       "session_resumption",    "session_timeout",
+                                       "tls13_tickets",         "cipher_list",
+                                       "cipher_suites",         "groups",
+                                       "key_exchange_provider", "require_close_notify",
+                                       "client_certificate",    NULL};
     const yaml_node_t *v, *minv = NULL, *maxv = NULL;
     size_t o;
     int rc;
@@ -646,6 +671,20 @@ int tg_conf_tls_parse(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_tls
         TG_GUARD(rc);
     }
     TG_GUARD(tg_cp_opt_bool(cp, n, "session_resumption", &t->session_resumption));
+    if ((v = tg_cp_get(cp, n, "session_timeout", NULL)) != NULL) {
+        /* TLS 1.3 caps a ticket's lifetime at 7 days (RFC 8446, 4.6.1). */
+        o = tg_cp_push_key(cp, "session_timeout");
+        rc = tg_cp_duration(cp, v, false, &t->session_timeout_ns);
+        if (rc == TG_OK && (t->session_timeout_ns < TG_NS_PER_S ||
+                            t->session_timeout_ns > TG_CONF_TLS_MAX_SESSION_TIMEOUT_NS))
+            rc = tg_cp_fail(cp, v, "must be between 1s and 7d (TLS 1.3's longest ticket lifetime)");
+        t->session_timeout_mark = tg_cp_mark(cp, v);
+        tg_cp_pop(cp, o);
+        TG_GUARD(rc);
+    }
+    uint64_t nt = t->tls13_tickets;
+    TG_GUARD(tg_cp_opt_u64(cp, n, "tls13_tickets", 0, 16, &nt));
+    t->tls13_tickets = (uint32_t)nt;
     TG_GUARD(tg_cp_opt_bool(cp, n, "require_close_notify", &t->require_close_notify));
     TG_GUARD(tg_cp_opt_string(cp, n, "cipher_list", &t->cipher_list));
     TG_GUARD(tg_cp_opt_string(cp, n, "cipher_suites", &t->cipher_suites));

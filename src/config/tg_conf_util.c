@@ -119,6 +119,12 @@ const char *tg_config_excerpt(const char *s, char *buf, size_t n)
  * file may be a private key. */
 int tg_config_read_file(const char *path, char **out, size_t *outlen)
 {
+    struct stat st;
+    return tg_config_read_file_stat(path, out, outlen, &st);
+}
+
+int tg_config_read_file_stat(const char *path, char **out, size_t *outlen, struct stat *stp)
+{
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return errno;
@@ -179,6 +185,7 @@ int tg_config_read_file(const char *path, char **out, size_t *outlen)
     buf[len] = '\0';
     *out = buf;
     *outlen = len;
+    *stp = st;
     buf = NULL;
 out:
     if (buf != NULL) {

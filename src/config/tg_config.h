@@ -54,6 +54,11 @@ struct tg_conf_datasource {
     size_t data_len;
     char *path;               /* the file actually read (filename resolved); NULL when inline */
     struct tg_conf_mark mark; /* of the filename / inline_string value */
+    /* The file as opened (fstat, symbolic links followed), for the warning
+     * about private keys others can read; has_stat false when inline. */
+    bool has_stat;
+    uint32_t mode; /* permission bits (st_mode & 07777) */
+    uint32_t uid, gid;
 };
 
 /*
@@ -130,9 +135,15 @@ struct tg_conf_tls {
     size_t n_alpn;
     bool session_resumption;   /* default true: tickets + server session cache */
     bool require_close_notify; /* default false; true: a FIN without close_notify resets */
-    char *cipher_list;         /* TLS 1.2 ciphers; NULL = tlsgate default (ECDHE only) */
-    char *cipher_suites;       /* TLS 1.3 suites; NULL = OpenSSL default */
-    char *groups;              /* key exchange groups; NULL = "X25519:P-256:P-384" */
+    /* session_timeout: how long a session (a ticket, a cache entry) may be
+     * resumed, also the lifetime announced in tickets. 0 = not given: the
+     * key rotation interval (tg_config.tickets). */
+    uint64_t session_timeout_ns;
+    struct tg_conf_mark session_timeout_mark;
+    uint32_t tls13_tickets; /* tickets sent after a TLS 1.3 full handshake, default 1 */
+    char *cipher_list;      /* TLS 1.2 ciphers; NULL = tlsgate default (ECDHE only) */
+    char *cipher_suites;    /* TLS 1.3 suites; NULL = OpenSSL default */
+    char *groups;           /* key exchange groups; NULL = "X25519:P-256:P-384" */
     /* Where cipher_list, cipher_suites and groups stood (for errors found later). */
     struct tg_conf_mark cipher_list_mark, cipher_suites_mark, groups_mark;
     /* key_exchange_provider: who does the listener's ephemeral key exchange.
@@ -248,6 +259,22 @@ struct tg_conf_access_log {
     struct tg_conf_mark mark;        /* of the access_log block */
 };
 
+/* session_tickets: the process-wide ticket key ring (src/tls/tg_ticket.h). */
+struct tg_conf_tickets {
+    /* default 1h: a key encrypts new tickets for one interval, then only
+     * decrypts for one more, then is wiped */
+    uint64_t rotation_ns;
+    struct tg_conf_mark mark; /* of its value (line 0 when not given) */
+};
+
+/* An entry of admin.allowed_sources: an IPv4 or IPv6 network. */
+struct tg_conf_cidr {
+    char *text;       /* as written */
+    int family;       /* AF_INET or AF_INET6 */
+    uint8_t addr[16]; /* network address, 4 bytes for IPv4 */
+    unsigned prefix;  /* 0..32 or 0..128 */
+};
+
 /* reload: what starts a reload besides SIGHUP / `tlsgate reload`. */
 struct tg_conf_reload {
     bool watch;           /* default true: watch certificate and key files (inotify) */
@@ -260,12 +287,18 @@ struct tg_config {
     struct tg_conf_mark concurrency_mark; /* of its value (line 0 when not given) */
     bool has_admin;
     struct tg_conf_addr admin;          /* admin.address */
+    struct tg_conf_cidr *admin_allowed; /* admin.allowed_sources; none = any source */
+    size_t n_admin_allowed;
     struct tg_conf_listener *listeners; /* at least one */
     size_t n_listeners;
     struct tg_conf_limits limits;
     struct tg_conf_access_log access_log;
     struct tg_conf_reload reload;
     struct tg_conf_dns dns;
+    struct tg_conf_tickets tickets;
+    /* certificate_expiry_warning: warn about a certificate that expires
+     * within this time (default 30 days; 0: only once it has expired). */
+    uint64_t cert_expiry_warning_ns;
     int log_level;   /* enum tg_log_level, default info */
     char *state_dir; /* for the embedded default: where the demo certificate lives */
 };
@@ -282,6 +315,15 @@ int tg_config_load_file(const char *path, struct tg_config **out, char *err,
 int tg_config_load_buffer(const char *name, const char *yaml, size_t len, struct tg_config **out,
                           char *err, size_t errlen) TG_MUST_CHECK;
 void tg_config_free(struct tg_config *cfg);
+
+/* Wipe and free the PEM text of every private key (private_key.data becomes
+ * NULL, data_len 0; the file name, path and mode stay): once the keys are
+ * loaded nothing needs it. Main thread, before cfg is shared. */
+void tg_config_wipe_keys(struct tg_config *cfg);
+
+/* Whether sa (AF_INET or AF_INET6; an IPv4-mapped IPv6 address counts as
+ * IPv4) lies in network c. */
+bool tg_conf_cidr_match(const struct tg_conf_cidr *c, const struct sockaddr *sa);
 
 /* Whether two upstream blocks make the same cluster: the same endpoints (as
  * written, with their weights, in the same order), load balancing, connect
@@ -300,7 +342,7 @@ void tg_conf_error(char *err, size_t errlen, const struct tg_conf_mark *mark, co
                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* Value parsers shared with key providers (return TG_OK or TG_ECONFIG). */
-/* "2s", "0.001s", "250ms", "500us", "1m", "1h", "100ns"; a bare number is seconds. */
+/* "2s", "0.001s", "250ms", "500us", "1m", "1h", "30d", "100ns"; a bare number is seconds. */
 int tg_conf_parse_duration(const char *s, uint64_t *out_ns) TG_MUST_CHECK;
 /* "yes"/"no" are not accepted: true/false/True/False/TRUE/FALSE only. */
 int tg_conf_parse_bool(const char *s, bool *out) TG_MUST_CHECK;

@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/stat.h>
 
 #include "config/tg_config.h"
 
@@ -33,6 +34,8 @@ const char *tg_config_excerpt(const char *s, char *buf, size_t n);
  * (it may be a private key). Every buffer given up on the way is wiped.
  * Returns 0 or an errno value; *out is written only on success. */
 int tg_config_read_file(const char *path, char **out, size_t *outlen);
+/* Same, and *st (not NULL) gets the file's fstat. */
+int tg_config_read_file_stat(const char *path, char **out, size_t *outlen, struct stat *st);
 
 /* Wipe len bytes of p, then free it. p may be NULL. */
 void tg_config_free_secret(char *p, size_t len);

@@ -1,5 +1,7 @@
 #include "keyprov/tg_pkey.h"
 
+#include "core/tg_wipe.h"
+
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -319,16 +321,25 @@ int tg_pkey_load_pem(const char *pem, size_t len, struct tg_pkey **out, char *wh
     *out = NULL;
     if (len > INT32_MAX)
         return TG_EINVAL;
+    /* The mem BIO reads pem in place; the decoders copy the key (base64
+     * text, DER) into blocks they free unwiped: the section wipes them. */
+    tg_wipe_begin();
+    int rc = TG_ENOMEM;
+    EVP_PKEY *sw = NULL;
     BIO *bio = BIO_new_mem_buf(pem, (int)len);
     if (bio == NULL)
-        return TG_ENOMEM;
+        goto out;
     /* No password callback: an encrypted key is refused instead of prompting. */
-    EVP_PKEY *sw = PEM_read_bio_PrivateKey_ex(bio, NULL, NULL, (void *)"", NULL, TG_SW_PROPQ);
+    sw = PEM_read_bio_PrivateKey_ex(bio, NULL, NULL, (void *)"", NULL, TG_SW_PROPQ);
     BIO_free(bio);
-    if (sw == NULL)
-        return tg_why(why, whylen, "cannot parse the private key PEM (or it is encrypted)");
-    int rc = tg_pkey_from_evp(sw, out, why, whylen);
+    if (sw == NULL) {
+        rc = tg_why(why, whylen, "cannot parse the private key PEM (or it is encrypted)");
+        goto out;
+    }
+    rc = tg_pkey_from_evp(sw, out, why, whylen);
     EVP_PKEY_free(sw);
+out:
+    tg_wipe_end();
     return rc;
 }
 

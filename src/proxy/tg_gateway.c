@@ -15,10 +15,12 @@
 #include "core/tg_pidfile.h"
 #include "core/tg_time.h"
 #include "ossl/tg_ossl.h"
+#include "proxy/tg_audit.h"
 #include "proxy/tg_gen.h"
 #include "proxy/tg_srclimit.h"
 #include "proxy/tg_watch.h"
 #include "proxy/tg_worker.h"
+#include "tls/tg_ticket.h"
 #include "tls/tg_tls.h"
 
 struct tg_gateway {
@@ -38,9 +40,12 @@ struct tg_gateway {
     struct tg_admin *admin;
     struct tg_watch *watch; /* NULL: reload.watch off, or no inotify */
     struct tg_pidfile *pidfile;
-    struct tg_alog *alog;        /* NULL: access_log off (restart-only: tg_gen_check_restart) */
-    _Atomic uint64_t active;     /* open connections, all workers (limits.max_connections) */
-    struct tg_srclimit *sources; /* per source address (limits.max_connections_per_source) */
+    struct tg_ticket_ring *tickets; /* every generation's session ticket keys */
+    ev_timer tickets_timer;         /* the next rotation: retired keys wiped on time */
+    ev_timer certs_timer;           /* daily: certificates expired or expiring */
+    struct tg_alog *alog;           /* NULL: access_log off (restart-only: tg_gen_check_restart) */
+    _Atomic uint64_t active;        /* open connections, all workers (limits.max_connections) */
+    struct tg_srclimit *sources;    /* per source address (limits.max_connections_per_source) */
     _Atomic int exited;
     _Atomic int acks;    /* workers that took `next` */
     bool reload_again;   /* asked while a switch was in progress */
@@ -77,6 +82,48 @@ static uint64_t tg_wall_s(void)
     return (uint64_t)time(NULL);
 }
 
+/* tg_audit findings: a warning in the log. */
+static void tg_gateway_warn(void *arg, const char *line)
+{
+    (void)arg;
+    TG_WARN("%s", line);
+}
+
+/* Start-up and every reload: what the configuration risks. */
+static void tg_gateway_audit(const struct tg_gen *g)
+{
+    struct tg_audit_ids ids;
+    tg_audit_ids_self(&ids);
+    tg_audit_config(g->cfg, &ids, tg_gateway_warn, NULL);
+    tg_audit_certs(g, (int64_t)time(NULL), tg_gateway_warn, NULL);
+}
+
+static void tg_certs_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct tg_gateway *gw = w->data;
+    tg_audit_certs(gw->gen, (int64_t)time(NULL), tg_gateway_warn, NULL);
+}
+
+/* Rotate the ticket keys when due and sleep until the next rotation. */
+static void tg_tickets_schedule(struct tg_gateway *gw)
+{
+    uint64_t left = tg_ticket_ring_advance(gw->tickets, tg_ticket_ring_now(gw->tickets));
+    ev_timer_stop(gw->loop, &gw->tickets_timer);
+    /* A millisecond late rather than early: the ring decides by its own
+     * clock, and an early wake-up would only sleep again. */
+    ev_timer_set(&gw->tickets_timer, tg_ns_to_s(left) + 0.001, 0.0);
+    ev_timer_start(gw->loop, &gw->tickets_timer);
+}
+
+static void tg_tickets_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    tg_tickets_schedule(w->data);
+}
+
 /* tg_worker_host.started: on the worker's thread, once it serves. */
 static void tg_gateway_worker_started(void *arg)
 {
@@ -111,6 +158,14 @@ static void tg_gateway_render(struct tg_buf *out, void *arg)
                    "connections are still open");
     tg_prom_value(out, "tlsgate_config_generations_active", "", tg_gen_alive());
     tg_gen_render_certs(gw->gen, out);
+    tg_ticket_ring_render(gw->tickets, out);
+    if (gw->admin != NULL) {
+        tg_prom_header(out, "tlsgate_admin_connections_refused_total", "counter",
+                       "Admin connections closed at accept: the client is outside "
+                       "admin.allowed_sources");
+        tg_prom_value(out, "tlsgate_admin_connections_refused_total", "",
+                      tg_admin_refused(gw->admin));
+    }
     tg_core_stats_render(out, gw->stats, (size_t)gw->n_workers);
     tg_gen_render_clusters(gw->gen, out);
     tg_alog_render_stats(out, gw->alog);
@@ -304,6 +359,16 @@ static void tg_switched_cb(struct ev_loop *loop, ev_async *a, int revents)
     if (!atomic_load(&gw->stopping)) {
         tg_gateway_describe(gw->gen, old);
         tg_gateway_watch(gw, gw->gen);
+        tg_gateway_audit(gw->gen);
+    }
+    /* Who may use the admin endpoint follows the configuration. */
+    if (gw->admin != NULL && tg_admin_set_allowed(gw->admin, gw->gen->cfg->admin_allowed,
+                                                  gw->gen->cfg->n_admin_allowed) != TG_OK)
+        TG_ERROR("reload: admin.allowed_sources: out of memory; the previous list stays");
+    if (gw->gen->cfg->tickets.rotation_ns != tg_ticket_ring_interval(gw->tickets)) {
+        tg_ticket_ring_set_interval(gw->tickets, gw->gen->cfg->tickets.rotation_ns,
+                                    tg_ticket_ring_now(gw->tickets));
+        tg_tickets_schedule(gw);
     }
     TG_INFO("reload: generation %llu serves new connections; generation %llu finishes its own",
             (unsigned long long)gw->gen->id, (unsigned long long)old->id);
@@ -370,6 +435,10 @@ static void tg_gateway_reload(struct tg_gateway *gw, const char *why)
     rc = tg_gen_new(cfg, gw->n_workers, tg_worker_ssl_async_cb, &g, err, sizeof(err));
     if (rc != TG_OK)
         goto out;
+    /* The same ticket keys: tickets issued before the reload resume. */
+    rc = tg_gen_use_tickets(g, gw->tickets, err, sizeof(err));
+    if (rc != TG_OK)
+        goto out;
     rc = tg_gen_open_sockets(g, gw->gen, err, sizeof(err));
     if (rc != TG_OK)
         goto out;
@@ -420,6 +489,8 @@ static void tg_gateway_free(struct tg_gateway *gw)
     tg_gen_retire(gw->gen, NULL);
     tg_gen_unref(gw->next);
     tg_gen_unref(gw->gen);
+    /* After every SSL_CTX that used it. */
+    tg_ticket_ring_free(gw->tickets);
     tg_keyprov_shutdown();
     tg_pidfile_release(gw->pidfile);
     free(gw);
@@ -445,11 +516,22 @@ static int tg_gateway_build(struct tg_config *cfg, int n_workers, struct tg_gen 
     return 0;
 }
 
+/* tg_audit findings: `check-config` prints them. */
+static void tg_gateway_print_warning(void *arg, const char *line)
+{
+    (void)arg;
+    fprintf(stderr, "tlsgate: warning: %s\n", line);
+}
+
 int tg_gateway_check(struct tg_config *cfg)
 {
     struct tg_gen *g = NULL;
     int rc = tg_gateway_build(cfg, 1, &g);
     if (rc == 0) {
+        struct tg_audit_ids ids;
+        tg_audit_ids_self(&ids);
+        tg_audit_config(g->cfg, &ids, tg_gateway_print_warning, NULL);
+        tg_audit_certs(g, (int64_t)time(NULL), tg_gateway_print_warning, NULL);
         size_t certs = 0;
         for (size_t i = 0; i < g->cfg->n_listeners; i++)
             certs += g->cfg->listeners[i].tls.n_certs;
@@ -505,11 +587,20 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
         tg_ossl_cleanup();
         return rc;
     }
+    char err[TG_CONFIG_ERRLEN] = "";
+    /* One ring for the life of the process: every generation's contexts
+     * seal tickets with it. */
+    if (tg_ticket_ring_new(gw->gen->cfg->tickets.rotation_ns, tg_ticket_clock_ns(), &gw->tickets) !=
+            TG_OK ||
+        tg_gen_use_tickets(gw->gen, gw->tickets, err, sizeof(err)) != TG_OK) {
+        fprintf(stderr, "tlsgate: %s\n", err[0] ? err : "cannot make the session ticket keys");
+        rc = 1;
+        goto out;
+    }
     signal(SIGPIPE, SIG_IGN);
     gw->started_ns = tg_now_ns();
     gw->loaded_at = tg_wall_s();
     gw->loop = EV_DEFAULT;
-    char err[TG_CONFIG_ERRLEN] = "";
     if ((rc = tg_gateway_pidfile(gw)) != 0)
         goto out;
     if (tg_gen_open_sockets(gw->gen, NULL, err, sizeof(err)) != TG_OK) {
@@ -569,10 +660,16 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
             gw->workers[i].alog = tg_alog_ring_of(gw->alog, i);
     }
     tg_gateway_describe(gw->gen, NULL);
+    tg_gateway_audit(gw->gen);
     if (c->has_admin) {
         struct tg_admin_callbacks cb = {tg_gateway_render, tg_gateway_ready, gw};
         if (tg_admin_start(gw->loop, &c->admin, &cb, &gw->admin) != TG_OK) {
             fprintf(stderr, "tlsgate: admin.address: cannot listen on %s\n", c->admin.text);
+            rc = 1;
+            goto out;
+        }
+        if (tg_admin_set_allowed(gw->admin, c->admin_allowed, c->n_admin_allowed) != TG_OK) {
+            fprintf(stderr, "tlsgate: admin.allowed_sources: out of memory\n");
             rc = 1;
             goto out;
         }
@@ -597,6 +694,12 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
     ev_async_start(gw->loop, &gw->switched);
     ev_prepare_init(&gw->upstreams_wait, tg_upstreams_wait_cb);
     gw->upstreams_wait.data = gw;
+    ev_init(&gw->tickets_timer, tg_tickets_timer_cb);
+    gw->tickets_timer.data = gw;
+    tg_tickets_schedule(gw);
+    ev_timer_init(&gw->certs_timer, tg_certs_timer_cb, 86400.0, 86400.0);
+    gw->certs_timer.data = gw;
+    ev_timer_start(gw->loop, &gw->certs_timer);
     tg_gateway_watch(gw, gw->gen);
 
     for (int i = 0; i < gw->n_workers; i++) {
@@ -628,6 +731,8 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
     ev_async_stop(gw->loop, &gw->worker_exit);
     ev_async_stop(gw->loop, &gw->switched);
     ev_prepare_stop(gw->loop, &gw->upstreams_wait);
+    ev_timer_stop(gw->loop, &gw->tickets_timer);
+    ev_timer_stop(gw->loop, &gw->certs_timer);
 out:
     tg_gateway_free(gw);
     tg_ossl_cleanup();

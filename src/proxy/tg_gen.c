@@ -119,9 +119,24 @@ int tg_gen_new(struct tg_config *cfg, int n_workers, SSL_async_callback_fn async
             return rc;
         }
     }
+    /* Every key is loaded: its PEM text is not needed any more. */
+    tg_config_wipe_keys(cfg);
     g->kp_slots = tg_keyprov_slots_used();
     g->id = tg_gen_next_id++;
     *out = g;
+    return TG_OK;
+}
+
+int tg_gen_use_tickets(struct tg_gen *g, struct tg_ticket_ring *ring, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < g->n_listeners; i++) {
+        const struct tg_conf_listener *lc = g->listeners[i].conf;
+        if (tg_tls_listener_set_tickets(g->listeners[i].tls, ring) != TG_OK) {
+            tg_conf_error(err, errlen, &lc->tls.mark, lc->path,
+                          "cannot install the session ticket keys");
+            return TG_ECRYPTO;
+        }
+    }
     return TG_OK;
 }
 

@@ -89,13 +89,22 @@ struct tg_gen {
 
 /*
  * Build a generation from cfg: every listener's TLS contexts, with every key
- * checked against its certificate and bound to its provider. Takes ownership
+ * checked against its certificate and bound to its provider; then the PEM
+ * text of the keys is wiped from cfg (tg_config_wipe_keys). Takes ownership
  * of cfg in every case. async_cb goes to every SSL_CTX (tg_tls_listener_new).
  * One reference, the caller's. No socket yet (tg_gen_open_sockets). Errors
  * are "FILE:LINE:COL: path: message" in err. Main thread.
  */
 int tg_gen_new(struct tg_config *cfg, int n_workers, SSL_async_callback_fn async_cb,
                struct tg_gen **out, char *err, size_t errlen) TG_MUST_CHECK;
+
+/*
+ * Every listener of g seals its session tickets with ring's keys
+ * (tg_tls_listener_set_tickets), so tickets outlive the generation. Main
+ * thread, before g is published; ring must outlive g.
+ */
+int tg_gen_use_tickets(struct tg_gen *g, struct tg_ticket_ring *ring, char *err,
+                       size_t errlen) TG_MUST_CHECK;
 
 /*
  * Listening sockets for every listener of g: inherited from prev (may be

@@ -40,6 +40,12 @@ int tg_mtls_mode(const struct tg_mtls *m)
     return m->mode;
 }
 
+const unsigned char *tg_mtls_sid_ctx(const struct tg_mtls *m, size_t *len)
+{
+    *len = sizeof(m->sid_ctx);
+    return m->sid_ctx;
+}
+
 size_t tg_mtls_ca_count(const struct tg_mtls *m)
 {
     return m->n_ca;

@@ -58,6 +58,9 @@ void tg_mtls_free(struct tg_mtls *m);
  * TG_ECRYPTO when OpenSSL refuses. */
 int tg_mtls_apply(const struct tg_mtls *m, SSL_CTX *ctx) TG_MUST_CHECK;
 int tg_mtls_mode(const struct tg_mtls *m); /* enum tg_ccert_mode */
+/* The session id context tg_mtls_apply installs (a digest of the settings),
+ * for a caller that binds it to more (tg_tls: the listener's name). */
+const unsigned char *tg_mtls_sid_ctx(const struct tg_mtls *m, size_t *len);
 size_t tg_mtls_ca_count(const struct tg_mtls *m);
 size_t tg_mtls_crl_count(const struct tg_mtls *m);
 

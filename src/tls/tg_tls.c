@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "core/tg_log.h"
+#include "core/tg_time.h"
 #include "ossl/tg_ossl.h"
 #include "tls/tg_mtls.h"
 
@@ -46,6 +47,7 @@ struct tg_tls_listener {
     size_t alpn_len;
     const struct tg_keyprov_binding *kx;
     struct tg_keyprov_binding *kx_own; /* from tls.key_exchange_provider */
+    bool resumption;                   /* tls.session_resumption */
     struct tg_mtls *mtls;              /* tls.client_certificate; NULL: none asked for */
 };
 
@@ -341,6 +343,25 @@ static int tg_sni_cb(SSL *ssl, int *alert, void *arg)
     return SSL_TLSEXT_ERR_OK; /* unknown name: the default certificate */
 }
 
+/* The session id context: SHA-256 of the listener's name, and of the
+ * client certificate settings' own context when there are some. */
+static int tg_tls_sid_ctx(SSL_CTX *ctx, const char *listener, const struct tg_mtls *mtls)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    size_t len = 0;
+    const unsigned char *m = mtls != NULL ? tg_mtls_sid_ctx(mtls, &len) : NULL;
+    EVP_MD_CTX *h = EVP_MD_CTX_new();
+    int ok = h != NULL && EVP_DigestInit_ex(h, EVP_sha256(), NULL) &&
+             EVP_DigestUpdate(h, "tlsgate listener ", 17) &&
+             EVP_DigestUpdate(h, listener, strlen(listener) + 1) &&
+             (m == NULL || EVP_DigestUpdate(h, m, len)) && EVP_DigestFinal_ex(h, md, &n) &&
+             n <= SSL_MAX_SID_CTX_LENGTH && SSL_CTX_set_session_id_context(ctx, md, n) == 1;
+    EVP_MD_CTX_free(h);
+    ERR_clear_error();
+    return ok ? TG_OK : TG_ECRYPTO;
+}
+
 static int tg_ctx_configure(struct tg_tls_listener *t, struct tg_tls_ctx *tc,
                             const struct tg_conf_listener *conf, SSL_async_callback_fn async_cb,
                             char *err, size_t errlen)
@@ -371,13 +392,24 @@ static int tg_ctx_configure(struct tg_tls_listener *t, struct tg_tls_ctx *tc,
         tg_conf_error(err, errlen, &tls->mark, conf->path, "unsupported TLS version range");
         return TG_ECONFIG;
     }
-    /* TLS 1.3 tickets are sent after the handshake; one is enough for a
-     * client to resume, and none when resumption is off. */
-    SSL_CTX_set_num_tickets(ctx, tls->session_resumption ? 1 : 0);
+    /* TLS 1.3 tickets are sent after the handshake (tls13_tickets, default
+     * one: enough for a client to resume), none when resumption is off. */
+    SSL_CTX_set_num_tickets(ctx, tls->session_resumption ? tls->tls13_tickets : 0);
     if (tls->session_resumption) {
-        static const unsigned char sid_ctx[] = "tlsgate";
+        /* The session context names the listener: every listener's tickets
+         * are sealed with the same process-wide keys (tg_ticket), and a
+         * session must resume only where it was made. A hash, as the
+         * context holds at most 32 bytes; the same name after a reload is
+         * the same context. */
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
-        SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+        if (tg_tls_sid_ctx(ctx, conf->name, NULL) != TG_OK) {
+            tg_conf_error(err, errlen, &tls->mark, conf->path, "cannot set the session id context");
+            return TG_ECRYPTO;
+        }
+        /* Sessions and tickets live this long (TLS 1.3 announces it as the
+         * ticket lifetime, TLS 1.2 as the lifetime hint). */
+        uint64_t secs = tls->session_timeout_ns / TG_NS_PER_S;
+        SSL_CTX_set_timeout(ctx, (long)(secs > 0 ? secs : 1));
     } else {
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     }
@@ -440,6 +472,14 @@ static int tg_ctx_configure(struct tg_tls_listener *t, struct tg_tls_ctx *tc,
     if (t->mtls != NULL && tg_mtls_apply(t->mtls, ctx) != TG_OK) {
         tg_conf_error(err, errlen, &tls->client_cert.mark, tls->client_cert.path,
                       "cannot set up client certificate verification");
+        return TG_ECRYPTO;
+    }
+    /* Both: the listener (every listener's tickets are sealed with the same
+     * keys) and the verification settings (a reload that changes the CAs
+     * or CRLs must not let a session made under the old ones resume). */
+    if (t->mtls != NULL && tls->session_resumption &&
+        tg_tls_sid_ctx(ctx, conf->name, t->mtls) != TG_OK) {
+        tg_conf_error(err, errlen, &tls->mark, conf->path, "cannot set the session id context");
         return TG_ECRYPTO;
     }
     return TG_OK;
@@ -550,6 +590,7 @@ int tg_tls_listener_new(const struct tg_conf_listener *conf, SSL_async_callback_
         if (rc != TG_OK)
             goto out;
     }
+    t->resumption = tls->session_resumption;
     SSL_CTX_set_tlsext_servername_callback(t->ctxs[0].ctx, tg_sni_cb);
     SSL_CTX_set_tlsext_servername_arg(t->ctxs[0].ctx, t);
     *out = t;
@@ -558,6 +599,13 @@ int tg_tls_listener_new(const struct tg_conf_listener *conf, SSL_async_callback_
 out:
     tg_tls_listener_free(t);
     return rc;
+}
+
+int tg_tls_listener_set_tickets(struct tg_tls_listener *t, struct tg_ticket_ring *ring)
+{
+    for (size_t i = 0; t->resumption && i < t->n_ctxs; i++)
+        TG_GUARD(tg_ticket_ring_attach(ring, t->ctxs[i].ctx));
+    return TG_OK;
 }
 
 size_t tg_tls_listener_cert_count(const struct tg_tls_listener *t)

@@ -25,6 +25,7 @@
 #include "config/tg_config.h"
 #include "core/tg_err.h"
 #include "keyprov/tg_keyprov.h"
+#include "tls/tg_ticket.h"
 
 struct tg_tls_listener;
 
@@ -34,6 +35,14 @@ struct tg_tls_listener;
 int tg_tls_listener_new(const struct tg_conf_listener *conf, SSL_async_callback_fn async_cb,
                         struct tg_tls_listener **out, char *err, size_t errlen) TG_MUST_CHECK;
 void tg_tls_listener_free(struct tg_tls_listener *t);
+
+/* Seal and open the listener's session tickets with ring's keys (every
+ * SSL_CTX of it; nothing when session_resumption is off). Without it libssl
+ * uses a random key per SSL_CTX that lives as long as the context. Main
+ * thread, before the contexts are shared; ring must outlive them.
+ * TG_ECRYPTO when OpenSSL refuses. */
+int tg_tls_listener_set_tickets(struct tg_tls_listener *t,
+                                struct tg_ticket_ring *ring) TG_MUST_CHECK;
 
 /* The context new connections start with (SNI may switch it). */
 SSL_CTX *tg_tls_listener_ctx(const struct tg_tls_listener *t);

@@ -5,6 +5,7 @@
 #include "tls/tg_tls_demo.h"
 
 #include "config/tg_config.h"
+#include "core/tg_wipe.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -272,8 +273,13 @@ static int tg_tls_demo_lock_and_create(const char *dir, char *err, size_t errlen
         }
     }
     if (!tg_tls_demo_is_file(dir, TG_CONFIG_DEMO_CERT) ||
-        !tg_tls_demo_is_file(dir, TG_CONFIG_DEMO_KEY))
+        !tg_tls_demo_is_file(dir, TG_CONFIG_DEMO_KEY)) {
+        /* Key generation and PEM encoding go through copies OpenSSL frees
+         * unwiped. */
+        tg_wipe_begin();
         rc = tg_tls_demo_generate(dir, err, errlen);
+        tg_wipe_end();
+    }
 out:
     if (fd >= 0)
         close(fd); /* releases the lock */

@@ -160,7 +160,7 @@ static void test_params_helpers(void **state)
     assert_int_equal(tg_conf_params_duration(p, "fail_mode", &d, err, sizeof(err)), TG_ECONFIG);
     assert_string_equal(err, "gw.yaml:12:26: " KP
                              ".typed_config.fail_mode: invalid duration 'error' (expected a number "
-                             "and a unit ns, us, ms, s, m or h, e.g. 2s, 250ms, 0.001s; whole "
+                             "and a unit ns, us, ms, s, m, h or d, e.g. 2s, 250ms, 0.001s; whole "
                              "nanoseconds)");
     assert_int_equal(tg_conf_params_bool(p, "fail_every", &b, err, sizeof(err)), TG_ECONFIG);
     assert_string_equal(err, "gw.yaml:11:27: " KP

@@ -1,6 +1,6 @@
 /*
  * Unit tests for src/config/tg_conf_parse.c: the scalar parsers (durations,
- * unsigned integers, booleans, socket addresses), on fixed strings.
+ * unsigned integers, booleans, socket addresses, networks), on fixed strings.
  */
 #include "tg_test_util.h"
 
@@ -39,6 +39,9 @@ static void test_parse_duration(void **state)
         {"0.25us", 250ULL},
         {"0.1m", 6000000000ULL},
         {"1.5h", 5400000000000ULL},
+        {"1d", 86400000000000ULL},
+        {"30d", 2592000000000000ULL},
+        {"0.5d", 43200000000000ULL},
         {"0.0000000000025h", 9ULL},
         {"0.00000000005m", 3ULL},
         {"18446744073.709551615s", UINT64_MAX},
@@ -58,6 +61,8 @@ static void test_parse_duration(void **state)
         "ms",
         "1e3s",
         "1sec",
+        "1dd",
+        "1D",
         "0x10s",
         "1.5.5s",
         "1h30m",
@@ -245,13 +250,87 @@ static void test_parse_addr(void **state)
     tg_conf_addr_clear(NULL);
 }
 
+static bool in(const struct tg_conf_cidr *c, const char *ip)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    if (strchr(ip, ':') != NULL) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        s6->sin6_family = AF_INET6;
+        assert_int_equal(inet_pton(AF_INET6, ip, &s6->sin6_addr), 1);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        s4->sin_family = AF_INET;
+        assert_int_equal(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
+    }
+    return tg_conf_cidr_match(c, (const struct sockaddr *)&ss);
+}
+
+static struct tg_conf_cidr cidr(const char *s)
+{
+    struct tg_conf_cidr c;
+    const char *why = tg_conf_parse_cidr(s, &c);
+    if (why != NULL)
+        fail_msg("%s: %s", s, why);
+    return c;
+}
+
+static void test_parse_cidr(void **state)
+{
+    (void)state;
+    struct tg_conf_cidr c = cidr("10.0.0.0/8");
+    assert_int_equal(c.family, AF_INET);
+    assert_int_equal(c.prefix, 8);
+    assert_true(in(&c, "10.1.2.3"));
+    assert_true(in(&c, "::ffff:10.9.9.9")); /* IPv4-mapped: the IPv4 rule */
+    assert_false(in(&c, "11.0.0.1"));
+    assert_false(in(&c, "::1"));
+
+    c = cidr("172.16.0.0/12"); /* a prefix inside a byte */
+    assert_true(in(&c, "172.31.255.255"));
+    assert_false(in(&c, "172.32.0.0"));
+    assert_false(in(&c, "172.15.255.255"));
+
+    c = cidr("127.0.0.1"); /* one address */
+    assert_int_equal(c.prefix, 32);
+    assert_true(in(&c, "127.0.0.1"));
+    assert_false(in(&c, "127.0.0.2"));
+
+    c = cidr("0.0.0.0/0");
+    assert_true(in(&c, "203.0.113.7"));
+    assert_false(in(&c, "2001:db8::1")); /* IPv4 rules match IPv4 only */
+
+    c = cidr("fd00::/8");
+    assert_int_equal(c.family, AF_INET6);
+    assert_true(in(&c, "fd12:3456::1"));
+    assert_false(in(&c, "fe80::1"));
+    assert_false(in(&c, "10.0.0.1"));
+    c = cidr("::1");
+    assert_int_equal(c.prefix, 128);
+    assert_true(in(&c, "::1"));
+    c = cidr("::/0");
+    assert_true(in(&c, "2001:db8::1"));
+
+    static const char *const bad[] = {
+        "",       "/8",       "10.0.0.0/",   "10.0.0.0/33", "10.0.0.1/8",
+        "::/129", "10.0.0/8", "host/8",      "10.0.0.0/-1", "10.0.0.0/a",
+        "[::1]",  "::1/64",   "10.0.0.0 /8",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct tg_conf_cidr x;
+        memset(&x, 0x5a, sizeof(x));
+        if (tg_conf_parse_cidr(bad[i], &x) == NULL)
+            fail_msg("'%s' accepted", bad[i]);
+        assert_int_equal(x.prefix, 0x5a5a5a5a); /* untouched */
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_duration),
-        cmocka_unit_test(test_parse_u64_bool),
-        cmocka_unit_test(test_parse_size),
-        cmocka_unit_test(test_parse_addr),
+        cmocka_unit_test(test_parse_duration), cmocka_unit_test(test_parse_u64_bool),
+        cmocka_unit_test(test_parse_size),     cmocka_unit_test(test_parse_addr),
+        cmocka_unit_test(test_parse_cidr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -582,6 +582,11 @@ static void test_example_file(void **state)
     assert_string_equal(c->private_key.path, path);
     assert_true(cfg->reload.watch);
     assert_true(cfg->reload.debounce_ns == 200 * TG_NS_PER_MS);
+    assert_int_equal(cfg->n_admin_allowed, 2);
+    assert_true(cfg->tickets.rotation_ns == 3600 * TG_NS_PER_S);
+    assert_true(cfg->cert_expiry_warning_ns == 30 * 86400 * TG_NS_PER_S);
+    assert_true(cfg->listeners[0].tls.session_timeout_ns == 3600 * TG_NS_PER_S);
+    assert_int_equal(cfg->listeners[0].tls.tls13_tickets, 1);
     assert_int_equal(cfg->concurrency_mark.line, 3);
     assert_int_equal(cfg->concurrency_mark.col, 14);
     assert_int_equal(c->keyprov.typed_config.n, 4);
@@ -653,14 +658,16 @@ static void test_err_unknown_keys(void **state)
     (void)state;
     static const struct err_case cases[] = {
         {"bogus: 1\n" L0, "gw.yaml:1:1: bogus: unknown key 'bogus' (allowed: concurrency, "
-                          "log_level, admin, listeners, limits, reload, dns, access_log)"},
+                          "log_level, admin, listeners, limits, reload, dns, access_log, "
+                          "session_tickets, certificate_expiry_warning)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    port: 1\n    tls:\n" CERTS UPSTREAM,
          "gw.yaml:3:5: listeners[0].port: unknown key 'port' (allowed: name, address, backlog, "
          "tls, upstream, proxy_protocol, proxy_protocol_timeout)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n      ciphers: x\n" CERTS UPSTREAM,
          "gw.yaml:4:7: listeners[0].tls.ciphers: unknown key 'ciphers' (allowed: certificates, "
-         "min_version, max_version, alpn, session_resumption, cipher_list, cipher_suites, "
-         "groups, key_exchange_provider, require_close_notify, client_certificate)"},
+         "min_version, max_version, alpn, session_resumption, session_timeout, tls13_tickets, "
+         "cipher_list, cipher_suites, groups, key_exchange_provider, require_close_notify, "
+         "client_certificate)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "          chain: x\n" UPSTREAM,
          "gw.yaml:7:11: listeners[0].tls.certificates[0].chain: unknown key 'chain' (allowed: "
@@ -678,7 +685,7 @@ static void test_err_unknown_keys(void **state)
          "max_connections_per_source, per_source_ipv6_prefix, first_byte_timeout, "
          "handshake_timeout, idle_timeout, drain_timeout, buffer_size)"},
         {"admin: { addr: 1 }\n" L0,
-         "gw.yaml:1:10: admin.addr: unknown key 'addr' (allowed: address)"},
+         "gw.yaml:1:10: admin.addr: unknown key 'addr' (allowed: address, allowed_sources)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "    upstream: { address: 127.0.0.1:8080, timeout: 1s }\n",
          "gw.yaml:7:42: listeners[0].upstream.timeout: unknown key 'timeout' (allowed: address, "
@@ -847,7 +854,7 @@ static void test_err_values(void **state)
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "    upstream: { address: 127.0.0.1:1, connect_timeout: 5 s }\n",
          "gw.yaml:7:56: listeners[0].upstream.connect_timeout: invalid duration '5 s' (expected a "
-         "number and a unit ns, us, ms, s, m or h, e.g. 2s, 250ms, 0.001s; whole nanoseconds)"},
+         "number and a unit ns, us, ms, s, m, h or d, e.g. 2s, 250ms, 0.001s; whole nanoseconds)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "    upstream: { address: 127.0.0.1:1, proxy_protocol: v3 }\n",
          "gw.yaml:7:55: listeners[0].upstream.proxy_protocol: expected v1 or v2, got 'v3'"},
@@ -863,7 +870,7 @@ static void test_err_values(void **state)
          "gw.yaml:4:29: listeners[0].proxy_protocol_timeout: must be greater than 0"},
         {L0 "limits: { idle_timeout: -1s }\n",
          "gw.yaml:8:25: limits.idle_timeout: invalid duration '-1s' (expected a number and a "
-         "unit ns, us, ms, s, m or h, e.g. 2s, 250ms, 0.001s; whole nanoseconds)"},
+         "unit ns, us, ms, s, m, h or d, e.g. 2s, 250ms, 0.001s; whole nanoseconds)"},
         {L0 "limits: { handshake_timeout: 0 }\n",
          "gw.yaml:8:30: limits.handshake_timeout: must be greater than 0"},
         {L0 "limits: { drain_timeout: 0ms }\n",
@@ -876,7 +883,7 @@ static void test_err_values(void **state)
          "gw.yaml:8:18: reload.watch: expected true or false, got 'yes'"},
         {L0 "reload: { debounce: -1s }\n",
          "gw.yaml:8:21: reload.debounce: invalid duration '-1s' (expected a number and a unit ns, "
-         "us, ms, s, m or h, e.g. 2s, 250ms, 0.001s; whole nanoseconds)"},
+         "us, ms, s, m, h or d, e.g. 2s, 250ms, 0.001s; whole nanoseconds)"},
         {L0 "reload: { interval: 1s }\n",
          "gw.yaml:8:11: reload.interval: unknown key 'interval' (allowed: watch, debounce)"},
         {L0 "limits: { first_byte_timeout: 0s }\n",
@@ -928,7 +935,7 @@ static void test_err_values(void **state)
              "            provider_name: cryptomb\n"
              "            typed_config: { poll_delay: 1.5ns }\n"),
          "gw.yaml:9:41: " KP ".typed_config.poll_delay: invalid duration '1.5ns' (expected a "
-         "number and a unit ns, us, ms, s, m or h, e.g. 2s, 250ms, 0.001s; whole nanoseconds)"},
+         "number and a unit ns, us, ms, s, m, h or d, e.g. 2s, 250ms, 0.001s; whole nanoseconds)"},
         {TLS("          private_key_provider:\n"
              "            provider_name: cryptomb\n"
              "            typed_config:\n"
@@ -1258,6 +1265,95 @@ static void test_key_exchange_provider(void **state)
                                 "provider 'nope'"));
 }
 
+/* session_tickets, tls.session_timeout / tls13_tickets,
+ * certificate_expiry_warning, admin.allowed_sources, and the mode of key
+ * files. */
+static void test_tickets_and_warnings(void **state)
+{
+    (void)state;
+    struct tg_config *cfg = load_ok(L0);
+    assert_true(cfg->tickets.rotation_ns == 3600 * TG_NS_PER_S);
+    assert_int_equal(cfg->tickets.mark.line, 0);
+    assert_true(cfg->cert_expiry_warning_ns == 30 * 86400 * TG_NS_PER_S);
+    const struct tg_conf_tls *t = &cfg->listeners[0].tls;
+    /* Not given: as long as a key encrypts. */
+    assert_true(t->session_timeout_ns == 3600 * TG_NS_PER_S);
+    assert_int_equal(t->session_timeout_mark.line, 0);
+    assert_int_equal(t->tls13_tickets, 1);
+    assert_false(cfg->has_admin);
+    assert_int_equal(cfg->n_admin_allowed, 0);
+    tg_config_free(cfg);
+
+    cfg = load_ok("session_tickets: { key_rotation_interval: 10m }\n"
+                  "certificate_expiry_warning: 14d\n"
+                  "admin:\n"
+                  "  address: 0.0.0.0:9901\n"
+                  "  allowed_sources: [10.0.0.0/8, \"::1\", 192.168.1.0/24, 172.16.0.1]\n"
+                  "listeners:\n"
+                  "  - address: 127.0.0.1:8443\n"
+                  "    tls:\n" CERTS "      tls13_tickets: 0\n" UPSTREAM
+                  "  - address: 127.0.0.1:8444\n"
+                  "    tls:\n" CERTS "      session_timeout: 2h\n" UPSTREAM);
+    assert_true(cfg->tickets.rotation_ns == 600 * TG_NS_PER_S);
+    assert_int_equal(cfg->tickets.mark.line, 1);
+    assert_true(cfg->cert_expiry_warning_ns == 14 * 86400 * TG_NS_PER_S);
+    assert_true(cfg->listeners[0].tls.session_timeout_ns == 600 * TG_NS_PER_S);
+    assert_int_equal(cfg->listeners[0].tls.tls13_tickets, 0);
+    assert_true(cfg->listeners[1].tls.session_timeout_ns == 7200 * TG_NS_PER_S);
+    assert_int_equal(cfg->listeners[1].tls.session_timeout_mark.line, 19);
+    assert_int_equal(cfg->n_admin_allowed, 4);
+    assert_string_equal(cfg->admin_allowed[1].text, "::1");
+    assert_int_equal(cfg->admin_allowed[1].prefix, 128);
+    assert_int_equal(cfg->admin_allowed[3].prefix, 32);
+    tg_config_free(cfg);
+
+    /* What the key file's mode was when it was read. */
+    char path[700];
+    snprintf(path, sizeof(path), "%s/certs/server.key", g_dir);
+    assert_int_equal(chmod(path, 0640), 0);
+    cfg = load_ok(L0);
+    const struct tg_conf_datasource *k = &cfg->listeners[0].tls.certs[0].private_key;
+    assert_true(k->has_stat);
+    assert_int_equal(k->mode, 0640);
+    assert_int_equal(k->uid, (uint32_t)geteuid());
+    tg_config_free(cfg);
+    assert_int_equal(chmod(path, 0600), 0);
+
+    static const struct err_case cases[] = {
+        {"session_tickets: { key_rotation_interval: 500ms }\n" L0,
+         "gw.yaml:1:43: session_tickets.key_rotation_interval: must be between 1s and 7d"},
+        {"session_tickets: { key_rotation_interval: 8d }\n" L0,
+         "gw.yaml:1:43: session_tickets.key_rotation_interval: must be between 1s and 7d"},
+        {"session_tickets: { rotate: 1h }\n" L0,
+         "gw.yaml:1:20: session_tickets.rotate: unknown key 'rotate' (allowed: "
+         "key_rotation_interval)"},
+        {"certificate_expiry_warning: soon\n" L0,
+         "gw.yaml:1:29: certificate_expiry_warning: invalid duration 'soon' (expected a number "
+         "and a unit ns, us, ms, s, m, h or d, e.g. 2s, 250ms, 0.001s; whole nanoseconds)"},
+        {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
+         "      session_timeout: 8d\n" UPSTREAM,
+         "gw.yaml:7:24: listeners[0].tls.session_timeout: must be between 1s and 7d (TLS 1.3's "
+         "longest ticket lifetime)"},
+        {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
+         "      tls13_tickets: 17\n" UPSTREAM,
+         "gw.yaml:7:22: listeners[0].tls.tls13_tickets: expected an integer in 0..16, got '17'"},
+        {"admin: { address: 0.0.0.0:1, allowed_sources: [] }\n" L0,
+         "gw.yaml:1:47: admin.allowed_sources: must not be empty (leave the key out instead)"},
+        {"admin: { address: 0.0.0.0:1, allowed_sources: [10.0.0.1/8] }\n" L0,
+         "gw.yaml:1:48: admin.allowed_sources[0]: '10.0.0.1/8': bits are set beyond the prefix "
+         "length (give the network address)"},
+        {"admin: { address: 0.0.0.0:1, allowed_sources: [10.0.0.0/33] }\n" L0,
+         "gw.yaml:1:48: admin.allowed_sources[0]: '10.0.0.0/33': the prefix length must be "
+         "0..32"},
+        {"admin: { address: 0.0.0.0:1, allowed_sources: [\"::/129\"] }\n" L0,
+         "gw.yaml:1:48: admin.allowed_sources[0]: '::/129': the prefix length must be 0..128"},
+        {"admin: { address: 0.0.0.0:1, allowed_sources: [10.0.0.0/8, intranet] }\n" L0,
+         "gw.yaml:1:60: admin.allowed_sources[1]: 'intranet': expected an IPv4 or IPv6 address, "
+         "optionally with /PREFIX"},
+    };
+    check_errors(cases, TG_ARRAY_LEN(cases));
+}
+
 /* A provider that holds keys: private_key (and certificate_chain) may be
  * left out when a private_key_provider block is given; the provider's
  * settings may be one-level mappings (flattened to dotted keys). */
@@ -1308,6 +1404,7 @@ int main(void)
         cmocka_unit_test(test_provider_held_keys),
         cmocka_unit_test(test_conf_error_format),
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_tickets_and_warnings),
         cmocka_unit_test(test_full_config),
         cmocka_unit_test(test_inline_sources),
         cmocka_unit_test(test_envoy_compat_private_key_file),

@@ -5,10 +5,14 @@
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
+
+#include "core/tg_wipe.h"
 
 static char tg_tmpdir[256];
 
@@ -160,4 +164,130 @@ out:
         BN_CTX_end(ctx);
     BN_CTX_free(ctx);
     return pk;
+}
+
+/* ---- secrets left in memory ---- */
+
+/* Count needle in [start, end) of this process, read through fd
+ * (/proc/self/mem) in chunks with an overlap. */
+static size_t tg_test_count_range(int fd, uint64_t start, uint64_t end, const void *needle,
+                                  size_t len)
+{
+    unsigned char buf[65536 + 256];
+    size_t keep = 0, hits = 0;
+    for (uint64_t off = start; off < end;) {
+        size_t want = sizeof(buf) - 256;
+        if (end - off < want)
+            want = (size_t)(end - off);
+        ssize_t n = pread(fd, buf + keep, want, (off_t)off);
+        if (n <= 0)
+            break;
+        size_t have = keep + (size_t)n;
+        for (size_t i = 0; i + len <= have; i++) {
+            if (buf[i] == *(const unsigned char *)needle && memcmp(buf + i, needle, len) == 0)
+                hits++;
+        }
+        /* The last len - 1 bytes may start a match that ends in the next
+         * chunk. */
+        keep = have >= len - 1 ? len - 1 : have;
+        memmove(buf, buf + have - keep, keep);
+        off += (uint64_t)n;
+    }
+    return hits;
+}
+
+size_t tg_test_memory_count(const void *needle, size_t len)
+{
+    if (len == 0 || len > 256)
+        abort();
+    int maps = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    int mem = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+    if (maps < 0 || mem < 0)
+        abort();
+    char chunk[4096], line[1024];
+    size_t ll = 0, hits = 0;
+    uintptr_t sp = (uintptr_t)&ll;
+    ssize_t n;
+    while ((n = read(maps, chunk, sizeof(chunk))) > 0) {
+        for (ssize_t i = 0; i < n; i++) {
+            if (chunk[i] != '\n') {
+                if (ll < sizeof(line) - 1)
+                    line[ll++] = chunk[i];
+                continue;
+            }
+            line[ll] = '\0';
+            ll = 0;
+            unsigned long long a, b;
+            char perms[8] = "", path[512] = "";
+            if (sscanf(line, "%llx-%llx %7s %*s %*s %*s %511s", &a, &b, perms, path) < 3)
+                continue;
+            bool anon = path[0] == '\0' || strcmp(path, "[heap]") == 0;
+            if (!anon || perms[0] != 'r' || perms[1] != 'w' || perms[3] != 'p' ||
+                b - a > (1ULL << 30) || (sp >= a && sp < b))
+                continue;
+            hits += tg_test_count_range(mem, a, b, needle, len);
+        }
+    }
+    close(maps);
+    close(mem);
+    return hits;
+}
+
+size_t tg_test_key_pem_nocopy(char *pem, size_t cap, char **cert_pem)
+{
+    tg_wipe_begin();
+    EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    BIO *b = BIO_new(BIO_s_secmem());
+    if (pk == NULL || b == NULL || !PEM_write_bio_PrivateKey(b, pk, NULL, NULL, 0, NULL, NULL))
+        abort();
+    char *p = NULL;
+    long n = BIO_get_mem_data(b, &p);
+    if (n <= 0 || (size_t)n >= cap)
+        abort();
+    memcpy(pem, p, (size_t)n);
+    pem[n] = '\0';
+    BIO_free(b);
+    if (cert_pem != NULL) {
+        X509 *x = X509_new();
+        if (x == NULL)
+            abort();
+        X509_set_version(x, 2);
+        ASN1_INTEGER_set(X509_get_serialNumber(x), 7);
+        X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+        X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 365);
+        X509_set_pubkey(x, pk);
+        X509_NAME *nm = X509_get_subject_name(x);
+        X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_ASC, (const unsigned char *)"w.test", -1, -1,
+                                   0);
+        X509_set_issuer_name(x, nm);
+        if (X509_sign(x, pk, EVP_sha256()) <= 0)
+            abort();
+        b = BIO_new(BIO_s_mem());
+        PEM_write_bio_X509(b, x);
+        *cert_pem = tg_bio_to_str(b);
+        BIO_free(b);
+        X509_free(x);
+    }
+    EVP_PKEY_free(pk);
+    tg_wipe_end();
+    return (size_t)n;
+}
+
+void tg_test_key_needles(const char *pem, char line[65], unsigned char der[32])
+{
+    /* The body: 64-character lines between the BEGIN and END lines. */
+    const char *body = strchr(pem, '\n');
+    if (body == NULL)
+        abort();
+    body++;
+    size_t nlines = 0;
+    for (const char *q = body; *q != '\0' && *q != '-'; q = strchr(q, '\n') + 1)
+        nlines++;
+    const char *mid = body + (nlines / 2) * 65;
+    memcpy(line, mid, 64);
+    line[64] = '\0';
+    unsigned char dec[48];
+    if (EVP_DecodeBlock(dec, (const unsigned char *)line, 64) != 48)
+        abort();
+    memcpy(der, dec + 8, 32);
 }

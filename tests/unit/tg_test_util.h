@@ -42,4 +42,22 @@ void tg_test_make_cert(const char *alg, const char *cn, char **cert_pem, char **
  * bits), unbalanced primes, e = 3. NULL on failure. */
 EVP_PKEY *tg_test_rsa_key(int pbits, int qbits, unsigned long e);
 
+/* How many times needle (len bytes, 1..256) occurs in the process's
+ * anonymous writable memory: the heap, mmap'd blocks, freed blocks not yet
+ * reused (read through /proc/self/mem, so sanitizers do not object; thread
+ * stacks, the main stack and mappings over 1 GiB, i.e. sanitizer shadow, are
+ * skipped). Allocates nothing. For tests that a secret left no copy. */
+size_t tg_test_memory_count(const void *needle, size_t len);
+
+/* A fresh RSA-2048 private key as PKCS#8 PEM into pem (cap bytes, e.g. on
+ * the caller's stack), made inside a tg_wipe section so that OpenSSL's
+ * temporary copies are wiped (the test must have called tg_wipe_install).
+ * With cert_pem, also a self-signed certificate for CN=w.test (malloc'd).
+ * Returns the PEM length. */
+size_t tg_test_key_pem_nocopy(char *pem, size_t cap, char **cert_pem);
+/* From such a PEM: a 64-character base64 line of the key body (line, 65
+ * bytes with the NUL) and 32 bytes of the DER it decodes to (der), both
+ * from the middle of the key, i.e. private material. */
+void tg_test_key_needles(const char *pem, char line[65], unsigned char der[32]);
+
 #endif
