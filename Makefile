@@ -6,7 +6,7 @@
 #                and short fuzz runs
 #
 # Other targets: build, asan, unit, integration, lint, format, test-repeat,
-# bench-compare, bench-providers, valgrind, clean.
+# bench-compare, bench-providers, valgrind, image, test-image, clean.
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -26,7 +26,7 @@ all: build
 
 setup: .deps/setup.stamp
 
-.deps/setup.stamp: scripts/setup.sh
+.deps/setup.stamp: scripts/setup.sh deploy/package-lock.json
 	bash scripts/setup.sh
 	@mkdir -p .deps && touch $@
 
@@ -52,13 +52,16 @@ test-asan: asan
 	  ctest --test-dir $(ASAN_BUILD) $(CTEST_ARGS) -LE perf
 
 # ThreadSanitizer (clang): two workers under load with the deferred and
-# cryptomb providers (the 2-worker case of test_load); any report fails it.
+# cryptomb providers (the 2-worker case of test_load), and the upstream
+# cluster tests (two workers: DNS refresh, failover, IPv6); any report fails
+# them.
 test-tsan: setup
 	CC=clang cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTG_TSAN=ON
 	cmake --build $(TSAN_BUILD) -j$(JOBS) --target tlsgate
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" TG_LOAD_WORKERS_ONLY=1 \
 	  TG_WORKER_PROVIDERS="deferred cryptomb" TG_TIMEOUT_SCALE=3 \
-	  ctest --test-dir $(TSAN_BUILD) -R '^integration/test_load$$' --output-on-failure
+	  ctest --test-dir $(TSAN_BUILD) -R '^integration/test_(load|upstream_dns|upstream_failover|upstream_ipv6)$$' \
+	  --output-on-failure
 
 # Warning-free with clang too (-Werror): build everything.
 test-clang: setup
@@ -66,12 +69,13 @@ test-clang: setup
 	cmake --build $(CLANG_BUILD) -j$(JOBS)
 
 # libFuzzer targets (config loader, admin HTTP parser, key-operation call
-# sequences, PKCS#11 URIs), FUZZ_SECONDS each.
+# sequences, gateway-api converter, PROXY protocol parser and builder, PKCS#11
+# URIs), FUZZ_SECONDS each.
 test-fuzz: setup
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTG_FUZZ=ON \
 	  -DTG_FUZZ_SECONDS=$(FUZZ_SECONDS)
-	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_config fuzz_admin_http fuzz_keyop \
-	  fuzz_pkcs11_uri
+	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_config fuzz_admin_http fuzz_keyop fuzz_gwapi \
+	  fuzz_proxyproto fuzz_pkcs11_uri
 	ctest --test-dir $(FUZZ_BUILD) -L fuzz --output-on-failure
 
 unit: build
@@ -100,6 +104,18 @@ bench-compare: build
 
 bench-providers: build
 	bash bench/providers.sh $(BUILD)/tlsgate
+
+# ---- container image (docs/KUBERNETES.md) ----
+# OCI archive built from Debian packages (mmdebstrap + umoci), loaded into
+# podman when it is installed; test-image runs it with podman and drives real
+# handshakes through it.
+IMAGE ?= $(BUILD)/tlsgate-image.tar
+.PHONY: image test-image
+image: build
+	bash scripts/image.sh $(BUILD) $(IMAGE)
+
+test-image: image
+	TLSGATE=$(BUILD)/tlsgate TG_IMAGE_ARCHIVE=$(IMAGE) bash tests/image/test_image.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(CLANG_BUILD) $(FUZZ_BUILD)

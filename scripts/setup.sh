@@ -26,15 +26,23 @@ if [ "$(id -u)" != 0 ]; then
     log "not root and no sudo: cannot install packages"; exit 1; fi
 fi
 
+# dnsmasq-base: the DNS server the upstream-cluster tests run on a loopback
+# port (the binary alone; the `dnsmasq` package would add a system service).
 packages=(
   build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
-  libssl-dev openssl libev-dev libyaml-dev libcmocka-dev
+  libssl-dev openssl libev-dev libyaml-dev libcmocka-dev libc-ares-dev
   valgrind curl python3 procps iproute2 psmisc jq linux-perf
+  dnsmasq-base
   hey wrk gnuplot-nox
   nginx-light libnginx-mod-stream haproxy hitch
   # pkcs11 provider: PKCS#11 header, SoftHSM2 token, p11-kit remoting, pkcs11-tool
   libp11-kit-dev p11-kit p11-kit-modules softhsm2 opensc
 )
+# Container image and Kubernetes manifests (make image, make test-image, the
+# deploy tests): Debian's image tools, and Node.js for the schema checks
+# unless a Node.js is installed already.
+packages+=(mmdebstrap umoci podman runc)
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -57,6 +65,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$created_policy" = 1 ] && $SUDO rm -f "$policy"
 else
   log "packages: all present"
+fi
+
+# ---- npm packages of the manifest checks (deploy/package.json, pinned) ----
+if [ -f "$here/deploy/package-lock.json" ]; then
+  if [ ! -f "$here/deploy/node_modules/.package-lock.json" ] ||
+     [ "$here/deploy/package-lock.json" -nt "$here/deploy/node_modules/.package-lock.json" ]; then
+    log "npm ci in deploy/"
+    (cd "$here/deploy" && npm ci --no-audit --no-fund --loglevel=error)
+  else
+    log "npm packages: present in deploy/node_modules"
+  fi
 fi
 
 # ---- vendor libraries ----

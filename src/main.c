@@ -5,6 +5,7 @@
  *   tlsgate check-config FILE
  *   tlsgate bench [options] TARGET        (tlsgate bench --help)
  *   tlsgate doctor [--json]
+ *   tlsgate gateway-api [options] FILE... (tlsgate gateway-api --help)
  *   tlsgate version
  *
  * Exit status: 0 success, 1 runtime failure, 2 usage or configuration error.
@@ -19,6 +20,7 @@
 #include "config/tg_config.h"
 #include "core/tg_log.h"
 #include "doctor/tg_doctor.h"
+#include "k8s/tg_gwapi.h"
 #include "keyprov/tg_keyprov.h"
 #include "proxy/tg_gateway.h"
 #include "tls/tg_tls_demo.h"
@@ -61,6 +63,9 @@ static void tg_usage(FILE *f)
                "                      private-key operations per second per core: OpenSSL,\n"
                "                      crypto_mb raw, and through the full provider path\n"
                "  doctor [--json]     what this machine offers to the key providers\n"
+               "  gateway-api [options] FILE...\n"
+               "                      Kubernetes Gateway API objects (and Envoy Gateway's\n"
+               "                      private key provider patch) -> tlsgate configuration\n"
                "  version             print versions\n");
 }
 
@@ -174,6 +179,8 @@ int main(int argc, char **argv)
         return tg_bench_crypto_main(argc - 1, argv + 1);
     if (strcmp(cmd, "doctor") == 0)
         return tg_doctor_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "gateway-api") == 0)
+        return tg_gwapi_main(argc - 1, argv + 1, tg_keyprov_names());
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("tlsgate %s (built with %s, running %s)\n", TG_VERSION, OPENSSL_VERSION_TEXT,
                OpenSSL_version(OPENSSL_VERSION));

@@ -80,7 +80,8 @@ function(tg_core_tests)
       endif()
     endwhile()
     set(extra "")
-    if(NOT lib STREQUAL "tg_core" AND NOT lib STREQUAL "tg_config" AND NOT lib STREQUAL "tg_admin")
+    if(NOT lib STREQUAL "tg_core" AND NOT lib STREQUAL "tg_config" AND NOT lib STREQUAL "tg_admin"
+       AND NOT lib STREQUAL "tg_upstream")
       set(extra tg_prov_software tg_prov_deferred)
     endif()
     tg_unit_test(${name} SOURCES ${src} LIBS ${lib} ${extra})
@@ -100,3 +101,15 @@ function(tg_core_tests)
       ENVIRONMENT "TG_SRC_DIR=${CMAKE_SOURCE_DIR}")
   endforeach()
 endfunction()
+
+# Deploy checks (label "deploy"): the Kubernetes manifests and the Gateway API
+# test data validated offline against the Kubernetes OpenAPI schema
+# (deploy/validate.mjs: Node.js and the pinned npm packages of
+# deploy/package.json, installed by scripts/setup.sh).
+file(GLOB tg_deploy_tests CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/deploy/test_*.sh)
+foreach(script ${tg_deploy_tests})
+  get_filename_component(name ${script} NAME_WE)
+  add_test(NAME deploy/${name} COMMAND ${script})
+  set_tests_properties(deploy/${name} PROPERTIES LABELS deploy TIMEOUT 300
+    ENVIRONMENT "TLSGATE=$<TARGET_FILE:tlsgate>;TG_BUILD_DIR=${CMAKE_BINARY_DIR};TG_SRC_DIR=${CMAKE_SOURCE_DIR}")
+endforeach()

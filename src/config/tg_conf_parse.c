@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -247,4 +248,144 @@ void tg_conf_addr_clear(struct tg_conf_addr *a)
         return;
     free(a->text);
     memset(a, 0, sizeof(*a));
+}
+
+/* A host name as DNS and the hosts file know them; all digits and dots is
+ * a mistyped IPv4 address, not a name. */
+static const char *tg_conf_parse_name_why(const char *h, size_t len)
+{
+    bool numeric = true;
+    size_t label = 0;
+    if (len > 0 && h[len - 1] == '.')
+        len--; /* an absolute name */
+    if (len == 0)
+        return "missing host";
+    if (len > 253)
+        return "host name longer than 253 characters";
+    for (size_t i = 0; i <= len; i++) {
+        char c = i < len ? h[i] : '.';
+        if (c == '.') {
+            if (label == 0)
+                return "empty label in host name";
+            if (h[i - 1] == '-')
+                return "a host name label may not end with '-'";
+            label = 0;
+            continue;
+        }
+        if (label == 0 && c == '-')
+            return "a host name label may not start with '-'";
+        if (++label > 63)
+            return "host name label longer than 63 characters";
+        if (!tg_conf_parse_is_digit(c))
+            numeric = false;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || tg_conf_parse_is_digit(c) ||
+              c == '-' || c == '_'))
+            return "host must be an IPv4 address, [IPv6] or a host name (letters, digits, '-', "
+                   "'_', '.')";
+    }
+    if (numeric)
+        return "not a valid IPv4 address";
+    return NULL;
+}
+
+const char *tg_conf_parse_hostport(const char *s, char **host, uint16_t *port, bool *is_name,
+                                   struct tg_conf_addr *addr)
+{
+    const char *hs, *he, *ps;
+    uint64_t pnum;
+    bool literal;
+
+    if (s == NULL || *s == '\0')
+        return "empty address";
+    if (s[0] == '[') {
+        hs = s + 1;
+        he = strchr(hs, ']');
+        if (he == NULL)
+            return "missing ']' after the IPv6 address";
+        if (he[1] != ':')
+            return "missing ':port' after ']'";
+        ps = he + 2;
+        literal = true;
+    } else {
+        hs = s;
+        he = strrchr(s, ':');
+        if (he == NULL)
+            return "missing ':port'";
+        if (memchr(hs, ':', (size_t)(he - hs)) != NULL)
+            return "IPv6 addresses must be written in brackets, e.g. [::1]:8443";
+        ps = he + 1;
+        char tmp[INET_ADDRSTRLEN];
+        struct in_addr a4;
+        size_t hl = (size_t)(he - hs);
+        literal = false;
+        if (hl < sizeof(tmp)) {
+            memcpy(tmp, hs, hl);
+            tmp[hl] = '\0';
+            literal = inet_pton(AF_INET, tmp, &a4) == 1;
+        }
+    }
+    if (tg_conf_parse_u64(ps, 1, 65535, &pnum) != TG_OK)
+        return "port must be a number in 1..65535";
+    if (he == hs)
+        return "missing host";
+    if (!literal) {
+        const char *why = tg_conf_parse_name_why(hs, (size_t)(he - hs));
+        if (why != NULL)
+            return why;
+    }
+    struct tg_conf_addr a;
+    memset(&a, 0, sizeof(a));
+    if (literal) {
+        const char *why = tg_conf_parse_addr_why(s, &a);
+        if (why != NULL)
+            return why;
+    }
+    char *h = strndup(hs, (size_t)(he - hs));
+    if (h == NULL) {
+        tg_conf_addr_clear(&a);
+        return "out of memory";
+    }
+    *host = h;
+    *port = (uint16_t)pnum;
+    *is_name = !literal;
+    if (literal)
+        *addr = a;
+    return NULL;
+}
+
+const char *tg_conf_parse_resolver(const char *s, char *buf, size_t len)
+{
+    char tmp[80];
+    struct in6_addr a6;
+    struct in_addr a4;
+    struct tg_conf_addr a;
+
+    if (s == NULL || *s == '\0')
+        return "empty address";
+    if (strlen(s) >= sizeof(tmp) - 4)
+        return "address too long";
+    /* Without a port: 53. */
+    if (inet_pton(AF_INET6, s, &a6) == 1)
+        snprintf(tmp, sizeof(tmp), "[%s]:53", s);
+    else if (inet_pton(AF_INET, s, &a4) == 1 || (s[0] == '[' && s[strlen(s) - 1] == ']'))
+        snprintf(tmp, sizeof(tmp), "%s:53", s);
+    else
+        snprintf(tmp, sizeof(tmp), "%s", s);
+    const char *why = tg_conf_parse_addr_why(tmp, &a);
+    if (why != NULL)
+        return why;
+    uint16_t port = tg_conf_parse_port(&a);
+    char host[INET6_ADDRSTRLEN];
+    if (a.ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&a.ss)->sin6_addr, host, sizeof(host));
+    else
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)&a.ss)->sin_addr, host, sizeof(host));
+    bool v6 = a.ss.ss_family == AF_INET6;
+    tg_conf_addr_clear(&a);
+    if (port == 0)
+        return "port must be in 1..65535";
+    int n = snprintf(buf, len, v6 ? "[%s]:%u" : "%s:%u", host, (unsigned)port);
+    if (n < 0 || (size_t)n >= len)
+        return "address too long";
+    return NULL;
 }

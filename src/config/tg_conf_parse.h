@@ -23,6 +23,22 @@ bool tg_conf_parse_is_digit(char c);
  * ("missing ':port'") and *out untouched. */
 const char *tg_conf_parse_addr_why(const char *s, struct tg_conf_addr *out);
 
+/* An upstream endpoint "HOST:PORT": HOST is an IPv4 literal, a bracketed
+ * IPv6 literal, or a DNS name (letters, digits, '-', '_', dots; labels of
+ * 1..63 bytes, 253 in all, an optional final dot) that is resolved later;
+ * "localhost" is a name here (the hosts file decides). PORT is 1..65535.
+ * NULL on success: *host is a malloc'd copy of HOST (no brackets), *port
+ * and *is_name are set, and for a literal *addr is filled as by
+ * tg_conf_parse_addr (addr->text a malloc'd copy of s). Else a static
+ * English phrase and nothing written. */
+const char *tg_conf_parse_hostport(const char *s, char **host, uint16_t *port, bool *is_name,
+                                   struct tg_conf_addr *addr);
+
+/* A DNS resolver "IP", "IP:PORT", "[IPv6]" or "[IPv6]:PORT" (port 53 when
+ * absent), written back as "IP:PORT" / "[IPv6]:PORT" into buf (at least 64
+ * bytes). NULL on success, else why not. */
+const char *tg_conf_parse_resolver(const char *s, char *buf, size_t len);
+
 /* Port of a parsed address (host order); 0 for "any free port". */
 uint16_t tg_conf_parse_port(const struct tg_conf_addr *a);
 

@@ -1,14 +1,16 @@
 /*
  * tg_conf_schema: the top level of the configuration (concurrency,
- * log_level, admin, limits) and the listeners (name, address, backlog,
- * upstream); each listener's tls block is tg_conf_tls's. Contract in
- * tg_conf_schema.h.
+ * log_level, admin, limits) and the listeners (name, address, backlog);
+ * each listener's tls block is tg_conf_tls's, its upstream block and the
+ * top-level dns block tg_conf_upstream's. Contract in tg_conf_schema.h.
  */
 #include "config/tg_conf_schema.h"
 
 #include "config/tg_conf_parse.h"
 #include "config/tg_conf_tls.h"
+#include "config/tg_conf_upstream.h"
 #include "core/tg_log.h"
+#include "core/tg_sysinfo.h"
 #include "core/tg_time.h"
 
 #include <openssl/prov_ssl.h>
@@ -28,6 +30,7 @@ void tg_conf_schema_defaults(struct tg_config *cfg)
     cfg->limits.idle_timeout_ns = 300 * TG_NS_PER_S;
     cfg->limits.drain_timeout_ns = 30 * TG_NS_PER_S;
     cfg->limits.buffer_size = 16384;
+    tg_conf_dns_defaults(&cfg->dns);
 }
 
 static void tg_conf_schema_listener_free(struct tg_conf_listener *l)
@@ -35,7 +38,7 @@ static void tg_conf_schema_listener_free(struct tg_conf_listener *l)
     free(l->name);
     tg_conf_addr_clear(&l->addr);
     tg_conf_tls_free(&l->tls);
-    tg_conf_addr_clear(&l->upstream.addr);
+    tg_conf_upstream_free(&l->upstream);
     free(l->path);
 }
 
@@ -47,6 +50,7 @@ void tg_conf_schema_free(struct tg_config *cfg)
         tg_conf_schema_listener_free(&cfg->listeners[i]);
     free(cfg->listeners);
     tg_conf_addr_clear(&cfg->admin);
+    tg_conf_dns_free(&cfg->dns);
     free(cfg->source_name);
     free(cfg->state_dir);
     free(cfg);
@@ -69,19 +73,11 @@ static bool tg_conf_schema_name_ok(const char *s)
     return true;
 }
 
-static int tg_conf_schema_upstream(struct tg_cp *cp, const yaml_node_t *n,
-                                   struct tg_conf_upstream *u)
-{
-    static const char *const keys[] = {"address", "connect_timeout", NULL};
-    u->mark = tg_cp_mark(cp, n);
-    TG_GUARD(tg_cp_check_map(cp, n, keys));
-    TG_GUARD(tg_cp_req_addr(cp, n, "address", false, &u->addr));
-    return tg_cp_opt_duration(cp, n, "connect_timeout", false, &u->connect_timeout_ns);
-}
-
 static int tg_conf_schema_listener(struct tg_cp *cp, const yaml_node_t *n, size_t idx)
 {
-    static const char *const keys[] = {"name", "address", "backlog", "tls", "upstream", NULL};
+    static const char *const keys[] = {
+        "name", "address", "backlog", "tls", "upstream", "proxy_protocol", "proxy_protocol_timeout",
+        NULL};
     struct tg_conf_listener *l = &cp->cfg->listeners[idx];
     const yaml_node_t *v, *namenode = NULL;
     uint64_t u;
@@ -96,7 +92,8 @@ static int tg_conf_schema_listener(struct tg_cp *cp, const yaml_node_t *n, size_
     l->tls.min_version = TLS1_2_VERSION;
     l->tls.max_version = TLS1_3_VERSION;
     l->tls.session_resumption = true;
-    l->upstream.connect_timeout_ns = 5 * TG_NS_PER_S;
+    tg_conf_upstream_defaults(&l->upstream);
+    l->proxy_protocol_timeout_ns = 3 * TG_NS_PER_S;
     TG_GUARD(tg_cp_check_map(cp, n, keys));
 
     if ((namenode = tg_cp_get(cp, n, "name", NULL)) != NULL) {
@@ -140,6 +137,10 @@ static int tg_conf_schema_listener(struct tg_cp *cp, const yaml_node_t *n, size_
     TG_GUARD(tg_cp_opt_u64(cp, n, "backlog", 1, 65535, &u));
     l->backlog = (int)u;
 
+    TG_GUARD(tg_cp_opt_bool(cp, n, "proxy_protocol", &l->proxy_protocol));
+    TG_GUARD(
+        tg_cp_opt_duration(cp, n, "proxy_protocol_timeout", false, &l->proxy_protocol_timeout_ns));
+
     TG_GUARD(tg_cp_require(cp, n, "tls", &v));
     o = tg_cp_push_key(cp, "tls");
     rc = tg_conf_tls_parse(cp, v, &l->tls);
@@ -148,7 +149,7 @@ static int tg_conf_schema_listener(struct tg_cp *cp, const yaml_node_t *n, size_
 
     TG_GUARD(tg_cp_require(cp, n, "upstream", &v));
     o = tg_cp_push_key(cp, "upstream");
-    rc = tg_conf_schema_upstream(cp, v, &l->upstream);
+    rc = tg_conf_upstream_parse(cp, v, &l->upstream);
     tg_cp_pop(cp, o);
     return rc;
 }
@@ -167,9 +168,8 @@ static int tg_conf_schema_concurrency(struct tg_cp *cp, const yaml_node_t *root)
     size_t o = tg_cp_push_key(cp, "concurrency");
     int rc = tg_cp_scalar(cp, v, "an integer or 'auto'", &s);
     if (rc == TG_OK && strcmp(s, "auto") == 0) {
-        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        if (ncpu < 1)
-            ncpu = 1;
+        /* CPUs this process may run on, capped by its cgroup CPU quota. */
+        long ncpu = tg_sysinfo_cpus_auto();
         if (ncpu > TG_CONF_MAX_CONCURRENCY)
             ncpu = TG_CONF_MAX_CONCURRENCY;
         cp->cfg->concurrency = (int)ncpu;
@@ -186,8 +186,8 @@ static int tg_conf_schema_concurrency(struct tg_cp *cp, const yaml_node_t *root)
 
 int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
 {
-    static const char *const keys[] = {"concurrency", "log_level", "admin",
-                                       "listeners",   "limits",    NULL};
+    static const char *const keys[] = {"concurrency", "log_level", "admin", "listeners",
+                                       "limits",      "dns",       NULL};
     static const char *const admin_keys[] = {"address", NULL};
     static const char *const limit_keys[] = {"max_connections", "handshake_timeout", "idle_timeout",
                                              "drain_timeout",   "buffer_size",       NULL};
@@ -248,6 +248,13 @@ int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
     }
     tg_cp_pop(cp, o);
     TG_GUARD(rc);
+
+    if ((v = tg_cp_get(cp, root, "dns", NULL)) != NULL) {
+        o = tg_cp_push_key(cp, "dns");
+        rc = tg_conf_dns_parse(cp, v, &cfg->dns);
+        tg_cp_pop(cp, o);
+        TG_GUARD(rc);
+    }
 
     if ((v = tg_cp_get(cp, root, "limits", NULL)) != NULL) {
         struct tg_conf_limits *lim = &cfg->limits;

@@ -129,9 +129,62 @@ struct tg_conf_tls {
     struct tg_conf_mark mark;
 };
 
+/* upstream.lb_policy */
+enum tg_lb_policy { TG_LB_ROUND_ROBIN, TG_LB_LEAST_CONNECTIONS, TG_LB_RANDOM };
+/* upstream.dns_lookup_family: auto = every A and AAAA record */
+enum tg_dns_family { TG_DNS_AUTO, TG_DNS_V4, TG_DNS_V6 };
+
+/* One entry of upstream.endpoints (or the one made from upstream.address). */
+struct tg_conf_endpoint {
+    char *text;               /* "backend.default.svc.cluster.local:3000", as written */
+    char *host;               /* the host part: a name, or an IP literal without brackets */
+    uint16_t port;            /* 1..65535 */
+    bool is_name;             /* host is resolved (DNS, /etc/hosts); else addr holds it */
+    struct tg_conf_addr addr; /* !is_name: the numeric address (addr.text = a copy of text) */
+    uint32_t weight;          /* 1..128, default 1 */
+    struct tg_conf_mark mark; /* of the address value */
+};
+
+/* upstream.outlier_detection: passive health from connect results. */
+struct tg_conf_outlier {
+    uint32_t consecutive_failures;  /* default 5; 0 = never eject */
+    uint64_t base_ejection_time_ns; /* default 30s: the first ejection's length */
+    uint64_t max_ejection_time_ns;  /* default 300s: the longest ejection */
+    uint32_t max_ejection_percent;  /* default 10 (at least one endpoint may be ejected) */
+};
+
+/* upstream.health_check: an active TCP connect probe per endpoint. */
+struct tg_conf_health_check {
+    bool enabled;                 /* the block is present */
+    uint64_t interval_ns;         /* default 5s */
+    uint64_t timeout_ns;          /* default 1s */
+    uint32_t unhealthy_threshold; /* default 3 failed probes in a row */
+    uint32_t healthy_threshold;   /* default 1 good probe */
+};
+
 struct tg_conf_upstream {
-    struct tg_conf_addr addr;
-    uint64_t connect_timeout_ns; /* default 5s */
+    struct tg_conf_addr addr;           /* the `address` form; text NULL with `endpoints` */
+    struct tg_conf_endpoint *endpoints; /* never empty after a load (`address` is endpoints[0]) */
+    size_t n_endpoints;
+    uint64_t connect_timeout_ns;   /* default 5s, per attempt */
+    int proxy_protocol;            /* PROXY header sent first: 0 none (default), 1 or 2 */
+    uint32_t max_connect_attempts; /* default 3: endpoints tried per connection, 1..10 */
+    int lb_policy;                 /* enum tg_lb_policy, default round_robin */
+    int dns_lookup_family;         /* enum tg_dns_family, default auto */
+    uint64_t dns_refresh_rate_ns;  /* default 5s */
+    bool respect_dns_ttl;          /* default false: refresh after the answer's TTL */
+    struct tg_conf_outlier outlier;
+    struct tg_conf_health_check health_check;
+    char *text; /* for logs: the address, or the endpoints joined with ", " */
+    struct tg_conf_mark mark;
+};
+
+/* The top-level dns block: the resolver of upstream host names. */
+struct tg_conf_dns {
+    char **resolvers; /* "IP:PORT" (port 53 added when absent); none = /etc/resolv.conf */
+    size_t n_resolvers;
+    uint64_t query_timeout_ns; /* default 2s: first try of a query */
+    uint32_t query_attempts;   /* default 2: tries per server */
     struct tg_conf_mark mark;
 };
 
@@ -139,6 +192,11 @@ struct tg_conf_listener {
     char *name; /* default "listener<N>" */
     struct tg_conf_addr addr;
     int backlog; /* default 4096 */
+    /* proxy_protocol: every connection starts with a PROXY header (v1 or v2,
+     * either accepted) from a load balancer, awaited for at most
+     * proxy_protocol_timeout_ns (default 3s) before the TLS handshake. */
+    bool proxy_protocol;
+    uint64_t proxy_protocol_timeout_ns;
     struct tg_conf_tls tls;
     struct tg_conf_upstream upstream;
     char *path; /* "listeners[0]" */
@@ -161,6 +219,7 @@ struct tg_config {
     struct tg_conf_listener *listeners; /* at least one */
     size_t n_listeners;
     struct tg_conf_limits limits;
+    struct tg_conf_dns dns;
     int log_level;   /* enum tg_log_level, default info */
     char *state_dir; /* for the embedded default: where the demo certificate lives */
 };

@@ -1,5 +1,5 @@
 /*
- * tg_config_internal: what tg_config.c provides to the other files of
+ * tg_config_internal: what tg_conf_util.c provides to the other files of
  * src/config (not to other modules): message formatting, whole-file reads,
  * wiping, and the program's provider names.
  *

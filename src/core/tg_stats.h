@@ -86,10 +86,14 @@ extern const struct tg_hist_spec tg_hist_latency_us;
       "reason=\"handshake_failed\"", "")                                                           \
     X(CLOSE_HANDSHAKE_TIMEOUT, counter, "tlsgate_connections_closed_total",                        \
       "reason=\"handshake_timeout\"", "")                                                          \
+    X(CLOSE_PROXY_PROTOCOL, counter, "tlsgate_connections_closed_total",                           \
+      "reason=\"proxy_protocol\"", "")                                                             \
     X(CLOSE_UPSTREAM_CONNECT, counter, "tlsgate_connections_closed_total",                         \
       "reason=\"upstream_connect_failed\"", "")                                                    \
     X(CLOSE_UPSTREAM_ERROR, counter, "tlsgate_connections_closed_total",                           \
       "reason=\"upstream_error\"", "")                                                             \
+    X(CLOSE_NO_HEALTHY, counter, "tlsgate_connections_closed_total",                               \
+      "reason=\"no_healthy_upstream\"", "")                                                        \
     X(CLOSE_IDLE_TIMEOUT, counter, "tlsgate_connections_closed_total", "reason=\"idle_timeout\"",  \
       "")                                                                                          \
     X(CLOSE_SHUTDOWN, counter, "tlsgate_connections_closed_total", "reason=\"shutdown\"", "")      \
@@ -114,10 +118,22 @@ extern const struct tg_hist_spec tg_hist_latency_us;
     X(UPSTREAM_CONNECT_TIMEOUT, counter, "tlsgate_upstream_connects_total", "result=\"timeout\"",  \
       "")                                                                                          \
     X(UPSTREAM_CONNECT_ERROR, counter, "tlsgate_upstream_connects_total", "result=\"error\"", "")  \
+    X(UPSTREAM_RETRY, counter, "tlsgate_upstream_connect_retries_total", "",                       \
+      "Upstream connect attempts made after a failed one, on another endpoint")                    \
     X(UPSTREAM_RESET, counter, "tlsgate_upstream_resets_total", "",                                \
       "Upstream connections that failed after being established")                                  \
     X(KEYOP_WAITS, counter, "tlsgate_handshake_keyop_waits_total", "",                             \
-      "Times a handshake paused waiting for an asynchronous key operation")
+      "Times a handshake paused waiting for an asynchronous key operation")                        \
+    X(PP_HEADER_V1, counter, "tlsgate_proxy_protocol_headers_total", "version=\"1\"",              \
+      "PROXY protocol headers accepted, by version")                                               \
+    X(PP_HEADER_V2, counter, "tlsgate_proxy_protocol_headers_total", "version=\"2\"", "")          \
+    X(PP_ERR_NOT_PROXY, counter, "tlsgate_proxy_protocol_errors_total", "reason=\"not_proxy\"",    \
+      "Connections closed for a missing, invalid or late PROXY protocol header, by reason")        \
+    X(PP_ERR_MALFORMED, counter, "tlsgate_proxy_protocol_errors_total", "reason=\"malformed\"",    \
+      "")                                                                                          \
+    X(PP_ERR_TRUNCATED, counter, "tlsgate_proxy_protocol_errors_total", "reason=\"truncated\"",    \
+      "")                                                                                          \
+    X(PP_ERR_TIMEOUT, counter, "tlsgate_proxy_protocol_errors_total", "reason=\"timeout\"", "")
 
 enum tg_core_stat {
 #define TG_STAT_ENUM(id, type, name, labels, help) TG_STAT_##id,

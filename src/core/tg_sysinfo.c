@@ -1,9 +1,7 @@
 #include "core/tg_sysinfo.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/opensslv.h>
 #include <pthread.h>
@@ -11,8 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -42,12 +38,9 @@ const char *tg_cpu_feature_name(enum tg_cpu_feature f)
 
 /* ---- small file helpers ---- */
 
-/*
- * Read up to cap-1 bytes of a (small, pseudo) file into buf, NUL-terminated.
- * Returns the length or -1. /proc and /sys files report size 0 in stat, so
- * read until EOF rather than trusting st_size.
- */
-static ssize_t tg_read_small(const char *path, char *buf, size_t cap)
+/* /proc and /sys files report size 0 in stat: read until EOF rather than
+ * trusting st_size. */
+ssize_t tg_sysinfo_read_small(const char *path, char *buf, size_t cap)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -240,6 +233,117 @@ long tg_sysinfo_cpus_allowed(void)
     return -1;
 }
 
+/* ---- cgroup CPU quota ---- */
+
+/* The quota in CPUs (rounded down, at least 1) of one cgroup directory, or 0. */
+static long tg_cgroup_dir_cpus(const char *dir, bool v2)
+{
+    char path[PATH_MAX], buf[128];
+    long long quota = -1, period = 0;
+    if (v2) {
+        if (snprintf(path, sizeof(path), "%s/cpu.max", dir) >= (int)sizeof(path) ||
+            tg_sysinfo_read_small(path, buf, sizeof(buf)) < 0)
+            return 0;
+        char q[32];
+        if (sscanf(buf, "%31s %lld", q, &period) != 2 || strcmp(q, "max") == 0)
+            return 0;
+        char *end;
+        errno = 0;
+        quota = strtoll(q, &end, 10);
+        if (errno != 0 || *end != '\0')
+            return 0;
+    } else {
+        if (snprintf(path, sizeof(path), "%s/cpu.cfs_quota_us", dir) >= (int)sizeof(path) ||
+            tg_sysinfo_read_small(path, buf, sizeof(buf)) < 0 || sscanf(buf, "%lld", &quota) != 1)
+            return 0;
+        if (snprintf(path, sizeof(path), "%s/cpu.cfs_period_us", dir) >= (int)sizeof(path) ||
+            tg_sysinfo_read_small(path, buf, sizeof(buf)) < 0 || sscanf(buf, "%lld", &period) != 1)
+            return 0;
+    }
+    if (quota <= 0 || period <= 0)
+        return 0;
+    long long n = quota / period;
+    return n < 1 ? 1 : (n > LONG_MAX ? LONG_MAX : (long)n);
+}
+
+/* The smallest quota from the cgroup path up to the hierarchy's root. */
+static long tg_cgroup_path_cpus(const char *mount, const char *cgpath, bool v2)
+{
+    char dir[PATH_MAX];
+    long best = 0;
+    if (snprintf(dir, sizeof(dir), "%s%s", mount, cgpath) >= (int)sizeof(dir))
+        return 0;
+    size_t floor_len = strlen(mount);
+    for (;;) {
+        long n = tg_cgroup_dir_cpus(dir, v2);
+        if (n > 0 && (best == 0 || n < best))
+            best = n;
+        char *slash = strrchr(dir, '/');
+        if (slash == NULL || (size_t)(slash - dir) < floor_len)
+            break;
+        *slash = '\0';
+    }
+    return best;
+}
+
+long tg_sysinfo_cpu_quota_cpus_at(const char *cgroup_file, const char *root)
+{
+    char text[4096], mount[PATH_MAX];
+    long best = 0;
+    if (tg_sysinfo_read_small(cgroup_file, text, sizeof(text)) < 0)
+        return 0;
+    /* Lines "ID:CONTROLLERS:PATH": "0::PATH" is the v2 hierarchy; a v1
+     * hierarchy with the cpu controller is mounted as cpu, cpu,cpuacct or
+     * cpuacct,cpu under root. */
+    for (char *save = NULL, *line = strtok_r(text, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        char *c1 = strchr(line, ':');
+        char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (c2 == NULL || c2[1] != '/')
+            continue;
+        *c1 = *c2 = '\0';
+        const char *ctrl = c1 + 1, *cgpath = c2 + 1;
+        if (strcmp(cgpath, "/") == 0)
+            cgpath = "";
+        long n = 0;
+        if (strcmp(line, "0") == 0 && ctrl[0] == '\0') {
+            n = tg_cgroup_path_cpus(root, cgpath, true);
+        } else {
+            bool has_cpu = false;
+            char list[256];
+            snprintf(list, sizeof(list), "%s", ctrl);
+            for (char *s2 = NULL, *t = strtok_r(list, ",", &s2); t; t = strtok_r(NULL, ",", &s2))
+                has_cpu = has_cpu || strcmp(t, "cpu") == 0;
+            if (!has_cpu)
+                continue;
+            static const char *const names[] = {"cpu", "cpu,cpuacct", "cpuacct,cpu"};
+            for (size_t i = 0; i < TG_ARRAY_LEN(names) && n == 0; i++) {
+                if (snprintf(mount, sizeof(mount), "%s/%s", root, names[i]) < (int)sizeof(mount))
+                    n = tg_cgroup_path_cpus(mount, cgpath, false);
+            }
+        }
+        if (n > 0 && (best == 0 || n < best))
+            best = n;
+    }
+    return best;
+}
+
+long tg_sysinfo_cpu_quota_cpus(void)
+{
+    return tg_sysinfo_cpu_quota_cpus_at("/proc/self/cgroup", "/sys/fs/cgroup");
+}
+
+long tg_sysinfo_cpus_auto(void)
+{
+    long n = tg_sysinfo_cpus_allowed();
+    if (n < 1)
+        n = tg_sysinfo_cpus_online();
+    if (n < 1)
+        n = 1;
+    long q = tg_sysinfo_cpu_quota_cpus();
+    return (q > 0 && q < n) ? q : n;
+}
+
 /* ---- CPUID + XGETBV ---- */
 
 #define TG_XCR0_AVX_MASK    0x6ULL  /* XMM | YMM */
@@ -380,216 +484,27 @@ bool tg_sysinfo_ossl_rsaz_avx512_eligible(uint64_t leaf7)
     return ((uint32_t)leaf7 & need) == need;
 }
 
-/* ---- QAT ---- */
+/* ---- roots ---- */
 
-struct tg_qat_id {
-    uint16_t device;
-    bool vf;
-    const char *family;
-};
+static const char *tg_sysfs_root_set, *tg_dev_root_set;
 
-static const struct tg_qat_id tg_qat_ids[] = {
-    {0x4940, false, "4xxx"},    {0x4941, true, "4xxx"},   {0x4942, false, "401xx"},
-    {0x4943, true, "401xx"},    {0x4944, false, "402xx"}, {0x4945, true, "402xx"},
-    {0x4946, false, "420xx"},   {0x4947, true, "420xx"},  {0x0435, false, "DH895xCC"},
-    {0x0443, true, "DH895xCC"}, {0x37c8, false, "C62x"},  {0x37c9, true, "C62x"},
-    {0x19e2, false, "C3xxx"},   {0x19e3, true, "C3xxx"},  {0x6f54, false, "D15xx"},
-    {0x6f55, true, "D15xx"},    {0x18ee, false, "200xx"}, {0x18ef, true, "200xx"},
-};
-
-bool tg_sysinfo_qat_id(uint16_t vendor, uint16_t device, bool *is_vf, const char **family)
+void tg_sysinfo_set_roots(const char *sysfs_root, const char *dev_root)
 {
-    if (vendor != 0x8086)
-        return false;
-    for (size_t i = 0; i < TG_ARRAY_LEN(tg_qat_ids); i++) {
-        if (tg_qat_ids[i].device == device) {
-            if (is_vf)
-                *is_vf = tg_qat_ids[i].vf;
-            if (family)
-                *family = tg_qat_ids[i].family;
-            return true;
-        }
-    }
-    return false;
+    tg_sysfs_root_set = sysfs_root;
+    tg_dev_root_set = dev_root;
 }
 
-/* Parse a sysfs hex id ("0x8086\n"); false unless it is a 16-bit number. */
-static bool tg_parse_hex16(const char *s, uint16_t *out)
+const char *tg_sysinfo_sysfs_root(void)
 {
-    char *end = NULL;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 16);
-    if (errno != 0 || end == s || v > 0xffff)
-        return false;
-    while (*end == '\n' || *end == ' ' || *end == '\t' || *end == '\r')
-        end++;
-    if (*end != '\0')
-        return false;
-    *out = (uint16_t)v;
-    return true;
+    return tg_sysfs_root_set != NULL ? tg_sysfs_root_set : "/sys";
 }
 
-/* Basename of a symlink's target into out; false ("" in out) when path is
- * not a link or the name does not fit (no real driver or group name is that
- * long). */
-static bool tg_link_base(const char *path, char *out, size_t outlen)
+const char *tg_sysinfo_dev_root(void)
 {
-    char target[PATH_MAX];
-    ssize_t n = readlink(path, target, sizeof(target) - 1);
-    if (n <= 0) {
-        out[0] = '\0';
-        return false;
-    }
-    target[n] = '\0';
-    while (n > 1 && target[n - 1] == '/')
-        target[--n] = '\0';
-    const char *slash = strrchr(target, '/');
-    int w = snprintf(out, outlen, "%s", slash ? slash + 1 : target);
-    if (w < 0 || (size_t)w >= outlen) {
-        out[0] = '\0';
-        return false;
-    }
-    return true;
+    return tg_dev_root_set != NULL ? tg_dev_root_set : "/dev";
 }
 
-static int tg_parse_int(const char *s, int *out)
-{
-    char *end = NULL;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || v < INT_MIN || v > INT_MAX)
-        return TG_EPROTO;
-    while (*end == '\n' || *end == ' ')
-        end++;
-    if (*end != '\0')
-        return TG_EPROTO;
-    *out = (int)v;
-    return TG_OK;
-}
-
-static int tg_qat_cmp(const void *a, const void *b)
-{
-    return strcmp(((const struct tg_qat_dev *)a)->bdf, ((const struct tg_qat_dev *)b)->bdf);
-}
-
-/* "<dir>/<dev>/<leaf>" into path; false when it does not fit. */
-static bool tg_devfile(char *path, size_t len, const char *dir, const char *dev, const char *leaf)
-{
-    int n = snprintf(path, len, "%s/%s/%s", dir, dev, leaf);
-    return n > 0 && (size_t)n < len;
-}
-
-/* Read a sysfs attribute of dev into val; false if absent or unreadable. */
-static bool tg_devattr(const char *dir, const char *dev, const char *leaf, char *val, size_t vallen)
-{
-    char path[PATH_MAX];
-    return tg_devfile(path, sizeof(path), dir, dev, leaf) && tg_read_small(path, val, vallen) >= 0;
-}
-
-/* Fill everything but bdf/id/family: driver, IOMMU group, VF count. */
-static void tg_qat_details(const char *dir, const char *dev, struct tg_qat_dev *q)
-{
-    char path[PATH_MAX], val[64];
-    snprintf(q->driver, sizeof(q->driver), "none");
-    if (tg_devfile(path, sizeof(path), dir, dev, "driver"))
-        (void)tg_link_base(path, q->driver, sizeof(q->driver));
-    if (q->driver[0] == '\0')
-        snprintf(q->driver, sizeof(q->driver), "none");
-    q->iommu_group = -1;
-    if (tg_devfile(path, sizeof(path), dir, dev, "iommu_group") &&
-        tg_link_base(path, val, sizeof(val)) && tg_parse_int(val, &q->iommu_group) != TG_OK)
-        q->iommu_group = -1;
-    q->sriov_numvfs = -1;
-    if (tg_devattr(dir, dev, "sriov_numvfs", val, sizeof(val)) &&
-        tg_parse_int(val, &q->sriov_numvfs) != TG_OK)
-        q->sriov_numvfs = -1;
-}
-
-int tg_sysinfo_qat_scan(const char *sysfs_root, struct tg_qat_dev *devs, size_t cap,
-                        size_t *n_stored, size_t *n_found)
-{
-    char dirpath[PATH_MAX], val[64];
-    size_t stored = 0, found = 0;
-    if (sysfs_root == NULL)
-        sysfs_root = "/sys";
-    *n_stored = 0;
-    if (n_found)
-        *n_found = 0;
-    int n = snprintf(dirpath, sizeof(dirpath), "%s/bus/pci/devices", sysfs_root);
-    if (n < 0 || (size_t)n >= sizeof(dirpath))
-        return TG_EINVAL;
-    DIR *d = opendir(dirpath);
-    if (d == NULL)
-        return TG_EUNAVAIL;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        size_t nlen = strlen(e->d_name);
-        if (e->d_name[0] == '.' || nlen >= sizeof(devs[0].bdf))
-            continue; /* not a BDF */
-        uint16_t vendor, device;
-        if (!tg_devattr(dirpath, e->d_name, "vendor", val, sizeof(val)) ||
-            !tg_parse_hex16(val, &vendor))
-            continue;
-        if (!tg_devattr(dirpath, e->d_name, "device", val, sizeof(val)) ||
-            !tg_parse_hex16(val, &device))
-            continue;
-        bool vf = false;
-        const char *family = NULL;
-        if (!tg_sysinfo_qat_id(vendor, device, &vf, &family))
-            continue;
-        found++;
-        if (stored >= cap)
-            continue; /* keep counting */
-        struct tg_qat_dev *q = &devs[stored++];
-        memset(q, 0, sizeof(*q));
-        memcpy(q->bdf, e->d_name, nlen + 1);
-        q->device_id = device;
-        q->is_vf = vf;
-        q->family = family;
-        tg_qat_details(dirpath, e->d_name, q);
-    }
-    closedir(d);
-    /* readdir order is arbitrary; sort so reports and tests are stable. */
-    if (stored > 1)
-        qsort(devs, stored, sizeof(devs[0]), tg_qat_cmp);
-    *n_stored = stored;
-    if (n_found)
-        *n_found = found;
-    return TG_OK;
-}
-
-int tg_sysinfo_iommu_groups(const char *sysfs_root)
-{
-    char path[PATH_MAX];
-    if ((size_t)snprintf(path, sizeof(path), "%s/kernel/iommu_groups",
-                         sysfs_root ? sysfs_root : "/sys") >= sizeof(path))
-        return -1;
-    DIR *d = opendir(path);
-    if (d == NULL)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.' && n < INT_MAX)
-            n++;
-    closedir(d);
-    return n;
-}
-
-/* ---- memlock ---- */
-
-int tg_sysinfo_memlock(struct tg_memlock *out)
-{
-    struct rlimit rl;
-    memset(out, 0, sizeof(*out));
-    if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0)
-        return TG_EIO;
-    out->soft_unlimited = rl.rlim_cur == RLIM_INFINITY;
-    out->hard_unlimited = rl.rlim_max == RLIM_INFINITY;
-    out->soft = out->soft_unlimited ? 0 : (uint64_t)rl.rlim_cur;
-    out->hard = out->hard_unlimited ? 0 : (uint64_t)rl.rlim_max;
-    return TG_OK;
-}
+/* ---- formatting ---- */
 
 const char *tg_sysinfo_fmt_bytes(bool unlimited, uint64_t bytes, char *buf, size_t len)
 {
@@ -616,39 +531,6 @@ const char *tg_sysinfo_fmt_bytes(bool unlimited, uint64_t bytes, char *buf, size
                  units[u]);
     }
     return buf;
-}
-
-enum tg_memlock_verdict tg_sysinfo_memlock_verdict(const struct tg_memlock *m, char *advice,
-                                                   size_t advicelen)
-{
-    char rec[32];
-    tg_sysinfo_fmt_bytes(false, TG_QAT_MEMLOCK_RECOMMENDED, rec, sizeof(rec));
-    bool soft_ok = m->soft_unlimited || m->soft >= TG_QAT_MEMLOCK_RECOMMENDED;
-    bool hard_ok = m->hard_unlimited || m->hard >= TG_QAT_MEMLOCK_RECOMMENDED;
-    enum tg_memlock_verdict v = soft_ok   ? TG_MEMLOCK_OK
-                                : hard_ok ? TG_MEMLOCK_RAISABLE
-                                          : TG_MEMLOCK_LOW;
-    if (advice == NULL || advicelen == 0)
-        return v;
-    switch (v) {
-    case TG_MEMLOCK_OK:
-        snprintf(advice, advicelen, "ok for qat (needs >= %s or unlimited)", rec);
-        break;
-    case TG_MEMLOCK_RAISABLE:
-        snprintf(advice, advicelen,
-                 "too low for qat: qatlib pins its DMA memory against RLIMIT_MEMLOCK; the hard "
-                 "limit allows raising it: `ulimit -l unlimited` (or >= %s) before starting",
-                 rec);
-        break;
-    case TG_MEMLOCK_LOW:
-        snprintf(advice, advicelen,
-                 "too low for qat: qatlib pins its DMA memory against RLIMIT_MEMLOCK; set "
-                 ">= %s or unlimited in the service manager (systemd LimitMEMLOCK=134217728 or "
-                 "infinity, the container runtime's memlock ulimit, /etc/security/limits.conf)",
-                 rec);
-        break;
-    }
-    return v;
 }
 
 /* ---- OpenSSL ---- */
@@ -729,7 +611,7 @@ int tg_sysinfo_proc_cpu_ns(pid_t pid, uint64_t *utime_stime_ns)
         snprintf(path, sizeof(path), "/proc/self/stat");
     else
         snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
-    ssize_t n = tg_read_small(path, buf, sizeof(buf));
+    ssize_t n = tg_sysinfo_read_small(path, buf, sizeof(buf));
     if (n <= 0)
         return TG_EIO;
     uint64_t ut, st;

@@ -1,15 +1,16 @@
 /*
- * tg_sysinfo: facts about this machine that decide which key providers can
- * run here (used by `tlsgate doctor`, by the cryptomb provider for its CPU
- * check, by the qat provider for its device check, and by benchmarks).
+ * tg_sysinfo: generic facts about this machine (CPU features, OpenSSL's view
+ * of them, CPUs, process CPU time) used by `tlsgate doctor`, by providers
+ * (cryptomb's CPU check) and by benchmarks. Facts only one provider needs
+ * live with that provider (QAT devices and memlock: src/providers/qat).
  *
  * Design: every parser takes text (or a directory root) as input so tests
  * feed fixtures; the functions that read /proc, /sys or execute CPUID are thin
  * wrappers around them.
  *
- * Threading: every function is thread-safe. tg_sysinfo_cpu_has_avx512_ifma()
- * and tg_sysinfo_cpuid() cache the CPUID result after the first call (benign
- * race: every thread computes the same value).
+ * Threading: every function is thread-safe except tg_sysinfo_set_roots()
+ * (see there). tg_sysinfo_cpu_has_avx512_ifma() and tg_sysinfo_cpuid() cache
+ * the CPUID result after the first call (pthread_once).
  */
 #ifndef TG_SYSINFO_H
 #define TG_SYSINFO_H
@@ -80,6 +81,19 @@ int tg_sysinfo_read_cpuinfo(const char *path, struct tg_cpuinfo *out) TG_MUST_CH
 long tg_sysinfo_cpus_online(void);
 long tg_sysinfo_cpus_allowed(void);
 
+/*
+ * Whole CPUs the cgroup CPU bandwidth limit of this process grants: the
+ * smallest quota/period along its cgroup path (v2 cpu.max, v1
+ * cpu.cfs_quota_us / cpu.cfs_period_us), rounded down, at least 1; 0 when
+ * there is no limit or none can be read. cgroup_file is /proc/self/cgroup
+ * and root /sys/fs/cgroup; the _at form lets tests give fixtures.
+ */
+long tg_sysinfo_cpu_quota_cpus_at(const char *cgroup_file, const char *root);
+long tg_sysinfo_cpu_quota_cpus(void);
+/* What `concurrency: auto` uses: the CPUs of the affinity mask (online CPUs
+ * when it cannot be read), capped by the cgroup CPU quota. At least 1. */
+long tg_sysinfo_cpus_auto(void);
+
 /* ---- CPUID + XGETBV ---- */
 
 /* Raw register values; the decoder is pure so tests can feed any CPU. */
@@ -134,63 +148,29 @@ uint64_t tg_sysinfo_ossl_leaf7(const char *ia32cap_env, uint64_t cpu_leaf7);
 /* Whether a leaf-7 vector enables OpenSSL's AVX-512 IFMA RSA path. */
 bool tg_sysinfo_ossl_rsaz_avx512_eligible(uint64_t leaf7);
 
-/* ---- QAT devices (PCI sysfs) ---- */
-
-#define TG_QAT_MAX_DEVICES 256
-
-struct tg_qat_dev {
-    char bdf[32];       /* "0000:6b:00.0" (directory name under bus/pci/devices) */
-    uint16_t device_id; /* vendor is always 0x8086 */
-    bool is_vf;         /* virtual function (the id tells) */
-    const char *family; /* "4xxx", "401xx", "402xx", "420xx", "DH895xCC", "C3xxx",
-                           "D15xx", "200xx" (static string) */
-    char driver[64];    /* basename of the driver symlink, "none" if unbound */
-    int iommu_group;    /* -1 when there is no iommu_group link */
-    int sriov_numvfs;   /* PF: VFs enabled (sriov_numvfs); -1 when absent */
-};
+/* ---- where hardware facts are read from ---- */
 
 /*
- * Is (vendor, device) a QAT endpoint we know? Sets *is_vf and *family.
- * Pure; NULL out-pointers are allowed.
+ * The sysfs and /dev roots this process reads device facts from: "/sys" and
+ * "/dev" unless set. `tlsgate doctor --sysfs-root DIR` sets them while it
+ * asks the key providers' doctor hooks, so a provider that probes devices
+ * (qat's PCI scan, its /dev/vfio check) reads the tree the operator named
+ * without the provider interface knowing any option; tests point them at
+ * fixture trees. NULL means the default. The strings are not copied: they
+ * must stay valid until the next call. Main thread only, while no worker
+ * runs; the getters are safe wherever the setter cannot run concurrently.
  */
-bool tg_sysinfo_qat_id(uint16_t vendor, uint16_t device, bool *is_vf, const char **family);
+void tg_sysinfo_set_roots(const char *sysfs_root, const char *dev_root);
+const char *tg_sysinfo_sysfs_root(void);
+const char *tg_sysinfo_dev_root(void);
 
 /*
- * Scan <sysfs_root>/bus/pci/devices/ (sysfs_root NULL: "/sys") for QAT
- * functions. Stores at most cap entries into devs, sorted by BDF; *n_stored
- * gets the number stored and *n_found (may be NULL) the number present.
- * Returns TG_OK, or TG_EUNAVAIL when the PCI directory cannot be opened
- * (no sysfs in this container). Unreadable device entries are skipped.
+ * Read up to cap-1 bytes of a small (pseudo) file into buf, NUL-terminated
+ * (/proc and /sys files report size 0, so this reads until EOF). Returns the
+ * length, or -1 when it cannot be read.
  */
-int tg_sysinfo_qat_scan(const char *sysfs_root, struct tg_qat_dev *devs, size_t cap,
-                        size_t *n_stored, size_t *n_found) TG_MUST_CHECK;
+ssize_t tg_sysinfo_read_small(const char *path, char *buf, size_t cap);
 
-/* Entries under <sysfs_root>/kernel/iommu_groups: 0 means the IOMMU is off
- * (vfio-pci cannot take a device); -1 when the directory cannot be read. */
-int tg_sysinfo_iommu_groups(const char *sysfs_root);
-
-/* ---- memlock ---- */
-
-/* The seed guide's container setting (LimitMEMLOCK=134217728): qatlib pins
- * its DMA buffers (vfio mappings / usdm) and that memory counts against
- * RLIMIT_MEMLOCK. */
-#define TG_QAT_MEMLOCK_RECOMMENDED (128ULL * 1024 * 1024)
-
-struct tg_memlock {
-    bool soft_unlimited, hard_unlimited;
-    uint64_t soft, hard; /* bytes; meaningful unless *_unlimited */
-};
-
-enum tg_memlock_verdict {
-    TG_MEMLOCK_OK,       /* unlimited or >= recommended */
-    TG_MEMLOCK_RAISABLE, /* soft too low, hard allows raising it (setrlimit, ulimit -l) */
-    TG_MEMLOCK_LOW,      /* hard limit too low: needs privileges / service config */
-};
-
-int tg_sysinfo_memlock(struct tg_memlock *out) TG_MUST_CHECK;
-/* Verdict for qat (pure). If advice != NULL, writes one line of advice. */
-enum tg_memlock_verdict tg_sysinfo_memlock_verdict(const struct tg_memlock *m, char *advice,
-                                                   size_t advicelen);
 /* "unlimited", "64 KiB", "8 MiB", "1.5 GiB" into buf; returns buf. */
 const char *tg_sysinfo_fmt_bytes(bool unlimited, uint64_t bytes, char *buf, size_t len);
 

@@ -14,12 +14,13 @@ static void tg_doctor_usage(FILE *to)
     fputs("usage: tlsgate doctor [--sysfs-root DIR] [--json]\n"
           "\n"
           "Report what this machine offers to the key providers: OpenSSL versions, CPU\n"
-          "features (AVX-512 IFMA for cryptomb; /proc/cpuinfo and CPUID side by side),\n"
-          "whether OpenSSL's own AVX-512 RSA path is active, QAT devices with their\n"
-          "driver / vfio / IOMMU binding, the memlock limit qatlib needs, and which key\n"
-          "providers can run here.\n"
+          "features (/proc/cpuinfo and CPUID side by side), whether OpenSSL's own AVX-512\n"
+          "RSA path is active, which key providers can run here and why not, and what\n"
+          "each provider sees (qat: QAT devices with their driver / vfio / IOMMU binding\n"
+          "and the memlock limit qatlib needs).\n"
           "\n"
-          "  --sysfs-root DIR   read PCI devices from DIR/bus/pci/devices (default /sys)\n"
+          "  --sysfs-root DIR   providers read devices under DIR instead of /sys\n"
+          "                     (e.g. DIR/bus/pci/devices)\n"
           "  --json             one JSON object instead of the table\n",
           to);
 }

@@ -1,10 +1,8 @@
 #include "doctor/tg_doctor_report.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core/tg_err.h"
 #include "keyprov/tg_keyprov.h"
@@ -21,19 +19,6 @@
 #define TG_OSSL_AVX512_EBX 0xdc230000u
 
 /* ---- collect ---- */
-
-static enum tg_doctor_vfio tg_doctor_vfio_access(const char *dev_root, const struct tg_qat_dev *q)
-{
-    char path[512];
-    if (strcmp(q->driver, "vfio-pci") != 0 || q->iommu_group < 0)
-        return TG_DOCTOR_VFIO_NA;
-    int n = snprintf(path, sizeof(path), "%s/vfio/%d", dev_root, q->iommu_group);
-    if (n < 0 || (size_t)n >= sizeof(path))
-        return TG_DOCTOR_VFIO_MISSING;
-    if (access(path, R_OK | W_OK) == 0)
-        return TG_DOCTOR_VFIO_RW;
-    return errno == ENOENT ? TG_DOCTOR_VFIO_MISSING : TG_DOCTOR_VFIO_DENIED;
-}
 
 static void tg_doctor_probe(const struct tg_keyprov_ops *ops, struct tg_doctor_prov *p)
 {
@@ -58,8 +43,6 @@ int tg_doctor_collect(const struct tg_doctor_opts *opts, const struct tg_keyprov
     static const struct tg_doctor_opts defaults = {NULL, NULL, NULL};
     if (opts == NULL)
         opts = &defaults;
-    const char *sysfs = opts->sysfs_root ? opts->sysfs_root : "/sys";
-    const char *dev = opts->dev_root ? opts->dev_root : "/dev";
     memset(f, 0, sizeof(*f));
 
     f->version = TG_VERSION;
@@ -89,31 +72,22 @@ int tg_doctor_collect(const struct tg_doctor_opts *opts, const struct tg_keyprov
     f->ossl_rsaz_cpu = tg_sysinfo_ossl_rsaz_avx512_eligible(leaf7);
     f->ossl_rsaz_eff = tg_sysinfo_ossl_rsaz_avx512_eligible(tg_sysinfo_ossl_leaf7(cap, leaf7));
 
-    snprintf(f->sysfs_root, sizeof(f->sysfs_root), "%s", sysfs);
-    f->qat = calloc(TG_QAT_MAX_DEVICES, sizeof(*f->qat));
-    f->vfio = calloc(TG_QAT_MAX_DEVICES, sizeof(*f->vfio));
-    if (f->qat == NULL || f->vfio == NULL)
-        return TG_ENOMEM;
-    f->qat_rc = tg_sysinfo_qat_scan(sysfs, f->qat, TG_QAT_MAX_DEVICES, &f->n_qat, &f->qat_found);
-    for (size_t i = 0; i < f->n_qat; i++)
-        f->vfio[i] = tg_doctor_vfio_access(dev, &f->qat[i]);
-    f->iommu_groups = tg_sysinfo_iommu_groups(sysfs);
-
-    f->memlock_rc = tg_sysinfo_memlock(&f->memlock);
-    if (f->memlock_rc == TG_OK)
-        f->memlock_verdict =
-            tg_sysinfo_memlock_verdict(&f->memlock, f->memlock_advice, sizeof(f->memlock_advice));
-
     if (n > 0) {
         f->provs = calloc(n, sizeof(*f->provs));
         if (f->provs == NULL)
             return TG_ENOMEM;
     }
+    /* The roots are how the providers' hooks learn --sysfs-root: the hook
+     * signature has no options, and the doctor knows no provider's devices. */
+    const char *saved_sysfs = tg_sysinfo_sysfs_root(), *saved_dev = tg_sysinfo_dev_root();
+    tg_sysinfo_set_roots(opts->sysfs_root ? opts->sysfs_root : saved_sysfs,
+                         opts->dev_root ? opts->dev_root : saved_dev);
     for (size_t i = 0; i < n; i++) {
         if (provs[i] == NULL)
             continue;
         tg_doctor_probe(provs[i], &f->provs[f->n_provs++]);
     }
+    tg_sysinfo_set_roots(saved_sysfs, saved_dev);
     return TG_OK;
 }
 
@@ -124,8 +98,6 @@ void tg_doctor_facts_free(struct tg_doctor_facts *f)
         tg_buf_free(&f->provs[i].json);
     }
     free(f->provs);
-    free(f->qat);
-    free(f->vfio);
     memset(f, 0, sizeof(*f));
 }
 
@@ -134,21 +106,6 @@ void tg_doctor_facts_free(struct tg_doctor_facts *f)
 static const char *tg_yn(bool b)
 {
     return b ? "yes" : "no";
-}
-
-static const char *tg_vfio_text(enum tg_doctor_vfio v)
-{
-    switch (v) {
-    case TG_DOCTOR_VFIO_RW:
-        return "rw";
-    case TG_DOCTOR_VFIO_DENIED:
-        return "no-access";
-    case TG_DOCTOR_VFIO_MISSING:
-        return "missing";
-    case TG_DOCTOR_VFIO_NA:
-        break;
-    }
-    return "-";
 }
 
 static bool tg_feature_mismatch(const struct tg_doctor_facts *f, size_t i)
@@ -175,23 +132,6 @@ static void tg_rsaz_text(const struct tg_doctor_facts *f, char *buf, size_t len)
         snprintf(buf, len, "used (OPENSSL_ia32cap=\"%s\" leaves it on)", f->ia32cap);
     else
         snprintf(buf, len, "MASKED by OPENSSL_ia32cap=\"%s\" (scalar RSA, ~2x slower)", f->ia32cap);
-}
-
-/* Advice for one QAT function, or NULL. */
-static const char *tg_qat_hint(const struct tg_doctor_facts *f, size_t i)
-{
-    const struct tg_qat_dev *q = &f->qat[i];
-    if (!q->is_vf && q->sriov_numvfs == 0)
-        return "no VFs: echo 16 > sriov_numvfs";
-    if (q->is_vf && strcmp(q->driver, "vfio-pci") != 0)
-        return "bind to vfio-pci for qatlib";
-    if (q->is_vf && q->iommu_group < 0)
-        return "no IOMMU group: enable the IOMMU";
-    if (f->vfio[i] == TG_DOCTOR_VFIO_DENIED)
-        return "chmod a+rw /dev/vfio/<group>";
-    if (f->vfio[i] == TG_DOCTOR_VFIO_MISSING)
-        return "/dev/vfio/<group> missing";
-    return NULL;
 }
 
 /* ---- text ---- */
@@ -248,20 +188,30 @@ static void tg_text_provider(const struct tg_doctor_prov *p, struct tg_buf *out)
         tg_buf_printf(out, "  %-" W "s ", "");
         tg_text_wrap(out, 27, p->description);
     }
-    /* The provider's own lines, indented under it. */
+}
+
+/* The provider's own lines (its doctor hook), under a heading of their own:
+ * indented by two, so a provider's table keeps its width. */
+static void tg_text_provider_details(const struct tg_doctor_prov *p, struct tg_buf *out)
+{
+    bool heading = false;
     const char *s = p->lines.len ? p->lines.data : "";
     while (*s) {
         const char *nl = strchr(s, '\n');
         size_t l = nl ? (size_t)(nl - s) : strlen(s);
-        if (l > 0)
-            tg_buf_printf(out, "  %-" W "s   %.*s\n", "", (int)l, s);
+        if (l > 0) {
+            if (!heading)
+                tg_buf_printf(out, "\n%s provider\n", p->name);
+            heading = true;
+            tg_buf_printf(out, "  %.*s\n", (int)l, s);
+        }
         s += l + (nl ? 1 : 0);
     }
 }
 
 void tg_doctor_render_text(const struct tg_doctor_facts *f, struct tg_buf *out)
 {
-    char b1[32], b2[32], line[256];
+    char line[256];
 
     tg_buf_puts(out, "tlsgate doctor: what this machine offers to the key providers\n\n");
     tg_buf_printf(out, "%-" W "s %s\n", "tlsgate", f->version);
@@ -305,57 +255,13 @@ void tg_doctor_render_text(const struct tg_doctor_facts *f, struct tg_buf *out)
     if (f->ia32cap_set && f->ossl_rsaz_eff)
         tg_buf_printf(out, "%-" W "s OPENSSL_ia32cap=\"%s\" is set\n", "", f->ia32cap);
 
-    tg_buf_printf(out, "\nQAT devices (%s/bus/pci/devices)\n", f->sysfs_root);
-    if (f->qat_rc != TG_OK) {
-        tg_buf_printf(out, "  cannot read %s/bus/pci/devices (no PCI sysfs here)\n", f->sysfs_root);
-    } else if (f->n_qat == 0) {
-        tg_buf_puts(out, "  none found (PCI vendor 8086, devices 4940-4947)\n");
-    } else {
-        tg_buf_printf(out, "  %-14s %-5s %-3s %-9s %-13s %-6s %-10s %s\n", "BDF", "ID", "FN",
-                      "FAMILY", "DRIVER", "IOMMU", "VFIO", "NOTE");
-        for (size_t i = 0; i < f->n_qat; i++) {
-            const struct tg_qat_dev *q = &f->qat[i];
-            char grp[16];
-            if (q->iommu_group >= 0)
-                snprintf(grp, sizeof(grp), "%d", q->iommu_group);
-            else
-                snprintf(grp, sizeof(grp), "-");
-            const char *hint = tg_qat_hint(f, i);
-            tg_buf_printf(out, "  %-14s %04x  %-3s %-9s %-13s %-6s %-10s", q->bdf, q->device_id,
-                          q->is_vf ? "VF" : "PF", q->family, q->driver, grp,
-                          tg_vfio_text(f->vfio[i]));
-            if (!q->is_vf && q->sriov_numvfs >= 0)
-                tg_buf_printf(out, " %d VFs", q->sriov_numvfs);
-            tg_buf_printf(out, "%s%s\n", hint ? " " : "", hint ? hint : "");
-        }
-        if (f->qat_found > f->n_qat)
-            tg_buf_printf(out, "  ... and %zu more\n", f->qat_found - f->n_qat);
-    }
-    if (f->iommu_groups > 0)
-        tg_buf_printf(out, "%-" W "s on (%d groups)\n", "IOMMU", f->iommu_groups);
-    else if (f->iommu_groups == 0)
-        tg_buf_printf(out, "%-" W "s off (vfio-pci needs it: boot with intel_iommu=on)\n", "IOMMU");
-    else
-        tg_buf_printf(out, "%-" W "s unknown (%s/kernel/iommu_groups unreadable)\n", "IOMMU",
-                      f->sysfs_root);
-
-    if (f->memlock_rc == TG_OK) {
-        tg_buf_printf(
-            out, "%-" W "s soft %s, hard %s\n", "memlock (RLIMIT_MEMLOCK)",
-            tg_sysinfo_fmt_bytes(f->memlock.soft_unlimited, f->memlock.soft, b1, sizeof(b1)),
-            tg_sysinfo_fmt_bytes(f->memlock.hard_unlimited, f->memlock.hard, b2, sizeof(b2)));
-        tg_buf_printf(out, "%-" W "s ", "");
-        tg_text_wrap(out, 25, f->memlock_advice);
-    } else {
-        tg_buf_printf(out, "%-" W "s unknown (%s)\n", "memlock (RLIMIT_MEMLOCK)",
-                      tg_strerror(f->memlock_rc));
-    }
-
     tg_buf_puts(out, "\nKey providers (which can run here)\n");
     if (f->n_provs == 0)
         tg_buf_puts(out, "  (none registered)\n");
     for (size_t i = 0; i < f->n_provs; i++)
         tg_text_provider(&f->provs[i], out);
+    for (size_t i = 0; i < f->n_provs; i++)
+        tg_text_provider_details(&f->provs[i], out);
 }
 
 /* ---- JSON ---- */
@@ -421,15 +327,6 @@ static void tg_jint(struct tg_buf *out, const char *key, long long v)
 {
     tg_jkey(out, key);
     tg_buf_printf(out, "%lld", v);
-}
-
-static void tg_jbytes(struct tg_buf *out, const char *key, bool unlimited, uint64_t v)
-{
-    tg_jkey(out, key);
-    if (unlimited)
-        tg_buf_puts(out, "\"unlimited\"");
-    else
-        tg_buf_printf(out, "%llu", (unsigned long long)v);
 }
 
 static void tg_json_provider(const struct tg_doctor_prov *p, struct tg_buf *out)
@@ -537,65 +434,6 @@ void tg_doctor_render_json(const struct tg_doctor_facts *f, struct tg_buf *out)
         tg_buf_append(out, "}", 1);
     }
     tg_buf_puts(out, "}}");
-
-    tg_buf_puts(out, ",\"qat\":{");
-    tg_jstr(out, "sysfs_root", f->sysfs_root);
-    tg_buf_append(out, ",", 1);
-    tg_jbool(out, "pci_readable", f->qat_rc == TG_OK);
-    tg_buf_append(out, ",", 1);
-    tg_jint(out, "found", (long long)f->qat_found);
-    tg_buf_append(out, ",", 1);
-    tg_jint(out, "iommu_groups", f->iommu_groups);
-    tg_buf_puts(out, ",\"devices\":[");
-    for (size_t i = 0; i < f->n_qat; i++) {
-        const struct tg_qat_dev *q = &f->qat[i];
-        char id[8];
-        snprintf(id, sizeof(id), "%04x", q->device_id);
-        if (i)
-            tg_buf_append(out, ",", 1);
-        tg_buf_append(out, "{", 1);
-        tg_jstr(out, "bdf", q->bdf);
-        tg_buf_append(out, ",", 1);
-        tg_jstr(out, "device_id", id);
-        tg_buf_append(out, ",", 1);
-        tg_jstr(out, "function", q->is_vf ? "VF" : "PF");
-        tg_buf_append(out, ",", 1);
-        tg_jstr(out, "family", q->family);
-        tg_buf_append(out, ",", 1);
-        tg_jstr(out, "driver", q->driver);
-        tg_buf_append(out, ",", 1);
-        tg_jkey(out, "iommu_group");
-        if (q->iommu_group >= 0)
-            tg_buf_printf(out, "%d", q->iommu_group);
-        else
-            tg_buf_puts(out, "null");
-        tg_buf_append(out, ",", 1);
-        tg_jkey(out, "sriov_numvfs");
-        if (q->sriov_numvfs >= 0)
-            tg_buf_printf(out, "%d", q->sriov_numvfs);
-        else
-            tg_buf_puts(out, "null");
-        tg_buf_append(out, ",", 1);
-        tg_jstr(out, "vfio", tg_vfio_text(f->vfio[i]));
-        tg_buf_append(out, ",", 1);
-        tg_jstr(out, "hint", tg_qat_hint(f, i));
-        tg_buf_append(out, "}", 1);
-    }
-    tg_buf_puts(out, "]}");
-
-    tg_buf_puts(out, ",\"memlock\":{");
-    tg_jbool(out, "readable", f->memlock_rc == TG_OK);
-    tg_buf_append(out, ",", 1);
-    tg_jbytes(out, "soft", f->memlock.soft_unlimited, f->memlock.soft);
-    tg_buf_append(out, ",", 1);
-    tg_jbytes(out, "hard", f->memlock.hard_unlimited, f->memlock.hard);
-    tg_buf_append(out, ",", 1);
-    tg_jint(out, "recommended_for_qat", (long long)TG_QAT_MEMLOCK_RECOMMENDED);
-    tg_buf_append(out, ",", 1);
-    tg_jbool(out, "ok_for_qat", f->memlock_rc == TG_OK && f->memlock_verdict == TG_MEMLOCK_OK);
-    tg_buf_append(out, ",", 1);
-    tg_jstr(out, "verdict", f->memlock_rc == TG_OK ? f->memlock_advice : NULL);
-    tg_buf_append(out, "}", 1);
 
     tg_buf_puts(out, ",\"key_providers\":[");
     for (size_t i = 0; i < f->n_provs; i++) {

@@ -4,9 +4,13 @@
  *
  * Two steps, so tests can check the formatting without the real machine or
  * the real provider registry:
- *   tg_doctor_collect()  gathers facts (sysinfo) and probes the providers it
- *                        is given (global_init / doctor / global_cleanup);
+ *   tg_doctor_collect()  gathers generic facts (sysinfo: versions, CPU
+ *                        features, OpenSSL's own AVX-512 path, CPUs) and
+ *                        probes the providers it is given (global_init /
+ *                        doctor / global_cleanup);
  *   tg_doctor_render_*() turn facts into text or JSON, pure functions.
+ * Hardware one provider needs (QAT devices, vfio, memlock for qatlib) is
+ * that provider's to report, through its doctor hook.
  *
  * Threading: main thread, before any worker starts (provider global_init and
  * global_cleanup are main-thread-only by the keyprov contract).
@@ -23,17 +27,12 @@
 struct tg_keyprov_ops;
 
 struct tg_doctor_opts {
-    const char *sysfs_root;   /* NULL: "/sys" */
-    const char *dev_root;     /* NULL: "/dev" (for /dev/vfio/<group>) */
+    /* Roots the providers' device probes read (NULL: "/sys", "/dev"): set
+     * with tg_sysinfo_set_roots() while the providers are probed, restored
+     * afterwards (see tg_sysinfo.h). */
+    const char *sysfs_root;
+    const char *dev_root;
     const char *cpuinfo_path; /* NULL: "/proc/cpuinfo" */
-};
-
-/* Access to /dev/vfio/<group> for a vfio-pci bound device. */
-enum tg_doctor_vfio {
-    TG_DOCTOR_VFIO_NA,      /* not bound to vfio-pci, or no IOMMU group */
-    TG_DOCTOR_VFIO_RW,      /* exists and is read-write for us */
-    TG_DOCTOR_VFIO_DENIED,  /* exists, no access (chmod a+rw /dev/vfio/N, or run as its owner) */
-    TG_DOCTOR_VFIO_MISSING, /* no device node */
 };
 
 struct tg_doctor_prov {
@@ -63,18 +62,6 @@ struct tg_doctor_facts {
     bool ossl_rsaz_cpu; /* OpenSSL would take its AVX-512 RSA path on this CPU... */
     bool ossl_rsaz_eff; /* ...and still does with OPENSSL_ia32cap applied */
 
-    char sysfs_root[256];
-    int qat_rc; /* TG_OK or TG_EUNAVAIL (no PCI sysfs) */
-    struct tg_qat_dev *qat;
-    enum tg_doctor_vfio *vfio; /* parallel to qat */
-    size_t n_qat, qat_found;
-    int iommu_groups; /* -1 unknown */
-
-    int memlock_rc;
-    struct tg_memlock memlock;
-    enum tg_memlock_verdict memlock_verdict;
-    char memlock_advice[512];
-
     struct tg_doctor_prov *provs;
     size_t n_provs;
 };
@@ -82,7 +69,9 @@ struct tg_doctor_facts {
 /*
  * Fill f. provs[0..n) are probed in order: global_init (TG_OK = available),
  * then ops->doctor (while initialised, so it can describe what it found),
- * then global_cleanup only if global_init succeeded. opts may be NULL.
+ * then global_cleanup only if global_init succeeded; opts->sysfs_root and
+ * dev_root are the process's roots (tg_sysinfo_set_roots) meanwhile, so a
+ * hook reads the tree the operator named. opts may be NULL.
  * Returns TG_OK or TG_ENOMEM; on failure f is still safe to free.
  * Free with tg_doctor_facts_free().
  */
@@ -90,7 +79,9 @@ int tg_doctor_collect(const struct tg_doctor_opts *opts, const struct tg_keyprov
                       size_t n, struct tg_doctor_facts *f) TG_MUST_CHECK;
 void tg_doctor_facts_free(struct tg_doctor_facts *f);
 
-/* Human-readable report, fixed-width columns. Appends to out. */
+/* Human-readable report, fixed-width columns: the generic facts, the
+ * provider list, then one section per provider whose doctor hook wrote
+ * lines (shown indented by two spaces). Appends to out. */
 void tg_doctor_render_text(const struct tg_doctor_facts *f, struct tg_buf *out);
 /* The same facts as one JSON object (and a trailing newline). Appends to out. */
 void tg_doctor_render_json(const struct tg_doctor_facts *f, struct tg_buf *out);

@@ -38,6 +38,15 @@ struct tg_sw_sign_entry {
 static _Thread_local struct tg_sw_sign_entry tg_sw_sign_cache[TG_SW_SIGN_CACHE];
 static _Thread_local unsigned tg_sw_sign_next;
 
+/* Per-thread verification contexts for result checks, by public key (the
+ * context holds a reference: the pointer cannot be reused while cached). */
+struct tg_sw_verify_entry {
+    EVP_PKEY *key;
+    EVP_PKEY_CTX *ctx;
+};
+static _Thread_local struct tg_sw_verify_entry tg_sw_verify_cache[TG_SW_SIGN_CACHE];
+static _Thread_local unsigned tg_sw_verify_next;
+
 void tg_keyop_sw_thread_cleanup(void)
 {
     for (int g = 0; g < TG_GROUP_COUNT; g++) {
@@ -47,6 +56,8 @@ void tg_keyop_sw_thread_cleanup(void)
     for (int i = 0; i < TG_SW_SIGN_CACHE; i++) {
         EVP_PKEY_CTX_free(tg_sw_sign_cache[i].ctx);
         memset(&tg_sw_sign_cache[i], 0, sizeof(tg_sw_sign_cache[i]));
+        EVP_PKEY_CTX_free(tg_sw_verify_cache[i].ctx);
+        memset(&tg_sw_verify_cache[i], 0, sizeof(tg_sw_verify_cache[i]));
     }
 }
 
@@ -165,6 +176,39 @@ static int tg_sw_kx_derive(struct tg_keyop *op)
 out:
     EVP_PKEY_CTX_free(ctx);
     return rc;
+}
+
+static EVP_PKEY_CTX *tg_sw_verify_ctx(EVP_PKEY *key)
+{
+    for (int i = 0; i < TG_SW_SIGN_CACHE; i++) {
+        if (tg_sw_verify_cache[i].ctx != NULL && tg_sw_verify_cache[i].key == key)
+            return tg_sw_verify_cache[i].ctx;
+    }
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, key, TG_SW_PROPQ);
+    if (ctx == NULL || EVP_PKEY_verify_init(ctx) <= 0) {
+        EVP_PKEY_CTX_free(ctx);
+        return NULL;
+    }
+    struct tg_sw_verify_entry *e = &tg_sw_verify_cache[tg_sw_verify_next++ % TG_SW_SIGN_CACHE];
+    EVP_PKEY_CTX_free(e->ctx);
+    *e = (struct tg_sw_verify_entry){key, ctx};
+    return ctx;
+}
+
+int tg_keyop_verify_sw(const struct tg_keyop *op, const unsigned char *sig, size_t siglen)
+{
+    if (op->type != TG_KEYOP_ECDSA_SIGN || op->pkey == NULL || op->pkey->type != TG_PKEY_EC ||
+        op->pkey->pub == NULL || sig == NULL)
+        return TG_EINVAL;
+    EVP_PKEY_CTX *ctx = tg_sw_verify_ctx(op->pkey->pub);
+    if (ctx == NULL)
+        return TG_ECRYPTO;
+    /* A bad signature leaves entries in the error queue: an expected
+     * outcome here, so drop them (only them). */
+    ERR_set_mark();
+    int ok = EVP_PKEY_verify(ctx, sig, siglen, op->in, op->inlen);
+    ERR_pop_to_mark();
+    return ok == 1 ? TG_OK : TG_ECRYPTO;
 }
 
 int tg_keyop_compute_sw(struct tg_keyop *op)

@@ -393,7 +393,11 @@ int tg_keyprov_set_new(struct ev_loop *loop, int worker_id, const size_t *handsh
         return TG_ENOMEM;
     set->loop = loop;
     set->worker_id = worker_id;
-    if (tg_software_slot >= 0)
+    /* Every worker has the software state (the fallback of every provider).
+     * Binding a certificate already marked it on the main thread before the
+     * workers started: then they only read it (two workers writing the
+     * flag at once is a data race, reported by TSan). */
+    if (tg_software_slot >= 0 && !tg_kp_global.used[tg_software_slot])
         tg_kp_global.used[tg_software_slot] = true;
     for (size_t i = 0; i < TG_NPROV; i++) {
         if (!tg_kp_global.used[i] || tg_providers[i]->worker_init == NULL)

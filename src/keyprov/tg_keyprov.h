@@ -189,6 +189,36 @@ struct tg_keyprov_worker {
     const size_t *handshaking;
 };
 
+/*
+ * `tlsgate bench-crypto` (src/bench) asks every provider that has a
+ * microbench hook for the measurements only that provider can make. The
+ * benchmark itself generates the keys and measures what is generic: OpenSSL's
+ * scalar rate of every case and the rate through the full provider path.
+ */
+struct tg_keyprov_bench_case {
+    const char *label;         /* "RSA-2048 sign", "X25519 derive", ... */
+    enum tg_keyop_type type;   /* what to measure */
+    const struct tg_pkey *key; /* RSA_SIGN (PKCS#1 v1.5, SHA-256), ECDSA_SIGN: the key */
+    enum tg_group group;       /* KX_KEYGEN, KX_DERIVE: the group */
+    /* OpenSSL's cost (tg_keyop_compute_sw), CPU us per operation; 0: unknown. */
+    double scalar_us;
+    /* Out: the provider's own best rate, CPU ops/s per core (e.g. full
+     * batches, outside the provider path); 0: not measured. */
+    double peak_ops;
+};
+
+struct tg_keyprov_bench {
+    struct tg_keyprov_bench_case *cases;
+    size_t ncases;
+    double seconds; /* CPU time to spend per measurement */
+    /* NULL: only fill peak_ops, cheaply (bench-crypto --quick); else also
+     * append the provider's own markdown section(s) here. */
+    struct tg_buf *report;
+    /* Out: what peak_ops measures, a static string for a column heading
+     * ("crypto_mb raw"); NULL: the provider's name. */
+    const char *peak_label;
+};
+
 struct tg_keyprov_ops {
     const char *name;
     const char *description;
@@ -256,6 +286,12 @@ struct tg_keyprov_ops {
      * may stay empty). Called on the main thread after global_init, whether
      * it succeeded or not. Must not log: a report command prints the report. */
     void (*doctor)(struct tg_buf *text, struct tg_buf *json);
+    /* Optional: provider-specific measurements for `tlsgate bench-crypto`
+     * (struct tg_keyprov_bench above). Called on the main thread after
+     * global_init succeeded, never while serving; may take seconds. Skips
+     * the cases it cannot run (their peak_ops stay 0). Must not log.
+     * Returns TG_OK, or a negative tg_err (the report may say why). */
+    int (*microbench)(struct tg_keyprov_bench *b);
 };
 
 /* Most providers one program can register. */
@@ -376,6 +412,16 @@ int tg_keyop_consume(struct tg_keyop *op) TG_MUST_CHECK;
  * does not change state. Returns result; TG_EUNAVAIL for a provider-held
  * key (no software copy). */
 int tg_keyop_compute_sw(struct tg_keyop *op);
+
+/*
+ * Check a signature made for an ECDSA_SIGN op (over op->in, with the
+ * public half of op->pkey) with OpenSSL's default provider: a provider's
+ * result check before release. TG_OK if it verifies, TG_ECRYPTO if not (or
+ * OpenSSL failed), TG_EINVAL for another op type. Any thread; the contexts
+ * are cached per thread (freed with the thread's other software contexts).
+ */
+int tg_keyop_verify_sw(const struct tg_keyop *op, const unsigned char *sig,
+                       size_t siglen) TG_MUST_CHECK;
 
 /*
  * Provider side: hand a QUEUED op that this provider cannot take now (ring

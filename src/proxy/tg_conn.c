@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -11,7 +12,9 @@
 
 #include "core/tg_log.h"
 #include "core/tg_time.h"
+#include "proxy/tg_ppio.h"
 #include "proxy/tg_worker.h"
+#include "upstream/tg_cluster.h"
 
 const char *tg_conn_state_name(enum tg_conn_state s)
 {
@@ -103,6 +106,10 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
     }
     SSL_free(c->ssl);
     c->ssl = NULL;
+    if (c->ep != NULL) {
+        tg_cluster_done(c->ep);
+        c->ep = NULL;
+    }
     if (c->ufd >= 0) {
         if (abortive) {
             /* The client vanished: reset the upstream rather than let it
@@ -113,6 +120,7 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
         close(c->ufd);
     }
     close(c->cfd);
+    tg_ppio_rx_free(c->pp_rx);
     if (c->bufmem != NULL)
         tg_worker_buf_put(w, c->bufmem);
     if (c->on_ready)
@@ -127,7 +135,9 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
     tg_stat_inc(&w->stats, (enum tg_core_stat)stat);
     tg_stat_inc(&w->stats, TG_STAT_CONN_CLOSED_ACTIVE);
     tg_worker_conn_release(w);
-    TG_DEBUG("conn %p: closed (%s, stat %d)", (void *)c, tg_conn_state_name(c->state), stat);
+    char a[TG_PP_ADDR_TEXT];
+    TG_DEBUG("conn %p: closed (%s, stat %d), client %s", (void *)c, tg_conn_state_name(c->state),
+             stat, tg_pp_addr_text(&c->client_addr, a, sizeof(a)));
     c->state = TG_CONN_CLOSED;
     free(c);
 }
@@ -156,10 +166,36 @@ void tg_conn_close(struct tg_conn *c, int stat)
 
 static void tg_conn_upstream_cb(struct ev_loop *loop, ev_io *io, int revents);
 
+/* upstream.proxy_protocol: the header goes first in the client -> upstream
+ * buffer, so it leaves before any byte of the client's and the pump needs no
+ * special case beyond not counting it as the client's. */
+static int tg_conn_pp_prepend(struct tg_conn *c)
+{
+    if (c->dest_addr.ss_family == AF_UNSPEC) {
+        socklen_t sl = sizeof(c->dest_addr);
+        if (getsockname(c->cfd, (struct sockaddr *)&c->dest_addr, &sl) != 0 ||
+            sl > sizeof(c->dest_addr))
+            memset(&c->dest_addr, 0, sizeof(c->dest_addr)); /* v1 UNKNOWN, v2 UNSPEC */
+    }
+    size_t n = 0;
+    /* No client certificates yet: no verified subject to pass as SSL_CN. */
+    int rc = tg_ppio_build(c->l->conf->upstream.proxy_protocol, c->ssl, &c->client_addr,
+                           &c->dest_addr, NULL, c->c2u.data, c->c2u.cap, &n);
+    if (rc != TG_OK) {
+        TG_WARN("conn %p: cannot build the PROXY header for the upstream: %s", (void *)c,
+                tg_strerror(rc));
+        return rc;
+    }
+    c->c2u.len = n;
+    c->pp_unsent = n;
+    return TG_OK;
+}
+
 static void tg_conn_upstream_connected(struct tg_conn *c)
 {
     struct tg_worker *w = c->w;
     tg_stat_inc(&w->stats, TG_STAT_UPSTREAM_CONNECT_OK);
+    tg_cluster_report(c->ep, TG_CONNECT_OK);
     c->bufmem = tg_worker_buf_get(w);
     if (c->bufmem == NULL) {
         tg_conn_close(c, TG_STAT_CLOSE_INTERNAL);
@@ -168,6 +204,10 @@ static void tg_conn_upstream_connected(struct tg_conn *c)
     size_t cap = w->cfg->limits.buffer_size;
     c->c2u = (struct tg_pipe){(char *)c->bufmem, cap, 0, 0};
     c->u2c = (struct tg_pipe){(char *)c->bufmem + cap, cap, 0, 0};
+    if (c->l->conf->upstream.proxy_protocol != 0 && tg_conn_pp_prepend(c) != TG_OK) {
+        tg_conn_close(c, TG_STAT_CLOSE_INTERNAL);
+        return;
+    }
     tg_conn_set_state(c, TG_CONN_PROXYING);
     /* The client may have sent its first bytes with its Finished message;
      * the upstream speaks when spoken to, or its socket will say so. */
@@ -178,21 +218,74 @@ static void tg_conn_upstream_connected(struct tg_conn *c)
     tg_conn_pump(c);
 }
 
+static void tg_conn_connect(struct tg_conn *c);
+
+/* The outcome of the connect in progress on ufd: 0 connected, an errno
+ * value when it failed, -1 while it is still in progress. */
+static int tg_conn_connect_state(const struct tg_conn *c)
+{
+    struct pollfd p = {.fd = c->ufd, .events = POLLOUT};
+    if (poll(&p, 1, 0) != 1)
+        return -1;
+    int soerr = 0;
+    socklen_t sl = sizeof(soerr);
+    if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+        soerr = errno;
+    return soerr;
+}
+
+/* An attempt failed: report it, and try another endpoint while attempts
+ * are left. */
 static void tg_conn_upstream_failed(struct tg_conn *c, int err)
 {
     struct tg_worker *w = c->w;
-    tg_stat_inc(&w->stats, err == ECONNREFUSED ? TG_STAT_UPSTREAM_CONNECT_REFUSED
-                           : err == ETIMEDOUT  ? TG_STAT_UPSTREAM_CONNECT_TIMEOUT
-                                               : TG_STAT_UPSTREAM_CONNECT_ERROR);
-    TG_DEBUG("conn %p: upstream %s: %s", (void *)c, c->l->conf->upstream.addr.text, strerror(err));
+    struct tg_cluster *cl = c->l->cluster;
+    enum tg_connect_result r = err == ECONNREFUSED ? TG_CONNECT_REFUSED
+                               : err == ETIMEDOUT  ? TG_CONNECT_TIMEOUT
+                                                   : TG_CONNECT_ERROR;
+    tg_stat_inc(&w->stats, r == TG_CONNECT_REFUSED   ? TG_STAT_UPSTREAM_CONNECT_REFUSED
+                           : r == TG_CONNECT_TIMEOUT ? TG_STAT_UPSTREAM_CONNECT_TIMEOUT
+                                                     : TG_STAT_UPSTREAM_CONNECT_ERROR);
+    char a[TG_PP_ADDR_TEXT];
+    TG_DEBUG("conn %p: upstream %s (attempt %u): %s (client %s)", (void *)c,
+             c->ep != NULL ? c->ep->text : "?", (unsigned)c->n_tried, strerror(err),
+             tg_pp_addr_text(&c->client_addr, a, sizeof(a)));
+    ev_io_stop(w->loop, &c->uio);
+    if (c->ufd >= 0) {
+        close(c->ufd);
+        c->ufd = -1;
+    }
+    if (c->ep != NULL) {
+        tg_cluster_report(c->ep, r);
+        tg_cluster_done(c->ep);
+        c->ep = NULL;
+    }
+    if (c->n_tried < tg_cluster_max_attempts(cl) && c->n_tried < TG_CONN_MAX_ATTEMPTS) {
+        tg_conn_connect(c);
+        return;
+    }
     tg_conn_close(c, TG_STAT_CLOSE_UPSTREAM_CONNECT);
 }
 
 static void tg_conn_connect(struct tg_conn *c)
 {
-    const struct tg_conf_upstream *up = &c->l->conf->upstream;
+    struct tg_worker *w = c->w;
+    struct tg_cluster *cl = c->l->cluster;
     tg_conn_set_state(c, TG_CONN_UPSTREAM_CONNECTING);
-    int fd = socket(up->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct tg_endpoint *ep = tg_cluster_pick(cl, w->id, c->tried, c->n_tried, NULL);
+    if (ep == NULL) {
+        /* Nothing resolved (or left): fail fast instead of waiting. */
+        TG_DEBUG("conn %p: no upstream endpoint left after %u attempt(s)", (void *)c,
+                 (unsigned)c->n_tried);
+        tg_conn_close(c,
+                      c->n_tried == 0 ? TG_STAT_CLOSE_NO_HEALTHY : TG_STAT_CLOSE_UPSTREAM_CONNECT);
+        return;
+    }
+    if (c->n_tried > 0)
+        tg_stat_inc(&w->stats, TG_STAT_UPSTREAM_RETRY);
+    c->ep = ep;
+    c->tried[c->n_tried++] = ep;
+    int fd = socket(ep->addr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         tg_conn_upstream_failed(c, errno);
         return;
@@ -201,7 +294,7 @@ static void tg_conn_connect(struct tg_conn *c)
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->ufd = fd;
     ev_io_set(&c->uio, fd, EV_WRITE);
-    if (connect(fd, (const struct sockaddr *)&up->addr.ss, up->addr.len) == 0) {
+    if (connect(fd, &ep->addr.sa, ep->addrlen) == 0) {
         tg_conn_upstream_connected(c);
         return;
     }
@@ -209,8 +302,64 @@ static void tg_conn_connect(struct tg_conn *c)
         tg_conn_upstream_failed(c, errno);
         return;
     }
-    ev_io_start(c->w->loop, &c->uio);
-    tg_conn_timer_after(c, tg_ns_s(up->connect_timeout_ns));
+    ev_io_start(w->loop, &c->uio);
+    tg_conn_timer_after(c, tg_ns_s(tg_cluster_connect_timeout_ns(cl)));
+}
+
+/* ---- PROXY header from a load balancer ---- */
+
+static void tg_conn_proxy_header(struct tg_conn *c)
+{
+    struct tg_worker *w = c->w;
+    struct tg_pp_hdr h;
+    const char *why = NULL;
+    char a[TG_PP_ADDR_TEXT], b[TG_PP_ADDR_TEXT];
+    int stat;
+    int rc = tg_ppio_recv(c->cfd, &c->pp_rx, &h, &why);
+    switch (rc) {
+    case TG_OK:
+        break;
+    case TG_EAGAIN:
+        tg_io_want(w->loop, &c->cio, c->cfd, EV_READ);
+        return;
+    case TG_ECLOSED:
+        if (why == NULL) {
+            /* Gone before the first byte (a load balancer's TCP health
+             * check): counted as a client that leaves before its
+             * ClientHello is, not as a protocol error. */
+            tg_stat_inc(&w->stats, TG_STAT_HS_FAIL_CLOSED);
+            tg_conn_close(c, TG_STAT_CLOSE_HANDSHAKE_FAILED);
+            return;
+        }
+        stat = TG_STAT_PP_ERR_TRUNCATED;
+        goto refused;
+    case TG_EPROTO:
+        stat = h.version == 0 ? TG_STAT_PP_ERR_NOT_PROXY : TG_STAT_PP_ERR_MALFORMED;
+        goto refused;
+    default:
+        TG_WARN("conn %p: reading the PROXY header: %s", (void *)c, why ? why : tg_strerror(rc));
+        tg_conn_close(c, TG_STAT_CLOSE_INTERNAL);
+        return;
+    }
+    tg_stat_inc(&w->stats, h.version == 1 ? TG_STAT_PP_HEADER_V1 : TG_STAT_PP_HEADER_V2);
+    if (h.src.ss_family != AF_UNSPEC) {
+        c->client_addr = h.src;
+        c->dest_addr = h.dst;
+    }
+    TG_DEBUG("conn %p: PROXY v%d header%s: client %s, to %s", (void *)c, h.version,
+             h.src.ss_family == AF_UNSPEC ? " without addresses" : "",
+             tg_pp_addr_text(&c->client_addr, a, sizeof(a)), tg_pp_addr_text(&h.dst, b, sizeof(b)));
+    /* Set here: the handshake may pause at once, or wait for a job, before
+     * it sets a state itself. */
+    tg_conn_set_state(c, TG_CONN_HANDSHAKING);
+    tg_conn_timer_after(c, tg_ns_s(w->cfg->limits.handshake_timeout_ns));
+    tg_conn_handshake(c);
+    return;
+refused:
+    TG_DEBUG("conn %p: PROXY header refused from %s: %s", (void *)c,
+             tg_pp_addr_text(&c->client_addr, a, sizeof(a)), why);
+    tg_stat_inc(&w->stats, (enum tg_core_stat)stat);
+    tg_conn_close(c, TG_STAT_CLOSE_PROXY_PROTOCOL);
 }
 
 /* ---- handshake ---- */
@@ -355,7 +504,13 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
         ssize_t n = send(c->ufd, cu->data + cu->off, cu->len - cu->off, MSG_NOSIGNAL);
         if (n > 0) {
             cu->off += (size_t)n;
-            tg_stat_add(&w->stats, TG_STAT_BYTES_FROM_CLIENT, (uint64_t)n);
+            size_t from_client = (size_t)n;
+            if (c->pp_unsent > 0) { /* our PROXY header is not the client's */
+                size_t h = c->pp_unsent < from_client ? c->pp_unsent : from_client;
+                c->pp_unsent -= h;
+                from_client -= h;
+            }
+            tg_stat_add(&w->stats, TG_STAT_BYTES_FROM_CLIENT, (uint64_t)from_client);
             /* A nearby upstream often answers before the loop comes back:
              * look once, it can save a poll round trip. */
             c->upstream_maybe_readable = true;
@@ -482,6 +637,9 @@ static void tg_conn_client_cb(struct ev_loop *loop, ev_io *io, int revents)
     (void)revents;
     struct tg_conn *c = io->data;
     switch (c->state) {
+    case TG_CONN_PROXY_HEADER:
+        tg_conn_proxy_header(c);
+        break;
     case TG_CONN_ACCEPTED:
     case TG_CONN_HANDSHAKING:
         tg_conn_handshake(c);
@@ -529,15 +687,28 @@ static void tg_conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     struct tg_conn *c = t->data;
     struct tg_worker *w = c->w;
     switch (c->state) {
+    case TG_CONN_PROXY_HEADER:
+        TG_DEBUG("conn %p: no complete PROXY header within proxy_protocol_timeout", (void *)c);
+        tg_stat_inc(&w->stats, TG_STAT_PP_ERR_TIMEOUT);
+        tg_conn_close(c, TG_STAT_CLOSE_PROXY_PROTOCOL);
+        break;
     case TG_CONN_ACCEPTED:
     case TG_CONN_HANDSHAKING:
     case TG_CONN_KEYOP_WAIT:
         tg_stat_inc(&w->stats, TG_STAT_HS_FAIL_TIMEOUT);
         tg_conn_close(c, TG_STAT_CLOSE_HANDSHAKE_TIMEOUT);
         break;
-    case TG_CONN_UPSTREAM_CONNECTING:
-        tg_conn_upstream_failed(c, ETIMEDOUT);
+    case TG_CONN_UPSTREAM_CONNECTING: {
+        /* A slow loop turn can bring the timer together with the socket
+         * event it was waiting for: look before calling it a timeout. */
+        int st = tg_conn_connect_state(c);
+        ev_io_stop(loop, &c->uio);
+        if (st == 0)
+            tg_conn_upstream_connected(c);
+        else
+            tg_conn_upstream_failed(c, st > 0 ? st : ETIMEDOUT);
         break;
+    }
     case TG_CONN_PROXYING: {
         uint64_t idle = w->cfg->limits.idle_timeout_ns, now = tg_now_ns();
         if (now - c->t_active_ns >= idle)
@@ -551,7 +722,7 @@ static void tg_conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
 }
 
-void tg_conn_accept(struct tg_wlistener *l, int fd)
+void tg_conn_accept(struct tg_wlistener *l, int fd, const struct sockaddr_storage *peer)
 {
     struct tg_worker *w = l->w;
     if (!tg_worker_conn_acquire(w)) {
@@ -577,6 +748,7 @@ void tg_conn_accept(struct tg_wlistener *l, int fd)
     c->ssl = ssl;
     c->state = TG_CONN_ACCEPTED;
     c->keyctx.kx = tg_tls_listener_kx(l->tls);
+    c->client_addr = *peer;
     c->t_accept_ns = tg_now_ns();
     SSL_set_accept_state(ssl);
     SSL_set_async_callback_arg(ssl, c);
@@ -584,7 +756,10 @@ void tg_conn_accept(struct tg_wlistener *l, int fd)
     c->cio.data = c;
     ev_init(&c->uio, tg_conn_upstream_cb);
     c->uio.data = c;
-    ev_timer_init(&c->timer, tg_conn_timer_cb, tg_ns_s(w->cfg->limits.handshake_timeout_ns), 0.0);
+    bool pp = l->conf->proxy_protocol;
+    uint64_t first_wait =
+        pp ? l->conf->proxy_protocol_timeout_ns : w->cfg->limits.handshake_timeout_ns;
+    ev_timer_init(&c->timer, tg_conn_timer_cb, tg_ns_s(first_wait), 0.0);
     c->timer.data = c;
     ev_timer_start(w->loop, &c->timer);
     c->next = w->conns;
@@ -596,7 +771,15 @@ void tg_conn_accept(struct tg_wlistener *l, int fd)
     w->n_handshaking++;
     tg_stat_inc(&w->stats, TG_STAT_CONN_ACCEPTED);
     tg_stat_inc(&w->stats, TG_STAT_CONN_OPENED);
-    /* The ClientHello usually follows the connect closely: try at once
-     * instead of paying a poll round trip. */
-    tg_conn_handshake(c);
+    char a[TG_PP_ADDR_TEXT];
+    TG_DEBUG("conn %p: accepted from %s on listener %s", (void *)c,
+             tg_pp_addr_text(&c->client_addr, a, sizeof(a)), l->conf->name);
+    /* The PROXY header or the ClientHello usually follows the connect
+     * closely: try at once instead of paying a poll round trip. */
+    if (pp) {
+        tg_conn_set_state(c, TG_CONN_PROXY_HEADER);
+        tg_conn_proxy_header(c);
+    } else {
+        tg_conn_handshake(c);
+    }
 }

@@ -2,8 +2,21 @@
  * tg_conn: one client connection, an explicit state machine with exactly one
  * close path.
  *
- *   ACCEPTED -> HANDSHAKING <-> KEYOP_WAIT -> UPSTREAM_CONNECTING -> PROXYING
- *            -> (half-closed directions drain) -> CLOSED
+ *   ACCEPTED [-> PROXY_HEADER] -> HANDSHAKING <-> KEYOP_WAIT -> UPSTREAM_CONNECTING
+ *            -> PROXYING -> (half-closed directions drain) -> CLOSED
+ *
+ * PROXY_HEADER, on listeners with proxy_protocol: true only: reading the
+ * load balancer's PROXY header (tg_ppio), exactly its bytes, for at most the
+ * listener's proxy_protocol_timeout; a missing, invalid or late header
+ * closes the connection (CLOSE_PROXY_PROTOCOL, PP_ERR_*). The handshake
+ * timer starts when the header is complete. When the upstream has
+ * proxy_protocol v1 or v2, the header for it is the first thing in the
+ * client -> upstream buffer once the upstream connection is up.
+ *
+ * UPSTREAM_CONNECTING: the listener's cluster gives an endpoint; when the
+ * connect fails or times out (connect_timeout per attempt) the result is
+ * reported to the cluster and another endpoint is tried, up to
+ * max_connect_attempts, the client's session waiting meanwhile.
  *
  * KEYOP_WAIT: libssl's ASYNC job is paused on a key operation; no SSL_* call
  * is made until the async callback (tg_worker_ssl_async_cb, whose argument is
@@ -21,15 +34,22 @@
 #include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "core/tg_stats.h"
 #include "keyprov/tg_keyprov.h"
+#include "upstream/tg_endpoint.h"
+
+/* Most upstream endpoints one connection tries (upstream.max_connect_attempts). */
+#define TG_CONN_MAX_ATTEMPTS 10
 
 struct tg_worker;
 struct tg_wlistener;
+struct tg_ppio_rx;
 
 #define TG_CONN_STATES(X)                                                                          \
     X(ACCEPTED, "accepted")                                                                        \
+    X(PROXY_HEADER, "proxy_header")                                                                \
     X(HANDSHAKING, "handshaking")                                                                  \
     X(KEYOP_WAIT, "keyop_wait")                                                                    \
     X(UPSTREAM_CONNECTING, "upstream_connecting")                                                  \
@@ -62,6 +82,15 @@ struct tg_conn {
     ev_io uio;
     ev_timer timer;
     struct tg_keyctx keyctx;
+    /* The client as tlsgate reports it (logs, the PROXY header it sends):
+     * on a proxy_protocol listener the header's source address when it
+     * carried one, else the TCP peer. dest_addr: the address the client
+     * connected to, from the same header; AF_UNSPEC when there was none
+     * until something needs it (then getsockname). */
+    struct sockaddr_storage client_addr;
+    struct sockaddr_storage dest_addr;
+    struct tg_ppio_rx *pp_rx; /* a PROXY header arriving in pieces (PROXY_HEADER) */
+    size_t pp_unsent;         /* bytes of the upstream's PROXY header still at the head of c2u */
     uint64_t t_accept_ns;
     uint64_t t_active_ns; /* last byte moved, for idle_timeout */
     void *bufmem;         /* both pipes' storage, from the worker pool */
@@ -81,14 +110,21 @@ struct tg_conn {
     bool in_job;       /* paused ASYNC job */
     bool closing;      /* close requested while in_job */
     bool on_ready;
-    int close_stat;              /* enum tg_core_stat of the close reason */
+    int close_stat; /* enum tg_core_stat of the close reason */
+    /* upstream: the endpoint of the current attempt (referenced, counted
+     * active; NULL before the first and between attempts) and the ones
+     * tried so far (compared only, not referenced) */
+    struct tg_endpoint *ep;
+    struct tg_endpoint *tried[TG_CONN_MAX_ATTEMPTS];
+    uint8_t n_tried;
     struct tg_conn *prev, *next; /* worker's list */
     struct tg_conn *ready_next;
 };
 
-/* Take an accepted socket (non-blocking) and start the handshake. On failure
- * the socket is closed and counted. */
-void tg_conn_accept(struct tg_wlistener *l, int fd);
+/* Take an accepted socket (non-blocking) from the TCP peer `peer` (as
+ * accept4 gave it; AF_UNSPEC if unknown) and start reading the PROXY header
+ * or the handshake. On failure the socket is closed and counted. */
+void tg_conn_accept(struct tg_wlistener *l, int fd, const struct sockaddr_storage *peer);
 /* Resume a connection from the ready list. */
 void tg_conn_resume(struct tg_conn *c);
 /* The one close path. stat is the tg_core_stat to count (CLOSE_*). */

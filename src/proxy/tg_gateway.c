@@ -14,6 +14,8 @@
 #include "ossl/tg_ossl.h"
 #include "proxy/tg_worker.h"
 #include "tls/tg_tls.h"
+#include "upstream/tg_cluster.h"
+#include "upstream/tg_resolver.h"
 
 struct tg_gateway {
     struct tg_config *cfg;
@@ -27,7 +29,9 @@ struct tg_gateway {
     ev_signal sigterm, sigint;
     ev_async worker_exit;
     struct tg_admin *admin;
-    _Atomic uint64_t active; /* open connections, all workers (limits.max_connections) */
+    struct tg_resolver *resolver; /* NULL when no upstream has a host name */
+    struct tg_cluster **clusters; /* one per listener */
+    _Atomic uint64_t active;      /* open connections, all workers (limits.max_connections) */
     _Atomic int exited;
     _Atomic bool stopping;
     uint64_t started_ns;
@@ -50,13 +54,23 @@ static void tg_gateway_render(struct tg_buf *out, void *arg)
     tg_prom_header(out, "tlsgate_uptime_seconds", "gauge", "Seconds since start");
     tg_prom_value(out, "tlsgate_uptime_seconds", "", (tg_now_ns() - gw->started_ns) / TG_NS_PER_S);
     tg_core_stats_render(out, gw->stats, (size_t)gw->n_workers);
+    if (gw->clusters != NULL)
+        tg_cluster_render(out, gw->clusters, gw->cfg->n_listeners);
     tg_keyprov_render_stats(out);
 }
 
 static bool tg_gateway_ready(void *arg)
 {
     struct tg_gateway *gw = arg;
-    return !atomic_load(&gw->stopping) && gw->n_started == gw->n_workers;
+    if (atomic_load(&gw->stopping) || gw->n_started != gw->n_workers)
+        return false;
+    /* Not before every upstream name had its first answer: until then a
+     * connection could find no endpoint. */
+    for (size_t i = 0; gw->clusters != NULL && i < gw->cfg->n_listeners; i++) {
+        if (gw->clusters[i] != NULL && !tg_cluster_ready(gw->clusters[i]))
+            return false;
+    }
+    return true;
 }
 
 static void tg_signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
@@ -91,6 +105,13 @@ static void tg_gateway_free(struct tg_gateway *gw)
         for (int i = 0; i < gw->n_workers; i++)
             tg_worker_destroy(&gw->workers[i]);
     }
+    /* The workers have released their cluster slots (or never ran). */
+    for (size_t i = 0; gw->clusters != NULL && i < gw->cfg->n_listeners; i++) {
+        tg_cluster_stop(gw->clusters[i]);
+        tg_cluster_unref(gw->clusters[i]);
+    }
+    free(gw->clusters);
+    tg_resolver_free(gw->resolver);
     free(gw->workers);
     free(gw->stats);
     for (size_t i = 0; i < gw->n_tls; i++)
@@ -158,6 +179,37 @@ int tg_gateway_check(struct tg_config *cfg)
     return rc;
 }
 
+/* One cluster per listener, started on the main loop (names are looked up
+ * from now on), handed to every worker. */
+static int tg_gateway_clusters(struct tg_gateway *gw)
+{
+    const struct tg_config *cfg = gw->cfg;
+    bool names = false;
+    for (size_t li = 0; li < cfg->n_listeners; li++) {
+        for (size_t k = 0; k < cfg->listeners[li].upstream.n_endpoints; k++)
+            names = names || cfg->listeners[li].upstream.endpoints[k].is_name;
+    }
+    if (names) {
+        char err[TG_CONFIG_ERRLEN] = "";
+        int rc = tg_resolver_new(gw->loop, &cfg->dns, &gw->resolver, err, sizeof(err));
+        if (rc != TG_OK) {
+            fprintf(stderr, "tlsgate: %s\n", err[0] ? err : tg_strerror(rc));
+            return rc;
+        }
+    }
+    gw->clusters = calloc(cfg->n_listeners, sizeof(*gw->clusters));
+    if (gw->clusters == NULL)
+        return TG_ENOMEM;
+    for (size_t li = 0; li < cfg->n_listeners; li++) {
+        const struct tg_conf_listener *l = &cfg->listeners[li];
+        TG_GUARD(tg_cluster_new(l->name, &l->upstream, gw->n_workers, &gw->clusters[li]));
+        TG_GUARD(tg_cluster_start(gw->clusters[li], gw->loop, gw->resolver));
+        for (int i = 0; i < gw->n_workers; i++)
+            gw->workers[i].listeners[li].cluster = gw->clusters[li];
+    }
+    return TG_OK;
+}
+
 static void tg_addr_text(const struct tg_conf_addr *a, char *buf, size_t len)
 {
     char host[INET6_ADDRSTRLEN] = "?";
@@ -218,9 +270,22 @@ int tg_gateway_run(struct tg_config *cfg)
             gw->workers[i].listeners[li].tls = gw->tls[li];
         char addr[80];
         tg_addr_text(&cfg->listeners[li].addr, addr, sizeof(addr));
-        TG_INFO("listener %s: listening on %s, upstream %s", cfg->listeners[li].name, addr,
-                cfg->listeners[li].upstream.addr.text);
+        const struct tg_conf_listener *lc = &cfg->listeners[li];
+        char pp[96] = "";
+        if (lc->proxy_protocol || lc->upstream.proxy_protocol != 0)
+            snprintf(pp, sizeof(pp),
+                     " (PROXY protocol: %s from the load balancer, %s to the upstream)",
+                     lc->proxy_protocol ? "required" : "none",
+                     lc->upstream.proxy_protocol == 1   ? "v1"
+                     : lc->upstream.proxy_protocol == 2 ? "v2"
+                                                        : "none");
+        TG_INFO("listener %s: listening on %s, upstream %s%s", lc->name, addr, lc->upstream.text,
+                pp);
         tg_tls_listener_describe(gw->tls[li], cfg->listeners[li].name);
+    }
+    if (tg_gateway_clusters(gw) != TG_OK) {
+        rc = 1;
+        goto out;
     }
     if (cfg->has_admin) {
         struct tg_admin_callbacks cb = {tg_gateway_render, tg_gateway_ready, gw};

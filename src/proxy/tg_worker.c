@@ -195,9 +195,13 @@ static void tg_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
     struct tg_wlistener *l = io->data;
     struct tg_worker *w = l->w;
     for (int i = 0; i < TG_ACCEPT_BATCH && !w->draining; i++) {
-        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t peerlen = sizeof(peer);
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &peerlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-            tg_conn_accept(l, fd);
+            if (peerlen > sizeof(peer))
+                peer.ss_family = AF_UNSPEC;
+            tg_conn_accept(l, fd, &peer);
             continue;
         }
         if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -371,6 +375,9 @@ void tg_worker_thread_end(struct tg_worker *w)
     /* No provider set: thread_start failed before anything else started. */
     if (w->kp != NULL)
         tg_worker_teardown(w);
+    /* Every connection is gone: the snapshots this worker held can go. */
+    for (size_t i = 0; i < w->n_listeners; i++)
+        tg_cluster_slot_release(w->listeners[i].cluster, w->id);
     tg_keyprov_set_current(NULL);
     ASYNC_cleanup_thread();
     OPENSSL_thread_stop();

@@ -26,6 +26,7 @@
 #include "keyprov/tg_keyprov.h"
 #include "proxy/tg_conn.h"
 #include "tls/tg_tls.h"
+#include "upstream/tg_cluster.h"
 
 /*
  * What a worker is handed by the code that runs it. Copied by
@@ -49,6 +50,10 @@ struct tg_wlistener {
     struct tg_worker *w;
     const struct tg_conf_listener *conf;
     const struct tg_tls_listener *tls;
+    /* Where connections go (set by the code that runs the worker, like
+     * tls; slot w->id is this worker's). Released by the worker's
+     * tg_worker_thread_end (tg_cluster_slot_release). */
+    struct tg_cluster *cluster;
     int fd;
     ev_io io;
     bool paused; /* accept paused (max_connections or drain) */
@@ -112,7 +117,8 @@ void *tg_worker_main(void *arg);
  * the error from the key providers (logged).
  * thread_end: always after thread_start, whatever it returned: closes every
  * connection left (counted CLOSE_SHUTDOWN), finishes their key operations,
- * frees the per-thread state, then calls host.exited. */
+ * frees the per-thread state, releases its slot of each listener's cluster,
+ * then calls host.exited. */
 int tg_worker_thread_start(struct tg_worker *w) TG_MUST_CHECK;
 void tg_worker_thread_end(struct tg_worker *w);
 

@@ -219,6 +219,44 @@ tg__serving() {
     grep -q 'serving on ' "$TG_TMP/$1.log"
 }
 
+# tg_free_port: sets FREE_PORT to a TCP port no socket uses now (ss), below
+# the ephemeral range (so no client connection takes it meanwhile) and not
+# handed out before in this test. Only for peers that cannot listen on port 0
+# and say which port they got (haproxy, nginx); tlsgate and the Python
+# upstreams use port 0.
+TG_USED_PORTS=" "
+tg_free_port() {
+    local low p i
+    low=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    [ "$low" -gt 12000 ] || low=32768
+    for ((i = 0; i < 200; i++)); do
+        p=$((10000 + RANDOM % (low - 10000)))
+        case $TG_USED_PORTS in *" $p "*) continue ;; esac
+        if [ -z "$(ss -Htan "sport = :$p" 2>/dev/null)" ]; then
+            TG_USED_PORTS="$TG_USED_PORTS$p "
+            FREE_PORT=$p
+            return 0
+        fi
+    done
+    tg_fail "no free port found"
+}
+
+# tg_wait_listening NAME PID PORT...: wait until every PORT has a listening
+# socket (ss), failing at once if PID exits (its log is printed at exit).
+tg_wait_listening() {
+    local name=$1 pid=$2
+    shift 2
+    tg_wait_for 15 "$name to listen on $*" tg__listening "$name" "$pid" "$@"
+}
+tg__listening() {
+    local name=$1 pid=$2 p
+    shift 2
+    tg_alive "$pid" || tg_fail "$name exited early"
+    for p in "$@"; do
+        [ -n "$(ss -Hltn "sport = :$p" 2>/dev/null)" ] || return 1
+    done
+}
+
 # tg_bench_serve [NAME] [ARGS...]: `tlsgate bench --serve 127.0.0.1:0 ARGS`; sets UP_ADDR UP_PORT UP_PID.
 tg_bench_serve() {
     local name=${1:-upstream}

@@ -184,22 +184,25 @@ def cert_entry(cert, key, prov="software", server_names=None):
 
 def listener(certs, upstream, prov="software", name="l0", tls=None, upstream_extra=None,
              address="127.0.0.1:0"):
-    """certs: [(cert, key)] or cert_entry() dicts; upstream: "host:port"."""
+    """certs: [(cert, key)] or cert_entry() dicts; upstream: "host:port", or
+    None when upstream_extra gives the endpoints."""
     entries = [c if isinstance(c, dict) else cert_entry(c[0], c[1], prov) for c in certs]
     t = {"certificates": entries}
     t.update(tls or {})
-    u = {"address": upstream}
+    u = {"address": upstream} if upstream is not None else {}
     u.update(upstream_extra or {})
     return {"name": name, "address": address, "tls": t, "upstream": u}
 
 
-def gw_config(listeners, limits=None, concurrency=1, admin=True):
+def gw_config(listeners, limits=None, concurrency=1, admin=True, extra=None):
+    """extra: more top-level keys (e.g. {"dns": {...}})."""
     cfg = {"concurrency": concurrency}
     if admin:
         cfg["admin"] = {"address": "127.0.0.1:0"}
     cfg["listeners"] = listeners
     if limits:
         cfg["limits"] = limits
+    cfg.update(extra or {})
     return cfg
 
 
@@ -300,16 +303,18 @@ class Stats:
 class Gateway(Proc):
     """A running `tlsgate run` with its config; ports read from its log."""
 
-    def __init__(self, t, cfg, name="tlsgate", extra_args=(), wait=True):
+    def __init__(self, t, cfg, name="tlsgate", extra_args=(), wait=True, env=None):
         self.cfg_path = t.unique_path(name, ".yaml")
         text = cfg if isinstance(cfg, str) else to_yaml(cfg) + "\n"
         with open(self.cfg_path, "w") as f:
             f.write(text)
         argv = [tlsgate_path(), "run", "--config", self.cfg_path, "--log-level", LOG_LEVEL]
         argv += list(extra_args)
-        env = None
         if VALGRIND:
-            argv, env = valgrind_wrap(t, argv)
+            argv, venv = valgrind_wrap(t, argv)
+            env = dict(venv, **(env or {}))
+        elif env is not None:
+            env = dict(os.environ, **env)
         super().__init__(t, name, argv, env)
         self.ports = {}
         self.admin_port = None

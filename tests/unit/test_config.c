@@ -212,6 +212,9 @@ static void test_defaults(void **state)
     assert_int_equal(l->tls.mark.line, 4);
     assert_string_equal(l->upstream.addr.text, "127.0.0.1:8080");
     assert_true(l->upstream.connect_timeout_ns == 5 * TG_NS_PER_S);
+    assert_int_equal(l->upstream.proxy_protocol, 0);
+    assert_false(l->proxy_protocol);
+    assert_true(l->proxy_protocol_timeout_ns == 3 * TG_NS_PER_S);
     assert_int_equal(l->upstream.mark.line, 7);
     assert_int_equal(l->upstream.mark.col, 15);
 
@@ -275,11 +278,16 @@ static void test_full_config(void **state)
         "      cipher_list: ECDHE-RSA-AES128-GCM-SHA256\n"
         "      cipher_suites: TLS_AES_128_GCM_SHA256\n"
         "      groups: [X25519, P-256]\n"
-        "    upstream: { address: localhost:8080, connect_timeout: 250ms }\n"
+        "    upstream: { address: localhost:8080, connect_timeout: 250ms, proxy_protocol: v2 }\n"
+        "    proxy_protocol: true\n"
+        "    proxy_protocol_timeout: 500ms\n"
         "  - name: second\n"
         "    address: 0.0.0.0:0\n"
+        "    proxy_protocol: false\n"
         "    tls:\n"
-        "      certificates:\n" CERT_FILES "      groups: \"X25519:P-384\"\n" UPSTREAM "limits:\n"
+        "      certificates:\n" CERT_FILES "      groups: \"X25519:P-384\"\n"
+        "    upstream: { address: 127.0.0.1:8080, proxy_protocol: v1 }\n"
+        "limits:\n"
         "  max_connections: 10000000\n"
         "  handshake_timeout: 1500ms\n"
         "  idle_timeout: 1h\n"
@@ -306,6 +314,9 @@ static void test_full_config(void **state)
     assert_string_equal(l->tls.groups, "X25519:P-256");
     assert_string_equal(l->upstream.addr.text, "localhost:8080");
     assert_true(l->upstream.connect_timeout_ns == 250 * TG_NS_PER_MS);
+    assert_int_equal(l->upstream.proxy_protocol, 2);
+    assert_true(l->proxy_protocol);
+    assert_true(l->proxy_protocol_timeout_ns == 500 * TG_NS_PER_MS);
     const struct tg_conf_cert *c = &l->tls.certs[0];
     assert_int_equal(c->n_server_names, 2);
     assert_string_equal(c->server_names[0], "example.com");
@@ -334,6 +345,9 @@ static void test_full_config(void **state)
     l = &cfg->listeners[1];
     assert_string_equal(l->name, "second");
     assert_string_equal(l->tls.groups, "X25519:P-384");
+    assert_false(l->proxy_protocol);
+    assert_true(l->proxy_protocol_timeout_ns == 3 * TG_NS_PER_S);
+    assert_int_equal(l->upstream.proxy_protocol, 1);
     assert_string_equal(l->tls.certs[0].keyprov.provider_name, "software");
     assert_string_equal(l->tls.certs[0].keyprov.path,
                         "listeners[1].tls.certificates[0].private_key_provider");
@@ -525,7 +539,17 @@ static void test_example_file(void **state)
         print_error("%s\n", err);
     assert_int_equal(rc, TG_OK);
     assert_true(cfg->has_admin);
-    assert_int_equal(cfg->n_listeners, 2);
+    assert_int_equal(cfg->n_listeners, 3);
+    const struct tg_conf_upstream *u = &cfg->listeners[2].upstream;
+    assert_int_equal(u->n_endpoints, 2);
+    assert_true(u->endpoints[0].is_name);
+    assert_int_equal(u->endpoints[1].weight, 2);
+    assert_true(u->health_check.enabled);
+    assert_int_equal(cfg->dns.n_resolvers, 1);
+    assert_false(cfg->listeners[0].proxy_protocol);
+    assert_true(cfg->listeners[0].proxy_protocol_timeout_ns == 3 * TG_NS_PER_S);
+    assert_int_equal(cfg->listeners[0].upstream.proxy_protocol, 0);
+    assert_int_equal(cfg->listeners[1].upstream.proxy_protocol, 2);
     const struct tg_conf_cert *c = &cfg->listeners[1].tls.certs[0];
     assert_string_equal(c->keyprov.provider_name, "deferred");
     assert_true(c->keyprov.poll_delay_ns == 200 * TG_NS_PER_US);
@@ -597,10 +621,10 @@ static void test_err_unknown_keys(void **state)
     (void)state;
     static const struct err_case cases[] = {
         {"bogus: 1\n" L0, "gw.yaml:1:1: bogus: unknown key 'bogus' (allowed: concurrency, "
-                          "log_level, admin, listeners, limits)"},
+                          "log_level, admin, listeners, limits, dns)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    port: 1\n    tls:\n" CERTS UPSTREAM,
          "gw.yaml:3:5: listeners[0].port: unknown key 'port' (allowed: name, address, backlog, "
-         "tls, upstream)"},
+         "tls, upstream, proxy_protocol, proxy_protocol_timeout)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n      ciphers: x\n" CERTS UPSTREAM,
          "gw.yaml:4:7: listeners[0].tls.ciphers: unknown key 'ciphers' (allowed: certificates, "
          "min_version, max_version, alpn, session_resumption, cipher_list, cipher_suites, "
@@ -625,7 +649,8 @@ static void test_err_unknown_keys(void **state)
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "    upstream: { address: 127.0.0.1:8080, timeout: 1s }\n",
          "gw.yaml:7:42: listeners[0].upstream.timeout: unknown key 'timeout' (allowed: address, "
-         "connect_timeout)"},
+         "endpoints, connect_timeout, max_connect_attempts, lb_policy, dns_lookup_family, "
+         "dns_refresh_rate, respect_dns_ttl, outlier_detection, health_check, proxy_protocol)"},
     };
     check_errors(cases, TG_ARRAY_LEN(cases));
 }
@@ -710,7 +735,7 @@ static void test_err_missing(void **state)
          "gw.yaml:2:5: listeners[0]: missing required key 'upstream'"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "    upstream: { connect_timeout: 1s }\n",
-         "gw.yaml:7:15: listeners[0].upstream: missing required key 'address'"},
+         "gw.yaml:7:15: listeners[0].upstream: missing required key 'address' (or 'endpoints')"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls: { min_version: TLSv1.2 }\n" UPSTREAM,
          "gw.yaml:3:10: listeners[0].tls: missing required key 'certificates'"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n      certificates:\n"
@@ -787,6 +812,19 @@ static void test_err_values(void **state)
          "    upstream: { address: 127.0.0.1:1, connect_timeout: 5 s }\n",
          "gw.yaml:7:56: listeners[0].upstream.connect_timeout: invalid duration '5 s' (expected a "
          "number and a unit ns, us, ms, s, m or h, e.g. 2s, 250ms, 0.001s; whole nanoseconds)"},
+        {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
+         "    upstream: { address: 127.0.0.1:1, proxy_protocol: v3 }\n",
+         "gw.yaml:7:55: listeners[0].upstream.proxy_protocol: expected v1 or v2, got 'v3'"},
+        {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
+         "    upstream: { address: 127.0.0.1:1, proxy_protocol: true }\n",
+         "gw.yaml:7:55: listeners[0].upstream.proxy_protocol: expected v1 or v2, got 'true'"},
+        {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
+         "    upstream: { address: 127.0.0.1:1, proxy_protocol: [v1] }\n",
+         "gw.yaml:7:55: listeners[0].upstream.proxy_protocol: expected v1 or v2, got a sequence"},
+        {LST("    proxy_protocol: v2\n"),
+         "gw.yaml:3:21: listeners[0].proxy_protocol: expected true or false, got 'v2'"},
+        {LST("    proxy_protocol: true\n    proxy_protocol_timeout: 0s\n"),
+         "gw.yaml:4:29: listeners[0].proxy_protocol_timeout: must be greater than 0"},
         {L0 "limits: { idle_timeout: -1s }\n",
          "gw.yaml:8:25: limits.idle_timeout: invalid duration '-1s' (expected a number and a "
          "unit ns, us, ms, s, m or h, e.g. 2s, 250ms, 0.001s; whole nanoseconds)"},

@@ -40,6 +40,7 @@
 #include "proxy/tg_conn.h"
 #include "proxy/tg_worker.h"
 #include "tls/tg_tls.h"
+#include "upstream/tg_cluster.h"
 #include "tg_test_util.h"
 #include "providers/software/tg_software.h"
 #include "providers/deferred/tg_deferred.h"
@@ -83,13 +84,17 @@ struct opts {
     const char *connect_timeout;
     uint64_t max_active;
     enum upstream_kind upstream;
+    /* The whole upstream mapping instead of { address: <the upstream> }
+     * (PORT, once: the upstream's port). */
+    const char *upstream_yaml;
 };
 
-static const struct opts default_opts = {HOUR, HOUR, HOUR, HOUR, 100, UP_LISTEN};
+static const struct opts default_opts = {HOUR, HOUR, HOUR, HOUR, 100, UP_LISTEN, NULL};
 
 static struct {
     struct tg_config *cfg;
     struct tg_tls_listener *tls;
+    struct tg_cluster *cluster;
     struct tg_worker w;
     bool started;
     int exited; /* tg_worker_host.exited calls */
@@ -181,12 +186,20 @@ static void tc_start(const struct opts *o)
     char delay[64] = "";
     if (o->delay != NULL)
         snprintf(delay, sizeof(delay), ", delay: %s", o->delay);
+    char up[512];
+    const char *at = o->upstream_yaml != NULL ? strstr(o->upstream_yaml, "PORT") : NULL;
+    if (at != NULL)
+        snprintf(up, sizeof(up), "%.*s%d%s", (int)(at - o->upstream_yaml), o->upstream_yaml, port,
+                 at + 4);
+    else
+        snprintf(up, sizeof(up), "{ address: 127.0.0.1:%d, connect_timeout: %s }", port,
+                 o->connect_timeout);
     char yaml[2048];
     snprintf(yaml, sizeof(yaml),
              "listeners:\n"
              "  - name: t\n"
              "    address: 127.0.0.1:0\n"
-             "    upstream: { address: 127.0.0.1:%d, connect_timeout: %s }\n"
+             "    upstream: %s\n"
              "    tls:\n"
              "      certificates:\n"
              "        - certificate_chain: { filename: %s }\n"
@@ -195,8 +208,7 @@ static void tc_start(const struct opts *o)
              "            provider_name: deferred\n"
              "            typed_config: { key_exchange: false%s }\n"
              "limits: { handshake_timeout: %s, idle_timeout: %s }\n",
-             port, o->connect_timeout, cert_path, key_path, delay, o->handshake_timeout,
-             o->idle_timeout);
+             up, cert_path, key_path, delay, o->handshake_timeout, o->idle_timeout);
     char err[1024] = "";
     if (tg_config_load_buffer("t.yaml", yaml, strlen(yaml), &T.cfg, err, sizeof(err)) != TG_OK)
         fail_msg("config: %s", err);
@@ -208,6 +220,9 @@ static void tc_start(const struct opts *o)
     if (tg_worker_open_listeners(&T.w, 1, 0, conf, err, sizeof(err)) != TG_OK)
         fail_msg("listen: %s", err);
     T.w.listeners[0].tls = T.tls;
+    /* Not started: literal addresses need no loop; names stay unresolved. */
+    assert_int_equal(tg_cluster_new("t", &conf->upstream, 1, &T.cluster), TG_OK);
+    T.w.listeners[0].cluster = T.cluster;
     T.addr = conf->addr.ss;
     T.addrlen = conf->addr.len;
     assert_int_equal(tg_worker_thread_start(&T.w), TG_OK);
@@ -237,6 +252,10 @@ static int tc_teardown(void **state)
         tg_worker_thread_end(&T.w);
     }
     tg_worker_destroy(&T.w);
+    tg_cluster_stop(T.cluster);
+    tg_cluster_unref(T.cluster);
+    assert_int_equal(tg_cluster_live_snapshots(), 0);
+    assert_int_equal(tg_cluster_live_endpoints(), 0);
     tg_tls_listener_free(T.tls);
     tg_config_free(T.cfg);
     int fds[] = {T.up_lfd, T.up_fill, T.up_fd};
@@ -707,6 +726,45 @@ static void test_upstream_refused(void **state)
     tc_finish();
 }
 
+/* Two endpoints, one refusing: every connection ends on the other, after
+ * a retry when the refusing one came first (round robin makes it come
+ * first for some of them). */
+static void test_upstream_retry_other_endpoint(void **state)
+{
+    (void)state;
+    int dead_port, dead = upstream_socket(UP_REFUSE, &dead_port);
+    char up[256];
+    snprintf(up, sizeof(up),
+             "{ endpoints: [ { address: \"127.0.0.1:%d\" }, { address: \"127.0.0.1:PORT\" } ], "
+             "max_connect_attempts: 2, connect_timeout: 1h }",
+             dead_port);
+    struct opts o = default_opts;
+    o.delay = NULL;
+    o.upstream_yaml = up;
+    tc_start(&o);
+    for (int i = 0; i < 4; i++) {
+        struct client cl;
+        struct sink sk = {0};
+        client_connect(&cl);
+        RUN_UNTIL(client_handshake(&cl) == 1);
+        RUN_UNTIL(upstream_accept());
+        client_write(&cl, "ping");
+        RUN_UNTIL(upstream_got(&sk, "ping"));
+        close(T.up_fd);
+        T.up_fd = -1;
+        RUN_UNTIL(client_read(&cl));
+        assert_true(cl.closed);
+        client_free(&cl);
+        RUN_UNTIL(T.w.n_conns == 0);
+    }
+    assert_int_equal(st(TG_STAT_UPSTREAM_CONNECT_OK), 4);
+    assert_true(st(TG_STAT_UPSTREAM_CONNECT_REFUSED) >= 1);
+    assert_int_equal(st(TG_STAT_UPSTREAM_RETRY), st(TG_STAT_UPSTREAM_CONNECT_REFUSED));
+    assert_closed_by(TG_STAT_CLOSE_NORMAL, 4);
+    close(dead);
+    tc_finish();
+}
+
 /* The upstream never answers the connect (its accept queue is full). */
 static void test_upstream_connect_timeout(void **state)
 {
@@ -847,6 +905,7 @@ int main(void)
         cmocka_unit_test_teardown(test_handshake_timeout, tc_teardown),
         cmocka_unit_test_teardown(test_upstream_refused, tc_teardown),
         cmocka_unit_test_teardown(test_upstream_connect_timeout, tc_teardown),
+        cmocka_unit_test_teardown(test_upstream_retry_other_endpoint, tc_teardown),
         cmocka_unit_test_teardown(test_max_connections, tc_teardown),
         cmocka_unit_test_teardown(test_idle_timeout, tc_teardown),
     };

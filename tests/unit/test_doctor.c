@@ -1,9 +1,9 @@
-/* Unit tests for src/doctor: provider probing against a fake provider table,
- * the text and JSON reports over a fake sysfs / dev tree and cpuinfo fixture,
- * and the command-line front end. */
+/* Unit tests for src/doctor: provider probing against a fake provider table
+ * (init / doctor hook / cleanup, the roots a hook sees), the text and JSON
+ * reports over a cpuinfo fixture, and the command-line front end. The doctor
+ * knows no provider's hardware: nothing here depends on QAT. */
 #include "tg_test_util.h"
 
-#include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -16,7 +16,6 @@
 #include "core/tg_sysinfo.h"
 #include "doctor/tg_doctor.h"
 #include "doctor/tg_doctor_report.h"
-#include "keyprov/tg_keyprov.h"
 #include "keyprov/tg_keyprov.h"
 #include "providers/deferred/tg_deferred.h"
 #include "providers/software/tg_software.h"
@@ -59,7 +58,7 @@ static void ok_doctor(struct tg_buf *out, struct tg_buf *json)
 static int un_init(char *why, size_t whylen)
 {
     un_inits++;
-    snprintf(why, whylen, "no \"QAT\" device\tfound");
+    snprintf(why, whylen, "no \"HW\" device\tfound");
     return TG_EUNAVAIL;
 }
 static void un_cleanup(void)
@@ -83,6 +82,17 @@ static void silent_cleanup(void)
     silent_cleanups++;
 }
 
+/* A hook that reads devices: it reports the roots it sees, as text and as
+ * JSON members (details). */
+static void roots_doctor(struct tg_buf *out, struct tg_buf *json)
+{
+    tg_buf_printf(out, "sysfs root: %s\ndev root: %s\n", tg_sysinfo_sysfs_root(),
+                  tg_sysinfo_dev_root());
+    tg_buf_puts(json, "\"sysfs_root\":\"");
+    tg_buf_puts(json, tg_sysinfo_sysfs_root());
+    tg_buf_puts(json, "\",\"devices\":[1,2]");
+}
+
 /* Writes a reason longer than the buffer it was given, unterminated. */
 static int long_init(char *why, size_t whylen)
 {
@@ -98,7 +108,7 @@ static const struct tg_keyprov_ops fake_ok = {
     .doctor = ok_doctor,
 };
 static const struct tg_keyprov_ops fake_un = {
-    .name = "fake_qat",
+    .name = "fake_hw",
     .description = "Needs hardware",
     .global_init = un_init,
     .global_cleanup = un_cleanup,
@@ -119,8 +129,23 @@ static const struct tg_keyprov_ops fake_long = {
     .global_init = long_init,
 };
 
-static const struct tg_keyprov_ops *const fakes[] = {&fake_ok,     &fake_un,     NULL,
-                                                     &fake_silent, &fake_noinit, &fake_long};
+/* The registry wants a submit function; the doctor never calls it. */
+static int roots_submit(void *state, struct tg_keyop *op)
+{
+    (void)state;
+    (void)op;
+    return TG_EUNAVAIL;
+}
+
+static const struct tg_keyprov_ops fake_roots = {
+    .name = "fake_roots",
+    .description = "Reads devices",
+    .submit = roots_submit,
+    .doctor = roots_doctor,
+};
+
+static const struct tg_keyprov_ops *const fakes[] = {
+    &fake_ok, &fake_un, NULL, &fake_silent, &fake_noinit, &fake_long, &fake_roots};
 
 /* ---- fixtures ---- */
 
@@ -129,63 +154,13 @@ static const char cpuinfo_no_ifma[] = "processor\t: 0\n"
                                       "flags\t\t: fpu aes avx bmi2 adx avx512f avx512dq avx512bw "
                                       "avx512vl\n\n";
 
-static void mkdirs(const char *path)
-{
-    char tmp[PATH_MAX];
-    pathf(tmp, sizeof(tmp), "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-                fail_msg("mkdir %s: %s", tmp, strerror(errno));
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        fail_msg("mkdir %s: %s", tmp, strerror(errno));
-}
-
-static void put(const char *path, const char *content)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(content, f);
-    fclose(f);
-}
-
-static void fake_dev(const char *root, const char *bdf, const char *device, const char *driver,
-                     int group, const char *numvfs)
-{
-    char dir[PATH_MAX], p[PATH_MAX + 32], t[PATH_MAX];
-    pathf(dir, sizeof(dir), "%s/bus/pci/devices/%s", root, bdf);
-    mkdirs(dir);
-    pathf(p, sizeof(p), "%s/vendor", dir);
-    put(p, "0x8086\n");
-    pathf(p, sizeof(p), "%s/device", dir);
-    put(p, device);
-    if (driver) {
-        pathf(p, sizeof(p), "%s/driver", dir);
-        pathf(t, sizeof(t), "../../../bus/pci/drivers/%s", driver);
-        assert_int_equal(symlink(t, p), 0);
-    }
-    if (group >= 0) {
-        pathf(p, sizeof(p), "%s/iommu_group", dir);
-        pathf(t, sizeof(t), "../../../kernel/iommu_groups/%d", group);
-        assert_int_equal(symlink(t, p), 0);
-        pathf(t, sizeof(t), "%s/kernel/iommu_groups/%d", root, group);
-        mkdirs(t);
-    }
-    if (numvfs) {
-        pathf(p, sizeof(p), "%s/sriov_numvfs", dir);
-        put(p, numvfs);
-    }
-}
-
 struct env {
-    char sys[PATH_MAX], empty[PATH_MAX], dev[PATH_MAX];
+    char sys[PATH_MAX], dev[PATH_MAX];
     const char *cpuinfo;
 };
 
+/* The roots only need to be names: the doctor passes them on, the fake
+ * provider prints them. */
 static struct env *fixture(void)
 {
     static struct env e;
@@ -194,18 +169,7 @@ static struct env *fixture(void)
         return &e;
     const char *tmp = tg_test_tmpdir();
     pathf(e.sys, sizeof(e.sys), "%s/dsys", tmp);
-    pathf(e.empty, sizeof(e.empty), "%s/dempty/bus/pci/devices", tmp);
     pathf(e.dev, sizeof(e.dev), "%s/ddev", tmp);
-    fake_dev(e.sys, "0000:6b:00.0", "0x4940\n", "qat_4xxx", -1, "0\n");
-    fake_dev(e.sys, "0000:6b:00.1", "0x4941\n", "vfio-pci", 5, NULL);
-    fake_dev(e.sys, "0000:6b:00.2", "0x4941\n", "4xxxvf", 6, NULL);
-    fake_dev(e.sys, "0000:6b:00.3", "0x4941\n", "vfio-pci", 7, NULL); /* no /dev node */
-    mkdirs(e.empty);
-    char p[PATH_MAX + 16];
-    pathf(p, sizeof(p), "%s/vfio", e.dev);
-    mkdirs(p);
-    pathf(p, sizeof(p), "%s/vfio/5", e.dev);
-    put(p, "");
     e.cpuinfo = tg_test_write_file("doctor_cpuinfo", cpuinfo_no_ifma, strlen(cpuinfo_no_ifma));
     built = true;
     return &e;
@@ -322,7 +286,7 @@ static void test_probe_and_text(void **state)
     assert_int_equal(un_inits, 1);
     assert_int_equal(un_cleanups, 0);
     assert_int_equal(silent_cleanups, 0);
-    assert_int_equal(f.n_provs, 5); /* the NULL entry is skipped */
+    assert_int_equal(f.n_provs, 6); /* the NULL entry is skipped */
     assert_int_equal(f.provs[0].rc, TG_OK);
     assert_int_equal(f.provs[1].rc, TG_EUNAVAIL);
     assert_string_equal(f.provs[2].why, tg_strerror(TG_EIO));
@@ -330,14 +294,12 @@ static void test_probe_and_text(void **state)
     assert_string_equal(f.provs[3].description, "");
     assert_int_equal(strlen(f.provs[4].why), sizeof(f.provs[4].why) - 1);
 
-    /* QAT facts from the fake tree. */
-    assert_int_equal(f.qat_rc, TG_OK);
-    assert_int_equal(f.n_qat, 4);
-    assert_int_equal(f.vfio[0], TG_DOCTOR_VFIO_NA);
-    assert_int_equal(f.vfio[1], TG_DOCTOR_VFIO_RW);
-    assert_int_equal(f.vfio[2], TG_DOCTOR_VFIO_NA);
-    assert_int_equal(f.vfio[3], TG_DOCTOR_VFIO_MISSING);
-    assert_int_equal(f.iommu_groups, 3);
+    /* The hooks saw the roots of the options; afterwards they are back. */
+    char want[PATH_MAX + 64];
+    pathf(want, sizeof(want), "sysfs root: %s\ndev root: %s\n", e->sys, e->dev);
+    assert_string_equal(f.provs[5].lines.data, want);
+    assert_string_equal(tg_sysinfo_sysfs_root(), "/sys");
+    assert_string_equal(tg_sysinfo_dev_root(), "/dev");
 
     struct tg_buf out = TG_BUF_INIT;
     tg_doctor_render_text(&f, &out);
@@ -346,25 +308,28 @@ static void test_probe_and_text(void **state)
     assert_has(t, "tlsgate                  ");
     assert_has(t, tg_sysinfo_openssl_runtime());
     assert_has(t, "CPU model                Test CPU \"quoted\"\n");
-    assert_has(t, "  fake_ok                  available\n");
-    assert_has(t, "                           A provider that always works\n");
-    assert_has(t, "                             line one (initialised=1)\n");
-    assert_has(t, "                             line two\n");
-    assert_has(t, "  fake_qat                 unavailable: no \"QAT\" device\tfound\n");
-    assert_has(t, "                             checked \\sys\n");
+    /* The list: status and description per provider. */
+    assert_has(t, "\nKey providers (which can run here)\n"
+                  "  fake_ok                  available\n"
+                  "                           A provider that always works\n"
+                  "  fake_hw                  unavailable: no \"HW\" device\tfound\n"
+                  "                           Needs hardware\n");
     assert_has(t, "  fake_silent              unavailable: input/output error\n");
-    assert_has(t, "  fake_noinit              available\n");
-    /* QAT table. */
-    assert_has(t, "BDF            ID    FN  FAMILY    DRIVER        IOMMU  VFIO");
-    assert_has(t,
-               "  0000:6b:00.0   4940  PF  4xxx      qat_4xxx      -      -          0 VFs no VFs");
-    assert_has(t, "  0000:6b:00.1   4941  VF  4xxx      vfio-pci      5      rw        \n");
-    assert_has(
-        t, "  0000:6b:00.2   4941  VF  4xxx      4xxxvf        6      -          bind to vfio-pci");
-    assert_has(t, "  0000:6b:00.3   4941  VF  4xxx      vfio-pci      7      missing    /dev/vfio");
-    assert_has(t, "IOMMU                    on (3 groups)\n");
-    assert_has(t, "memlock (RLIMIT_MEMLOCK) soft ");
-    assert_true(strstr(t, "none found") == NULL);
+    assert_has(t, "  fake_noinit              available\n  fake_long");
+    /* Then each provider's own lines in a section of their own, empty
+     * lines dropped, a missing final newline added. */
+    assert_has(t, "\nfake_ok provider\n  line one (initialised=1)\n  line two\n");
+    assert_has(t, "\nfake_hw provider\n  checked \\sys\n");
+    assert_true(strstr(t, "fake_silent provider") == NULL); /* no lines: no section */
+    char sect[PATH_MAX + 64];
+    pathf(sect, sizeof(sect), "\nfake_roots provider\n  sysfs root: %s\n", e->sys);
+    assert_has(t, sect);
+    /* The sections come after the whole list. */
+    assert_true(strstr(t, "fake_ok provider") > strstr(t, "  fake_roots "));
+    /* The doctor itself names no device, driver or limit of any provider. */
+    assert_true(strstr(t, "QAT") == NULL);
+    assert_true(strstr(t, "memlock") == NULL);
+    assert_true(strstr(t, "IOMMU") == NULL);
     /* The cpuinfo column comes from the fixture (no IFMA, no SHA). */
     assert_has(t, "  avx512ifma             no        ");
     tg_buf_free(&out);
@@ -387,22 +352,22 @@ static void test_json(void **state)
     assert_has(j, "{\"name\":\"fake_ok\",\"description\":\"A provider that always works\","
                   "\"available\":true,\"why\":null,\"doctor\":[\"line one (initialised=1)\","
                   "\"line two\"]}");
-    assert_has(j, "\"available\":false,\"why\":\"no \\\"QAT\\\" device\\tfound\","
+    assert_has(j, "\"available\":false,\"why\":\"no \\\"HW\\\" device\\tfound\","
                   "\"doctor\":[\"checked \\\\sys\"]");
-    assert_has(j, "{\"bdf\":\"0000:6b:00.1\",\"device_id\":\"4941\",\"function\":\"VF\","
-                  "\"family\":\"4xxx\",\"driver\":\"vfio-pci\",\"iommu_group\":5,"
-                  "\"sriov_numvfs\":null,\"vfio\":\"rw\",\"hint\":null}");
-    assert_has(j, "\"recommended_for_qat\":134217728");
+    /* A hook's JSON members become its "details" object. */
+    char details[PATH_MAX + 64];
+    pathf(details, sizeof(details), "\"details\":{\"sysfs_root\":\"%s\",\"devices\":[1,2]}}",
+          e->sys);
+    assert_has(j, details);
+    /* Top level: generic facts and the providers, nothing provider-specific. */
+    assert_true(strstr(j, "\"qat\"") == NULL);
+    assert_true(strstr(j, "\"memlock\"") == NULL);
     assert_int_equal(j[out.len - 1], '\n');
     tg_buf_free(&out);
 
-    /* No providers, empty PCI bus: still a valid object. */
-    char root[PATH_MAX];
-    pathf(root, sizeof(root), "%s/dempty", tg_test_tmpdir());
-    struct tg_doctor_opts o2 = {.sysfs_root = root, .dev_root = e->dev};
-    assert_int_equal(tg_doctor_report(&o2, NULL, 0, true, &out), TG_OK);
+    /* No providers: still a valid object. */
+    assert_int_equal(tg_doctor_report(&o, NULL, 0, true, &out), TG_OK);
     assert_json(out.data);
-    assert_has(out.data, "\"devices\":[]");
     assert_has(out.data, "\"key_providers\":[]");
     tg_buf_free(&out);
 
@@ -412,36 +377,31 @@ static void test_json(void **state)
     tg_buf_free(&out);
 }
 
-static void test_no_qat(void **state)
+static void test_nothing_registered(void **state)
 {
     (void)state;
     fixture();
-    char root[PATH_MAX], missing[PATH_MAX];
-    pathf(root, sizeof(root), "%s/dempty", tg_test_tmpdir());
+    char missing[PATH_MAX];
     pathf(missing, sizeof(missing), "%s/does-not-exist", tg_test_tmpdir());
     struct tg_buf out = TG_BUF_INIT;
-    struct tg_doctor_opts o = {.sysfs_root = root};
-    assert_int_equal(tg_doctor_report(&o, NULL, 0, false, &out), TG_OK);
-    assert_has(out.data, "  none found (PCI vendor 8086, devices 4940-4947)\n");
-    assert_has(out.data, "IOMMU                    unknown");
+    assert_int_equal(tg_doctor_report(NULL, NULL, 0, false, &out), TG_OK);
     assert_has(out.data, "  (none registered)\n");
+    assert_true(strstr(out.data, " provider\n") == NULL);
     tg_buf_free(&out);
 
-    o.sysfs_root = missing;
-    o.cpuinfo_path = missing;
+    struct tg_doctor_opts o = {.cpuinfo_path = missing};
     assert_int_equal(tg_doctor_report(&o, NULL, 0, false, &out), TG_OK);
-    assert_has(out.data, "cannot read ");
     assert_has(out.data, "(cpuinfo: input/output error)");
     tg_buf_free(&out);
     assert_int_equal(tg_doctor_report(&o, NULL, 0, true, &out), TG_OK);
     assert_json(out.data);
-    assert_has(out.data, "\"pci_readable\":false");
+    assert_has(out.data, "\"cpuinfo_readable\":false");
     assert_has(out.data, "\"cpuinfo\":null");
     tg_buf_free(&out);
 }
 
 /* Pure rendering of hand-made facts: mismatch flags, OpenSSL masking, the
- * IFMA override, memlock advice. */
+ * IFMA override, a long reason wrapped. */
 static void test_render_cases(void **state)
 {
     (void)state;
@@ -465,14 +425,13 @@ static void test_render_cases(void **state)
     f.ossl_rsaz_eff = false;
     f.ia32cap_set = true;
     pathf(f.ia32cap, sizeof(f.ia32cap), ":~0x200000");
-    pathf(f.sysfs_root, sizeof(f.sysfs_root), "/fake");
-    f.qat_rc = TG_OK;
-    f.iommu_groups = 0;
-    f.memlock_rc = TG_OK;
-    f.memlock.soft = 8 << 20;
-    f.memlock.hard = 8 << 20;
-    f.memlock_verdict =
-        tg_sysinfo_memlock_verdict(&f.memlock, f.memlock_advice, sizeof(f.memlock_advice));
+    /* A provider whose reason needs wrapping. */
+    struct tg_doctor_prov prov = {.name = "wordy", .description = "", .rc = TG_EUNAVAIL};
+    for (size_t i = 0; i + 6 < sizeof(prov.why); i += 6)
+        memcpy(prov.why + i, "words ", 6);
+    prov.why[sizeof(prov.why) - 1] = '\0';
+    f.provs = &prov;
+    f.n_provs = 1;
 
     struct tg_buf out = TG_BUF_INIT;
     tg_doctor_render_text(&f, &out);
@@ -485,9 +444,7 @@ static void test_render_cases(void **state)
     assert_has(t, "OS AVX-512 state         NOT enabled (XCR0 0x7)\n");
     assert_has(t, "AVX-512 IFMA (cryptomb)  no (TG_FAKE_NO_IFMA is set");
     assert_has(t, "OpenSSL AVX-512 RSA      MASKED by OPENSSL_ia32cap=\":~0x200000\"");
-    assert_has(t, "IOMMU                    off");
-    assert_has(t, "memlock (RLIMIT_MEMLOCK) soft 8 MiB, hard 8 MiB\n");
-    assert_has(t, "too low for qat");
+    assert_has(t, "  wordy                    unavailable: words words");
     /* Wrapped: no line of this report is wider than 100 columns. */
     for (const char *l = t; *l;) {
         const char *nl = strchr(l, '\n');
@@ -504,15 +461,11 @@ static void test_render_cases(void **state)
     assert_has(out.data, "OpenSSL AVX-512 RSA      used (RSA-2048..4096");
     tg_buf_free(&out);
     f.ossl_rsaz_cpu = false;
-    f.memlock.soft_unlimited = f.memlock.hard_unlimited = true;
-    f.memlock_verdict =
-        tg_sysinfo_memlock_verdict(&f.memlock, f.memlock_advice, sizeof(f.memlock_advice));
     tg_doctor_render_json(&f, &out);
     assert_json(out.data);
     assert_has(out.data, "\"avx512_rsa_used\":true");
-    assert_has(out.data, "\"soft\":\"unlimited\"");
-    assert_has(out.data, "\"ok_for_qat\":true");
     assert_has(out.data, "\"mismatches\":1");
+    assert_has(out.data, "{\"name\":\"wordy\",\"description\":\"\",\"available\":false,");
     tg_buf_free(&out);
 }
 
@@ -583,12 +536,15 @@ static void test_main_cli(void **state)
     assert_has(out.data, "usage: tlsgate doctor");
     tg_buf_free(&out);
 
-    /* The real provider registry, the fake PCI tree. */
+    /* The real registry: --sysfs-root reaches a provider's hook. */
+    TG_TEST_REGISTER_PROVIDERS(&tg_software_provider, &tg_deferred_provider, &fake_roots);
     char *a5[] = {"doctor", "--sysfs-root", e->sys, NULL};
     assert_int_equal(run_main(3, a5, &out), 0);
     assert_has(out.data, "Key providers (which can run here)\n");
     assert_has(out.data, "  software ");
-    assert_has(out.data, "0000:6b:00.1");
+    char want[PATH_MAX + 32];
+    pathf(want, sizeof(want), "  sysfs root: %s\n  dev root: /dev\n", e->sys);
+    assert_has(out.data, want);
     tg_buf_free(&out);
     char sysarg[PATH_MAX + 16];
     pathf(sysarg, sizeof(sysarg), "--sysfs-root=%s", e->sys);
@@ -596,16 +552,24 @@ static void test_main_cli(void **state)
     assert_int_equal(run_main(3, a6, &out), 0);
     assert_json(out.data);
     assert_has(out.data, "{\"name\":\"software\"");
+    pathf(want, sizeof(want), "\"details\":{\"sysfs_root\":\"%s\"", e->sys);
+    assert_has(out.data, want);
     tg_buf_free(&out);
+    /* Without the flag: the real root. */
+    char *a7[] = {"doctor", NULL};
+    assert_int_equal(run_main(1, a7, &out), 0);
+    assert_has(out.data, "  sysfs root: /sys\n");
+    tg_buf_free(&out);
+    assert_string_equal(tg_sysinfo_sysfs_root(), "/sys");
 }
 
 int main(void)
 {
     TG_TEST_REGISTER_PROVIDERS(&tg_software_provider, &tg_deferred_provider);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_probe_and_text), cmocka_unit_test(test_json),
-        cmocka_unit_test(test_no_qat),         cmocka_unit_test(test_render_cases),
-        cmocka_unit_test(test_env_effects),    cmocka_unit_test(test_main_cli),
+        cmocka_unit_test(test_probe_and_text),     cmocka_unit_test(test_json),
+        cmocka_unit_test(test_nothing_registered), cmocka_unit_test(test_render_cases),
+        cmocka_unit_test(test_env_effects),        cmocka_unit_test(test_main_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

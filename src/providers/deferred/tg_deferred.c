@@ -81,9 +81,19 @@ static void tg_dp_settings_free(void *settings)
     free(settings);
 }
 
+/* The op's deferred settings, or NULL (no delay, no failures). An op another
+ * provider spilled here (qat's ring was full) keeps that provider's binding:
+ * only a deferred binding carries deferred settings. */
+static const struct tg_dp_settings *tg_dp_settings_of(const struct tg_keyop *op)
+{
+    if (op->binding != NULL && op->binding->ops == &tg_deferred_provider)
+        return op->binding->settings;
+    return NULL;
+}
+
 static void tg_dp_finish(struct tg_dp_state *st, struct tg_keyop *op)
 {
-    const struct tg_dp_settings *s = op->binding->settings;
+    const struct tg_dp_settings *s = tg_dp_settings_of(op);
     st->count++;
     if (s != NULL && s->fail_every != 0 && st->count % s->fail_every == 0) {
         if (s->fail_mode == TG_DP_FAIL_ERROR)
@@ -163,7 +173,7 @@ static void tg_dp_worker_cleanup(void *state)
 static int tg_dp_submit(void *state, struct tg_keyop *op)
 {
     struct tg_dp_state *st = state;
-    const struct tg_dp_settings *s = op->binding->settings;
+    const struct tg_dp_settings *s = tg_dp_settings_of(op);
     op->deadline_ns = op->t_submit_ns + (s ? s->delay_ns : 0);
     /* Keep the queue ordered by deadline; with one delay per worker this is
      * an append. */

@@ -1,5 +1,5 @@
 /*
- * qatlib shim: dlopen both libraries in the documented order (tg_qat.h) and
+ * qatlib shim: dlopen both libraries in the documented order (tg_qat_lib.h) and
  * resolve exactly the functions the qat provider calls.
  */
 #include "providers/qat/tg_qat_lib.h"
@@ -77,7 +77,7 @@ const char *tg_qat_status_name(CpaStatus st)
 
 /* dlopen usdm then libqat from dir ("" = by soname). On failure writes what
  * dlopen said into why and returns false; nothing stays half-loaded in the
- * table (handles are not closed: see tg_qat.h). */
+ * table (handles are not closed: see tg_qat_lib.h). */
 static bool tg_qat_open(const char *dir, void **usdm, void **qat, char *why, size_t whylen)
 {
     char upath[512], qpath[512];

@@ -1,6 +1,6 @@
 /*
  * tg_qat: the shim in front of Intel's qatlib (libqat.so.4) and its memory
- * driver usdm (libusdm.so.0), for the qat key provider (tg_kp_qat.c).
+ * driver usdm (libusdm.so.0), for the qat key provider (tg_qat_*.c).
  *
  * tlsgate never links qatlib: it dlopen()s both libraries at run time and
  * calls them through struct tg_qat_api, a table of exactly the functions the

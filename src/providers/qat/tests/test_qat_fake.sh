@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The qat key provider end to end: the real tlsgate binary against the fake
-# qatlib (src/providers/qat/tests/fake_qat.c, built as $TG_BUILD_DIR/fakes/libqat.so.4 +
+# qatlib (src/providers/qat/tests/fake_*.c, built as $TG_BUILD_DIR/fakes/libqat.so.4 +
 # libusdm.so.0) put in front of the real one with LD_LIBRARY_PATH, driven by
 # real clients (openssl s_client, curl, tlsgate bench).
 #
