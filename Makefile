@@ -70,12 +70,12 @@ test-clang: setup
 
 # libFuzzer targets (config loader, admin HTTP parser, key-operation call
 # sequences, gateway-api converter, PROXY protocol parser and builder, PKCS#11
-# URIs), FUZZ_SECONDS each.
+# URIs, key server protocol), FUZZ_SECONDS each.
 test-fuzz: setup
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTG_FUZZ=ON \
 	  -DTG_FUZZ_SECONDS=$(FUZZ_SECONDS)
 	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_config fuzz_admin_http fuzz_keyop fuzz_gwapi \
-	  fuzz_proxyproto fuzz_pkcs11_uri
+	  fuzz_proxyproto fuzz_pkcs11_uri fuzz_ksproto
 	ctest --test-dir $(FUZZ_BUILD) -L fuzz --output-on-failure
 
 unit: build
