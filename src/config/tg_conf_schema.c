@@ -6,6 +6,7 @@
  */
 #include "config/tg_conf_schema.h"
 
+#include "config/tg_conf_keyserver.h"
 #include "config/tg_conf_parse.h"
 #include "config/tg_conf_tls.h"
 #include "config/tg_conf_upstream.h"
@@ -50,6 +51,7 @@ void tg_conf_schema_free(struct tg_config *cfg)
         tg_conf_schema_listener_free(&cfg->listeners[i]);
     free(cfg->listeners);
     tg_conf_addr_clear(&cfg->admin);
+    tg_conf_keyserver_free(cfg->keyserver);
     tg_conf_dns_free(&cfg->dns);
     free(cfg->source_name);
     free(cfg->state_dir);
@@ -184,23 +186,13 @@ static int tg_conf_schema_concurrency(struct tg_cp *cp, const yaml_node_t *root)
     return rc;
 }
 
-int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
+int tg_conf_schema_common(struct tg_cp *cp, const yaml_node_t *root)
 {
-    static const char *const keys[] = {"concurrency", "log_level", "admin", "listeners",
-                                       "limits",      "dns",       NULL};
     static const char *const admin_keys[] = {"address", NULL};
-    static const char *const limit_keys[] = {"max_connections", "handshake_timeout", "idle_timeout",
-                                             "drain_timeout",   "buffer_size",       NULL};
     struct tg_config *cfg = cp->cfg;
     const yaml_node_t *v;
     size_t o;
     int rc;
-
-    if (root->type != YAML_MAPPING_NODE)
-        return tg_cp_fail(cp, root, "expected a mapping at the top level, got %s",
-                          tg_cp_kind(root));
-    TG_GUARD(tg_cp_check_map(cp, root, keys));
-    TG_GUARD(tg_conf_schema_concurrency(cp, root));
 
     if ((v = tg_cp_get(cp, root, "log_level", NULL)) != NULL) {
         const char *s;
@@ -226,6 +218,27 @@ int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
         TG_GUARD(rc);
         cfg->has_admin = true;
     }
+    return TG_OK;
+}
+
+int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
+{
+    static const char *const keys[] = {"concurrency", "log_level", "admin", "listeners",
+                                       "limits",      "dns",       NULL};
+    static const char *const limit_keys[] = {"max_connections", "handshake_timeout", "idle_timeout",
+                                             "drain_timeout",   "buffer_size",       NULL};
+    struct tg_config *cfg = cp->cfg;
+    const yaml_node_t *v;
+    size_t o;
+    int rc;
+
+    if (root->type != YAML_MAPPING_NODE)
+        return tg_cp_fail(cp, root, "expected a mapping at the top level, got %s",
+                          tg_cp_kind(root));
+    TG_GUARD(tg_cp_check_map(cp, root, keys));
+    TG_GUARD(tg_conf_schema_concurrency(cp, root));
+
+    TG_GUARD(tg_conf_schema_common(cp, root));
 
     TG_GUARD(tg_cp_require(cp, root, "listeners", &v));
     o = tg_cp_push_key(cp, "listeners");
