@@ -38,7 +38,8 @@
     X(deferred)                                                                                    \
     X(cryptomb)                                                                                    \
     X(qat)                                                                                         \
-    X(pkcs11)
+    X(pkcs11)                                                                                      \
+    X(keyserver)
 
 #define TG_PROVIDER_DECL(name) extern const struct tg_keyprov_ops tg_##name##_provider;
 TG_PROVIDERS(TG_PROVIDER_DECL)
