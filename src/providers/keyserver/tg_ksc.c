@@ -64,6 +64,7 @@ static int tg_ksc_socket_index(const char *name, uint32_t max_in_flight)
 
 static void tg_ksc_global_cleanup(void)
 {
+    tg_ksc_stats_forget();
     for (size_t i = 0; i < tg_ksc_nsocks; i++)
         free(tg_ksc_socks[i].name);
     memset(tg_ksc_socks, 0, sizeof(tg_ksc_socks));
@@ -222,11 +223,10 @@ static int tg_ksc_probe(const char *sock, const uint8_t id[TG_KSP_KEY_ID], uint6
     int rc = TG_OK;
     const char *w = NULL;
     size_t have = 0;
-    if (send(fd, out, n, MSG_NOSIGNAL) != (ssize_t)n) {
-        snprintf(why, whylen, "cannot send: %s", strerror(errno));
-        rc = TG_EUNAVAIL;
-        goto out;
-    }
+    /* A key server that refuses this process says so and closes at once:
+     * the send may fail, the reason is still there to read. */
+    bool sent = send(fd, out, n, MSG_NOSIGNAL) == (ssize_t)n;
+    int send_errno = errno;
     for (int want = 0; want < 2 && rc == TG_OK; want++) {
         rc = tg_ksc_probe_read(fd, in, sizeof(in), &have, &m, &w);
         if (rc != TG_OK) {
@@ -248,12 +248,14 @@ static int tg_ksc_probe(const char *sock, const uint8_t id[TG_KSP_KEY_ID], uint6
             snprintf(why, whylen, "the key server does not hold this certificate's key (%s)",
                      tg_ksp_status_name(m.status));
             rc = TG_ECONFIG;
+        } else if (!sent) {
+            snprintf(why, whylen, "cannot send: %s", strerror(send_errno));
+            rc = TG_EUNAVAIL;
         } else if (want == 1) {
             *type = m.key_type;
             *bits = m.key_bits;
         }
     }
-out:
     close(fd);
     return rc;
 }

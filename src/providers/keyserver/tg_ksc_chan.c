@@ -127,6 +127,13 @@ void tg_ksc_stats_merge(struct tg_ksc_stats *dst, const struct tg_ksc_stats *src
     tg_hist_merge(&dst->rtt_us, &src->rtt_us);
 }
 
+void tg_ksc_stats_forget(void)
+{
+    pthread_mutex_lock(&tg_ksc_reg_lock);
+    memset(tg_ksc_retired, 0, sizeof(tg_ksc_retired));
+    pthread_mutex_unlock(&tg_ksc_reg_lock);
+}
+
 void tg_ksc_stats_collect(struct tg_ksc_stats *out, size_t n)
 {
     pthread_mutex_lock(&tg_ksc_reg_lock);

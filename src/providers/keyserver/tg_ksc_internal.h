@@ -106,8 +106,10 @@ void tg_ksc_drain(void *state);
 /* Stats of every channel of every worker (and of workers gone), summed per
  * socket into out[TG_KSC_MAX_SOCKETS] (zeroed by the caller). Any thread. */
 void tg_ksc_stats_collect(struct tg_ksc_stats *out, size_t n);
-/* A finished worker's counters are kept (tg_ksc_chan.c). */
+/* A finished worker's counters are kept (tg_ksc_chan.c) until
+ * tg_ksc_stats_forget (the provider's global cleanup). */
 void tg_ksc_stats_merge(struct tg_ksc_stats *dst, const struct tg_ksc_stats *src);
+void tg_ksc_stats_forget(void);
 
 /* Connect a Unix stream socket to name ("@x": abstract); non-blocking when
  * asked. Returns the fd, or -1 with errno. */
