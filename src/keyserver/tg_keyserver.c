@@ -396,23 +396,55 @@ int tg_ks_new(const struct tg_config *cfg, struct ev_loop *loop, struct tg_ks **
     return TG_OK;
 }
 
-/* After the loop: finish every request, answer it, close every connection. */
+/* The socket file goes as soon as the server stops taking connections, so
+ * a new key server can start at once. */
+static void tg_ks_unlisten(struct tg_ks *ks)
+{
+    if (ks->loop != NULL) {
+        ev_io_stop(ks->loop, &ks->accept_io);
+        ev_timer_stop(ks->loop, &ks->accept_retry);
+    }
+    if (ks->lfd >= 0)
+        close(ks->lfd);
+    ks->lfd = -1;
+    if (ks->unlink_path != NULL) {
+        if (unlink(ks->unlink_path) != 0 && errno != ENOENT)
+            TG_WARN("keyserver: cannot remove %s: %s", ks->unlink_path, strerror(errno));
+        free(ks->unlink_path);
+        ks->unlink_path = NULL;
+    }
+}
+
+/*
+ * After the loop: stop taking connections and reading requests, complete
+ * every request taken, answer it, say goodbye (after the goodbye a client
+ * knows that what was not answered was not read, and may send it again to
+ * the next key server), close. Writes wait for the sockets at most
+ * TG_KS_GOODBYE_WAIT in all.
+ */
+#define TG_KS_GOODBYE_WAIT (2 * TG_NS_PER_S)
 static void tg_ks_shutdown(struct tg_ks *ks)
 {
     ks->stopping = true;
-    ev_io_stop(ks->loop, &ks->accept_io);
-    ev_timer_stop(ks->loop, &ks->accept_retry);
-    /* Providers complete what they hold (cryptomb runs its queues); the
-     * replies are written as far as the sockets take them without
-     * waiting, then every connection closes. */
+    tg_ks_unlisten(ks);
+    for (struct tg_ks_conn *c = ks->conns; c != NULL; c = c->next) {
+        ev_io_stop(ks->loop, &c->rio);
+        c->read_paused = true;
+    }
     for (int round = 0; round < TG_KS_ROUNDS && ks->queued > 0; round++)
         tg_keyprov_set_drain(ks->set);
+    if (ks->queued > 0)
+        TG_ERROR("keyserver: %zu request(s) still in a provider at exit", ks->queued);
+    uint64_t deadline = tg_now_ns() + TG_KS_GOODBYE_WAIT;
+    for (struct tg_ks_conn *c = ks->conns; c != NULL; c = c->next) {
+        if (ks->queued == 0)
+            tg_ks_conn_goodbye(c);
+        tg_ks_conn_flush_wait(c, deadline);
+    }
     tg_ks_write_all(ks);
     while (ks->conns != NULL)
         tg_ks_conn_close(ks->conns, TG_KS_CLOSE_SHUTDOWN);
     tg_ks_write_all(ks); /* frees what closing left on the list */
-    if (ks->queued > 0)
-        TG_ERROR("keyserver: %zu request(s) still in a provider at exit", ks->queued);
 }
 
 int tg_ks_run(struct tg_ks *ks)
@@ -444,18 +476,9 @@ void tg_ks_free(struct tg_ks *ks)
     if (ks == NULL)
         return;
     tg_admin_stop(ks->admin);
-    if (ks->loop != NULL) {
-        ev_io_stop(ks->loop, &ks->accept_io);
-        ev_timer_stop(ks->loop, &ks->accept_retry);
+    tg_ks_unlisten(ks);
+    if (ks->loop != NULL)
         ev_async_stop(ks->loop, &ks->stop);
-    }
-    if (ks->lfd >= 0)
-        close(ks->lfd);
-    if (ks->unlink_path != NULL) {
-        if (unlink(ks->unlink_path) != 0 && errno != ENOENT)
-            TG_WARN("keyserver: cannot remove %s: %s", ks->unlink_path, strerror(errno));
-        free(ks->unlink_path);
-    }
     while (ks->free_reqs != NULL) {
         struct tg_ks_req *r = ks->free_reqs;
         ks->free_reqs = r->next;

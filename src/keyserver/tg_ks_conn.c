@@ -18,6 +18,7 @@
  * from inside a provider's completion, so a provider is never re-entered.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -495,10 +496,40 @@ void tg_ks_conn_flush(struct tg_ks_conn *c)
         return;
     c->out_off = c->out_len = 0;
     ev_io_stop(ks->loop, &c->wio);
-    if (c->read_paused && tg_ks_conn_may_read(c)) {
+    if (c->read_paused && !ks->stopping && tg_ks_conn_may_read(c)) {
         c->read_paused = false;
         ev_io_start(ks->loop, &c->rio);
         tg_ks_conn_process(c); /* what was held back */
+    }
+}
+
+void tg_ks_conn_goodbye(struct tg_ks_conn *c)
+{
+    if (c->closed)
+        return;
+    ev_io_stop(c->ks->loop, &c->rio);
+    ev_timer_stop(c->ks->loop, &c->frame_timer);
+    c->read_paused = true;
+    struct tg_ksp_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = TG_KSP_ERROR;
+    m.status = TG_KSP_ST_SHUTTING_DOWN;
+    snprintf(m.text, sizeof(m.text), "shutting down: requests not answered were not read");
+    tg_ks_conn_send(c, &m);
+}
+
+void tg_ks_conn_flush_wait(struct tg_ks_conn *c, uint64_t deadline_ns)
+{
+    for (;;) {
+        tg_ks_conn_flush(c);
+        if (c->closed || c->out_off >= c->out_len)
+            return;
+        uint64_t now = tg_now_ns();
+        if (now >= deadline_ns)
+            return;
+        struct pollfd p = {c->fd, POLLOUT, 0};
+        if (poll(&p, 1, (int)((deadline_ns - now) / TG_NS_PER_MS) + 1) <= 0)
+            return;
     }
 }
 

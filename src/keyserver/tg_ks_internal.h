@@ -141,6 +141,13 @@ struct tg_ks_conn {
 void tg_ks_conn_accept(struct tg_ks *ks, int fd);
 /* Write what the connection has (the server's prepare); may close it. */
 void tg_ks_conn_flush(struct tg_ks_conn *c);
+/* Shutting down: stop reading and queue the goodbye (an ERROR
+ * SHUTTING_DOWN with id 0: every request read has been answered before
+ * it). */
+void tg_ks_conn_goodbye(struct tg_ks_conn *c);
+/* Write what the connection has, waiting for the socket until deadline
+ * (shutdown only). */
+void tg_ks_conn_flush_wait(struct tg_ks_conn *c, uint64_t deadline_ns);
 /* Close (once): the fd now, the struct when no request is pending. */
 void tg_ks_conn_close(struct tg_ks_conn *c, enum tg_ks_close why);
 /* Free a closed connection's struct (no request pending). */

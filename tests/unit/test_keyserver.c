@@ -8,7 +8,7 @@
  * PKCS#1 v1.5 and PSS and ECDSA, each checked with the public key; lookups;
  * pipelined requests answered once each; unknown keys and mismatched
  * algorithms; max_queue (BUSY at once); stop with requests pending (each
- * answered before the close); the allow-list (a refused uid gets an ERROR
+ * answered, then the goodbye, then the close); the allow-list (a refused uid gets an ERROR
  * and the connection closes); max_connections; a socket file left by a dead
  * server (removed) and one with a live server on it (refused); start-up
  * errors (a certificate that does not match, the same key twice); /stats.
@@ -389,7 +389,12 @@ static void test_busy_and_stop_answers_pending(void **state)
         assert_int_equal(m.status, TG_KSP_ST_OK);
         verify(g_ec_pub, TG_KSP_ALG_ECDSA, digest, m.data, m.datalen);
     }
+    /* Then the goodbye: every request read was answered. */
     struct tg_ksp_msg m;
+    assert_true(client_read(&c, &m));
+    assert_int_equal(m.type, TG_KSP_ERROR);
+    assert_int_equal(m.status, TG_KSP_ST_SHUTTING_DOWN);
+    assert_int_equal(m.id, 0);
     assert_false(client_read(&c, &m));
     close(c.fd);
     server_stop(&s);

@@ -80,6 +80,8 @@ struct tg_ksc_chan {
     uint64_t backoff_ns;
     uint64_t down_since_ns; /* 0: not down */
     bool ever_ready;
+    bool goodbye;     /* the key server said it answered every request it read */
+    bool in_down;     /* tg_ksc_down is reading what the key server left */
     uint32_t cap;     /* slots */
     uint32_t granted; /* in flight the key server allows */
     struct tg_ksc_slot *slots;
@@ -121,6 +123,7 @@ void tg_ksc_stats_merge(struct tg_ksc_stats *dst, const struct tg_ksc_stats *src
     for (int i = 0; i < TG_KSC_FAIL_COUNT; i++)
         tg_ctr_add(&dst->failures[i], tg_ctr_get(&src->failures[i]));
     tg_ctr_add(&dst->late_replies, tg_ctr_get(&src->late_replies));
+    tg_ctr_add(&dst->resent, tg_ctr_get(&src->resent));
     tg_ctr_add(&dst->connected, tg_ctr_get(&src->connected));
     tg_ctr_add(&dst->in_flight, tg_ctr_get(&src->in_flight));
     tg_ctr_add(&dst->waiting, tg_ctr_get(&src->waiting));
@@ -317,9 +320,28 @@ static void tg_ksc_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 /* The connection is gone (or never came): fail what the key server had,
  * keep what it never saw, and try again after the back-off. */
+static bool tg_ksc_take_frames(struct tg_ksc_chan *ch);
+
 static void tg_ksc_down(struct tg_ksc_chan *ch, enum tg_ksc_disconnect why, const char *detail)
 {
     struct ev_loop *loop = ch->w->loop;
+    if (ch->fd >= 0 && !ch->in_down) {
+        /* What the key server wrote before it went (answers, its goodbye)
+         * is still there to read: a closing Unix socket delivers its data
+         * before the end or the error. */
+        ch->in_down = true;
+        for (;;) {
+            ssize_t n = recv(ch->fd, ch->in + ch->in_len, sizeof(ch->in) - ch->in_len, 0);
+            if (n <= 0)
+                break;
+            ch->in_len += (size_t)n;
+            if (!tg_ksc_take_frames(ch)) {
+                ch->in_down = false;
+                return; /* it went down in there (a goodbye, garbage) */
+            }
+        }
+        ch->in_down = false;
+    }
     bool was_ready = ch->state == TG_KSC_READY;
     if (ch->fd >= 0) {
         ev_io_stop(loop, &ch->rio);
@@ -335,7 +357,9 @@ static void tg_ksc_down(struct tg_ksc_chan *ch, enum tg_ksc_disconnect why, cons
     struct tg_ksc_slot *s = ch->sent.head;
     while (s != NULL) {
         struct tg_ksc_slot *n = s->next;
-        if (s->out_start < ch->out_written) {
+        if (ch->goodbye && s->out_start < ch->out_written)
+            tg_ctr_inc(&ch->stats.resent); /* never read: safe to send again */
+        if (!ch->goodbye && s->out_start < ch->out_written) {
             tg_ksc_fail(ch, s, TG_KSC_FAIL_CONNECTION_LOST, TG_EDEVICE, TG_FALLBACK_DEVICE_ERROR);
             lost++;
         } else {
@@ -346,6 +370,7 @@ static void tg_ksc_down(struct tg_ksc_chan *ch, enum tg_ksc_disconnect why, cons
         s = n;
     }
     tg_ksc_gauges(ch);
+    ch->goodbye = false;
     ch->out_len = ch->out_off = 0;
     ch->out_total = ch->out_written = 0;
     ch->in_len = 0;
@@ -360,6 +385,7 @@ static void tg_ksc_down(struct tg_ksc_chan *ch, enum tg_ksc_disconnect why, cons
                     why == TG_KSC_DISC_PEER_CLOSED ? "closed by the key server"
                     : why == TG_KSC_DISC_PROTOCOL  ? "protocol error"
                     : why == TG_KSC_DISC_REFUSED   ? "refused"
+                    : why == TG_KSC_DISC_GOODBYE   ? "the key server shut down"
                                                    : "i/o error",
                     detail ? ": " : "", detail ? detail : "", lost, ch->waiting.n);
     else if (detail != NULL)
@@ -551,6 +577,12 @@ static bool tg_ksc_frame(struct tg_ksc_chan *ch, const struct tg_ksp_frame *f)
     if (m.type == TG_KSP_ERROR) {
         char detail[TG_KSP_TEXT_MAX + 40];
         snprintf(detail, sizeof(detail), "%s: %s", tg_ksp_status_name(m.status), m.text);
+        if (m.status == TG_KSP_ST_SHUTTING_DOWN && m.id == 0) {
+            /* Goodbye: what it has not answered, it has not read. */
+            ch->goodbye = true;
+            tg_ksc_down(ch, TG_KSC_DISC_GOODBYE, NULL);
+            return false;
+        }
         tg_ksc_down(ch, m.status == TG_KSP_ST_PROTOCOL ? TG_KSC_DISC_PROTOCOL : TG_KSC_DISC_REFUSED,
                     detail);
         return false;
@@ -589,6 +621,13 @@ static void tg_ksc_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     ch->in_len += (size_t)n;
+    tg_ksc_take_frames(ch);
+}
+
+/* Handle every complete frame in the input buffer; false when the channel
+ * went down (the buffer was reset). */
+static bool tg_ksc_take_frames(struct tg_ksc_chan *ch)
+{
     size_t off = 0;
     for (;;) {
         struct tg_ksp_frame f;
@@ -599,14 +638,15 @@ static void tg_ksc_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             break;
         if (rc != TG_OK) {
             tg_ksc_down(ch, TG_KSC_DISC_PROTOCOL, why);
-            return;
+            return false;
         }
         if (!tg_ksc_frame(ch, &f))
-            return; /* down: the buffer was reset */
+            return false;
         off += used;
     }
     memmove(ch->in, ch->in + off, ch->in_len - off);
     ch->in_len -= off;
+    return true;
 }
 
 static void tg_ksc_connect_now(struct tg_ksc_chan *ch)

@@ -74,6 +74,7 @@ enum tg_ksc_failure {
     X(PEER_CLOSED, "peer_closed")                                                                  \
     X(PROTOCOL, "protocol_error")                                                                  \
     X(REFUSED, "refused")                                                                          \
+    X(GOODBYE, "server_shutdown")                                                                  \
     X(IO, "io_error")
 enum tg_ksc_disconnect {
 #define TG_KSC_DISCONNECT_ENUM(id, label) TG_KSC_DISC_##id,
@@ -89,6 +90,7 @@ struct tg_ksc_stats {
     tg_ctr requests; /* signing requests sent */
     tg_ctr failures[TG_KSC_FAIL_COUNT];
     tg_ctr late_replies;   /* replies to requests given up */
+    tg_ctr resent;         /* requests a key server said goodbye without reading */
     tg_ctr connected;      /* gauge: 1 while ready */
     tg_ctr in_flight;      /* gauge: sent, not answered */
     tg_ctr waiting;        /* gauge: not sent yet */

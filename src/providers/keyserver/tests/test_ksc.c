@@ -671,11 +671,35 @@ static void test_connection_lost(void **state)
     assert_int_equal(tg_keyop_consume(&r[0].op), TG_EDEVICE);
     assert_int_equal(tg_ctr_get(&stats()[0].disconnects[TG_KSC_DISC_PROTOCOL]), 1);
     fake_greet(&f, 2);
-    /* An ERROR from the server, then its close. */
-    struct tg_ksp_msg e = {.type = TG_KSP_ERROR, .status = TG_KSP_ST_SHUTTING_DOWN};
+    /* An ERROR from the server: the connection is over. */
+    struct tg_ksp_msg e = {.type = TG_KSP_ERROR, .status = TG_KSP_ST_LIMIT};
     fake_send(&f, &e);
     PUMP_UNTIL(tg_ctr_get(&stats()[0].disconnects[TG_KSC_DISC_REFUSED]) == 1);
     fake_greet(&f, 2);
+    /* A goodbye (SHUTTING_DOWN, id 0) with two requests unanswered, and
+     * the close: the key server did not read them, so they are sent again
+     * on the next connection instead of failing. */
+    start(&r[0], &h, 0);
+    start(&r[1], &h, 0);
+    fake_read(&f, &m);
+    fake_read(&f, &m);
+    e = (struct tg_ksp_msg){.type = TG_KSP_ERROR, .status = TG_KSP_ST_SHUTTING_DOWN};
+    fake_send(&f, &e);
+    close(f.fd);
+    f.fd = -1;
+    PUMP_UNTIL(tg_ctr_get(&stats()[0].disconnects[TG_KSC_DISC_GOODBYE]) == 1);
+    assert_false(done(&r[0]) || done(&r[1]));
+    assert_int_equal(tg_ctr_get(&stats()[0].resent), 2);
+    fake_greet(&f, 2);
+    struct tg_ksp_msg a, b;
+    fake_read(&f, &a);
+    fake_read(&f, &b);
+    fake_reply(&f, a.id, TG_KSP_ST_OK, 70, 1);
+    fake_reply(&f, b.id, TG_KSP_ST_OK, 70, 1);
+    PUMP_UNTIL(done(&r[0]) && done(&r[1]));
+    assert_int_equal(tg_keyop_consume(&r[0].op), TG_OK);
+    assert_int_equal(tg_keyop_consume(&r[1].op), TG_OK);
+    assert_int_equal(failures(TG_KSC_FAIL_CONNECTION_LOST), 3);
     down(&h, &f);
 }
 

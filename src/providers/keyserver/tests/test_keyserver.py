@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""The key server end to end: `tlsgate keyserver` holding an RSA-2048 key
+(cryptomb, software under valgrind) and an ECDSA P-256 key (software), a
+gateway with two workers whose certificates name them with
+provider_name: keyserver, and real clients.
+
+  1. handshakes with openssl s_client (TLS 1.2 RSA PKCS#1 v1.5, TLS 1.3
+     RSA-PSS, ECDSA), Python's ssl (a request through to the upstream) and
+     tlsgate bench -c 8; both sides' counters agree: every signature the
+     gateway asked for, the key server answered, none failed; the key server
+     batched requests of both workers in one connection each;
+  2. `tlsgate keyserver --check`: a good configuration, a bad one
+     (FILE:LINE:COL);
+  3. a gateway whose certificate the key server does not hold: exit 2 with
+     the reason; a gateway started before its key server: it starts, warns,
+     and serves once the key server is up;
+  4. the key server stopped with SIGTERM and started again: the gateway
+     reconnects by itself, nothing fails (the timeout outlasts the
+     restart), and both exit 0 on SIGTERM (sanitizer and valgrind clean).
+"""
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.environ.get("TG_SRC_DIR", os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "../../../..")), "tests", "integration"))
+import tglib  # noqa: E402
+import tgcluster  # noqa: E402
+import tgks  # noqa: E402
+from tglib import check, check_eq  # noqa: E402
+
+CALLS = 40 if tglib.VALGRIND else 400
+
+
+def gw_cfg(t, sock, certs, up, timeout="10s"):
+    listeners = [tglib.listener([tgks.remote_cert(c, sock, timeout=timeout)], up.addr, name=n)
+                 for n, c in certs]
+    hs = "%ds" % int(30 * tglib.SCALE)
+    return tglib.gw_config(listeners, concurrency=2, limits={"handshake_timeout": hs})
+
+
+def s_client(t, port, args):
+    r = t.run_cmd(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
+                   "-servername", "a.test"] + args, input=b"Q\n")
+    out = r.stdout.decode("utf-8", "replace")
+    check("Cipher is (NONE)" not in out and "Cipher is" in out,
+          "s_client %s: no handshake: %s %s" % (args, out[-400:], r.stderr.decode()[-400:]))
+    return out
+
+
+def main(t):
+    rsa_cert, rsa_key = t.cert("rsa", "a.test")
+    ec_cert, ec_key = t.cert("ec", "a.test")
+    other_cert, _ = t.cert("ec", "a.test", name="other")
+    sock = t.path("keys.sock")
+    ks_cfg = tgks.ks_config(sock, [
+        (rsa_key, rsa_cert, {"provider_name": "cryptomb", "fallback": True}),
+        (ec_key, None, None)])
+    up = tgcluster.serve(t)
+
+    with t.case("handshakes through the key server, counters on both sides"):
+        ks = tgks.KeyServer(t, ks_cfg)
+        gw = t.gateway(gw_cfg(t, sock, [("rsa", rsa_cert), ("ec", ec_cert)], up))
+        log = gw.log()
+        check("holds key" in log, "the start-up check did not find the key: %s" % log[-800:])
+        rsa_port, ec_port = gw.ports["rsa"], gw.ports["ec"]
+        out = s_client(t, rsa_port, ["-tls1_2", "-sigalgs", "RSA+SHA256"])
+        check("Peer signature type: RSA\n" in out, "TLS 1.2 PKCS#1: %s" % out[-300:])
+        out = s_client(t, rsa_port, ["-tls1_3"])
+        check("RSA-PSS" in out, "TLS 1.3 PSS: %s" % out[-300:])
+        out = s_client(t, ec_port, ["-tls1_3"])
+        check("ECDSA" in out, "ECDSA: %s" % out[-300:])
+        status, _, _ = tglib.http_request(ec_port)
+        check_eq(status, 200, "a request through the gateway")
+        for port in (rsa_port, ec_port):
+            rep = tgcluster.bench(t, port, calls=CALLS, conns=8)
+            check_eq(rep["ok"], CALLS, "bench calls ok: %r" % tgcluster.errors(rep))
+        tglib.settle(gw)
+        st, kst = gw.stats(), ks.stats()
+        sent = st("tlsgate_keyserver_client_requests_total")
+        answered = kst("tlsgate_keyserver_requests_total", type="sign", status="ok")
+        check_eq(sent, answered, "signatures asked == signatures made")
+        check(sent >= 2 * CALLS + 4, "every handshake signed remotely (%d)" % sent)
+        check_eq(st("tlsgate_keyserver_client_failures_total"), 0, "failures")
+        check_eq(st("tlsgate_keyprov_unrecoverable_total"), 0, "unrecoverable")
+        check_eq(st("tlsgate_handshakes_total", result="ok"), st("tlsgate_handshakes_total"),
+                 "every handshake ok")
+        check_eq(st("tlsgate_keyserver_client_connected"), 2, "one connection per worker")
+        check_eq(kst("tlsgate_keyserver_connections_active"), 2, "the key server sees two")
+        check_eq(kst("tlsgate_keyserver_requests_total", type="lookup", status="ok"), 2,
+                 "start-up lookups")
+        check(kst("tlsgate_keyserver_sign_seconds_count") >= answered, "latency recorded")
+        check(st("tlsgate_keyserver_client_rtt_seconds_count") >= sent, "round trips recorded")
+
+    with t.case("tlsgate keyserver --check"):
+        r = t.run_cmd([tglib.tlsgate_path(), "keyserver", "--config", ks.cfg_path, "--check"])
+        check_eq(r.returncode, 0, "check of a good file: %s" % r.stderr.decode())
+        check("configuration OK (2 key(s))" in r.stdout.decode(), r.stdout.decode())
+        bad = t.unique_path("bad", ".yaml")
+        with open(bad, "w") as f:
+            f.write("keyserver:\n  socket: %s\n  socket_mode: \"0999\"\nkeys: []\n" % sock)
+        r = t.run_cmd([tglib.tlsgate_path(), "keyserver", "--config", bad, "--check"])
+        check_eq(r.returncode, 2, "check of a bad file")
+        check("bad.yaml:3:16: keyserver.socket_mode:" in r.stderr.decode(), r.stderr.decode())
+
+    with t.case("a certificate the key server does not hold: exit 2"):
+        cfg = gw_cfg(t, sock, [("other", other_cert)], up)
+        p = tglib.Gateway(t, cfg, name="gw-unknown", wait=False)
+        rc = p.wait(30)
+        check_eq(rc, 2, "exit status")
+        check("does not hold this certificate's key" in p.log(), p.log()[-600:])
+
+    with t.case("SIGTERM and a restart of the key server: the gateway reconnects"):
+        before = gw.stats()
+        ks.stop_ok()
+        tglib.wait_until(lambda: gw.stats()("tlsgate_keyserver_client_connected") == 0, 10,
+                         "the gateway to see the key server gone")
+        ks = tgks.KeyServer(t, ks_cfg, name="keyserver-2")
+        tglib.wait_until(lambda: gw.stats()("tlsgate_keyserver_client_connected") == 2, 20,
+                         "both workers to reconnect")
+        rep = tgcluster.bench(t, ec_port, calls=CALLS // 2, conns=4)
+        check_eq(rep["ok"], CALLS // 2, "bench after the restart: %r" % tgcluster.errors(rep))
+        st = gw.stats()
+        check_eq(st("tlsgate_keyserver_client_failures_total"), 0, "failures")
+        check(st("tlsgate_keyserver_client_connects_total")
+              >= before("tlsgate_keyserver_client_connects_total") + 2, "reconnected")
+        check(st("tlsgate_keyserver_client_disconnects_total", reason="peer_closed") >= 2,
+              "the close was seen")
+
+    with t.case("a gateway started before its key server"):
+        ks.stop_ok()
+        gw2 = t.gateway(gw_cfg(t, sock, [("ec", ec_cert)], up), name="gw-early")
+        check("not reachable at start-up" in gw2.log(), gw2.log()[-600:])
+        ks = tgks.KeyServer(t, ks_cfg, name="keyserver-3")
+        tglib.wait_until(lambda: gw2.stats()("tlsgate_keyserver_client_connected") == 2, 20,
+                         "the early gateway to connect")
+        rep = tgcluster.bench(t, gw2.ports["ec"], calls=20, conns=2)
+        check_eq(rep["ok"], 20, "bench: %r" % tgcluster.errors(rep))
+        gw2.stop_ok()
+
+    with t.case("clean exits"):
+        gw.stop_ok()
+        ks.stop_ok()
+        check(not os.path.exists(sock), "the key server removed its socket")
+
+
+if __name__ == "__main__":
+    tglib.run(main, timeout=600 if tglib.VALGRIND else 240)
