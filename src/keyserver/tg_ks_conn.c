@@ -459,9 +459,12 @@ static void tg_ks_conn_process(struct tg_ks_conn *c)
         c->in_len -= off;
     }
     /* The timer runs while a frame has begun and we are waiting for the
-     * peer to finish it (not while we hold frames back ourselves). */
+     * peer to finish it (not while we hold frames back ourselves); each
+     * frame has request_timeout from when it began (a frame completed
+     * here means what is left began now). */
     bool partial = c->in_len > 0 && !c->read_paused;
-    if (partial && !ev_is_active(&c->frame_timer)) {
+    if (partial && (off > 0 || !ev_is_active(&c->frame_timer))) {
+        ev_timer_stop(c->ks->loop, &c->frame_timer);
         ev_timer_set(&c->frame_timer, tg_ns_to_s(c->ks->conf->request_timeout_ns), 0.0);
         ev_timer_start(c->ks->loop, &c->frame_timer);
     } else if (!partial) {
