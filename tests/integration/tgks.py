@@ -211,3 +211,46 @@ def pubkey_pem(t, cert):
                                capture_output=True).stdout)
     return path
 
+
+
+def rsa_primes(key_path):
+    """(n, p, q) of an RSA private key file, as big-endian bytes (openssl -text)."""
+    txt = subprocess.run(["openssl", "rsa", "-in", key_path, "-noout", "-text"], check=True,
+                         capture_output=True).stdout.decode()
+    out = {}
+    for name in ("modulus", "prime1", "prime2"):
+        m = re.search(r"^%s:\n((?:\s+[0-9a-f:]+\n)+)" % name, txt, re.M)
+        check(m is not None, "no %s in the key" % name)
+        out[name] = bytes.fromhex(re.sub(r"[\s:]", "", m.group(1))).lstrip(b"\0")
+    return out["modulus"], out["prime1"], out["prime2"]
+
+
+def scan_memory(pid, needles, chunk=16 << 20):
+    """{name: found} for each (name, bytes) in needles, searched big- and
+    little-endian in every readable mapping of pid up to 4 GiB (through
+    /proc/PID/mem; needs ptrace rights over it: root, or the same user)."""
+    found = {name: False for name, _ in needles}
+    pats = [(name, b) for name, v in needles for b in (v, v[::-1])]
+    longest = max(len(b) for _, b in pats)
+    with open("/proc/%d/maps" % pid) as maps, open("/proc/%d/mem" % pid, "rb", 0) as mem:
+        for ln in maps:
+            parts = ln.split()
+            if "r" not in parts[1] or (len(parts) > 5 and parts[5] in ("[vvar]", "[vsyscall]")):
+                continue
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            if hi - lo > (4 << 30):
+                continue  # a sanitizer's shadow memory, not the program's data
+            off, tail = lo, b""
+            while off < hi:
+                n = min(chunk, hi - off)
+                try:
+                    mem.seek(off)
+                    data = tail + mem.read(n)
+                except (OSError, ValueError, OverflowError):
+                    break
+                for name, b in pats:
+                    if not found[name] and b in data:
+                        found[name] = True
+                tail = data[-(longest - 1):]
+                off += n
+    return found

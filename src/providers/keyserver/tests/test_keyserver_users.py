@@ -13,7 +13,11 @@ allows uid nobody; its socket is mode 0660, group nogroup.
   3. a gateway run as nobody but outside the socket's group (the file
      permission stops it before SO_PEERCRED): it starts with a warning (the
      key server may yet come up) and its handshakes fail, counted, without
-     waiting: the outage is older than the timeout.
+     waiting: the outage is older than the timeout;
+  4. the memory test: with an RSA-2048 key in the key server, the gateway's
+     whole memory, read through /proc/PID/mem while it signs under load,
+     holds neither of the key's primes (its modulus, from the certificate,
+     is there: the scan works), and the key server's holds both.
 """
 import grp
 import os
@@ -108,6 +112,34 @@ def main(t):
         check(s("tlsgate_keyserver_client_failures_total", reason="unavailable") >= 1,
               "once the outage is older than the timeout, failures are immediate")
         gw.stop_ok()
+
+    with t.case("the memory test: no prime of the key in the gateway's memory"):
+        rsa_cert, rsa_key = t.cert("rsa", "a.test")
+        os.chmod(rsa_key, 0o600)
+        os.chmod(rsa_cert, 0o644)
+        rsock = t.path("rsa.sock")
+        ks2 = tgks.KeyServer(t, tgks.ks_config(rsock, [(rsa_key, None, None)],
+                                               allowed_uids=["nobody"], socket_mode="0666"),
+                             name="keyserver-rsa")
+        rcfg = tglib.gw_config([tglib.listener([tgks.remote_cert(rsa_cert, rsock)], up.addr)],
+                               concurrency=2)
+        gw = GatewayAs(t, rcfg, nobody, nogroup, "gw-rsa")
+        n, p, q = tgks.rsa_primes(rsa_key)
+        rep = tgcluster.bench(t, gw.port, calls=50, conns=4)
+        check_eq(rep["ok"], 50, "bench: %r" % tgcluster.errors(rep))
+        bench, out = tgcluster.bench_start(t, gw.port, 100000, conns=4, name="bench-scan")
+        tglib.wait_until(lambda: gw.stats()("tlsgate_keyserver_client_requests_total") > 100,
+                         30, "signing under load")
+        found = tgks.scan_memory(gw.pid, [("n", n), ("p", p), ("q", q)])
+        print("    gateway (pid %d): %r" % (gw.pid, found))
+        check(found["n"], "the modulus is not in the gateway's memory: the scan is broken")
+        check(not found["p"] and not found["q"], "a prime of the key is in the gateway's memory")
+        found = tgks.scan_memory(ks2.pid, [("p", p), ("q", q)])
+        print("    key server (pid %d): %r" % (ks2.pid, found))
+        check(found["p"] and found["q"], "the primes are not in the key server's memory")
+        bench.kill()
+        gw.stop_ok()
+        ks2.stop_ok()
 
     with t.case("clean exit"):
         ks.stop_ok()
