@@ -16,10 +16,13 @@ provider_name: keyserver, and real clients.
      and serves once the key server is up;
   4. the key server stopped with SIGTERM and started again: the gateway
      reconnects by itself, nothing fails (the timeout outlasts the
-     restart), and both exit 0 on SIGTERM (sanitizer and valgrind clean).
+     restart), and both exit 0 on SIGTERM (sanitizer and valgrind clean);
+  5. the examples in deploy/ (the systemd pair's configurations, the
+     sidecar's ConfigMap) load, with their paths and users pointed at this
+     test's files: what the documentation shows works.
 """
 import os
-import subprocess
+import re
 import sys
 
 sys.path.insert(0, os.path.join(os.environ.get("TG_SRC_DIR", os.path.join(
@@ -46,6 +49,35 @@ def s_client(t, port, args):
     check("Cipher is (NONE)" not in out and "Cipher is" in out,
           "s_client %s: no handshake: %s %s" % (args, out[-400:], r.stderr.decode()[-400:]))
     return out
+
+
+def embedded(path, key):
+    """The text of a ConfigMap's data key (a `key: |` block)."""
+    lines, out, on = open(path).read().splitlines(), [], False
+    for ln in lines:
+        if on and (ln.startswith("    ") or not ln.strip()):
+            out.append(ln[4:])
+        elif on:
+            break
+        on = on or ln == "  %s: |" % key
+    check(out, "no %s in %s" % (key, path))
+    return "\n".join(out) + "\n"
+
+
+def localize(t, text, files, sock):
+    """An example configuration with its files, socket, users and ports
+    replaced by this test's."""
+    def repl(m):
+        path = m.group(2)
+        return m.group(1) + files["key" if path.endswith(".key") else "cert"]
+    text = re.sub(r"(filename: )(/\S+?)(?= \}|$)", repl, text, flags=re.M)
+    text = re.sub(r"/run/tlsgate-keys/keys\.sock", sock, text)
+    text = re.sub(r"(allowed_uids: )\[[^]]*\]", r"\g<1>[0]", text)
+    text = re.sub(r"(socket_group: )\S+", r"\g<1>0", text)
+    text = re.sub(r"(address: )(0\.0\.0\.0|127\.0\.0\.1):(443|99\d\d)\b", r"\g<1>127.0.0.1:0",
+                  text)
+    text = re.sub(r"backend\.default\.svc\.cluster\.local:3000", "127.0.0.1:9", text)
+    return text
 
 
 def main(t):
@@ -142,6 +174,31 @@ def main(t):
         gw.stop_ok()
         ks.stop_ok()
         check(not os.path.exists(sock), "the key server removed its socket")
+
+    with t.case("the examples in deploy/ load"):
+        src = os.environ.get("TG_SRC_DIR", os.path.join(os.path.dirname(
+            os.path.abspath(__file__)), "../../../.."))
+        files = {"key": rsa_key, "cert": rsa_cert}
+        cm = os.path.join(src, "deploy/kubernetes/keyserver/configmap.yaml")
+        for label, ks_text, gw_text in [
+                ("systemd", open(os.path.join(src, "deploy/keyserver/keyserver.yaml")).read(),
+                 open(os.path.join(src, "deploy/keyserver/tlsgate.yaml")).read()),
+                ("sidecar", embedded(cm, "keyserver.yaml"), embedded(cm, "tlsgate.yaml"))]:
+            ex_sock = t.path("%s.sock" % label)
+            ks_path = t.unique_path("example-ks-" + label, ".yaml")
+            with open(ks_path, "w") as f:
+                f.write(localize(t, ks_text, files, ex_sock))
+            r = t.run_cmd([tglib.tlsgate_path(), "keyserver", "--config", ks_path, "--check"])
+            check_eq(r.returncode, 0, "%s key server example: %s" % (label, r.stderr.decode()))
+            exks = tgks.KeyServer(t, open(ks_path).read(), name="example-ks-" + label)
+            gw_path = t.unique_path("example-gw-" + label, ".yaml")
+            with open(gw_path, "w") as f:
+                f.write(localize(t, gw_text, files, ex_sock))
+            r = t.run_cmd([tglib.tlsgate_path(), "check-config", gw_path])
+            check_eq(r.returncode, 0, "%s gateway example: %s" % (label, r.stderr.decode()))
+            check("holds key" in r.stderr.decode(), "%s: the key server was asked: %s"
+                  % (label, r.stderr.decode()[-400:]))
+            exks.stop_ok()
 
 
 if __name__ == "__main__":
