@@ -52,15 +52,16 @@ test-asan: asan
 	  ctest --test-dir $(ASAN_BUILD) $(CTEST_ARGS) -LE perf
 
 # ThreadSanitizer (clang): two workers under load with the deferred and
-# cryptomb providers (the 2-worker case of test_load), and the upstream
-# cluster tests (two workers: DNS refresh, failover, IPv6); any report fails
-# them.
+# cryptomb providers (the 2-worker case of test_load), the upstream
+# cluster tests (two workers: DNS refresh, failover, IPv6), and the key
+# server with a two-worker gateway (end to end, kill and restart under
+# load); any report fails them.
 test-tsan: setup
 	CC=clang cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTG_TSAN=ON
 	cmake --build $(TSAN_BUILD) -j$(JOBS) --target tlsgate
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" TG_LOAD_WORKERS_ONLY=1 \
 	  TG_WORKER_PROVIDERS="deferred cryptomb" TG_TIMEOUT_SCALE=3 \
-	  ctest --test-dir $(TSAN_BUILD) -R '^integration/test_(load|upstream_dns|upstream_failover|upstream_ipv6)$$' \
+	  ctest --test-dir $(TSAN_BUILD) -R '^integration/test_(load|upstream_dns|upstream_failover|upstream_ipv6|keyserver|keyserver_restart)$$' \
 	  --output-on-failure
 
 # Warning-free with clang too (-Werror): build everything.
