@@ -2,8 +2,8 @@
 #
 #   make demo    install, build, run the demo (upstream + gateway + bench), stop
 #   make test    install, build, run every test: release build, then the same
-#                suite under ASan+UBSan, two workers under TSan, a clang build,
-#                and short fuzz runs
+#                suite under ASan+UBSan, two workers (and the tests labelled
+#                tsan) under TSan, a clang build, and short fuzz runs
 #
 # Other targets: build, asan, unit, integration, lint, format, test-repeat,
 # bench-compare, bench-providers, valgrind, image, test-image, clean.
@@ -19,7 +19,7 @@ CTEST_ARGS ?= --output-on-failure -j2
 
 .PHONY: all setup build asan demo test test-release test-asan test-tsan test-clang test-fuzz unit \
         integration \
-        lint format test-repeat \
+        lint format test-repeat test-long \
         valgrind bench-compare bench-providers clean
 
 all: build
@@ -52,17 +52,20 @@ test-asan: asan
 	  ctest --test-dir $(ASAN_BUILD) $(CTEST_ARGS) -LE perf
 
 # ThreadSanitizer (clang): two workers under load with the deferred and
-# cryptomb providers (the 2-worker case of test_load), the upstream
-# cluster tests (two workers: DNS refresh, failover, IPv6), and the key
-# server with a two-worker gateway (end to end, kill and restart under
-# load); any report fails them.
+# cryptomb providers (the 2-worker case of test_load), the upstream cluster
+# tests (two workers: DNS refresh, failover, IPv6), the key server with a
+# two-worker gateway (end to end, kill and restart under load), and every
+# test labelled tsan (tests/tests.cmake; the pkcs11 provider's signing
+# threads); any report fails them.
 test-tsan: setup
 	CC=clang cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTG_TSAN=ON
-	cmake --build $(TSAN_BUILD) -j$(JOBS) --target tlsgate
+	cmake --build $(TSAN_BUILD) -j$(JOBS) --target tlsgate tg_tsan
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" TG_LOAD_WORKERS_ONLY=1 \
 	  TG_WORKER_PROVIDERS="deferred cryptomb" TG_TIMEOUT_SCALE=3 \
 	  ctest --test-dir $(TSAN_BUILD) -R '^integration/test_(load|upstream_dns|upstream_failover|upstream_ipv6|keyserver|keyserver_restart)$$' \
 	  --output-on-failure
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+	  ctest --test-dir $(TSAN_BUILD) -L tsan --output-on-failure
 
 # Warning-free with clang too (-Werror): build everything.
 test-clang: setup
@@ -70,13 +73,14 @@ test-clang: setup
 	cmake --build $(CLANG_BUILD) -j$(JOBS)
 
 # libFuzzer targets (config loader, admin HTTP parser, key-operation call
-# sequences, gateway-api converter, PROXY protocol parser and builder, PKCS#11
-# URIs, key server protocol), FUZZ_SECONDS each.
+# sequences, gateway-api converter, PROXY protocol parser and builder, key
+# server protocol, and the providers' own: PKCS#11 URIs), FUZZ_SECONDS each.
+# fuzz_all builds every target fuzz/fuzz.cmake found, which ctest -L fuzz
+# then runs.
 test-fuzz: setup
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTG_FUZZ=ON \
 	  -DTG_FUZZ_SECONDS=$(FUZZ_SECONDS)
-	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_config fuzz_admin_http fuzz_keyop fuzz_gwapi \
-	  fuzz_proxyproto fuzz_pkcs11_uri fuzz_ksproto
+	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_all
 	ctest --test-dir $(FUZZ_BUILD) -L fuzz --output-on-failure
 
 unit: build
@@ -114,6 +118,11 @@ IMAGE ?= $(BUILD)/tlsgate-image.tar
 .PHONY: image test-image
 image: build
 	bash scripts/image.sh $(BUILD) $(IMAGE)
+
+# A 60 s soak at saturation: no failed call, no descriptor leak, flat RSS
+# (tests/long/soak.sh; TG_SOAK_SECONDS to change). .ci/run runs it.
+test-long: build
+	TLSGATE=$(BUILD)/tlsgate bash tests/long/soak.sh
 
 test-image: image
 	TLSGATE=$(BUILD)/tlsgate TG_IMAGE_ARCHIVE=$(IMAGE) bash tests/image/test_image.sh

@@ -67,8 +67,9 @@ YAML
   kill -TERM "$pid"
   wait "$pid" 2>/dev/null || true
   # Self cost per object: callgrind_annotate prints "Ir  file:function [object]".
-  callgrind_annotate --inclusive=no --threshold=100 "$out" 2>/dev/null |
-    awk '/^ *[0-9,]+ / {
+  callgrind_annotate --inclusive=no --auto=no --threshold=100 "$out" 2>/dev/null |
+    awk '/PROGRAM TOTALS/ { next }
+         /^ *[0-9,]+ / {
            ir = $1; gsub(",", "", ir)
            obj = "tlsgate"
            last = $NF

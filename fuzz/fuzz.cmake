@@ -1,12 +1,15 @@
 # libFuzzer targets (included by the top-level CMakeLists.txt when TG_FUZZ=ON).
 #
-# Adding a target: drop fuzz/fuzz_<name>.c defining LLVMFuzzerTestOneInput.
-# Nothing else to edit. Optional, picked up when present:
-#   fuzz/corpus/<name>/     seed inputs (read-only: new inputs go to the build dir)
-#   fuzz/<name>.dict        libFuzzer dictionary
-#   fuzz/<name>.options     extra libFuzzer flags, one per line (e.g. -max_len=8192)
+# Adding a target: drop fuzz/fuzz_<name>.c defining LLVMFuzzerTestOneInput
+# (a provider's own parser: src/providers/<provider>/fuzz/fuzz_<name>.c, so
+# the target goes with the provider's folder). Nothing else to edit.
+# Optional, picked up when present in the same folder as the target:
+#   corpus/<name>/     seed inputs (read-only: new inputs go to the build dir)
+#   <name>.dict        libFuzzer dictionary
+#   <name>.options     extra libFuzzer flags, one per line (e.g. -max_len=8192)
 # Each target links the whole project (tlsgate_all) and becomes the ctest
-# fuzz/fuzz_<name> (label "fuzz") that fuzzes for TG_FUZZ_SECONDS.
+# fuzz/fuzz_<name> (label "fuzz") that fuzzes for TG_FUZZ_SECONDS; the
+# target fuzz_all builds every one (make test-fuzz).
 #
 #   cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DTG_FUZZ=ON
 #   cmake --build build-fuzz && ctest --test-dir build-fuzz -L fuzz
@@ -53,11 +56,15 @@ foreach(t IN LISTS tg_fuzz_existing)
   endif()
 endforeach()
 
-file(GLOB TG_FUZZ_SRCS CONFIGURE_DEPENDS ${TG_FUZZ_DIR}/fuzz_*.c)
+file(GLOB TG_FUZZ_SRCS CONFIGURE_DEPENDS ${TG_FUZZ_DIR}/fuzz_*.c
+     ${CMAKE_SOURCE_DIR}/src/providers/*/fuzz/fuzz_*.c)
+add_custom_target(fuzz_all)
 foreach(src IN LISTS TG_FUZZ_SRCS)
   get_filename_component(target ${src} NAME_WE)   # fuzz_admin_http
+  get_filename_component(sdir ${src} DIRECTORY)   # where its corpus, dict, options are
   string(REGEX REPLACE "^fuzz_" "" name ${target}) # admin_http
   add_executable(${target} ${src})
+  add_dependencies(fuzz_all ${target})
   target_compile_options(${target} PRIVATE -fsanitize=fuzzer,${TG_FUZZ_SAN}
                          -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
   target_link_options(${target} PRIVATE -fsanitize=fuzzer,${TG_FUZZ_SAN})
@@ -67,17 +74,17 @@ foreach(src IN LISTS TG_FUZZ_SRCS)
   file(MAKE_DIRECTORY ${work}/corpus ${work}/artifacts)
   set(args -max_total_time=${TG_FUZZ_SECONDS} -timeout=10 -rss_limit_mb=2048
            -print_final_stats=1 -artifact_prefix=${work}/artifacts/)
-  if(EXISTS ${TG_FUZZ_DIR}/${name}.dict)
-    list(APPEND args -dict=${TG_FUZZ_DIR}/${name}.dict)
+  if(EXISTS ${sdir}/${name}.dict)
+    list(APPEND args -dict=${sdir}/${name}.dict)
   endif()
-  if(EXISTS ${TG_FUZZ_DIR}/${name}.options)
-    file(STRINGS ${TG_FUZZ_DIR}/${name}.options extra REGEX "^-")
+  if(EXISTS ${sdir}/${name}.options)
+    file(STRINGS ${sdir}/${name}.options extra REGEX "^-")
     list(APPEND args ${extra})
   endif()
   # The first corpus directory receives new inputs; keep the seeds read-only.
   set(dirs ${work}/corpus)
-  if(IS_DIRECTORY ${TG_FUZZ_DIR}/corpus/${name})
-    list(APPEND dirs ${TG_FUZZ_DIR}/corpus/${name})
+  if(IS_DIRECTORY ${sdir}/corpus/${name})
+    list(APPEND dirs ${sdir}/corpus/${name})
   endif()
   math(EXPR timeout "${TG_FUZZ_SECONDS} + 120")
   add_test(NAME fuzz/${target} COMMAND ${target} ${args} ${dirs})

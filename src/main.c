@@ -4,7 +4,7 @@
  *   tlsgate run [--config FILE] [--state-dir DIR] [--log-level LEVEL]
  *   tlsgate check-config FILE
  *   tlsgate bench [options] TARGET        (tlsgate bench --help)
- *   tlsgate doctor [--json]
+ *   tlsgate doctor [--config FILE] [--json]
  *   tlsgate gateway-api [options] FILE... (tlsgate gateway-api --help)
  *   tlsgate keyserver --config FILE       (hold the keys, sign for gateways)
  *   tlsgate version
@@ -65,7 +65,8 @@ static void tg_usage(FILE *f)
                "  bench-crypto [--seconds S] [--quick]\n"
                "                      private-key operations per second per core: OpenSSL,\n"
                "                      crypto_mb raw, and through the full provider path\n"
-               "  doctor [--json]     what this machine offers to the key providers\n"
+               "  doctor [--config FILE] [--json]\n"
+               "                      what this machine offers to the key providers\n"
                "  gateway-api [options] FILE...\n"
                "                      Kubernetes Gateway API objects (and Envoy Gateway's\n"
                "                      private key provider patch) -> tlsgate configuration\n"

@@ -24,6 +24,13 @@ function(tg_integration_test script)
     ENVIRONMENT "TLSGATE=$<TARGET_FILE:tlsgate>;TG_BUILD_DIR=${CMAKE_BINARY_DIR};TG_SRC_DIR=${CMAKE_SOURCE_DIR}")
 endfunction()
 
+# `make test-tsan` runs, besides its integration tests, every test labelled
+# `tsan`; a folder that labels one adds the executables it needs to the
+# target tg_tsan, which that build makes:
+#   set_property(TEST unit/test_x APPEND PROPERTY LABELS tsan)
+#   add_dependencies(tg_tsan test_x)
+add_custom_target(tg_tsan)
+
 # tg_provider(<name> [DEPS <libraries>] [TEST_LIBS <libraries>]): called from
 # src/providers/<name>/CMakeLists.txt. Builds the folder's *.c into the static
 # library tg_prov_<name> (added to the program), every tests/test_*.c of the

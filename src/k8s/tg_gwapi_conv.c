@@ -515,9 +515,15 @@ static int tg_gw_listener(struct tg_gw_ctx *c, struct tg_gw_obj *gw, size_t idx,
     }
     tg_buf_puts(b, "    upstream:\n      # ");
     tg_gw_emit_comment(b, what);
-    tg_buf_puts(b, "\n      address: ");
-    tg_gw_emit_str(b, upstream);
-    tg_buf_puts(b, "\n");
+    if (g->opts.upstream == TG_GWAPI_UPSTREAM_CLUSTER_IP) {
+        tg_buf_puts(b, "\n      address: ");
+        tg_gw_emit_str(b, upstream);
+        tg_buf_puts(b, "\n");
+    } else { /* a host name: resolved (and re-resolved) by the upstream cluster */
+        tg_buf_puts(b, "\n      endpoints: [ { address: ");
+        tg_gw_emit_str(b, upstream);
+        tg_buf_puts(b, " } ]\n");
+    }
     if (rc == TG_OK) {
         *converted = true;
         g->nlisteners++;

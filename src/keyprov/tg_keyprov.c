@@ -60,6 +60,37 @@ const struct tg_keyprov_ops *const *tg_keyprov_all(size_t *n)
     return tg_providers;
 }
 
+static const struct tg_config *tg_kp_doctor_cfg;
+
+void tg_keyprov_set_doctor_config(const struct tg_config *cfg)
+{
+    tg_kp_doctor_cfg = cfg;
+}
+
+const struct tg_conf_keyprov *tg_keyprov_doctor_block(const char *name, size_t *it)
+{
+    const struct tg_config *cfg = tg_kp_doctor_cfg;
+    if (cfg == NULL)
+        return NULL;
+    /* *it counts certificates across listeners, in file order. */
+    size_t k = 0;
+    for (size_t l = 0; l < cfg->n_listeners; l++) {
+        const struct tg_conf_tls *tls = &cfg->listeners[l].tls;
+        for (size_t c = 0; c < tls->n_certs; c++, k++) {
+            if (k < *it)
+                continue;
+            const struct tg_conf_keyprov *kp = &tls->certs[c].keyprov;
+            const char *pn = kp->provider_name ? kp->provider_name : TG_KEYPROV_FALLBACK;
+            if (strcmp(pn, name) == 0) {
+                *it = k + 1;
+                return kp;
+            }
+        }
+    }
+    *it = k;
+    return NULL;
+}
+
 static int tg_keyprov_slot(const struct tg_keyprov_ops *ops)
 {
     for (size_t i = 0; i < TG_NPROV; i++) {

@@ -284,7 +284,9 @@ struct tg_keyprov_ops {
      * doctor`: text lines (shown indented under the provider) and, for
      * --json, members of one JSON object ("key": value, comma-separated;
      * may stay empty). Called on the main thread after global_init, whether
-     * it succeeded or not. Must not log: a report command prints the report. */
+     * it succeeded or not. Must not log: a report command prints the report.
+     * With `doctor --config FILE` the hook may also look at the blocks of
+     * that configuration which name it (tg_keyprov_doctor_block). */
     void (*doctor)(struct tg_buf *text, struct tg_buf *json);
     /* Optional: provider-specific measurements for `tlsgate bench-crypto`
      * (struct tg_keyprov_bench above). Called on the main thread after
@@ -313,6 +315,23 @@ const struct tg_keyprov_ops *tg_keyprov_find(const char *name);
 /* NULL-terminated list of names. */
 const char *const *tg_keyprov_names(void);
 const struct tg_keyprov_ops *const *tg_keyprov_all(size_t *n);
+
+/*
+ * `tlsgate doctor --config FILE`: the configuration being diagnosed, so that
+ * a provider's doctor hook can look at what it is configured with (the
+ * modules, devices or sockets it would use) without the hook's signature
+ * knowing about configurations. tg_keyprov_set_doctor_config(cfg) before the
+ * report, (NULL) after; cfg must outlive the report. Main thread only.
+ *
+ * tg_keyprov_doctor_block(name, &it): the next certificate
+ * private_key_provider block of that configuration whose provider_name is
+ * `name`, in file order, or NULL (also without a configuration). *it starts
+ * at 0. The block is what configure() takes; a hook that calls configure()
+ * must free the settings and must not touch a device with side effects (no
+ * login).
+ */
+void tg_keyprov_set_doctor_config(const struct tg_config *cfg);
+const struct tg_conf_keyprov *tg_keyprov_doctor_block(const char *name, size_t *it);
 
 /*
  * A binding: one configured provider for one certificate (or a listener's key

@@ -68,6 +68,10 @@ static void tg_conn_timer_after(struct tg_conn *c, double after)
 {
     struct ev_loop *loop = c->w->loop;
     ev_timer_stop(loop, &c->timer);
+    /* Timers count from the loop's cached time, taken when the iteration
+     * began: after a long callback (a software key operation, or anything
+     * under valgrind) that is stale and the timer would fire early. */
+    ev_now_update(loop);
     ev_timer_set(&c->timer, after, 0.0);
     ev_timer_start(loop, &c->timer);
 }

@@ -194,9 +194,8 @@ if command -v node >/dev/null 2>&1 && [ -d "$TG_SRC_DIR/deploy/node_modules" ]; 
         [ -f "$cm" ] || tg_fail "$cm missing"
         node "$TG_SRC_DIR/deploy/validate.mjs" --print-config "$cm" >"$TG_TMP/$variant.yaml" ||
             tg_fail "cannot extract tlsgate.yaml from $cm"
-        # Host-name upstreams are resolved by tlsgate only once that lands;
-        # until then point the upstream at a numeric address for the check.
-        sed -i -E "s|address: [a-z0-9.-]+\.svc\.cluster\.local:|address: 127.0.0.1:|" "$TG_TMP/$variant.yaml"
+        # The upstream stays a host name: check-config validates it, the
+        # cluster resolves it at run time (no network needed here).
         chmod 0644 "$TG_TMP/$variant.yaml"
         tg_run 120 "${PODMAN_RUN[@]}" --rm --network none \
             -v "$TG_TMP/$variant.yaml:/etc/tlsgate/tlsgate.yaml:ro" "${MOUNTS[@]}" "$IMG" \

@@ -26,8 +26,13 @@ tg_expect_grep 'configuration OK \(1 listener' "$TG_TMP/check.log" "check-config
 tg_case "default: the upstream by the Service's DNS name, to stdout"
 "$TLSGATE" gateway-api "$data/tls-termination-tcp.yaml" "$data/key-provider-cryptomb.yaml" \
     >"$TG_TMP/dns.yaml" 2>"$TG_TMP/dns.err" || { cat "$TG_TMP/dns.err"; tg_fail "conversion failed"; }
-tg_expect_grep 'address: backend.default.svc.cluster.local:3000' "$TG_TMP/dns.yaml" "DNS upstream"
+tg_expect_grep 'endpoints: \[ { address: backend.default.svc.cluster.local:3000 } \]' "$TG_TMP/dns.yaml" "DNS upstream"
 tg_expect_grep 'provider_name: cryptomb' "$TG_TMP/dns.yaml" "cryptomb provider"
+"$TLSGATE" gateway-api --cert-dir "$TG_TMP/certs" -o "$TG_TMP/dns-check.yaml" \
+    "$data/tls-termination-tcp.yaml" "$data/key-provider-cryptomb.yaml" 2>/dev/null ||
+    tg_fail "conversion with --cert-dir failed"
+"$TLSGATE" check-config "$TG_TMP/dns-check.yaml" >"$TG_TMP/check-dns.log" 2>&1 ||
+    { cat "$TG_TMP/check-dns.log"; tg_fail "check-config refused the host-name upstream"; }
 tg_expect_grep 'certificate_chain: \{ filename: /etc/tlsgate/certs/default/example-cert/tls.crt \}' \
     "$TG_TMP/dns.yaml" "certificate path convention"
 
@@ -39,7 +44,7 @@ for f in missing-certificate-refs passthrough httproute unknown-provider; do
     [ ! -e "$TG_TMP/$f.yaml" ] || tg_fail "$f: output written despite errors"
     tg_expect_grep "^$data/unconvertible/$f.yaml:[0-9]+:[0-9]+: error: " "$TG_TMP/$f.err" "$f: error line"
 done
-tg_expect_grep "unknown provider 'hsm' \(known: software, deferred, cryptomb, qat\)" \
+tg_expect_grep "unknown provider 'hsm' \(known: software, deferred[^)]*\)" \
     "$TG_TMP/unknown-provider.err" "unknown provider named"
 
 tg_case "usage errors"

@@ -88,6 +88,11 @@ static void roots_doctor(struct tg_buf *out, struct tg_buf *json)
 {
     tg_buf_printf(out, "sysfs root: %s\ndev root: %s\n", tg_sysinfo_sysfs_root(),
                   tg_sysinfo_dev_root());
+    /* doctor --config: the blocks that name this provider. */
+    size_t it = 0;
+    const struct tg_conf_keyprov *kp;
+    while ((kp = tg_keyprov_doctor_block("fake_roots", &it)) != NULL)
+        tg_buf_printf(out, "configured: %s\n", kp->path);
     tg_buf_puts(json, "\"sysfs_root\":\"");
     tg_buf_puts(json, tg_sysinfo_sysfs_root());
     tg_buf_puts(json, "\",\"devices\":[1,2]");
@@ -559,8 +564,47 @@ static void test_main_cli(void **state)
     char *a7[] = {"doctor", NULL};
     assert_int_equal(run_main(1, a7, &out), 0);
     assert_has(out.data, "  sysfs root: /sys\n");
+    assert_null(strstr(out.data, "configured:"));
     tg_buf_free(&out);
     assert_string_equal(tg_sysinfo_sysfs_root(), "/sys");
+
+    /* --config: a configuration that does not load is a usage error (2);
+     * one that does reaches the hooks, for the blocks naming them only. */
+    char *a8[] = {"doctor", "--config", NULL};
+    assert_int_equal(run_main(2, a8, &out), 2);
+    char *a9[] = {"doctor", "--config", "/nonexistent/gw.yaml", NULL};
+    assert_int_equal(run_main(3, a9, &out), 2);
+    char *a10[] = {"doctor", "--config=", NULL};
+    assert_int_equal(run_main(2, a10, &out), 2);
+    assert_int_equal(out.len, 0);
+    char *cert, *key;
+    tg_test_make_cert("EC:P-256", "doctor.test", &cert, &key);
+    char certf[PATH_MAX], keyf[PATH_MAX], yaml[5 * PATH_MAX];
+    pathf(certf, sizeof(certf), "%s", tg_test_write_file("doctor.crt", cert, strlen(cert)));
+    pathf(keyf, sizeof(keyf), "%s", tg_test_write_file("doctor.key", key, strlen(key)));
+    free(cert);
+    free(key);
+    snprintf(yaml, sizeof(yaml),
+             "listeners:\n"
+             "  - address: 127.0.0.1:0\n"
+             "    tls:\n"
+             "      certificates:\n"
+             "        - { certificate_chain: { filename: %s }, private_key: { filename: %s } }\n"
+             "        - certificate_chain: { filename: %s }\n"
+             "          private_key: { filename: %s }\n"
+             "          private_key_provider: { provider_name: fake_roots }\n"
+             "    upstream: { address: 127.0.0.1:1 }\n",
+             certf, keyf, certf, keyf);
+    char cfgf[PATH_MAX];
+    pathf(cfgf, sizeof(cfgf), "%s", tg_test_write_file("doctor.yaml", yaml, strlen(yaml)));
+    char *a11[] = {"doctor", "--config", cfgf, NULL};
+    assert_int_equal(run_main(3, a11, &out), 0);
+    assert_has(out.data, "  configured: listeners[0].tls.certificates[1].private_key_provider\n");
+    assert_null(strstr(out.data, "certificates[0]"));
+    tg_buf_free(&out);
+    /* The configuration is the report's only: nothing is left behind. */
+    size_t it = 0;
+    assert_null(tg_keyprov_doctor_block("fake_roots", &it));
 }
 
 int main(void)

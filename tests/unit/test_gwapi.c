@@ -107,7 +107,8 @@ static void test_seed_qat(void **state)
     assert_has(out.data, "          private_key_provider:\n            provider_name: qat\n"
                          "            typed_config: { poll_delay: 0.001s }\n"
                          "            fallback: true\n");
-    assert_has(out.data, "      address: backend.default.svc.cluster.local:3000\n");
+    assert_has(out.data,
+               "      endpoints: [ { address: backend.default.svc.cluster.local:3000 } ]\n");
     assert_has(out.data, "TCPRoute default/tcp-app-1 -> Service default/backend port 3000");
     /* Nothing dropped silently: what was not converted is said. */
     assert_has(d, "tls-termination-tcp.yaml:5:1: warning: GatewayClass eg: replaced by the same "
@@ -271,7 +272,7 @@ static void test_edges(void **state)
     assert_int_equal(convert_text(&o, y, &out, &g), TG_OK);
     assert_has(out.data, "server_names: [\"*.example.org\"]");
     assert_has(out.data, "address: 0.0.0.0:9443\n");
-    assert_has(out.data, "address: be.ns.svc.cluster.local:9000\n");
+    assert_has(out.data, "endpoints: [ { address: be.ns.svc.cluster.local:9000 } ]\n");
     assert_has(tg_gwapi_diagnostics(g), "spec.listeners[0].tls.options: implementation-specific");
     tg_buf_free(&out);
     tg_gwapi_free(g);

@@ -2,8 +2,11 @@
  * `tlsgate doctor` for the pkcs11 provider: what a PKCS#11 module offers.
  *
  * The doctor is generic (src/doctor knows no provider): it calls this hook
- * with no arguments. Which module to inspect therefore comes from the
- * environment: TLSGATE_PKCS11_MODULE=/path/module.so[:/path/other.so]. For
+ * with no arguments. The modules to inspect are those of the configuration
+ * given to `tlsgate doctor --config FILE` (tg_keyprov_doctor_block), and
+ * those named in the environment: TLSGATE_PKCS11_MODULE=/path/module.so[:
+ * /path/other.so]. For a configured key the doctor says whether its token
+ * is there and what of the key is visible without logging in. For
  * each module: its library information, every slot with a token (label,
  * manufacturer, model, serial, flags), the signing mechanisms tlsgate can
  * use, and the objects visible without logging in (public keys,
@@ -19,6 +22,7 @@
 #include <string.h>
 
 #include "providers/pkcs11/tg_p11_internal.h"
+#include "providers/pkcs11/tg_pkcs11.h"
 
 #define TG_P11_DOCTOR_ENV "TLSGATE_PKCS11_MODULE"
 
@@ -155,29 +159,110 @@ static void tg_p11_doctor_objects(struct tg_p11_module *m, CK_SLOT_ID slot, cons
     (void)m->f->C_CloseSession(s);
 }
 
-static void tg_p11_doctor_module(const char *path, struct tg_buf *text, struct tg_buf *json,
-                                 bool first)
+/* A configured key: the block's path, and its settings (configure). */
+struct tg_p11_doc_use {
+    const char *path;
+    struct tg_p11_settings *s;
+};
+
+/* Objects of one class with the URI's label and/or id, seen on session s. */
+static CK_ULONG tg_p11_doctor_count(struct tg_p11_module *m, CK_SESSION_HANDLE s,
+                                    const struct tg_p11_uri *u, CK_OBJECT_CLASS cls)
+{
+    CK_ATTRIBUTE t[3] = {{CKA_CLASS, &cls, sizeof(cls)}};
+    CK_ULONG nt = 1, n = 0;
+    if (u->has_object)
+        t[nt++] = (CK_ATTRIBUTE){CKA_LABEL, (void *)u->object, strlen(u->object)};
+    if (u->has_id)
+        t[nt++] = (CK_ATTRIBUTE){CKA_ID, (void *)u->id, u->id_len};
+    CK_OBJECT_HANDLE found[4];
+    if (m->f->C_FindObjectsInit(s, t, nt) != CKR_OK)
+        return 0;
+    (void)m->f->C_FindObjects(s, found, TG_ARRAY_LEN(found), &n);
+    (void)m->f->C_FindObjectsFinal(s);
+    return n;
+}
+
+/* What the doctor can tell about a configured key without logging in (m:
+ * its module, NULL when that did not open). */
+static void tg_p11_doctor_use(struct tg_p11_module *m, const struct tg_p11_doc_use *use,
+                              struct tg_buf *text, struct tg_buf *json, bool first)
+{
+    char uri[400], why[600] = "", label[40], name[40];
+    tg_p11_uri_format(&use->s->uri, uri, sizeof(uri));
+    CK_SLOT_ID slot;
+    CK_TOKEN_INFO ti;
+    const char *verdict;
+    if (m == NULL) {
+        verdict = "the module is not usable (above)";
+    } else if (tg_p11_find_slot(m, &use->s->uri, &slot, &ti, why, sizeof(why)) != TG_OK) {
+        verdict = why;
+    } else {
+        CK_SESSION_HANDLE s;
+        CK_RV rv = m->f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &s);
+        tg_p11_token_label(&ti, label, sizeof(label));
+        if (rv != CKR_OK) {
+            snprintf(why, sizeof(why), "token '%s': cannot open a session: %s", label,
+                     tg_p11_ckr_text(rv, name, sizeof(name)));
+        } else {
+            CK_ULONG priv = tg_p11_doctor_count(m, s, &use->s->uri, CKO_PRIVATE_KEY);
+            CK_ULONG pub = tg_p11_doctor_count(m, s, &use->s->uri, CKO_PUBLIC_KEY);
+            CK_ULONG cert = tg_p11_doctor_count(m, s, &use->s->uri, CKO_CERTIFICATE);
+            (void)m->f->C_CloseSession(s);
+            snprintf(why, sizeof(why),
+                     "token '%s' found; without login: %lu private key(s), %lu public key(s), "
+                     "%lu certificate(s) match%s",
+                     label, (unsigned long)priv, (unsigned long)pub, (unsigned long)cert,
+                     priv == 0 && (ti.flags & CKF_LOGIN_REQUIRED)
+                         ? " (private keys are hidden until login)"
+                         : "");
+        }
+        verdict = why;
+    }
+    tg_buf_printf(text, "  configured: %s: %s\n    %s\n", use->path, uri, verdict);
+    tg_buf_printf(json, "%s{\"path\":", first ? "" : ",");
+    tg_p11_json_str(json, use->path);
+    tg_buf_puts(json, ",\"key\":");
+    tg_p11_json_str(json, uri);
+    tg_buf_puts(json, ",\"status\":");
+    tg_p11_json_str(json, verdict);
+    tg_buf_puts(json, "}");
+}
+
+static void tg_p11_doctor_module(const char *path, const struct tg_p11_doc_use *uses, size_t nuses,
+                                 struct tg_buf *text, struct tg_buf *json, bool first)
 {
     struct tg_p11_module *m = NULL;
     char why[600] = "", a[40], b[40], c[40];
     tg_buf_printf(json, "%s{\"path\":", first ? "" : ",");
     tg_p11_json_str(json, path);
     if (tg_p11_module_open(path, &m, why, sizeof(why)) != TG_OK) {
+        m = NULL;
         tg_buf_printf(text, "module %s: not usable: %s\n", path, why);
         tg_buf_puts(json, ",\"error\":");
         tg_p11_json_str(json, why);
+    } else {
+        tg_p11_field(m->info.manufacturerID, sizeof(m->info.manufacturerID), a, sizeof(a));
+        tg_p11_field(m->info.libraryDescription, sizeof(m->info.libraryDescription), b, sizeof(b));
+        tg_buf_printf(text, "module %s: %s \"%s\" %u.%u, PKCS#11 %u.%u\n", path, a, b,
+                      m->info.libraryVersion.major, m->info.libraryVersion.minor,
+                      m->info.cryptokiVersion.major, m->info.cryptokiVersion.minor);
+        tg_buf_puts(json, ",\"manufacturer\":");
+        tg_p11_json_str(json, a);
+        tg_buf_puts(json, ",\"description\":");
+        tg_p11_json_str(json, b);
+    }
+    tg_buf_puts(json, ",\"configured\":[");
+    size_t shown_use = 0;
+    for (size_t i = 0; i < nuses; i++) {
+        if (strcmp(uses[i].s->module, path) == 0)
+            tg_p11_doctor_use(m, &uses[i], text, json, shown_use++ == 0);
+    }
+    tg_buf_puts(json, "]");
+    if (m == NULL) {
         tg_buf_puts(json, "}");
         return;
     }
-    tg_p11_field(m->info.manufacturerID, sizeof(m->info.manufacturerID), a, sizeof(a));
-    tg_p11_field(m->info.libraryDescription, sizeof(m->info.libraryDescription), b, sizeof(b));
-    tg_buf_printf(text, "module %s: %s \"%s\" %u.%u, PKCS#11 %u.%u\n", path, a, b,
-                  m->info.libraryVersion.major, m->info.libraryVersion.minor,
-                  m->info.cryptokiVersion.major, m->info.cryptokiVersion.minor);
-    tg_buf_puts(json, ",\"manufacturer\":");
-    tg_p11_json_str(json, a);
-    tg_buf_puts(json, ",\"description\":");
-    tg_p11_json_str(json, b);
     tg_buf_puts(json, ",\"tokens\":[");
     CK_SLOT_ID slots[64];
     CK_ULONG n = TG_ARRAY_LEN(slots);
@@ -244,28 +329,64 @@ static void tg_p11_doctor_module(const char *path, struct tg_buf *text, struct t
     tg_p11_module_close(m);
 }
 
+#define TG_P11_DOCTOR_MAX 32
+
+/* Add path to the list of modules to inspect, once. */
+static void tg_p11_doctor_add(const char **mods, size_t *n, const char *path)
+{
+    for (size_t i = 0; i < *n; i++) {
+        if (strcmp(mods[i], path) == 0)
+            return;
+    }
+    if (*n < TG_P11_DOCTOR_MAX)
+        mods[(*n)++] = path;
+}
+
 void tg_p11_doctor(struct tg_buf *text, struct tg_buf *json)
 {
+    const char *mods[TG_P11_DOCTOR_MAX];
+    size_t nmods = 0, nuses = 0;
+    struct tg_p11_doc_use uses[TG_P11_DOCTOR_MAX];
+    /* The configuration's blocks first: a block that does not configure is
+     * reported (check-config says the same, with its position). */
+    size_t it = 0;
+    const struct tg_conf_keyprov *kp;
+    bool have_config = false;
+    while ((kp = tg_keyprov_doctor_block(tg_pkcs11_provider.name, &it)) != NULL) {
+        have_config = true;
+        void *settings = NULL;
+        bool kx = false;
+        char err[TG_CONFIG_ERRLEN] = "";
+        if (tg_pkcs11_provider.configure(kp, &settings, &kx, err, sizeof(err)) != TG_OK) {
+            tg_buf_printf(text, "configured: %s: not usable: %s\n", kp->path, err);
+            continue;
+        }
+        if (nuses == TG_P11_DOCTOR_MAX) {
+            tg_pkcs11_provider.settings_free(settings);
+            continue;
+        }
+        uses[nuses] = (struct tg_p11_doc_use){kp->path, settings};
+        tg_p11_doctor_add(mods, &nmods, uses[nuses].s->module);
+        nuses++;
+    }
     const char *env = getenv(TG_P11_DOCTOR_ENV);
-    tg_buf_puts(json, "\"modules\":[");
-    if (env == NULL || env[0] == '\0') {
-        tg_buf_puts(text, "modules: none inspected; run with " TG_P11_DOCTOR_ENV
-                          "=/path/to/module.so (colon-separated for several) to list its "
-                          "tokens, mechanisms and keys\n");
-        tg_buf_puts(json, "]");
-        return;
-    }
-    char *list = strdup(env);
-    if (list == NULL) {
-        tg_buf_puts(json, "]");
-        return;
-    }
-    bool first = true;
+    char *list = env != NULL && env[0] != '\0' ? strdup(env) : NULL;
     char *save = NULL;
-    for (char *p = strtok_r(list, ":", &save); p != NULL; p = strtok_r(NULL, ":", &save)) {
-        tg_p11_doctor_module(p, text, json, first);
-        first = false;
-    }
-    free(list);
+    for (char *p = list ? strtok_r(list, ":", &save) : NULL; p != NULL;
+         p = strtok_r(NULL, ":", &save))
+        tg_p11_doctor_add(mods, &nmods, p);
+    tg_buf_puts(json, "\"modules\":[");
+    if (nmods == 0)
+        tg_buf_printf(text,
+                      "modules: none inspected; %s`tlsgate doctor --config FILE` lists the "
+                      "tokens, mechanisms and keys of the modules FILE names, or set "
+                      "%s=/path/to/module.so (colon-separated for several)\n",
+                      have_config ? "the configuration names no usable pkcs11 module; " : "",
+                      TG_P11_DOCTOR_ENV);
+    for (size_t i = 0; i < nmods; i++)
+        tg_p11_doctor_module(mods[i], uses, nuses, text, json, i == 0);
     tg_buf_puts(json, "]");
+    free(list);
+    for (size_t i = 0; i < nuses; i++)
+        tg_pkcs11_provider.settings_free(uses[i].s);
 }

@@ -32,8 +32,9 @@ void tg_p11_flush(void *state);
 size_t tg_p11_pending(void *state);
 void tg_p11_drain(void *state);
 
-/* `tlsgate doctor` (tg_p11_doctor.c): the modules named in the environment
- * variable TLSGATE_PKCS11_MODULE (colon-separated). */
+/* `tlsgate doctor` (tg_p11_doctor.c): the modules of the configuration
+ * given to `doctor --config`, and those named in the environment variable
+ * TLSGATE_PKCS11_MODULE (colon-separated). */
 void tg_p11_doctor(struct tg_buf *text, struct tg_buf *json);
 /* Append s as a JSON string (quotes and escapes). */
 void tg_p11_json_str(struct tg_buf *out, const char *s);

@@ -251,20 +251,42 @@ static void tg_p11_token_failed(struct tg_p11_token *t, const char *why)
     pthread_mutex_unlock(&t->lock);
 }
 
+/* Whether to log that the PIN could not be read (login_lock held): at most
+ * once a second, however many requests try. */
+static bool tg_p11_pin_warn_due(struct tg_p11_token *t)
+{
+    uint64_t now = tg_now_ns();
+    if (t->pin_warn_ns != 0 && now - t->pin_warn_ns < TG_NS_PER_S)
+        return false;
+    t->pin_warn_ns = now;
+    return true;
+}
+
 /* Log in again after CKR_USER_NOT_LOGGED_IN, on session s. */
 static bool tg_p11_relogin(struct tg_p11_token *t, CK_SESSION_HANDLE s)
 {
     char why[400] = "";
     pthread_mutex_lock(&t->login_lock);
     CK_RV rv = tg_p11_login(t->mod, s, &t->info, &t->pin, why, sizeof(why));
+    bool warn = rv == CKR_ARGUMENTS_BAD && tg_p11_pin_warn_due(t);
     pthread_mutex_unlock(&t->login_lock);
+    if (rv == CKR_ARGUMENTS_BAD) {
+        /* The PIN could not be read (its file missing or being replaced):
+         * the token was not asked, so nothing can lock. This request
+         * fails; the next one tries again. */
+        if (warn)
+            TG_WARN("pkcs11: %s; not logged in: handshakes on the token's keys fail until it "
+                    "can be read",
+                    why);
+        return false;
+    }
     atomic_fetch_add(&t->logins, 1);
     if (rv == CKR_OK) {
         TG_INFO("pkcs11: token '%s': logged in again after CKR_USER_NOT_LOGGED_IN", t->label);
         return true;
     }
     tg_p11_count_error(t, rv);
-    if (tg_p11_pin_refused(rv) || rv == CKR_ARGUMENTS_BAD)
+    if (tg_p11_pin_refused(rv))
         tg_p11_token_failed(t, why);
     else
         TG_WARN("pkcs11: %s", why);
@@ -387,10 +409,16 @@ static bool tg_p11_recover(struct tg_p11_token *t)
     t->have_login_session = true;
     atomic_fetch_add(&t->sessions_opened, 1);
     rv = tg_p11_login(t->mod, t->login_session, &ti, &t->pin, why, sizeof(why));
+    if (rv == CKR_ARGUMENTS_BAD) {
+        /* The PIN could not be read: C_Login was not called; try again. */
+        if (tg_p11_pin_warn_due(t))
+            TG_WARN("pkcs11: %s; the token stays down until it can be read", why);
+        goto out;
+    }
     atomic_fetch_add(&t->logins, 1);
     if (rv != CKR_OK) {
         tg_p11_count_error(t, rv);
-        if (tg_p11_pin_refused(rv) || rv == CKR_ARGUMENTS_BAD) {
+        if (tg_p11_pin_refused(rv)) {
             pthread_mutex_unlock(&t->login_lock);
             tg_p11_token_failed(t, why);
             return false;
@@ -442,8 +470,11 @@ static void tg_p11_deliver_locked(struct tg_p11_token *t, struct tg_p11_req *r)
         in->head = r;
     in->tail = r;
     pthread_cond_signal(&in->cond);
-    pthread_mutex_unlock(&in->lock);
+    /* Still under in->lock: once the worker has taken its last request
+     * (under that lock) it may free the inbox, so nothing here may touch
+     * `in` after the unlock. */
     ev_async_send(in->loop, &in->async);
+    pthread_mutex_unlock(&in->lock);
 }
 
 static void tg_p11_wait_until(struct tg_p11_token *t, uint64_t at_ns)
@@ -613,11 +644,10 @@ void tg_p11_pool_shutdown(void)
         pthread_cond_broadcast(&t->cond);
         pthread_mutex_unlock(&t->lock);
     }
-    uint64_t deadline = tg_now_ns() + TG_P11_JOIN_DEADLINE;
+    /* pthread_timedjoin_np's deadline is on CLOCK_REALTIME; one for all. */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += (time_t)(TG_P11_JOIN_DEADLINE / TG_NS_PER_S);
-    (void)deadline;
     while (tg_p11_toks != NULL) {
         struct tg_p11_token *t = tg_p11_toks;
         tg_p11_toks = t->next;

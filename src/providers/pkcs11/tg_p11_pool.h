@@ -30,7 +30,9 @@
  *           find every key again, after 100 ms, then doubling up to 5 s;
  *   FAILED  a login was refused with a PIN error: no further login is ever
  *           attempted (that would lock the PIN); requests fail at once until
- *           tlsgate restarts.
+ *           tlsgate restarts. A PIN that cannot be read (its file missing)
+ *           is not that: the token was not asked; the request fails and the
+ *           next login tries again.
  *
  * Locks: token->lock guards the queue, the token state, key handles and
  * every request state of the token; inbox->lock guards an inbox. Order:
@@ -136,6 +138,7 @@ struct tg_p11_token {
     struct tg_p11_pin pin;
     CK_SESSION_HANDLE login_session; /* login_lock */
     bool have_login_session;
+    uint64_t pin_warn_ns; /* login_lock: last "cannot read the PIN" warning */
     pthread_mutex_t login_lock;
 
     pthread_mutex_t lock;

@@ -54,28 +54,29 @@ static void tg_p11_out_del(struct tg_p11_wstate *w, struct tg_p11_req *r)
     w->outstanding--;
 }
 
-/* Complete r's op with r's result (worker thread). */
-static void tg_p11_complete(struct tg_p11_wstate *w, struct tg_p11_req *r)
+/* Complete op with a result (worker thread). out/outlen: the signature,
+ * when result is OK. */
+static void tg_p11_complete_op(struct tg_p11_wstate *w, struct tg_keyop *op,
+                               const struct tg_p11_key *key, enum tg_p11_result result, CK_RV rv,
+                               const unsigned char *out, size_t outlen)
 {
-    struct tg_keyop *op = r->op;
     char name[40];
-    switch (r->result) {
+    switch (result) {
     case TG_P11_R_OK:
-        memcpy(op->out, r->out, r->outlen);
-        op->outlen = r->outlen;
+        memcpy(op->out, out, outlen);
+        op->outlen = outlen;
         tg_keyop_complete(op, TG_OK, TG_FALLBACK_DEVICE_ERROR);
         return;
     case TG_P11_R_VERIFY_FAILED:
-        TG_WARN("pkcs11: key '%s': the token returned a signature that does not verify",
-                r->key->uri);
+        TG_WARN("pkcs11: key '%s': the token returned a signature that does not verify", key->uri);
         tg_keyop_complete(op, TG_EDEVICE, TG_FALLBACK_FAULT_CHECK);
         return;
     case TG_P11_R_TOKEN_ERROR: {
         uint64_t now = tg_now_ns();
         if (now - w->last_warn_ns >= TG_NS_PER_S) {
             w->last_warn_ns = now;
-            TG_WARN("pkcs11: key '%s': signing failed: %s", r->key->uri,
-                    tg_p11_ckr_text(r->rv, name, sizeof(name)));
+            TG_WARN("pkcs11: key '%s': signing failed: %s", key->uri,
+                    tg_p11_ckr_text(rv, name, sizeof(name)));
         }
         tg_keyop_complete(op, TG_EDEVICE, TG_FALLBACK_DEVICE_ERROR);
         return;
@@ -93,6 +94,13 @@ static void tg_p11_complete(struct tg_p11_wstate *w, struct tg_p11_req *r)
         tg_keyop_complete(op, TG_EDEVICE, TG_FALLBACK_DEVICE_ERROR);
         return;
     }
+}
+
+/* Complete the op of a request the worker owns (in its inbox, or never
+ * queued). */
+static void tg_p11_complete(struct tg_p11_wstate *w, struct tg_p11_req *r)
+{
+    tg_p11_complete_op(w, r->op, r->key, r->result, r->rv, r->out, r->outlen);
 }
 
 /* Complete every request the signing threads handed back. */
@@ -124,31 +132,46 @@ static void tg_p11_async_cb(struct ev_loop *loop, ev_async *a, int revents)
 
 /* Give up on every outstanding request whose deadline is before `now`
  * (everything when all), with `result`; returns the earliest deadline left
- * (UINT64_MAX: none). */
+ * (UINT64_MAX: none). A request a signing thread holds becomes that
+ * thread's to free the moment it is abandoned: everything needed is read,
+ * and the request unlinked, before. */
 static uint64_t tg_p11_expire(struct tg_p11_wstate *w, uint64_t now, enum tg_p11_result result)
 {
     uint64_t next = UINT64_MAX;
     struct tg_p11_req *r = w->head;
     while (r != NULL) {
-        struct tg_p11_req *wnext = r->wnext;
+        struct tg_p11_req *wnext = r->wnext, *wprev = r->wprev;
         if (r->deadline_ns > now) {
             next = r->deadline_ns < next ? r->deadline_ns : next;
             r = wnext;
             continue;
         }
+        struct tg_keyop *op = r->op;
+        const struct tg_p11_key *key = r->key;
+        tg_p11_out_del(w, r);
         enum tg_p11_abandon what = tg_p11_abandon(r);
         if (what == TG_P11_ALREADY_DONE) {
-            r = wnext; /* in the inbox: delivered with its real result */
+            /* In the inbox: delivered with its real result. Back in place. */
+            r->wprev = wprev;
+            r->wnext = wnext;
+            if (wprev != NULL)
+                wprev->wnext = r;
+            else
+                w->head = r;
+            if (wnext != NULL)
+                wnext->wprev = r;
+            else
+                w->tail = r;
+            w->outstanding++;
+            r = wnext;
             continue;
         }
-        tg_p11_out_del(w, r);
-        atomic_fetch_add(&r->key->token->results[result], 1);
-        r->result = result;
-        tg_p11_complete(w, r);
         if (what == TG_P11_DROPPED) {
             OPENSSL_cleanse(r, sizeof(*r));
             free(r);
-        } /* else the signing thread frees it when C_Sign returns */
+        } /* else (DETACHED) r is the signing thread's now: not touched again */
+        atomic_fetch_add(&key->token->results[result], 1);
+        tg_p11_complete_op(w, op, key, result, CKR_OK, NULL, 0);
         r = wnext;
     }
     return next;
@@ -238,6 +261,7 @@ int tg_p11_submit(void *state, struct tg_keyop *op)
     if (rc != TG_OK) {
         /* Queue full or token down: fail fast, on this thread, now. */
         tg_p11_complete(w, r);
+        OPENSSL_cleanse(r, sizeof(*r));
         free(r);
         return TG_OK;
     }

@@ -130,26 +130,35 @@ static int tg_p11_configure(const struct tg_conf_keyprov *conf, void **out, bool
     bool kxwant = false;
     s->verify = true;
     int rc = tg_conf_params_string(p, "module", &module, err, errlen);
-    if (rc == TG_OK)
-        rc = tg_conf_params_string(p, "key", &key, err, errlen);
-    if (rc == TG_OK)
-        rc = tg_conf_params_u64(p, "threads", 1, 64, &threads, err, errlen);
-    if (rc == TG_OK)
-        rc = tg_conf_params_u64(p, "max_queue", 1, 65536, &max_queue, err, errlen);
-    if (rc == TG_OK)
-        rc = tg_conf_params_duration(p, "timeout", &timeout, err, errlen);
-    if (rc == TG_OK)
-        rc = tg_conf_params_bool(p, "verify", &s->verify, err, errlen);
-    if (rc == TG_OK)
-        rc = tg_conf_params_string(p, "rsa_mechanism", &rsa, err, errlen);
-    if (rc == TG_OK)
-        rc = tg_conf_params_bool(p, "key_exchange", &kxwant, err, errlen);
-    if (rc == TG_OK)
-        rc = tg_p11_conf_pin(p, &s->pin, err, errlen);
+    if (rc != TG_OK)
+        goto out;
+    rc = tg_conf_params_string(p, "key", &key, err, errlen);
+    if (rc != TG_OK)
+        goto out;
+    rc = tg_conf_params_u64(p, "threads", 1, 64, &threads, err, errlen);
+    if (rc != TG_OK)
+        goto out;
+    rc = tg_conf_params_u64(p, "max_queue", 1, 65536, &max_queue, err, errlen);
+    if (rc != TG_OK)
+        goto out;
+    rc = tg_conf_params_duration(p, "timeout", &timeout, err, errlen);
+    if (rc != TG_OK)
+        goto out;
+    rc = tg_conf_params_bool(p, "verify", &s->verify, err, errlen);
+    if (rc != TG_OK)
+        goto out;
+    rc = tg_conf_params_string(p, "rsa_mechanism", &rsa, err, errlen);
+    if (rc != TG_OK)
+        goto out;
+    rc = tg_conf_params_bool(p, "key_exchange", &kxwant, err, errlen);
+    if (rc != TG_OK)
+        goto out;
+    rc = tg_p11_conf_pin(p, &s->pin, err, errlen);
+    if (rc != TG_OK)
+        goto out;
     /* Unknown keys first: a misspelt "modul" is reported as such, not as a
      * missing "module". */
-    if (rc == TG_OK)
-        rc = tg_conf_params_check_unused(p, "pkcs11", err, errlen);
+    rc = tg_conf_params_check_unused(p, "pkcs11", err, errlen);
     if (rc != TG_OK)
         goto out;
     const struct tg_conf_param *q;
@@ -275,6 +284,35 @@ static int tg_p11_selftest(struct tg_p11_token *t, struct tg_p11_key *k, char *e
     return TG_OK;
 }
 
+/* The key object, its public half and (leaf != NULL) the certificate next
+ * to it, on the token's login session (t->login_lock held). */
+static int tg_p11_find_locked(struct tg_p11_token *t, const struct tg_p11_settings *s,
+                              EVP_PKEY *cert_pub, struct tg_p11_key *k, X509 **leaf, char *err,
+                              size_t errlen)
+{
+    char why[400] = "";
+    TG_GUARD(tg_p11_find_key(t->mod, t->login_session, &s->uri, t->label, &k->handle, &k->ref, err,
+                             errlen));
+    k->pub = tg_p11_read_public(t->mod, t->login_session, k->handle, &k->ref, why, sizeof(why));
+    if (k->pub == NULL && cert_pub != NULL && EVP_PKEY_up_ref(cert_pub))
+        k->pub = cert_pub; /* the token hides it: the certificate's */
+    if (k->pub == NULL) {
+        snprintf(err, errlen, "token '%s': key '%s': cannot read its public key (%s)%s", t->label,
+                 k->uri, why, leaf != NULL ? "" : "; give certificate_chain");
+        return TG_ECONFIG;
+    }
+    if (leaf == NULL)
+        return TG_OK;
+    *leaf = tg_p11_read_cert(t->mod, t->login_session, &k->ref, why, sizeof(why));
+    if (*leaf == NULL) {
+        snprintf(err, errlen,
+                 "token '%s': key '%s': %s: give the certificate with certificate_chain", t->label,
+                 k->uri, why);
+        return TG_ECONFIG;
+    }
+    return TG_OK;
+}
+
 static int tg_p11_load_key(void *vs, EVP_PKEY *cert_pub, struct tg_pkey **out, X509 **leaf,
                            char *err, size_t errlen)
 {
@@ -290,29 +328,8 @@ static int tg_p11_load_key(void *vs, EVP_PKEY *cert_pub, struct tg_pkey **out, X
     k->timeout_ns = s->timeout_ns;
     tg_p11_uri_format(&s->uri, k->uri, sizeof(k->uri));
     char why[400] = "";
-    int rc;
     pthread_mutex_lock(&t->login_lock);
-    rc = tg_p11_find_key(t->mod, t->login_session, &s->uri, t->label, &k->handle, &k->ref, err,
-                         errlen);
-    if (rc == TG_OK) {
-        k->pub = tg_p11_read_public(t->mod, t->login_session, k->handle, &k->ref, why, sizeof(why));
-        if (k->pub == NULL && cert_pub != NULL && EVP_PKEY_up_ref(cert_pub))
-            k->pub = cert_pub; /* the token hides it: the certificate's */
-        if (k->pub == NULL) {
-            snprintf(err, errlen, "token '%s': key '%s': cannot read its public key (%s)%s",
-                     t->label, k->uri, why, leaf != NULL ? "" : "; give certificate_chain");
-            rc = TG_ECONFIG;
-        }
-    }
-    if (rc == TG_OK && leaf != NULL) {
-        *leaf = tg_p11_read_cert(t->mod, t->login_session, &k->ref, why, sizeof(why));
-        if (*leaf == NULL) {
-            snprintf(err, errlen,
-                     "token '%s': key '%s': %s: give the certificate with certificate_chain",
-                     t->label, k->uri, why);
-            rc = TG_ECONFIG;
-        }
-    }
+    int rc = tg_p11_find_locked(t, s, cert_pub, k, leaf, err, errlen);
     pthread_mutex_unlock(&t->login_lock);
     if (rc != TG_OK)
         goto out;

@@ -28,6 +28,14 @@
  *   no_pss=1, no_x509=1, no_rsa_pkcs=1   hide mechanisms
  * Counters for tests: fake_p11_stat("signs" | "logins" | "in_sign" |
  * "sessions" | "login_failures").
+ *
+ * fake_p11_hold(1) makes every C_Sign wait, after it took its operation,
+ * until fake_p11_hold(0); fake_p11_hold_stat("holding" | "returned") counts
+ * the calls waiting now and the held calls that have returned. Unlike
+ * block=1 these use relaxed atomics only, never a lock the module's callers
+ * could synchronise through: a test can let a signing thread go without
+ * creating a happens-before edge to it, so ThreadSanitizer sees any access
+ * of the caller's that is not ordered by the caller's own locks.
  */
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
@@ -121,6 +129,20 @@ void fake_p11_control(const char *kv)
     fake_refresh();
     pthread_cond_broadcast(&fake_g.cond);
     pthread_mutex_unlock(&fake_g.lock);
+}
+
+void fake_p11_hold(int on)
+{
+    atomic_store_explicit(&fake_g.hold, on, memory_order_relaxed);
+}
+
+unsigned long fake_p11_hold_stat(const char *name)
+{
+    if (strcmp(name, "holding") == 0)
+        return atomic_load_explicit(&fake_g.holding, memory_order_relaxed);
+    if (strcmp(name, "returned") == 0)
+        return atomic_load_explicit(&fake_g.held_returned, memory_order_relaxed);
+    return 0;
 }
 
 unsigned long fake_p11_stat(const char *name)

@@ -8,6 +8,7 @@
 
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -20,6 +21,8 @@
 /* Exported for tests (default visibility). */
 void fake_p11_control(const char *kv);
 unsigned long fake_p11_stat(const char *name);
+void fake_p11_hold(int on);
+unsigned long fake_p11_hold_stat(const char *name);
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list);
 
 struct fake_key {
@@ -61,6 +64,9 @@ struct fake_state {
     int seen_logout, seen_removed;
     char label[33];
     unsigned long signs, logins, in_sign, sessions, login_failures;
+    /* fake_p11_hold: lock-free on purpose (relaxed atomics, no fake_g.lock). */
+    atomic_int hold;
+    atomic_ulong holding, held_returned;
 };
 extern struct fake_state fake_g;
 

@@ -1,6 +1,6 @@
 /*
  * The fake PKCS#11 module's C_SignInit and C_Sign (see fake_p11.c): PKCS#11's
- * rules for a signing operation, the injected faults (block, delay,
+ * rules for a signing operation, the injected faults (block, hold, delay,
  * fail_sign, removal), and the signature itself with OpenSSL.
  */
 #include <openssl/ec.h>
@@ -177,6 +177,15 @@ CK_RV fake_sign(CK_SESSION_HANDLE h, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR
     unsigned long fail = fake_g.cur.fail_sign;
     bool removed = fake_g.cur.removed;
     pthread_mutex_unlock(&fake_g.lock);
+    bool held = atomic_load_explicit(&fake_g.hold, memory_order_relaxed) != 0;
+    if (held) {
+        atomic_fetch_add_explicit(&fake_g.holding, 1, memory_order_relaxed);
+        while (atomic_load_explicit(&fake_g.hold, memory_order_relaxed) != 0) {
+            struct timespec ts = {0, 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        atomic_fetch_sub_explicit(&fake_g.holding, 1, memory_order_relaxed);
+    }
     if (delay > 0)
         usleep((useconds_t)delay * 1000);
     size_t outlen = *siglen;
@@ -194,5 +203,7 @@ CK_RV fake_sign(CK_SESSION_HANDLE h, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR
         *siglen = outlen;
     }
     pthread_mutex_unlock(&fake_g.lock);
+    if (held)
+        atomic_fetch_add_explicit(&fake_g.held_returned, 1, memory_order_relaxed);
     return rv;
 }

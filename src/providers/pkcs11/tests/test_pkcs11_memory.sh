@@ -16,7 +16,9 @@
 #
 # TG_P11_MEMTEST_SOFTWARE=1 serves the same key with the software provider
 # instead: the test must then FAIL (the primes are found) -- a check that
-# the scan would see the key if it were there.
+# the scan would see the key if it were there. It does: the first scan
+# finds each prime three times, little-endian (OpenSSL's BIGNUM words), in
+# the heap and an anonymous mapping, and the test fails there.
 SCAN=$(cd "$(dirname "$0")" && pwd)/p11_memscan.py # before tg_init changes directory
 . "${TG_SRC_DIR:-$(dirname "$0")/../../../..}/tests/integration/lib.sh"
 tg_init 300

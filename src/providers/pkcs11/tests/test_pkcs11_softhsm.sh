@@ -3,12 +3,14 @@
 # generated inside a SoftHSM2 token (in a temp dir, SOFTHSM2_CONF), driven
 # by real clients (openssl s_client, curl, tlsgate bench).
 #
-#   1. RSA-2048 and P-256 keys made in the token with pkcs11-tool (or, without
-#      opensc, imported with softhsm2-util); the RSA certificate given with
-#      certificate_chain, the EC one read from the token (certificate_chain
-#      left out). TLS 1.2 and 1.3, RSA-PSS and PKCS#1 v1.5, ECDSA; curl;
-#      tlsgate bench -n 200 -c 8 with 0 errors on each; /stats agrees that
-#      the token made every signature.
+#   1. RSA-2048 and P-256 keys made in the token with pkcs11-tool (or,
+#      without opensc, imported with softhsm2-util), a P-384 key imported; the RSA and P-384
+#      certificates given with certificate_chain, the P-256 one read from the
+#      token (certificate_chain left out). TLS 1.2 and 1.3, RSA-PSS and
+#      PKCS#1 v1.5, ECDSA; curl; tlsgate bench -n 200 -c 8 with 0 errors on
+#      each; /stats agrees that the token made every signature.
+#      `tlsgate doctor --config` lists the token, its keys, and what it can
+#      tell of each configured key without logging in.
 #   2. rsa_mechanism: raw (CKM_RSA_X_509, tlsgate's own PSS/PKCS#1 encoding).
 #   3. Start-up errors, exit status 2, with check-config and run: a wrong PIN
 #      (the message names the token and never shows the PIN), a missing
@@ -48,10 +50,12 @@ openssl req -x509 -nodes -days 2 -subj /CN=tlsgate-test-ca -newkey ec \
     > "$TG_TMP/ca.log" 2>&1 || { cat "$TG_TMP/ca.log"; tg_fail "CA"; }
 
 # make_key TYPE LABEL ID: a key pair in the token and a certificate for it
-# ($TG_TMP/LABEL.pem); generated inside the token when pkcs11-tool exists.
+# ($TG_TMP/LABEL.pem); generated inside the token when pkcs11-tool exists,
+# except P-384: Debian 12's pkcs11-tool (OpenSC 0.23) cannot export a P-384
+# public key ("cannot create EVP_PKEY"), so that one is always imported.
 make_key() {
     local type=$1 label=$2 id=$3
-    if command -v pkcs11-tool > /dev/null; then
+    if command -v pkcs11-tool > /dev/null && [ "$type" != ec384 ]; then
         local spec=rsa:2048
         [ "$type" = ec ] && spec=EC:prime256v1
         pkcs11-tool --module "$MODULE" --token-label tlsgate --login --pin "$PIN" --keypairgen \
@@ -64,6 +68,7 @@ make_key() {
     else
         local newkey=(-algorithm RSA -pkeyopt rsa_keygen_bits:2048)
         [ "$type" = ec ] && newkey=(-algorithm EC -pkeyopt ec_paramgen_curve:P-256)
+        [ "$type" = ec384 ] && newkey=(-algorithm EC -pkeyopt ec_paramgen_curve:P-384)
         openssl genpkey "${newkey[@]}" -out "$TG_TMP/$label.key" 2> /dev/null
         openssl pkey -in "$TG_TMP/$label.key" -pubout -out "$TG_TMP/$label.pub"
         softhsm2-util --import "$TG_TMP/$label.key" --token tlsgate --label "$label" --id "$id" \
@@ -78,6 +83,7 @@ make_key() {
 }
 make_key rsa server-rsa 01
 make_key ec server-ec 02
+make_key ec384 server-ec384 03
 # The EC certificate lives in the token too, next to its key.
 if command -v pkcs11-tool > /dev/null; then
     openssl x509 -in "$TG_TMP/server-ec.pem" -outform DER -out "$TG_TMP/server-ec.der"
@@ -120,6 +126,13 @@ listeners:
         - $EC_CHAIN
           private_key_provider: $(provider "pkcs11:token=tlsgate;id=%02;type=private")
     upstream: { address: $UP_ADDR }
+  - name: ec384
+    address: 127.0.0.1:0
+    tls:
+      certificates:
+        - certificate_chain: { filename: $TG_TMP/server-ec384.pem }
+          private_key_provider: $(provider "pkcs11:token=tlsgate;object=server-ec384")
+    upstream: { address: $UP_ADDR }
   - name: sw
     address: 127.0.0.1:0
     tls:
@@ -134,6 +147,7 @@ start_gw() {
     tg_gateway "$1" "${2:-tlsgate}"
     RSA_PORT=$(tg_listener_port rsa)
     EC_PORT=$(tg_listener_port ec)
+    EC384_PORT=$(tg_listener_port ec384)
     SW_PORT=$(tg_listener_port sw)
 }
 
@@ -160,7 +174,7 @@ bench() {
 }
 
 # ---------------------------------------------------------------------------
-tg_case "RSA-2048 and P-256 keys in SoftHSM2: s_client, curl, bench"
+tg_case "RSA-2048, P-256 and P-384 keys in SoftHSM2: s_client, curl, bench"
 write_config gw.yaml
 start_gw gw.yaml
 tg_expect_grep "pkcs11: token 'tlsgate' \\($MODULE\\): key 'pkcs11:token=tlsgate;object=server-rsa': RSA 2048-bit" \
@@ -171,7 +185,11 @@ for ver in 1.2 1.3; do
     tg_expect_grep 'Signature type: RSA-PSS' "$TG_TMP/rsa-$ver.out" "RSA-PSS signature"
     sclient "$EC_PORT" "$ver" "$TG_TMP/ec-$ver.out"
     tg_expect_grep 'Signature type: ECDSA' "$TG_TMP/ec-$ver.out" "ECDSA signature"
+    sclient "$EC384_PORT" "$ver" "$TG_TMP/ec384-$ver.out"
+    tg_expect_grep 'Signature type: ECDSA' "$TG_TMP/ec384-$ver.out" "ECDSA P-384 signature"
 done
+tg_expect_grep "key 'pkcs11:token=tlsgate;object=server-ec384': EC 384-bit" "$GW_LOG" \
+    "the P-384 key was found in the token"
 sclient "$RSA_PORT" 1.2 "$TG_TMP/rsa-pkcs1.out" -sigalgs rsa_pkcs1_sha256
 tg_expect_grep 'Signature type: RSA$' "$TG_TMP/rsa-pkcs1.out" "RSA PKCS#1 v1.5 signature"
 for port in "$RSA_PORT" "$EC_PORT"; do
@@ -182,7 +200,7 @@ done
 NB=$(n 200)
 bench "$RSA_PORT" 8 "$NB" --tls-version 1.3
 bench "$EC_PORT" 8 "$NB" --tls-version 1.2 --groups X25519:P-256
-TOTAL=$((5 + 2 + 2 * NB)) # s_client, curl, bench
+TOTAL=$((7 + 2 + 2 * NB)) # s_client, curl, bench
 tg_expect_eq "$(tg_stat tlsgate_pkcs11_operations_total token=tlsgate result=ok)" "$TOTAL" \
     "signatures the token made"
 tg_expect_eq "$(tg_stat tlsgate_keyprov_operations_completed_total provider=pkcs11)" "$TOTAL" \
@@ -194,6 +212,22 @@ tg_expect_ge "$(tg_stat tlsgate_pkcs11_sign_seconds_count token=tlsgate)" "$TOTA
 tg_expect_eq "$(tg_stat tlsgate_pkcs11_token_up token=tlsgate)" 1 "token up"
 tg_gateway_stop
 tg_expect_nogrep "$PIN" "$GW_LOG" "the PIN is never logged"
+
+# The doctor, on the same configuration: the module, its token and keys, and
+# each configured key -- without logging in (the PIN file is never read).
+chmod 000 "$TG_TMP/pin"
+tg_run 60 "$TLSGATE" doctor --config "$TG_TMP/gw.yaml" > "$TG_TMP/doctor.out" 2>&1 ||
+    { cat "$TG_TMP/doctor.out"; tg_fail "tlsgate doctor --config"; }
+chmod 600 "$TG_TMP/pin"
+tg_expect_grep "^  module $MODULE: SoftHSM" "$TG_TMP/doctor.out" "doctor: the configured module"
+tg_expect_grep "configured: listeners\\[0\\].tls.certificates\\[0\\].private_key_provider: pkcs11:token=tlsgate;object=server-rsa$" \
+    "$TG_TMP/doctor.out" "doctor: the configured RSA key"
+tg_expect_grep "token 'tlsgate' found; without login: 0 private key\\(s\\), 1 public key\\(s\\)" \
+    "$TG_TMP/doctor.out" "doctor: what is visible of it without login"
+tg_expect_grep "pkcs11:token=tlsgate;object=server-ec384;id=%03;type=public  EC P-384" \
+    "$TG_TMP/doctor.out" "doctor: the P-384 key listed"
+tg_expect_eq "$(grep -c "^  module $MODULE:" "$TG_TMP/doctor.out")" 1 "doctor: the module once"
+tg_expect_nogrep "$PIN" "$TG_TMP/doctor.out" "doctor: no PIN"
 
 # ---------------------------------------------------------------------------
 tg_case "rsa_mechanism: raw (CKM_RSA_X_509 with tlsgate's encodings)"
