@@ -197,7 +197,7 @@ static int tg_ksc_probe_read(int fd, uint8_t *buf, size_t cap, size_t *have, str
  * refuses this process or does not hold the key (why says which).
  */
 static int tg_ksc_probe(const char *sock, const uint8_t id[TG_KSP_KEY_ID], uint64_t timeout_ns,
-                        uint8_t *type, uint16_t *bits, char *why, size_t whylen)
+                        uint8_t *type, uint16_t *bits, char *server, char *why, size_t whylen)
 {
     int fd = tg_ksc_connect(sock, false);
     if (fd < 0) {
@@ -215,11 +215,15 @@ static int tg_ksc_probe(const char *sock, const uint8_t id[TG_KSP_KEY_ID], uint6
     m.max_in_flight = 1;
     snprintf(m.text, sizeof(m.text), "tlsgate %s pid %d start-up check", TG_VERSION, (int)getpid());
     size_t n = tg_ksp_encode(&m, out, sizeof(out));
-    memset(&m, 0, sizeof(m));
-    m.type = TG_KSP_LOOKUP;
-    m.id = 1;
-    memcpy(m.key_id, id, TG_KSP_KEY_ID);
-    n += tg_ksp_encode(&m, out + n, sizeof(out) - n);
+    int wanted = 1;
+    if (id != NULL) {
+        memset(&m, 0, sizeof(m));
+        m.type = TG_KSP_LOOKUP;
+        m.id = 1;
+        memcpy(m.key_id, id, TG_KSP_KEY_ID);
+        n += tg_ksp_encode(&m, out + n, sizeof(out) - n);
+        wanted = 2;
+    }
     int rc = TG_OK;
     const char *w = NULL;
     size_t have = 0;
@@ -227,7 +231,7 @@ static int tg_ksc_probe(const char *sock, const uint8_t id[TG_KSP_KEY_ID], uint6
      * the send may fail, the reason is still there to read. */
     bool sent = send(fd, out, n, MSG_NOSIGNAL) == (ssize_t)n;
     int send_errno = errno;
-    for (int want = 0; want < 2 && rc == TG_OK; want++) {
+    for (int want = 0; want < wanted && rc == TG_OK; want++) {
         rc = tg_ksc_probe_read(fd, in, sizeof(in), &have, &m, &w);
         if (rc != TG_OK) {
             snprintf(why, whylen, "%s", w ? w : tg_strerror(rc));
@@ -240,6 +244,8 @@ static int tg_ksc_probe(const char *sock, const uint8_t id[TG_KSP_KEY_ID], uint6
             snprintf(why, whylen, "the key server refused the hello (%s)",
                      tg_ksp_status_name(m.status));
             rc = TG_ECONFIG;
+        } else if (want == 0 && server != NULL) {
+            snprintf(server, TG_KSP_TEXT_MAX + 1, "%s", m.text);
         } else if (want == 1 && m.type != TG_KSP_LOOKUP_REPLY) {
             snprintf(why, whylen, "the key server answered a lookup with %s",
                      tg_ksp_type_name(m.type));
@@ -291,7 +297,7 @@ static int tg_ksc_load_key(void *vs, EVP_PKEY *cert_pub, struct tg_pkey **out, X
     uint8_t type = 0;
     uint16_t bits = 0;
     char why[256] = "";
-    rc = tg_ksc_probe(s->socket, k->id, s->timeout_ns, &type, &bits, why, sizeof(why));
+    rc = tg_ksc_probe(s->socket, k->id, s->timeout_ns, &type, &bits, NULL, why, sizeof(why));
     if (rc == TG_EUNAVAIL) {
         TG_WARN("keyserver %s: not reachable at start-up (%s): handshakes with key %s... wait "
                 "for it (at most %.0f ms each) until it is",
@@ -424,6 +430,61 @@ static void tg_ksc_render_stats(struct tg_buf *out)
     free(agg);
 }
 
+/* ---- tlsgate doctor ---- */
+
+/* s as a JSON string. */
+static void tg_ksc_json_str(struct tg_buf *out, const char *s)
+{
+    tg_buf_puts(out, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p == '"' || *p == '\\')
+            tg_buf_printf(out, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            tg_buf_printf(out, "\\u%04x", *p);
+        else
+            tg_buf_append(out, p, 1);
+    }
+    tg_buf_puts(out, "\"");
+}
+
+/* With `doctor --config FILE`: every key server FILE names, and whether it
+ * answers this process (a HELLO; no key is looked up: the blocks carry no
+ * certificate). */
+static void tg_ksc_doctor(struct tg_buf *text, struct tg_buf *json)
+{
+    size_t it = 0, n = 0;
+    const struct tg_conf_keyprov *kp;
+    tg_buf_puts(json, "\"sockets\":[");
+    while ((kp = tg_keyprov_doctor_block(tg_keyserver_provider.name, &it)) != NULL) {
+        void *vs = NULL;
+        bool kx = false;
+        char err[TG_CONFIG_ERRLEN] = "", why[256] = "", server[TG_KSP_TEXT_MAX + 1] = "";
+        if (tg_ksc_configure(kp, &vs, &kx, err, sizeof(err)) != TG_OK) {
+            tg_buf_printf(text, "configured: %s: not usable: %s\n", kp->path, err);
+            continue;
+        }
+        const struct tg_ksc_settings *s = vs;
+        int rc = tg_ksc_probe(s->socket, NULL, s->timeout_ns, NULL, NULL, server, why, sizeof(why));
+        if (rc == TG_OK)
+            tg_buf_printf(text, "%s: %s answers (%s)\n", kp->path, s->socket, server);
+        else
+            tg_buf_printf(text, "%s: %s: %s%s\n", kp->path, s->socket,
+                          rc == TG_EUNAVAIL ? "not reachable: " : "", why);
+        tg_buf_puts(json, n++ ? ",{\"block\":" : "{\"block\":");
+        tg_ksc_json_str(json, kp->path);
+        tg_buf_puts(json, ",\"socket\":");
+        tg_ksc_json_str(json, s->socket);
+        tg_buf_printf(json, ",\"answers\":%s,\"detail\":", rc == TG_OK ? "true" : "false");
+        tg_ksc_json_str(json, rc == TG_OK ? server : why);
+        tg_buf_puts(json, "}");
+        tg_ksc_settings_free(vs);
+    }
+    tg_buf_puts(json, "]");
+    if (n == 0)
+        tg_buf_puts(text, "key servers: none checked; `tlsgate doctor --config FILE` asks each "
+                          "key server FILE names whether it answers this process\n");
+}
+
 /* ---- the provider ---- */
 
 static int tg_ksc_supports_key(const struct tg_pkey *key, char *why, size_t whylen)
@@ -449,4 +510,5 @@ const struct tg_keyprov_ops tg_keyserver_provider = {
     .pending = tg_ksc_pending,
     .drain = tg_ksc_drain,
     .render_stats = tg_ksc_render_stats,
+    .doctor = tg_ksc_doctor,
 };

@@ -135,6 +135,11 @@ def main(t):
         check_eq(r.returncode, 2, "check of a bad file")
         check("bad.yaml:3:16: keyserver.socket_mode:" in r.stderr.decode(), r.stderr.decode())
 
+    with t.case("tlsgate doctor --config: the key server answers"):
+        r = t.run_cmd([tglib.tlsgate_path(), "doctor", "--config", gw.cfg_path])
+        out = r.stdout.decode()
+        check("private_key_provider: %s answers (tlsgate keyserver " % sock in out, out[-1500:])
+
     with t.case("a certificate the key server does not hold: exit 2"):
         cfg = gw_cfg(t, sock, [("other", other_cert)], up)
         p = tglib.Gateway(t, cfg, name="gw-unknown", wait=False)
