@@ -333,6 +333,9 @@ static void start(struct req *r, const struct held *h, int rsa_pad)
     }
     int rc = tg_keyop_start(op, wake, r);
     assert_true(rc == TG_EPENDING || rc == TG_OK);
+    /* As the worker's prepare would, right away: what can be written is in
+     * the socket before any deadline can pass, however slow this machine. */
+    tg_keyprov_set_flush(g_set);
 }
 
 static struct tg_ksc_stats *stats(void)
