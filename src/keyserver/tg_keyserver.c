@@ -436,7 +436,8 @@ static void tg_ks_shutdown(struct tg_ks *ks)
     if (ks->queued > 0)
         TG_ERROR("keyserver: %zu request(s) still in a provider at exit", ks->queued);
     uint64_t deadline = tg_now_ns() + TG_KS_GOODBYE_WAIT;
-    for (struct tg_ks_conn *c = ks->conns; c != NULL; c = c->next) {
+    for (struct tg_ks_conn *c = ks->conns, *next; c != NULL; c = next) {
+        next = c->next; /* a failed write closes c (and unlinks it) */
         if (ks->queued == 0)
             tg_ks_conn_goodbye(c);
         tg_ks_conn_flush_wait(c, deadline);
