@@ -24,11 +24,13 @@
 #   p50, p99        latency of a whole call (connect, handshake, request)
 #
 # The servers (gateway and key server) are pinned to one CPU, the client and
-# the upstream to the other (TG_KS_BENCH_SERVER_CPU, TG_KS_BENCH_CLIENT_CPU).
+# the upstream to the other (TG_KS_BENCH_SERVER_CPU, TG_KS_BENCH_CLIENT_CPU);
+# TG_KS_BENCH_PIN=0 pins nothing (every process may run on any CPU).
 #
 #   bench/keyserver.sh [path/to/tlsgate]
 #   TG_KS_BENCH_SECONDS (default 8) per cell, TG_KS_BENCH_ROUNDS (default 3)
-#   interleaved rounds, TG_KS_BENCH_HIGH (default 64) connections at high load.
+#   interleaved rounds, TG_KS_BENCH_HIGH (default 64) connections at high load,
+#   TG_KS_BENCH_LOADS (default "high c8 c1") the loads to run.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -45,8 +47,11 @@ TLSGATE = os.environ["TLSGATE"]
 SECONDS = int(os.environ.get("TG_KS_BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("TG_KS_BENCH_ROUNDS", "3"))
 HIGH = int(os.environ.get("TG_KS_BENCH_HIGH", "64"))
-SCPU = os.environ.get("TG_KS_BENCH_SERVER_CPU", "1")
-CCPU = os.environ.get("TG_KS_BENCH_CLIENT_CPU", "0")
+PIN = os.environ.get("TG_KS_BENCH_PIN", "1") != "0"
+ALL = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+SCPU = os.environ.get("TG_KS_BENCH_SERVER_CPU", "1") if PIN else ALL
+CCPU = os.environ.get("TG_KS_BENCH_CLIENT_CPU", "0") if PIN else ALL
+LOADS = os.environ.get("TG_KS_BENCH_LOADS", "high c8 c1").split()
 TICK = os.sysconf("SC_CLK_TCK")
 tmp = tempfile.mkdtemp(prefix="tg-ks-bench-")
 procs = []
@@ -153,7 +158,7 @@ try:
             gws[(variant, conc)] = (p, port, admin)
     ks_holds = re.search(r"cryptomb", logof("ks")) is not None
 
-    loads = [("high", HIGH), ("c8", 8), ("c1", 1)]
+    loads = [(n, c) for n, c in (("high", HIGH), ("c8", 8), ("c1", 1)) if n in LOADS]
     results = {}
     load0 = open("/proc/loadavg").read().split()[:3]
     for r in range(ROUNDS):
@@ -197,7 +202,9 @@ try:
         model[0] if model else "unknown CPU", os.cpu_count(), " ".join(load0), " ".join(load1)))
     print("# gateway and key server on CPU %s, client and upstream on CPU %s; tlsgate bench -k "
           "--tls-version 1.3 -c C -t %ds (1 s warm-up first), new connection per call;"
-          % (SCPU, CCPU, SECONDS))
+          % (SCPU, CCPU, SECONDS) if PIN else
+          "# nothing pinned (every process on any CPU); tlsgate bench -k --tls-version 1.3 -c C "
+          "-t %ds (1 s warm-up first), new connection per call;" % SECONDS)
     print("# RSA-2048 signatures with cryptomb, X25519 in OpenSSL; %d interleaved rounds, "
           "the median round (by hs per CPU-s) shown" % ROUNDS)
     print()
