@@ -53,16 +53,17 @@ test-asan: asan
 
 # ThreadSanitizer (clang): two workers under load with the deferred and
 # cryptomb providers (the 2-worker case of test_load), the upstream cluster
-# tests (two workers: DNS refresh, failover, IPv6), the key server with a
-# two-worker gateway (end to end, kill and restart under load), and every
-# test labelled tsan (tests/tests.cmake; the pkcs11 provider's signing
-# threads); any report fails them.
+# tests (two workers: DNS refresh, failover, IPv6), the reloads under load
+# (two workers switching generations, clusters retired while connections
+# use them), the key server with a two-worker gateway (end to end, kill and
+# restart under load), and every test labelled tsan (tests/tests.cmake; the
+# pkcs11 provider's signing threads); any report fails them.
 test-tsan: setup
 	CC=clang cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTG_TSAN=ON
 	cmake --build $(TSAN_BUILD) -j$(JOBS) --target tlsgate tg_tsan
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" TG_LOAD_WORKERS_ONLY=1 \
 	  TG_WORKER_PROVIDERS="deferred cryptomb" TG_TIMEOUT_SCALE=3 \
-	  ctest --test-dir $(TSAN_BUILD) -R '^integration/test_(load|upstream_dns|upstream_failover|upstream_ipv6|keyserver|keyserver_restart)$$' \
+	  ctest --test-dir $(TSAN_BUILD) -R '^integration/test_(load|upstream_dns|upstream_failover|upstream_ipv6|reload|reload_upstream|keyserver|keyserver_restart)$$' \
 	  --output-on-failure
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
 	  ctest --test-dir $(TSAN_BUILD) -L tsan --output-on-failure
@@ -122,7 +123,7 @@ image: build
 # A 60 s soak at saturation: no failed call, no descriptor leak, flat RSS
 # (tests/long/soak.sh; TG_SOAK_SECONDS to change). .ci/run runs it.
 test-long: build
-	TLSGATE=$(BUILD)/tlsgate bash tests/long/soak.sh
+	TLSGATE=$(abspath $(BUILD))/tlsgate bash tests/long/soak.sh
 
 test-image: image
 	TLSGATE=$(BUILD)/tlsgate TG_IMAGE_ARCHIVE=$(IMAGE) bash tests/image/test_image.sh

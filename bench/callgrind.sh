@@ -56,7 +56,7 @@ listeners:
     upstream: { address: 127.0.0.1:$UP_PORT }
 YAML
   LD_PRELOAD=$TMP/vg_async_stacks.so valgrind --tool=callgrind --callgrind-out-file="$out" \
-    "$TLSGATE" run --config "$TMP/gw.yaml" >"$TMP/gw.$n.log" 2>&1 &
+    "$TLSGATE" run --config "$TMP/gw.yaml" --pid-file "$TMP/gw.$n.pid" >"$TMP/gw.$n.log" 2>&1 &
   local pid=$!
   BG_PIDS+=("$pid")
   wait_listening "$pid" "$port" "$TMP/gw.$n.log" "tlsgate under callgrind"

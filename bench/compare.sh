@@ -251,7 +251,7 @@ start_peer() {
       render "$PEER_DIR/$(peer_base "$name").yaml" "$conf" "$dir" "$port"
       "$TLSGATE" check-config "$conf" >"$dir/check-config.log" 2>&1 ||
         { cat "$dir/check-config.log" >&2; die "$name: invalid configuration"; }
-      cmd=("$TLSGATE" run --config "$conf")
+      cmd=("$TLSGATE" run --config "$conf" --pid-file "$dir/tlsgate.pid")
       ;;
   esac
   start_in_cg "$CG_MADE" "$PROXY_CPU" "$dir/output.log" env "${env_args[@]}" "${cmd[@]}"

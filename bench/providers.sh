@@ -434,7 +434,7 @@ start_proc() { # VARIANT CERT
       env "${env_args[@]}" "$TLSGATE" check-config "$conf" >"$dir/check-config.log" 2>&1 ||
         { cat "$dir/check-config.log" >&2; die "$proc: invalid configuration, or the provider cannot run"; }
       [ "$v" != qat ] || env_args+=("FAKE_QAT_STATS_FILE=$dir/fake-qat.stats")
-      cmd=("$TLSGATE" run --config "$conf")
+      cmd=("$TLSGATE" run --config "$conf" --pid-file "$dir/tlsgate.pid")
       ;;
   esac
   start_in_cg "$CG_MADE" "$PROXY_CPU" "$dir/output.log" env "${env_args[@]}" "${cmd[@]}"

@@ -1,7 +1,8 @@
 /*
  * tlsgate: subcommand dispatch. Everything else lives in the core libraries.
  *
- *   tlsgate run [--config FILE] [--state-dir DIR] [--log-level LEVEL]
+ *   tlsgate run [--config FILE] [--state-dir DIR] [--log-level LEVEL] [--pid-file PATH]
+ *   tlsgate reload [--pid-file PATH] [--state-dir DIR]
  *   tlsgate check-config FILE
  *   tlsgate bench [options] TARGET        (tlsgate bench --help)
  *   tlsgate doctor [--config FILE] [--json]
@@ -11,7 +12,9 @@
  *
  * Exit status: 0 success, 1 runtime failure, 2 usage or configuration error.
  */
+#include <errno.h>
 #include <openssl/crypto.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +23,7 @@
 #include "bench/tg_bench_crypto.h"
 #include "config/tg_config.h"
 #include "core/tg_log.h"
+#include "core/tg_pidfile.h"
 #include "doctor/tg_doctor.h"
 #include "k8s/tg_gwapi.h"
 #include "keyprov/tg_keyprov.h"
@@ -56,9 +60,13 @@ static void tg_usage(FILE *f)
     fprintf(f, "usage: tlsgate <command> [options]\n"
                "\n"
                "commands:\n"
-               "  run [--config FILE] [--state-dir DIR] [--log-level LEVEL]\n"
+               "  run [--config FILE] [--state-dir DIR] [--log-level LEVEL] [--pid-file PATH]\n"
                "                      run the gateway (without --config: the embedded default,\n"
-               "                      a demo certificate is created in the state directory)\n"
+               "                      a demo certificate is created in the state directory);\n"
+               "                      SIGHUP reloads the configuration, certificates and keys\n"
+               "  reload [--pid-file PATH] [--state-dir DIR]\n"
+               "                      make the running gateway reload (SIGHUP to the pid in its\n"
+               "                      pid file, by default STATE_DIR/tlsgate.pid)\n"
                "  check-config FILE   validate a configuration and exit (0 valid, 2 invalid)\n"
                "  bench [options] TARGET\n"
                "                      load generator; 'tlsgate bench --help' for options\n"
@@ -94,21 +102,31 @@ static const char *tg_default_state_dir(char *buf, size_t len)
     return ".tlsgate-state";
 }
 
+/* Where the configuration comes from, at start and at every reload. */
+struct tg_source {
+    const char *path;      /* NULL: the embedded default */
+    const char *state_dir; /* where the default's demo certificate lives */
+};
+
+static int tg_source_load(void *arg, struct tg_config **cfg, char *err, size_t errlen)
+{
+    const struct tg_source *src = arg;
+    if (src->path != NULL)
+        return tg_config_load_file(src->path, cfg, err, errlen);
+    /* The embedded default serves a demo certificate from the state
+     * directory: create it (first run only) before the YAML names it. */
+    int rc = tg_tls_demo_cert_ensure(src->state_dir, err, errlen);
+    if (rc == TG_OK)
+        rc = tg_config_load_default(src->state_dir, cfg, err, errlen);
+    return rc;
+}
+
 /* Load the config named on the command line (or the embedded default). */
-static int tg_load_config(const char *path, const char *state_dir, struct tg_config **cfg)
+static int tg_load_config(const struct tg_source *src, struct tg_config **cfg)
 {
     char err[TG_CONFIG_ERRLEN] = "";
     tg_config_set_known_providers(tg_keyprov_names());
-    int rc;
-    if (path != NULL) {
-        rc = tg_config_load_file(path, cfg, err, sizeof(err));
-    } else {
-        /* The embedded default serves a demo certificate from the state
-         * directory: create it (first run only) before the YAML names it. */
-        rc = tg_tls_demo_cert_ensure(state_dir, err, sizeof(err));
-        if (rc == TG_OK)
-            rc = tg_config_load_default(state_dir, cfg, err, sizeof(err));
-    }
+    int rc = tg_source_load((void *)src, cfg, err, sizeof(err));
     if (rc != TG_OK) {
         fprintf(stderr, "tlsgate: %s\n", err[0] ? err : tg_strerror(rc));
         return 2;
@@ -116,10 +134,12 @@ static int tg_load_config(const char *path, const char *state_dir, struct tg_con
     return 0;
 }
 
+#define TG_PID_FILE_NAME "tlsgate.pid"
+
 static int tg_cmd_run(int argc, char **argv, bool check_only)
 {
-    const char *config = NULL, *level = NULL;
-    char sdbuf[512];
+    const char *config = NULL, *level = NULL, *pid_file = NULL;
+    char sdbuf[512], pidbuf[600];
     const char *state_dir = tg_default_state_dir(sdbuf, sizeof(sdbuf));
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -131,6 +151,8 @@ static int tg_cmd_run(int argc, char **argv, bool check_only)
             state_dir = argv[++i];
         } else if (strcmp(a, "--log-level") == 0 && i + 1 < argc) {
             level = argv[++i];
+        } else if (!check_only && strcmp(a, "--pid-file") == 0 && i + 1 < argc) {
+            pid_file = argv[++i];
         } else if (check_only && config == NULL && a[0] != '-') {
             config = a;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -146,22 +168,77 @@ static int tg_cmd_run(int argc, char **argv, bool check_only)
         fprintf(stderr, "tlsgate check-config: missing FILE\n");
         return 2;
     }
-    struct tg_config *cfg = NULL;
-    int rc = tg_load_config(config, state_dir, &cfg);
-    if (rc != 0)
-        return rc;
+    int log_level = -1;
     if (level != NULL) {
         enum tg_log_level lv;
         if (!tg_log_parse_level(level, &lv)) {
             fprintf(stderr, "tlsgate: --log-level: expected error|warn|info|debug\n");
-            tg_config_free(cfg);
             return 2;
         }
-        cfg->log_level = (int)lv;
+        log_level = (int)lv;
     }
-    rc = check_only ? tg_gateway_check(cfg) : tg_gateway_run(cfg);
-    tg_config_free(cfg);
-    return rc;
+    struct tg_source src = {config, state_dir};
+    struct tg_config *cfg = NULL;
+    int rc = tg_load_config(&src, &cfg);
+    if (rc != 0)
+        return rc;
+    if (log_level >= 0)
+        cfg->log_level = log_level;
+    if (check_only)
+        return tg_gateway_check(cfg);
+    struct tg_gateway_opts opts = {
+        .load = tg_source_load,
+        .load_arg = &src,
+        .log_level = log_level,
+        .pid_file = pid_file,
+        .pid_file_explicit = pid_file != NULL,
+    };
+    if (pid_file == NULL) {
+        snprintf(pidbuf, sizeof(pidbuf), "%s/%s", state_dir, TG_PID_FILE_NAME);
+        opts.pid_file = pidbuf;
+    }
+    return tg_gateway_run(cfg, &opts);
+}
+
+/* `tlsgate reload`: SIGHUP to the tlsgate that holds the pid file. */
+static int tg_cmd_reload(int argc, char **argv)
+{
+    const char *pid_file = NULL;
+    char sdbuf[512], pidbuf[600];
+    const char *state_dir = tg_default_state_dir(sdbuf, sizeof(sdbuf));
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--pid-file") == 0 && i + 1 < argc) {
+            pid_file = argv[++i];
+        } else if (strcmp(a, "--state-dir") == 0 && i + 1 < argc) {
+            state_dir = argv[++i];
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            tg_usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "tlsgate reload: unexpected argument '%s'\n", a);
+            tg_usage(stderr);
+            return 2;
+        }
+    }
+    if (pid_file == NULL) {
+        snprintf(pidbuf, sizeof(pidbuf), "%s/%s", state_dir, TG_PID_FILE_NAME);
+        pid_file = pidbuf;
+    }
+    char err[700];
+    pid_t pid = 0;
+    if (tg_pidfile_holder(pid_file, &pid, err, sizeof(err)) != TG_OK) {
+        fprintf(stderr, "tlsgate reload: %s\n", err);
+        return 1;
+    }
+    if (kill(pid, SIGHUP) != 0) {
+        fprintf(stderr, "tlsgate reload: cannot signal pid %d: %s\n", (int)pid, strerror(errno));
+        return 1;
+    }
+    printf("tlsgate reload: SIGHUP sent to pid %d; the log and /stats "
+           "(tlsgate_config_reloads_total) tell the outcome\n",
+           (int)pid);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -180,6 +257,8 @@ int main(int argc, char **argv)
         return tg_cmd_run(argc - 1, argv + 1, false);
     if (strcmp(cmd, "check-config") == 0)
         return tg_cmd_run(argc - 1, argv + 1, true);
+    if (strcmp(cmd, "reload") == 0)
+        return tg_cmd_reload(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)
         return tg_bench_main(argc - 1, argv + 1);
     if (strcmp(cmd, "bench-crypto") == 0)

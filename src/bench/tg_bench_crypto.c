@@ -67,7 +67,7 @@ static int tg_bc_sign_fn(void *varg)
 {
     struct tg_bc_arg *a = varg;
     static const unsigned char tbs[100] = {1, 2, 3};
-    unsigned char sig[512];
+    unsigned char sig[TG_KEYOP_OUT_MAX];
     size_t siglen = sizeof(sig);
     EVP_PKEY_CTX *pctx = NULL;
     EVP_MD_CTX_reset(a->j->md);

@@ -1,6 +1,6 @@
 /*
  * tg_conf_schema: the top level of the configuration (concurrency,
- * log_level, admin, limits) and the listeners (name, address, backlog);
+ * log_level, admin, limits, reload) and the listeners (name, address, backlog);
  * each listener's tls block is tg_conf_tls's, its upstream block and the
  * top-level dns block tg_conf_upstream's. Contract in tg_conf_schema.h.
  */
@@ -27,10 +27,15 @@ void tg_conf_schema_defaults(struct tg_config *cfg)
     cfg->concurrency = 1;
     cfg->log_level = TG_LOG_INFO;
     cfg->limits.max_connections = 50000;
+    cfg->limits.max_connections_per_source = 0;
+    cfg->limits.per_source_ipv6_prefix = 64;
+    cfg->limits.first_byte_timeout_ns = 5 * TG_NS_PER_S;
     cfg->limits.handshake_timeout_ns = 10 * TG_NS_PER_S;
     cfg->limits.idle_timeout_ns = 300 * TG_NS_PER_S;
     cfg->limits.drain_timeout_ns = 30 * TG_NS_PER_S;
     cfg->limits.buffer_size = 16384;
+    cfg->reload.watch = true;
+    cfg->reload.debounce_ns = 200 * TG_NS_PER_MS;
     tg_conf_dns_defaults(&cfg->dns);
 }
 
@@ -168,6 +173,7 @@ static int tg_conf_schema_concurrency(struct tg_cp *cp, const yaml_node_t *root)
     if (v == NULL)
         return TG_OK;
     size_t o = tg_cp_push_key(cp, "concurrency");
+    cp->cfg->concurrency_mark = tg_cp_mark(cp, v);
     int rc = tg_cp_scalar(cp, v, "an integer or 'auto'", &s);
     if (rc == TG_OK && strcmp(s, "auto") == 0) {
         /* CPUs this process may run on, capped by its cgroup CPU quota. */
@@ -184,6 +190,16 @@ static int tg_conf_schema_concurrency(struct tg_cp *cp, const yaml_node_t *root)
     }
     tg_cp_pop(cp, o);
     return rc;
+}
+
+/* reload: { watch, debounce } */
+static int tg_conf_schema_reload(struct tg_cp *cp, const yaml_node_t *v, struct tg_conf_reload *r)
+{
+    static const char *const keys[] = {"watch", "debounce", NULL};
+    TG_GUARD(tg_cp_check_map(cp, v, keys));
+    TG_GUARD(tg_cp_opt_bool(cp, v, "watch", &r->watch));
+    TG_GUARD(tg_cp_opt_duration(cp, v, "debounce", true, &r->debounce_ns));
+    return TG_OK;
 }
 
 int tg_conf_schema_common(struct tg_cp *cp, const yaml_node_t *root)
@@ -224,9 +240,16 @@ int tg_conf_schema_common(struct tg_cp *cp, const yaml_node_t *root)
 int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
 {
     static const char *const keys[] = {"concurrency", "log_level", "admin", "listeners",
-                                       "limits",      "dns",       NULL};
-    static const char *const limit_keys[] = {"max_connections", "handshake_timeout", "idle_timeout",
-                                             "drain_timeout",   "buffer_size",       NULL};
+                                       "limits",      "reload",    "dns",   NULL};
+    static const char *const limit_keys[] = {"max_connections",
+                                             "max_connections_per_source",
+                                             "per_source_ipv6_prefix",
+                                             "first_byte_timeout",
+                                             "handshake_timeout",
+                                             "idle_timeout",
+                                             "drain_timeout",
+                                             "buffer_size",
+                                             NULL};
     struct tg_config *cfg = cp->cfg;
     const yaml_node_t *v;
     size_t o;
@@ -271,11 +294,20 @@ int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
 
     if ((v = tg_cp_get(cp, root, "limits", NULL)) != NULL) {
         struct tg_conf_limits *lim = &cfg->limits;
-        uint64_t bs = lim->buffer_size;
+        uint64_t bs = lim->buffer_size, v6p = lim->per_source_ipv6_prefix;
         o = tg_cp_push_key(cp, "limits");
         rc = tg_cp_check_map(cp, v, limit_keys);
         if (rc == TG_OK)
             rc = tg_cp_opt_u64(cp, v, "max_connections", 1, 10000000, &lim->max_connections);
+        if (rc == TG_OK)
+            rc = tg_cp_opt_u64(cp, v, "max_connections_per_source", 0, 10000000,
+                               &lim->max_connections_per_source);
+        if (rc == TG_OK)
+            rc = tg_cp_opt_u64(cp, v, "per_source_ipv6_prefix", 1, 128, &v6p);
+        lim->per_source_ipv6_prefix = (unsigned)v6p;
+        if (rc == TG_OK)
+            rc =
+                tg_cp_opt_duration(cp, v, "first_byte_timeout", false, &lim->first_byte_timeout_ns);
         if (rc == TG_OK)
             rc = tg_cp_opt_duration(cp, v, "handshake_timeout", false, &lim->handshake_timeout_ns);
         if (rc == TG_OK)
@@ -285,6 +317,13 @@ int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
         if (rc == TG_OK)
             rc = tg_cp_opt_u64(cp, v, "buffer_size", 1024, 1048576, &bs);
         lim->buffer_size = (size_t)bs;
+        tg_cp_pop(cp, o);
+        TG_GUARD(rc);
+    }
+
+    if ((v = tg_cp_get(cp, root, "reload", NULL)) != NULL) {
+        o = tg_cp_push_key(cp, "reload");
+        rc = tg_conf_schema_reload(cp, v, &cfg->reload);
         tg_cp_pop(cp, o);
         TG_GUARD(rc);
     }

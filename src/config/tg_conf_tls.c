@@ -11,6 +11,7 @@
 #include "config/tg_config_internal.h"
 #include "core/tg_time.h"
 
+#include <errno.h>
 #include <openssl/prov_ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 static void tg_conf_tls_datasource_free(struct tg_conf_datasource *ds)
 {
     free(ds->filename);
+    free(ds->path);
     /* Certificate chains are not secret, but wiping every source keeps the
      * rule simple and costs nothing measurable. */
     tg_config_free_secret(ds->data, ds->data_len);
@@ -125,7 +127,10 @@ static int tg_conf_tls_datasource(struct tg_cp *cp, const yaml_node_t *n, enum t
             snprintf(full, fl, "%s/%s", cp->basedir, name);
         }
         int e = tg_config_read_file(full != NULL ? full : name, &ds->data, &ds->data_len);
-        free(full);
+        /* Kept for the file watcher (reload.watch). */
+        ds->path = full != NULL ? full : strdup(name);
+        if (e == 0 && ds->path == NULL)
+            e = ENOMEM;
         if (e != 0) {
             rc = tg_cp_fail(cp, v, "cannot read '%s': %s", tg_config_excerpt(name, ex, sizeof(ex)),
                             strerror(e));
@@ -505,10 +510,17 @@ static int tg_conf_tls_groups(struct tg_cp *cp, const yaml_node_t *v, struct tg_
 
 int tg_conf_tls_parse(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_tls *t)
 {
-    static const char *const keys[] = {
-        "certificates",          "min_version", "max_version",   "alpn",
-        "session_resumption",    "cipher_list", "cipher_suites", "groups",
-        "key_exchange_provider", NULL};
+    static const char *const keys[] = {"certificates",
+                                       "min_version",
+                                       "max_version",
+                                       "alpn",
+                                       "session_resumption",
+                                       "cipher_list",
+                                       "cipher_suites",
+                                       "groups",
+                                       "key_exchange_provider",
+                                       "require_close_notify",
+                                       NULL};
     const yaml_node_t *v, *minv = NULL, *maxv = NULL;
     size_t o;
     int rc;
@@ -563,6 +575,7 @@ int tg_conf_tls_parse(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_tls
         TG_GUARD(rc);
     }
     TG_GUARD(tg_cp_opt_bool(cp, n, "session_resumption", &t->session_resumption));
+    TG_GUARD(tg_cp_opt_bool(cp, n, "require_close_notify", &t->require_close_notify));
     TG_GUARD(tg_cp_opt_string(cp, n, "cipher_list", &t->cipher_list));
     TG_GUARD(tg_cp_opt_string(cp, n, "cipher_suites", &t->cipher_suites));
     if ((v = tg_cp_get(cp, n, "cipher_list", NULL)) != NULL)

@@ -67,6 +67,61 @@ void tg_conf_dns_free(struct tg_conf_dns *d)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Comparisons (a reload keeps what did not change)                         */
+
+bool tg_conf_upstream_has_names(const struct tg_conf_upstream *u)
+{
+    for (size_t i = 0; i < u->n_endpoints; i++) {
+        if (u->endpoints[i].is_name)
+            return true;
+    }
+    return false;
+}
+
+bool tg_conf_upstream_same_cluster(const struct tg_conf_upstream *a,
+                                   const struct tg_conf_upstream *b)
+{
+    if (a->n_endpoints != b->n_endpoints || a->connect_timeout_ns != b->connect_timeout_ns ||
+        a->max_connect_attempts != b->max_connect_attempts || a->lb_policy != b->lb_policy ||
+        a->dns_lookup_family != b->dns_lookup_family ||
+        a->dns_refresh_rate_ns != b->dns_refresh_rate_ns ||
+        a->respect_dns_ttl != b->respect_dns_ttl)
+        return false;
+    const struct tg_conf_outlier *oa = &a->outlier, *ob = &b->outlier;
+    if (oa->consecutive_failures != ob->consecutive_failures ||
+        oa->base_ejection_time_ns != ob->base_ejection_time_ns ||
+        oa->max_ejection_time_ns != ob->max_ejection_time_ns ||
+        oa->max_ejection_percent != ob->max_ejection_percent)
+        return false;
+    const struct tg_conf_health_check *ha = &a->health_check, *hb = &b->health_check;
+    if (ha->enabled != hb->enabled)
+        return false;
+    if (ha->enabled && (ha->interval_ns != hb->interval_ns || ha->timeout_ns != hb->timeout_ns ||
+                        ha->unhealthy_threshold != hb->unhealthy_threshold ||
+                        ha->healthy_threshold != hb->healthy_threshold))
+        return false;
+    for (size_t i = 0; i < a->n_endpoints; i++) {
+        const struct tg_conf_endpoint *x = &a->endpoints[i], *y = &b->endpoints[i];
+        if (x->is_name != y->is_name || x->weight != y->weight || x->port != y->port ||
+            strcmp(x->host, y->host) != 0)
+            return false;
+    }
+    return true;
+}
+
+bool tg_conf_dns_equal(const struct tg_conf_dns *a, const struct tg_conf_dns *b)
+{
+    if (a->n_resolvers != b->n_resolvers || a->query_timeout_ns != b->query_timeout_ns ||
+        a->query_attempts != b->query_attempts)
+        return false;
+    for (size_t i = 0; i < a->n_resolvers; i++) {
+        if (strcmp(a->resolvers[i], b->resolvers[i]) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Small typed readers                                                      */
 
 /* An optional key whose value is one of names[] (NULL-terminated); *out is

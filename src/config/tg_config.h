@@ -52,6 +52,7 @@ struct tg_conf_datasource {
     char *filename; /* NULL when inline; as written (relative to the config file's dir) */
     char *data;     /* owned, NUL-terminated (data[data_len] == 0); wiped on free */
     size_t data_len;
+    char *path;               /* the file actually read (filename resolved); NULL when inline */
     struct tg_conf_mark mark; /* of the filename / inline_string value */
 };
 
@@ -115,10 +116,11 @@ struct tg_conf_tls {
     int max_version; /* TLS1_3_VERSION (default) */
     char **alpn;     /* protocols offered, in server preference order */
     size_t n_alpn;
-    bool session_resumption; /* default true: tickets + server session cache */
-    char *cipher_list;       /* TLS 1.2 ciphers; NULL = tlsgate default (ECDHE only) */
-    char *cipher_suites;     /* TLS 1.3 suites; NULL = OpenSSL default */
-    char *groups;            /* key exchange groups; NULL = "X25519:P-256:P-384" */
+    bool session_resumption;   /* default true: tickets + server session cache */
+    bool require_close_notify; /* default false; true: a FIN without close_notify resets */
+    char *cipher_list;         /* TLS 1.2 ciphers; NULL = tlsgate default (ECDHE only) */
+    char *cipher_suites;       /* TLS 1.3 suites; NULL = OpenSSL default */
+    char *groups;              /* key exchange groups; NULL = "X25519:P-256:P-384" */
     /* Where cipher_list, cipher_suites and groups stood (for errors found later). */
     struct tg_conf_mark cipher_list_mark, cipher_suites_mark, groups_mark;
     /* key_exchange_provider: who does the listener's ephemeral key exchange.
@@ -204,11 +206,22 @@ struct tg_conf_listener {
 };
 
 struct tg_conf_limits {
-    uint64_t max_connections;      /* default 50000 (whole process) */
-    uint64_t handshake_timeout_ns; /* default 10s */
-    uint64_t idle_timeout_ns;      /* default 300s */
-    uint64_t drain_timeout_ns;     /* default 30s: SIGTERM waits this long for connections */
-    size_t buffer_size;            /* per direction per connection, default 16384 */
+    uint64_t max_connections; /* default 50000 (whole process) */
+    /* Open client connections from one source address (process-wide; on a
+     * proxy_protocol listener, the header's source). 0 (default): no limit. */
+    uint64_t max_connections_per_source;
+    unsigned per_source_ipv6_prefix; /* default 64: IPv6 sources counted per /64 */
+    uint64_t first_byte_timeout_ns;  /* default 5s: accept to the ClientHello's first byte */
+    uint64_t handshake_timeout_ns;   /* default 10s */
+    uint64_t idle_timeout_ns;        /* default 300s */
+    uint64_t drain_timeout_ns;       /* default 30s: SIGTERM waits this long for connections */
+    size_t buffer_size;              /* per direction per connection, default 16384 */
+};
+
+/* reload: what starts a reload besides SIGHUP / `tlsgate reload`. */
+struct tg_conf_reload {
+    bool watch;           /* default true: watch certificate and key files (inotify) */
+    uint64_t debounce_ns; /* default 200ms: quiet time after the last change before reloading */
 };
 
 /*
@@ -235,13 +248,15 @@ struct tg_conf_keyserver {
 };
 
 struct tg_config {
-    char *source_name; /* file path, or "<embedded default>" */
-    int concurrency;   /* worker threads, default 1; "auto" = number of CPUs */
+    char *source_name;                    /* file path, or "<embedded default>" */
+    int concurrency;                      /* worker threads, default 1; "auto" = number of CPUs */
+    struct tg_conf_mark concurrency_mark; /* of its value (line 0 when not given) */
     bool has_admin;
     struct tg_conf_addr admin;          /* admin.address */
     struct tg_conf_listener *listeners; /* at least one */
     size_t n_listeners;
     struct tg_conf_limits limits;
+    struct tg_conf_reload reload;
     struct tg_conf_dns dns;
     int log_level;   /* enum tg_log_level, default info */
     char *state_dir; /* for the embedded default: where the demo certificate lives */
@@ -270,6 +285,18 @@ int tg_config_load_keyserver_file(const char *path, struct tg_config **out, char
                                   size_t errlen) TG_MUST_CHECK;
 int tg_config_load_keyserver_buffer(const char *name, const char *yaml, size_t len,
                                     struct tg_config **out, char *err, size_t errlen) TG_MUST_CHECK;
+
+/* Whether two upstream blocks make the same cluster: the same endpoints (as
+ * written, with their weights, in the same order), load balancing, connect
+ * timeout and attempts, DNS family and refresh, outlier detection and
+ * health check. proxy_protocol and the marks do not count. (A reload keeps
+ * a listener's cluster when they are equal.) */
+bool tg_conf_upstream_same_cluster(const struct tg_conf_upstream *a,
+                                   const struct tg_conf_upstream *b);
+/* Whether two dns blocks configure the same resolver (marks aside). */
+bool tg_conf_dns_equal(const struct tg_conf_dns *a, const struct tg_conf_dns *b);
+/* Whether an upstream block has host names to resolve. */
+bool tg_conf_upstream_has_names(const struct tg_conf_upstream *u);
 
 /* Format "FILE:LINE:COL: path: message" into err. path may be NULL. */
 void tg_conf_error(char *err, size_t errlen, const struct tg_conf_mark *mark, const char *path,

@@ -76,16 +76,25 @@ extern const struct tg_hist_spec tg_hist_latency_us;
       "Client connections accepted")                                                               \
     X(CONN_REJECTED_LIMIT, counter, "tlsgate_connections_rejected_total",                          \
       "reason=\"max_connections\"", "Client connections refused at accept")                        \
+    X(CONN_REJECTED_PER_SOURCE, counter, "tlsgate_connections_rejected_total",                     \
+      "reason=\"max_connections_per_source\"", "")                                                 \
     X(CONN_OPENED, gauge_up, "tlsgate_connections_active", "", "Client connections open now")      \
     X(CONN_CLOSED_ACTIVE, gauge_down, "tlsgate_connections_active", "", "")                        \
     X(CLOSE_NORMAL, counter, "tlsgate_connections_closed_total", "reason=\"normal\"",              \
       "Client connections closed, by reason")                                                      \
     X(CLOSE_CLIENT_ERROR, counter, "tlsgate_connections_closed_total", "reason=\"client_error\"",  \
       "")                                                                                          \
+    X(CLOSE_CLIENT_TRUNCATED, counter, "tlsgate_connections_closed_total",                         \
+      "reason=\"client_truncated\"", "")                                                           \
     X(CLOSE_HANDSHAKE_FAILED, counter, "tlsgate_connections_closed_total",                         \
       "reason=\"handshake_failed\"", "")                                                           \
     X(CLOSE_HANDSHAKE_TIMEOUT, counter, "tlsgate_connections_closed_total",                        \
       "reason=\"handshake_timeout\"", "")                                                          \
+    X(CLOSE_FIRST_BYTE_TIMEOUT, counter, "tlsgate_connections_closed_total",                       \
+      "reason=\"first_byte_timeout\"", "")                                                         \
+    X(CLOSE_EVICTED, counter, "tlsgate_connections_closed_total", "reason=\"evicted\"", "")        \
+    X(CLOSE_PER_SOURCE, counter, "tlsgate_connections_closed_total",                               \
+      "reason=\"max_connections_per_source\"", "")                                                 \
     X(CLOSE_PROXY_PROTOCOL, counter, "tlsgate_connections_closed_total",                           \
       "reason=\"proxy_protocol\"", "")                                                             \
     X(CLOSE_UPSTREAM_CONNECT, counter, "tlsgate_connections_closed_total",                         \
@@ -133,7 +142,11 @@ extern const struct tg_hist_spec tg_hist_latency_us;
       "")                                                                                          \
     X(PP_ERR_TRUNCATED, counter, "tlsgate_proxy_protocol_errors_total", "reason=\"truncated\"",    \
       "")                                                                                          \
-    X(PP_ERR_TIMEOUT, counter, "tlsgate_proxy_protocol_errors_total", "reason=\"timeout\"", "")
+    X(PP_ERR_TIMEOUT, counter, "tlsgate_proxy_protocol_errors_total", "reason=\"timeout\"", "")    \
+    X(ACCEPT_PAUSED, counter, "tlsgate_accept_pauses_total", "",                                   \
+      "Times a worker stopped accepting for 100 ms: out of file descriptors or memory")            \
+    X(MEMORY_TRIMS, counter, "tlsgate_memory_trims_total", "",                                     \
+      "Times a worker gave the heap's free memory back to the system after connections closed")
 
 enum tg_core_stat {
 #define TG_STAT_ENUM(id, type, name, labels, help) TG_STAT_##id,

@@ -47,18 +47,27 @@ struct tg_sw_verify_entry {
 static _Thread_local struct tg_sw_verify_entry tg_sw_verify_cache[TG_SW_SIGN_CACHE];
 static _Thread_local unsigned tg_sw_verify_next;
 
-void tg_keyop_sw_thread_cleanup(void)
+void tg_keyop_sw_forget_keys(void)
 {
-    for (int g = 0; g < TG_GROUP_COUNT; g++) {
-        EVP_PKEY_CTX_free(tg_sw_keygen_ctx[g]);
-        tg_sw_keygen_ctx[g] = NULL;
-    }
+    /* Entries match on the EVP_PKEY pointer; each holds a reference to its
+     * key (through ctx), so a freed key's address cannot be reused while it
+     * is cached. Forgetting them lets the keys of a configuration no longer
+     * served go, with their private material. */
     for (int i = 0; i < TG_SW_SIGN_CACHE; i++) {
         EVP_PKEY_CTX_free(tg_sw_sign_cache[i].ctx);
         memset(&tg_sw_sign_cache[i], 0, sizeof(tg_sw_sign_cache[i]));
         EVP_PKEY_CTX_free(tg_sw_verify_cache[i].ctx);
         memset(&tg_sw_verify_cache[i], 0, sizeof(tg_sw_verify_cache[i]));
     }
+}
+
+void tg_keyop_sw_thread_cleanup(void)
+{
+    for (int g = 0; g < TG_GROUP_COUNT; g++) {
+        EVP_PKEY_CTX_free(tg_sw_keygen_ctx[g]);
+        tg_sw_keygen_ctx[g] = NULL;
+    }
+    tg_keyop_sw_forget_keys();
 }
 
 static EVP_PKEY_CTX *tg_sw_sign_ctx(const struct tg_keyop *op)

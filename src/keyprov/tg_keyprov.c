@@ -163,7 +163,9 @@ enum tg_init_state { TG_INIT_NOT_TRIED, TG_INIT_OK, TG_INIT_FAILED };
 static struct {
     enum tg_init_state init[TG_KEYPROV_MAX];
     char why[TG_KEYPROV_MAX][256];
-    bool used[TG_KEYPROV_MAX]; /* some binding runs on it: workers create its state */
+    /* Some binding runs on it: workers create its state. Atomic: a reload
+     * sets it on the main thread while a worker may be starting. */
+    _Atomic bool used[TG_KEYPROV_MAX];
 } tg_kp_global;
 
 static int tg_keyprov_global_init(int slot, const char **why)
@@ -364,6 +366,7 @@ out:
 struct tg_keyprov_set {
     struct ev_loop *loop;
     int worker_id;
+    const size_t *handshaking;
     void *state[TG_KEYPROV_MAX];
     struct tg_keyprov_stats stats[TG_KEYPROV_MAX];
     struct tg_keyprov_set *next; /* in tg_kp_sets, for /stats */
@@ -415,6 +418,41 @@ struct tg_keyprov_stats *tg_keyprov_current_stats(const struct tg_keyprov_bindin
 
 static const size_t tg_kp_no_handshakes = 0;
 
+uint32_t tg_keyprov_slots_used(void)
+{
+    uint32_t slots = 0;
+    for (size_t i = 0; i < TG_NPROV; i++) {
+        if (tg_kp_global.used[i])
+            slots |= 1u << i;
+    }
+    return slots;
+}
+
+int tg_keyprov_set_add_slots(struct tg_keyprov_set *set, uint32_t slots)
+{
+    int first = TG_OK;
+    for (size_t i = 0; i < TG_NPROV; i++) {
+        if ((slots & (1u << i)) == 0 || set->state[i] != NULL ||
+            tg_providers[i]->worker_init == NULL)
+            continue;
+        struct tg_keyprov_worker w = {set->loop, set->worker_id, &set->stats[i], set->handshaking};
+        int rc = tg_providers[i]->worker_init(&w, &set->state[i]);
+        if (rc != TG_OK) {
+            TG_ERROR("worker %d: provider '%s' failed to start: %s", set->worker_id,
+                     tg_providers[i]->name, tg_strerror(rc));
+            set->state[i] = NULL;
+            if (first == TG_OK)
+                first = rc;
+        }
+    }
+    return first;
+}
+
+void tg_keyprov_forget_keys(void)
+{
+    tg_keyop_sw_forget_keys();
+}
+
 int tg_keyprov_set_new(struct ev_loop *loop, int worker_id, const size_t *handshaking,
                        struct tg_keyprov_set **out)
 {
@@ -424,24 +462,16 @@ int tg_keyprov_set_new(struct ev_loop *loop, int worker_id, const size_t *handsh
         return TG_ENOMEM;
     set->loop = loop;
     set->worker_id = worker_id;
+    set->handshaking = handshaking ? handshaking : &tg_kp_no_handshakes;
     /* Every worker has the software state (the fallback of every provider).
      * Binding a certificate already marked it on the main thread before the
-     * workers started: then they only read it (two workers writing the
-     * flag at once is a data race, reported by TSan). */
+     * workers started: then they only read it. */
     if (tg_software_slot >= 0 && !tg_kp_global.used[tg_software_slot])
         tg_kp_global.used[tg_software_slot] = true;
-    for (size_t i = 0; i < TG_NPROV; i++) {
-        if (!tg_kp_global.used[i] || tg_providers[i]->worker_init == NULL)
-            continue;
-        struct tg_keyprov_worker w = {loop, worker_id, &set->stats[i],
-                                      handshaking ? handshaking : &tg_kp_no_handshakes};
-        int rc = tg_providers[i]->worker_init(&w, &set->state[i]);
-        if (rc != TG_OK) {
-            TG_ERROR("worker %d: provider '%s' failed to start: %s", worker_id,
-                     tg_providers[i]->name, tg_strerror(rc));
-            tg_keyprov_set_free(set);
-            return rc;
-        }
+    int rc = tg_keyprov_set_add_slots(set, tg_keyprov_slots_used());
+    if (rc != TG_OK) {
+        tg_keyprov_set_free(set);
+        return rc;
     }
     pthread_mutex_lock(&tg_kp_sets_lock);
     set->next = tg_kp_sets;

@@ -80,8 +80,9 @@ enum tg_keyop_state { TG_KEYOP_NEW, TG_KEYOP_QUEUED, TG_KEYOP_DONE, TG_KEYOP_CON
 #define TG_RSA_PAD_PKCS1 1
 #define TG_RSA_PAD_PSS   6
 
-/* Largest output: an RSA-4096 signature. */
-#define TG_KEYOP_OUT_MAX 512
+/* Largest output: the signature of the largest key tg_pkey accepts (RSA-8192,
+ * 1024 bytes). Shared secrets and ECDSA signatures are far smaller. */
+#define TG_KEYOP_OUT_MAX TG_PKEY_SIG_MAX
 
 /*
  * Per-connection key context. The connection sets it as the thread's current
@@ -387,6 +388,18 @@ struct tg_keyprov_set;
  * NULL: then providers see 0 and never wait for company). */
 int tg_keyprov_set_new(struct ev_loop *loop, int worker_id, const size_t *handshaking,
                        struct tg_keyprov_set **out) TG_MUST_CHECK;
+/* Slots (bit i = registry index i) of the providers some binding made so
+ * far runs on: what a worker set needs a state for. Main thread. */
+uint32_t tg_keyprov_slots_used(void);
+/* On the set's worker thread, when a new configuration takes effect: create
+ * the per-worker state of every provider in slots that has none yet (one
+ * first used by that configuration, e.g. software -> cryptomb on a reload).
+ * TG_OK, or the first provider's error (logged); the providers that failed
+ * have no state, so their bindings run in software on this worker. */
+int tg_keyprov_set_add_slots(struct tg_keyprov_set *set, uint32_t slots) TG_MUST_CHECK;
+/* Drop this thread's cached software signing contexts: they hold references
+ * to keys of configurations that may no longer be served. Any thread. */
+void tg_keyprov_forget_keys(void);
 /* Complete every pending operation now (tg_keyprov_ops.drain); waiting jobs
  * get their wake-ups. The set stays usable. */
 void tg_keyprov_set_drain(struct tg_keyprov_set *set);

@@ -10,5 +10,7 @@
 void *tg_keyprov_state_for(const struct tg_keyprov_binding *b);
 /* Free this thread's cached software contexts (call at worker exit). */
 void tg_keyop_sw_thread_cleanup(void);
+/* Free this thread's cached signing contexts only (they reference keys). */
+void tg_keyop_sw_forget_keys(void);
 
 #endif

@@ -102,6 +102,17 @@ void tg_pkey_unref(struct tg_pkey *k)
         tg_pkey_free(k);
 }
 
+void tg_pkey_retire(struct tg_pkey *k)
+{
+    if (k != NULL)
+        atomic_store_explicit(&k->retired, true, memory_order_relaxed);
+}
+
+bool tg_pkey_is_retired(const struct tg_pkey *k)
+{
+    return atomic_load_explicit(&((struct tg_pkey *)k)->retired, memory_order_relaxed);
+}
+
 static int tg_why(char *why, size_t whylen, const char *msg)
 {
     if (why != NULL && whylen > 0) {
@@ -174,12 +185,14 @@ static int tg_pkey_fill_rsa(struct tg_pkey *k, EVP_PKEY *src, bool priv, char *w
                  !EVP_PKEY_get_bn_param(src, OSSL_PKEY_PARAM_RSA_COEFFICIENT1, &k->iqmp)))
         return tg_why(why, whylen, "RSA key lacks CRT components");
     k->bits = BN_num_bits(k->n);
-    if (k->bits < 2048) {
-        snprintf(why, whylen, "RSA key of %d bits is too small (minimum 2048)", k->bits);
+    if (k->bits < TG_PKEY_RSA_MIN_BITS) {
+        snprintf(why, whylen, "RSA key of %d bits is too small (minimum %d)", k->bits,
+                 TG_PKEY_RSA_MIN_BITS);
         return TG_ECONFIG;
     }
-    if (k->bits > 8192) {
-        snprintf(why, whylen, "RSA key of %d bits is too large (maximum 8192)", k->bits);
+    if (k->bits > TG_PKEY_RSA_MAX_BITS) {
+        snprintf(why, whylen, "RSA key of %d bits is too large (maximum %d)", k->bits,
+                 TG_PKEY_RSA_MAX_BITS);
         return TG_ECONFIG;
     }
     return TG_OK;
@@ -244,7 +257,7 @@ static int tg_pkey_fill(struct tg_pkey *k, EVP_PKEY *src, bool priv, char *why, 
     k->pub = tg_pkey_make_public(k);
     if (k->pub == NULL)
         return tg_why(why, whylen, "cannot build the public key");
-    if (k->sig_max == 0 || k->sig_max > 512)
+    if (k->sig_max == 0 || k->sig_max > TG_PKEY_SIG_MAX)
         return tg_why(why, whylen, "unexpected signature size");
     return TG_OK;
 }

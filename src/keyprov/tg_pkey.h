@@ -32,6 +32,13 @@
 
 enum tg_pkey_type { TG_PKEY_RSA = 1, TG_PKEY_EC = 2 };
 
+/* RSA modulus sizes a certificate's key may have. Every buffer that holds a
+ * signature (TG_KEYOP_OUT_MAX) is sized from the largest. */
+#define TG_PKEY_RSA_MIN_BITS 2048
+#define TG_PKEY_RSA_MAX_BITS 8192
+/* Largest signature of an accepted key, in bytes (RSA-8192). */
+#define TG_PKEY_SIG_MAX (TG_PKEY_RSA_MAX_BITS / 8)
+
 struct tg_keyprov_binding;
 
 struct tg_pkey {
@@ -52,6 +59,10 @@ struct tg_pkey {
     /* Which key provider serves this key (set by the TLS layer at start). */
     const struct tg_keyprov_binding *binding;
     char *label; /* for logs: the config path of the certificate */
+    /* Set once the configuration that served it is gone (tg_pkey_retire):
+     * no new operation will name it, so per-worker caches of derived forms
+     * (qat's device copies) may drop their entry. */
+    _Atomic bool retired;
     /* Provider-held keys only: the provider's handle and how to release it.
      * prov_key_free runs once, on whichever thread drops the last reference,
      * possibly after the provider's global_cleanup: it must only free the
@@ -88,6 +99,11 @@ static inline bool tg_pkey_is_held(const struct tg_pkey *k)
 }
 struct tg_pkey *tg_pkey_ref(struct tg_pkey *k);
 void tg_pkey_unref(struct tg_pkey *k);
+/* Mark the key retired (any thread; NULL is fine), and read the mark. The
+ * owner calls it when it stops serving the key, before dropping its
+ * reference; caches that hold a reference check it to let the key go. */
+void tg_pkey_retire(struct tg_pkey *k);
+bool tg_pkey_is_retired(const struct tg_pkey *k);
 
 enum tg_group {
     TG_GROUP_NONE = 0,

@@ -187,7 +187,8 @@ const EVP_MD *tg_ossl_md(const char *name)
 /* ---- registry of certificate keys ----
  * tg_ossl_wrap_pkey() passes a tg_pkey pointer to the key manager's import
  * through an OSSL_PARAM. Only pointers registered here are honoured, so a
- * crafted parameter cannot make the provider dereference arbitrary memory. */
+ * crafted parameter cannot make the provider dereference arbitrary memory.
+ * A key is registered only for the duration of its import. */
 struct tg_pkey_ref_param {
     uint64_t magic;
     struct tg_pkey *key;
@@ -216,11 +217,26 @@ static int tg_reg_add(struct tg_pkey *k)
         tg_reg = nr;
         tg_reg_cap = ncap;
     }
-    /* The registry keeps its own reference; released at tg_ossl_cleanup. */
+    /* The registry keeps its own reference while the key is registered. */
     tg_reg[tg_reg_n++] = tg_pkey_ref(k);
 out:
     pthread_mutex_unlock(&tg_reg_lock);
     return rc;
+}
+
+static void tg_reg_remove(struct tg_pkey *k)
+{
+    struct tg_pkey *found = NULL;
+    pthread_mutex_lock(&tg_reg_lock);
+    for (size_t i = 0; i < tg_reg_n; i++) {
+        if (tg_reg[i] == k) {
+            found = k;
+            tg_reg[i] = tg_reg[--tg_reg_n];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&tg_reg_lock);
+    tg_pkey_unref(found);
 }
 
 struct tg_pkey *tg_ossl_pkey_from_param(const OSSL_PARAM *p)
@@ -261,6 +277,9 @@ EVP_PKEY *tg_ossl_wrap_pkey(struct tg_pkey *key)
         pk = NULL;
     }
     EVP_PKEY_CTX_free(ctx);
+    /* Only the import reads the pointer; the key object holds its own
+     * reference now. Unregistered, a reload's old keys do not pile up. */
+    tg_reg_remove(key);
     return pk;
 }
 

@@ -81,13 +81,46 @@ static double tg_ns_s(uint64_t ns)
     return (double)ns / 1e9;
 }
 
+/* The limits of the generation the connection was accepted under: a reload
+ * changes those of new connections only. */
+static inline const struct tg_conf_limits *tg_conn_limits(const struct tg_conn *c)
+{
+    return &c->l->wg->gen->cfg->limits;
+}
+
 /* ---- close path ---- */
 
 static void tg_conn_handshake_over(struct tg_conn *c)
 {
-    if (c->in_handshake) {
-        c->in_handshake = false;
-        c->w->n_handshaking--;
+    tg_worker_hs_over(c->w, c);
+}
+
+/* A pipe's storage, from the worker's pool, for bytes about to arrive. */
+static bool tg_pipe_take(struct tg_worker *w, struct tg_pipe *p)
+{
+    if (p->data == NULL)
+        p->data = tg_worker_buf_get(w, p->cap);
+    return p->data != NULL;
+}
+
+/* libssl's buffers back too (the read buffer is ~17 KiB): its
+ * SSL_MODE_RELEASE_BUFFERS frees the read buffer after a read that returned
+ * data, not after one that would block, so a connection that went quiet
+ * would keep it. Nothing is freed while libssl holds bytes not yet read, or
+ * not yet sent (SSL_free_buffers refuses then). */
+static void tg_conn_ssl_quiet(struct tg_conn *c)
+{
+    if (!SSL_has_pending(c->ssl))
+        (void)SSL_free_buffers(c->ssl);
+}
+
+/* Back to the pool once drained: an idle connection holds no buffer. */
+static void tg_pipe_drop_if_empty(struct tg_worker *w, struct tg_pipe *p)
+{
+    if (p->data != NULL && p->len == 0) {
+        tg_worker_buf_put(w, p->data, p->cap);
+        p->data = NULL;
+        p->off = 0;
     }
 }
 
@@ -99,8 +132,8 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
     ev_io_stop(loop, &c->cio);
     ev_io_stop(loop, &c->uio);
     ev_timer_stop(loop, &c->timer);
-    bool established = SSL_is_init_finished(c->ssl);
-    bool abortive = stat == TG_STAT_CLOSE_CLIENT_ERROR;
+    bool established = c->ssl != NULL && SSL_is_init_finished(c->ssl);
+    bool abortive = stat == TG_STAT_CLOSE_CLIENT_ERROR || stat == TG_STAT_CLOSE_CLIENT_TRUNCATED;
     if (established && !c->client_shut && !abortive) {
         /* Best effort close_notify; the socket is non-blocking. */
         tg_ssl_enter(c);
@@ -125,17 +158,13 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
     }
     close(c->cfd);
     tg_ppio_rx_free(c->pp_rx);
-    if (c->bufmem != NULL)
-        tg_worker_buf_put(w, c->bufmem);
+    c->c2u.len = c->u2c.len = 0; /* whatever was left is lost with the connection */
+    tg_pipe_drop_if_empty(w, &c->c2u);
+    tg_pipe_drop_if_empty(w, &c->u2c);
     if (c->on_ready)
         tg_worker_unready(w, c);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    w->n_conns--;
+    tg_worker_conn_detach(w, c);
+    tg_worker_source_release(w, &c->src);
     tg_stat_inc(&w->stats, (enum tg_core_stat)stat);
     tg_stat_inc(&w->stats, TG_STAT_CONN_CLOSED_ACTIVE);
     tg_worker_conn_release(w);
@@ -143,7 +172,10 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
     TG_DEBUG("conn %p: closed (%s, stat %d), client %s", (void *)c, tg_conn_state_name(c->state),
              stat, tg_pp_addr_text(&c->client_addr, a, sizeof(a)));
     c->state = TG_CONN_CLOSED;
+    struct tg_wgen *wg = c->l->wg;
     free(c);
+    /* Last: it may free the generation, and with it c's listener. */
+    tg_worker_wgen_release(wg);
 }
 
 void tg_conn_close(struct tg_conn *c, int stat)
@@ -182,6 +214,8 @@ static int tg_conn_pp_prepend(struct tg_conn *c)
             memset(&c->dest_addr, 0, sizeof(c->dest_addr)); /* v1 UNKNOWN, v2 UNSPEC */
     }
     size_t n = 0;
+    if (!tg_pipe_take(c->w, &c->c2u))
+        return TG_ENOMEM;
     /* No client certificates yet: no verified subject to pass as SSL_CN. */
     int rc = tg_ppio_build(c->l->conf->upstream.proxy_protocol, c->ssl, &c->client_addr,
                            &c->dest_addr, NULL, c->c2u.data, c->c2u.cap, &n);
@@ -200,14 +234,10 @@ static void tg_conn_upstream_connected(struct tg_conn *c)
     struct tg_worker *w = c->w;
     tg_stat_inc(&w->stats, TG_STAT_UPSTREAM_CONNECT_OK);
     tg_cluster_report(c->ep, TG_CONNECT_OK);
-    c->bufmem = tg_worker_buf_get(w);
-    if (c->bufmem == NULL) {
-        tg_conn_close(c, TG_STAT_CLOSE_INTERNAL);
-        return;
-    }
-    size_t cap = w->cfg->limits.buffer_size;
-    c->c2u = (struct tg_pipe){(char *)c->bufmem, cap, 0, 0};
-    c->u2c = (struct tg_pipe){(char *)c->bufmem + cap, cap, 0, 0};
+    /* The buffers themselves are taken when bytes come (tg_pipe_take). */
+    size_t cap = tg_conn_limits(c)->buffer_size;
+    c->c2u = (struct tg_pipe){NULL, cap, 0, 0};
+    c->u2c = (struct tg_pipe){NULL, cap, 0, 0};
     if (c->l->conf->upstream.proxy_protocol != 0 && tg_conn_pp_prepend(c) != TG_OK) {
         tg_conn_close(c, TG_STAT_CLOSE_INTERNAL);
         return;
@@ -218,7 +248,7 @@ static void tg_conn_upstream_connected(struct tg_conn *c)
     c->client_maybe_readable = true;
     c->upstream_maybe_readable = false;
     c->t_active_ns = tg_now_ns();
-    tg_conn_timer_after(c, tg_ns_s(w->cfg->limits.idle_timeout_ns));
+    tg_conn_timer_after(c, tg_ns_s(tg_conn_limits(c)->idle_timeout_ns));
     tg_conn_pump(c);
 }
 
@@ -310,6 +340,69 @@ static void tg_conn_connect(struct tg_conn *c)
     tg_conn_timer_after(c, tg_ns_s(tg_cluster_connect_timeout_ns(cl)));
 }
 
+/* ---- the first byte of the ClientHello ---- */
+
+/* How long a connection may stay silent: first_byte_timeout from accept (or
+ * the PROXY header's end), never longer than handshake_timeout. */
+static uint64_t tg_conn_hello_wait_ns(const struct tg_conn *c)
+{
+    const struct tg_conf_limits *lim = tg_conn_limits(c);
+    return lim->first_byte_timeout_ns < lim->handshake_timeout_ns ? lim->first_byte_timeout_ns
+                                                                  : lim->handshake_timeout_ns;
+}
+
+/* The connection's SSL, made when its ClientHello starts: a connection that
+ * never sends anything costs no SSL object and none of libssl's buffers.
+ * (One place that makes it, so that a pool of SSL objects could be drawn
+ * from here.) */
+static int tg_conn_tls_start(struct tg_conn *c)
+{
+    SSL *ssl = SSL_new(tg_tls_listener_ctx(c->l->tls));
+    if (ssl == NULL || !SSL_set_fd(ssl, c->cfd)) {
+        tg_log_openssl_errors(TG_LOG_ERROR, "new connection");
+        SSL_free(ssl);
+        return TG_ENOMEM;
+    }
+    SSL_set_accept_state(ssl);
+    SSL_set_async_callback_arg(ssl, c);
+    c->ssl = ssl;
+    return TG_OK;
+}
+
+/* HELLO_WAIT: has the ClientHello started? A peek, so that libssl reads it
+ * whole from the socket. */
+static void tg_conn_hello_wait(struct tg_conn *c)
+{
+    struct tg_worker *w = c->w;
+    char b;
+    ssize_t n = recv(c->cfd, &b, 1, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        tg_io_want(w->loop, &c->cio, c->cfd, EV_READ);
+        return;
+    }
+    if (n <= 0) {
+        /* Gone before the first byte (a TCP health check, a scan): a
+         * client that left before its ClientHello. */
+        tg_stat_inc(&w->stats, TG_STAT_HS_FAIL_CLOSED);
+        tg_conn_close(c, TG_STAT_CLOSE_HANDSHAKE_FAILED);
+        return;
+    }
+    if (tg_conn_tls_start(c) != TG_OK) {
+        tg_conn_close(c, TG_STAT_CLOSE_INTERNAL);
+        return;
+    }
+    /* From now on handshake_timeout, counted from where it started. */
+    uint64_t hs = tg_conn_limits(c)->handshake_timeout_ns;
+    if (tg_conn_hello_wait_ns(c) < hs) {
+        uint64_t spent = tg_now_ns() - c->t_hs_start_ns;
+        tg_conn_timer_after(c, tg_ns_s(spent < hs ? hs - spent : 0));
+    }
+    /* Set here: the handshake may pause at once, or wait for a job, before
+     * it sets a state itself. */
+    tg_conn_set_state(c, TG_CONN_HANDSHAKING);
+    tg_conn_handshake(c);
+}
+
 /* ---- PROXY header from a load balancer ---- */
 
 static void tg_conn_proxy_header(struct tg_conn *c)
@@ -353,11 +446,16 @@ static void tg_conn_proxy_header(struct tg_conn *c)
     TG_DEBUG("conn %p: PROXY v%d header%s: client %s, to %s", (void *)c, h.version,
              h.src.ss_family == AF_UNSPEC ? " without addresses" : "",
              tg_pp_addr_text(&c->client_addr, a, sizeof(a)), tg_pp_addr_text(&h.dst, b, sizeof(b)));
-    /* Set here: the handshake may pause at once, or wait for a job, before
-     * it sets a state itself. */
-    tg_conn_set_state(c, TG_CONN_HANDSHAKING);
-    tg_conn_timer_after(c, tg_ns_s(w->cfg->limits.handshake_timeout_ns));
-    tg_conn_handshake(c);
+    /* The load balancer's clients are counted per source from here, under
+     * the address the header gives (a header without one: not counted). */
+    if (h.src.ss_family != AF_UNSPEC && !tg_worker_source_acquire(w, &c->client_addr, &c->src)) {
+        tg_conn_close(c, TG_STAT_CLOSE_PER_SOURCE);
+        return;
+    }
+    c->t_hs_start_ns = tg_now_ns();
+    tg_conn_set_state(c, TG_CONN_HELLO_WAIT);
+    tg_conn_timer_after(c, tg_ns_s(tg_conn_hello_wait_ns(c)));
+    tg_conn_hello_wait(c);
     return;
 refused:
     TG_DEBUG("conn %p: PROXY header refused from %s: %s", (void *)c,
@@ -375,6 +473,11 @@ static void tg_conn_handshake_done(struct tg_conn *c)
     /* No private-key operation happens after the handshake: stop paying
      * for an ASYNC job on every read and write. */
     SSL_clear_mode(c->ssl, SSL_MODE_ASYNC);
+    /* tls.require_close_notify: from now on a TCP FIN without close_notify
+     * is an error (SSL_R_UNEXPECTED_EOF_WHILE_READING), not an EOF; during
+     * the handshake it still counts as the client closing. */
+    if (c->l->conf->tls.require_close_notify)
+        SSL_clear_options(c->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
     tg_stat_inc(&w->stats, TG_STAT_HS_OK);
     tg_stat_inc(&w->stats,
                 SSL_version(c->ssl) == TLS1_3_VERSION ? TG_STAT_HS_TLS13 : TG_STAT_HS_TLS12);
@@ -385,6 +488,7 @@ static void tg_conn_handshake_done(struct tg_conn *c)
     tg_hist_record(&w->stats.handshake_us, &tg_hist_latency_us,
                    (tg_now_ns() - c->t_accept_ns) / 1000);
     ev_io_stop(w->loop, &c->cio);
+    tg_conn_ssl_quiet(c); /* until the upstream is connected */
     tg_conn_connect(c);
 }
 
@@ -426,6 +530,7 @@ static void tg_conn_handshake(struct tg_conn *c)
         return;
     case SSL_ERROR_WANT_READ:
         tg_conn_set_state(c, TG_CONN_HANDSHAKING);
+        tg_conn_ssl_quiet(c); /* waiting for the client, maybe long */
         tg_io_want(c->w->loop, &c->cio, c->cfd, EV_READ);
         return;
     case SSL_ERROR_WANT_WRITE:
@@ -449,9 +554,10 @@ static void tg_conn_handshake(struct tg_conn *c)
 
 void tg_conn_resume(struct tg_conn *c)
 {
-    if (c->state == TG_CONN_KEYOP_WAIT || c->state == TG_CONN_HANDSHAKING ||
-        c->state == TG_CONN_ACCEPTED)
+    if (c->state == TG_CONN_KEYOP_WAIT || c->state == TG_CONN_HANDSHAKING)
         tg_conn_handshake(c);
+    else if (c->state == TG_CONN_HELLO_WAIT)
+        tg_conn_hello_wait(c);
     else if (c->state == TG_CONN_PROXYING)
         tg_conn_pump(c);
 }
@@ -462,6 +568,31 @@ static void tg_conn_client_error(struct tg_conn *c)
 {
     ERR_clear_error();
     tg_conn_close(c, TG_STAT_CLOSE_CLIENT_ERROR);
+}
+
+/* SSL_read failed because the client's TCP stream ended without close_notify
+ * (only seen with tls.require_close_notify). */
+static bool tg_conn_truncated(int err)
+{
+    unsigned long e = ERR_peek_error();
+    return err == SSL_ERROR_SSL && ERR_GET_LIB(e) == ERR_LIB_SSL &&
+           ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+}
+
+/* Send close_notify. False while it waits in libssl for room in the
+ * client's socket (SSL_shutdown: WANT_WRITE): the pump calls again when the
+ * socket is writable, and only then may the TCP write side be shut (a
+ * shutdown(SHUT_WR) now would lose the alert). Bounded like any stalled
+ * write: by idle_timeout, or the drain at exit. True once it left, or when
+ * it never can (the client is gone). */
+static bool tg_conn_close_notify(struct tg_conn *c)
+{
+    tg_ssl_enter(c);
+    int r = SSL_shutdown(c->ssl); /* first call queues the alert, a later one resends it */
+    int err = r >= 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+    tg_ssl_leave();
+    ERR_clear_error();
+    return err != SSL_ERROR_WANT_WRITE;
 }
 
 static void tg_conn_upstream_error(struct tg_conn *c)
@@ -482,6 +613,10 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
      * system call. */
     if (!c->client_eof && cu->len < cu->cap &&
         (c->client_maybe_readable || SSL_has_pending(c->ssl))) {
+        if (!tg_pipe_take(w, cu)) {
+            tg_conn_close(c, TG_STAT_CLOSE_INTERNAL);
+            return false;
+        }
         tg_ssl_enter(c);
         int n = SSL_read(c->ssl, cu->data + cu->len, (int)(cu->cap - cu->len));
         int err = n > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, n);
@@ -498,6 +633,10 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
         } else if (err == SSL_ERROR_ZERO_RETURN) {
             c->client_eof = true; /* close_notify or EOF: half-close */
             *progress = true;
+        } else if (tg_conn_truncated(err)) {
+            ERR_clear_error();
+            tg_conn_close(c, TG_STAT_CLOSE_CLIENT_TRUNCATED);
+            return false;
         } else {
             tg_conn_client_error(c);
             return false;
@@ -538,6 +677,10 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
     }
     /* upstream -> buffer */
     if (!c->upstream_eof && uc->len < uc->cap && c->upstream_maybe_readable) {
+        if (!tg_pipe_take(w, uc)) {
+            tg_conn_close(c, TG_STAT_CLOSE_INTERNAL);
+            return false;
+        }
         ssize_t n = recv(c->ufd, uc->data + uc->len, uc->cap - uc->len, 0);
         if (n > 0) {
             uc->len += (size_t)n;
@@ -574,11 +717,7 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
             return false;
         }
     }
-    if (c->upstream_eof && uc->len == 0 && !c->client_shut) {
-        tg_ssl_enter(c);
-        (void)SSL_shutdown(c->ssl); /* close_notify */
-        tg_ssl_leave();
-        ERR_clear_error();
+    if (c->upstream_eof && uc->len == 0 && !c->client_shut && tg_conn_close_notify(c)) {
         if (!c->upstream_shut) /* else close() follows at once */
             (void)shutdown(c->cfd, SHUT_WR);
         c->client_shut = true;
@@ -605,6 +744,10 @@ static void tg_conn_pump(struct tg_conn *c)
     }
     if (any)
         c->t_active_ns = tg_now_ns();
+    tg_pipe_drop_if_empty(c->w, &c->c2u);
+    tg_pipe_drop_if_empty(c->w, &c->u2c);
+    if (c->ssl_read_wants == EV_READ || c->client_eof)
+        tg_conn_ssl_quiet(c);
     /* Bytes OpenSSL already holds raise no socket event: if the round limit
      * stopped us, or whole records wait in OpenSSL while the buffer has room
      * (not a partial one: the last read would have asked for more), come
@@ -619,6 +762,8 @@ static void tg_conn_pump(struct tg_conn *c)
         cev |= c->ssl_read_wants ? c->ssl_read_wants : EV_READ;
     if (uc->off < uc->len)
         cev |= c->ssl_write_wants ? c->ssl_write_wants : EV_WRITE;
+    else if (c->upstream_eof && !c->client_shut)
+        cev |= EV_WRITE; /* close_notify waits for room (tg_conn_close_notify) */
     if (!c->upstream_eof && uc->len < uc->cap)
         uev |= EV_READ;
     if (cu->off < cu->len)
@@ -642,10 +787,15 @@ static void tg_conn_client_cb(struct ev_loop *loop, ev_io *io, int revents)
     struct tg_conn *c = io->data;
     switch (c->state) {
     case TG_CONN_PROXY_HEADER:
+        tg_worker_hs_touch(c->w, c); /* heard from: evicted last */
         tg_conn_proxy_header(c);
         break;
-    case TG_CONN_ACCEPTED:
+    case TG_CONN_HELLO_WAIT:
+        tg_worker_hs_touch(c->w, c);
+        tg_conn_hello_wait(c);
+        break;
     case TG_CONN_HANDSHAKING:
+        tg_worker_hs_touch(c->w, c);
         tg_conn_handshake(c);
         break;
     case TG_CONN_PROXYING:
@@ -696,7 +846,17 @@ static void tg_conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         tg_stat_inc(&w->stats, TG_STAT_PP_ERR_TIMEOUT);
         tg_conn_close(c, TG_STAT_CLOSE_PROXY_PROTOCOL);
         break;
-    case TG_CONN_ACCEPTED:
+    case TG_CONN_HELLO_WAIT: {
+        /* Silent: closed at first_byte_timeout, or at handshake_timeout
+         * when that is not later. */
+        bool first = tg_conn_hello_wait_ns(c) < tg_conn_limits(c)->handshake_timeout_ns;
+        TG_DEBUG("conn %p: no byte of a ClientHello within %s", (void *)c,
+                 first ? "first_byte_timeout" : "handshake_timeout");
+        tg_stat_inc(&w->stats, TG_STAT_HS_FAIL_TIMEOUT);
+        tg_conn_close(c,
+                      first ? TG_STAT_CLOSE_FIRST_BYTE_TIMEOUT : TG_STAT_CLOSE_HANDSHAKE_TIMEOUT);
+        break;
+    }
     case TG_CONN_HANDSHAKING:
     case TG_CONN_KEYOP_WAIT:
         tg_stat_inc(&w->stats, TG_STAT_HS_FAIL_TIMEOUT);
@@ -714,7 +874,7 @@ static void tg_conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         break;
     }
     case TG_CONN_PROXYING: {
-        uint64_t idle = w->cfg->limits.idle_timeout_ns, now = tg_now_ns();
+        uint64_t idle = tg_conn_limits(c)->idle_timeout_ns, now = tg_now_ns();
         if (now - c->t_active_ns >= idle)
             tg_conn_close(c, TG_STAT_CLOSE_IDLE_TIMEOUT);
         else
@@ -729,18 +889,27 @@ static void tg_conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 void tg_conn_accept(struct tg_wlistener *l, int fd, const struct sockaddr_storage *peer)
 {
     struct tg_worker *w = l->w;
-    if (!tg_worker_conn_acquire(w)) {
-        tg_stat_inc(&w->stats, TG_STAT_CONN_REJECTED_LIMIT);
+    bool pp = l->conf->proxy_protocol;
+    /* On a proxy_protocol listener the TCP peer is the load balancer: its
+     * clients are counted per source once the header names them. */
+    struct tg_srclimit_hold src = {0};
+    if (!pp && !tg_worker_source_acquire(w, peer, &src)) {
         close(fd);
         return;
     }
-    struct tg_conn *c = calloc(1, sizeof(*c));
-    SSL *ssl = SSL_new(tg_tls_listener_ctx(l->tls));
-    if (c == NULL || ssl == NULL || !SSL_set_fd(ssl, fd)) {
-        tg_log_openssl_errors(TG_LOG_ERROR, "new connection");
-        SSL_free(ssl);
-        free(c);
+    if (!tg_worker_conn_acquire(w)) {
+        tg_stat_inc(&w->stats, TG_STAT_CONN_REJECTED_LIMIT);
+        tg_worker_source_release(w, &src);
         close(fd);
+        return;
+    }
+    /* Nothing else yet: the SSL object comes with the ClientHello's first
+     * byte, the buffers with the bytes to forward. */
+    struct tg_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        TG_ERROR("new connection: out of memory");
+        close(fd);
+        tg_worker_source_release(w, &src);
         tg_worker_conn_release(w);
         return;
     }
@@ -749,41 +918,33 @@ void tg_conn_accept(struct tg_wlistener *l, int fd, const struct sockaddr_storag
     c->l = l;
     c->cfd = fd;
     c->ufd = -1;
-    c->ssl = ssl;
     c->state = TG_CONN_ACCEPTED;
     c->keyctx.kx = tg_tls_listener_kx(l->tls);
     c->client_addr = *peer;
-    c->t_accept_ns = tg_now_ns();
-    SSL_set_accept_state(ssl);
-    SSL_set_async_callback_arg(ssl, c);
+    c->src = src;
+    c->t_accept_ns = c->t_hs_start_ns = tg_now_ns();
     ev_io_init(&c->cio, tg_conn_client_cb, fd, EV_READ);
     c->cio.data = c;
     ev_init(&c->uio, tg_conn_upstream_cb);
     c->uio.data = c;
-    bool pp = l->conf->proxy_protocol;
-    uint64_t first_wait =
-        pp ? l->conf->proxy_protocol_timeout_ns : w->cfg->limits.handshake_timeout_ns;
+    uint64_t first_wait = pp ? l->conf->proxy_protocol_timeout_ns : tg_conn_hello_wait_ns(c);
     ev_timer_init(&c->timer, tg_conn_timer_cb, tg_ns_s(first_wait), 0.0);
     c->timer.data = c;
     ev_timer_start(w->loop, &c->timer);
-    c->next = w->conns;
-    if (w->conns)
-        w->conns->prev = c;
-    w->conns = c;
-    w->n_conns++;
-    c->in_handshake = true;
-    w->n_handshaking++;
+    tg_worker_conn_attach(w, c);
+    tg_worker_wgen_hold(l->wg); /* c keeps its generation until it is freed */
     tg_stat_inc(&w->stats, TG_STAT_CONN_ACCEPTED);
     tg_stat_inc(&w->stats, TG_STAT_CONN_OPENED);
     char a[TG_PP_ADDR_TEXT];
     TG_DEBUG("conn %p: accepted from %s on listener %s", (void *)c,
              tg_pp_addr_text(&c->client_addr, a, sizeof(a)), l->conf->name);
     /* The PROXY header or the ClientHello usually follows the connect
-     * closely: try at once instead of paying a poll round trip. */
+     * closely: look at once instead of paying a poll round trip. */
     if (pp) {
         tg_conn_set_state(c, TG_CONN_PROXY_HEADER);
         tg_conn_proxy_header(c);
     } else {
-        tg_conn_handshake(c);
+        tg_conn_set_state(c, TG_CONN_HELLO_WAIT);
+        tg_conn_hello_wait(c);
     }
 }

@@ -6,42 +6,80 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "admin/tg_admin.h"
 #include "core/tg_log.h"
+#include "core/tg_pidfile.h"
 #include "core/tg_time.h"
 #include "ossl/tg_ossl.h"
+#include "proxy/tg_gen.h"
+#include "proxy/tg_srclimit.h"
+#include "proxy/tg_watch.h"
 #include "proxy/tg_worker.h"
 #include "tls/tg_tls.h"
-#include "upstream/tg_cluster.h"
-#include "upstream/tg_resolver.h"
 
 struct tg_gateway {
-    struct tg_config *cfg;
-    struct tg_tls_listener **tls;
-    size_t n_tls;
+    const struct tg_gateway_opts *opts;
+    struct tg_gen *gen;  /* serving new connections (the main thread's reference) */
+    struct tg_gen *next; /* offered to the workers; serving once every one took it */
+    bool next_offered;   /* false: next waits for its clusters' first DNS answers */
     struct tg_worker *workers;
     int n_workers;
     int n_started;
     struct tg_core_stats **stats; /* one per worker, for /stats */
     struct ev_loop *loop;         /* main thread */
-    ev_signal sigterm, sigint;
+    ev_signal sigterm, sigint, sighup;
     ev_async worker_exit;
+    ev_async switched;
+    ev_prepare upstreams_wait; /* next's clusters not ready yet: look before each poll */
     struct tg_admin *admin;
-    struct tg_resolver *resolver; /* NULL when no upstream has a host name */
-    struct tg_cluster **clusters; /* one per listener */
-    _Atomic uint64_t active;      /* open connections, all workers (limits.max_connections) */
+    struct tg_watch *watch; /* NULL: reload.watch off, or no inotify */
+    struct tg_pidfile *pidfile;
+    _Atomic uint64_t active;     /* open connections, all workers (limits.max_connections) */
+    struct tg_srclimit *sources; /* per source address (limits.max_connections_per_source) */
     _Atomic int exited;
+    _Atomic int acks;    /* workers that took `next` */
+    bool reload_again;   /* asked while a switch was in progress */
+    _Atomic int serving; /* workers whose start succeeded */
     _Atomic bool stopping;
+    bool announced; /* "ready" logged (main thread) */
+    bool failed;    /* a worker stopped unasked: exit status 1 */
     uint64_t started_ns;
+    uint64_t reloads_ok, reloads_failed;
+    uint64_t loaded_at; /* wall clock, seconds: when `gen` was loaded */
 };
+
+static void tg_gateway_reload(struct tg_gateway *gw, const char *why);
 
 /* tg_worker_host.exited: on the worker's thread, as it finishes. */
 static void tg_gateway_worker_exited(void *arg)
 {
     struct tg_gateway *gw = arg;
     atomic_fetch_add_explicit(&gw->exited, 1, memory_order_acq_rel);
+    ev_async_send(gw->loop, &gw->worker_exit);
+}
+
+/* tg_worker_host.switched: on the worker's thread, once it took `next`. */
+static void tg_gateway_worker_switched(void *arg, const struct tg_gen *gen)
+{
+    (void)gen;
+    struct tg_gateway *gw = arg;
+    atomic_fetch_add_explicit(&gw->acks, 1, memory_order_acq_rel);
+    ev_async_send(gw->loop, &gw->switched);
+}
+
+static uint64_t tg_wall_s(void)
+{
+    return (uint64_t)time(NULL);
+}
+
+/* tg_worker_host.started: on the worker's thread, once it serves. */
+static void tg_gateway_worker_started(void *arg)
+{
+    struct tg_gateway *gw = arg;
+    atomic_fetch_add_explicit(&gw->serving, 1, memory_order_acq_rel);
     ev_async_send(gw->loop, &gw->worker_exit);
 }
 
@@ -53,24 +91,37 @@ static void tg_gateway_render(struct tg_buf *out, void *arg)
                   gw->n_workers);
     tg_prom_header(out, "tlsgate_uptime_seconds", "gauge", "Seconds since start");
     tg_prom_value(out, "tlsgate_uptime_seconds", "", (tg_now_ns() - gw->started_ns) / TG_NS_PER_S);
+    tg_prom_header(out, "tlsgate_config_reloads_total", "counter",
+                   "Configuration reloads (SIGHUP, tlsgate reload, certificate files changed), by "
+                   "result");
+    tg_prom_value(out, "tlsgate_config_reloads_total", "result=\"ok\"", gw->reloads_ok);
+    tg_prom_value(out, "tlsgate_config_reloads_total", "result=\"error\"", gw->reloads_failed);
+    tg_prom_header(out, "tlsgate_config_last_reload_success_timestamp_seconds", "gauge",
+                   "When the configuration serving now was loaded: start-up or the last "
+                   "successful reload (Unix time)");
+    tg_prom_value(out, "tlsgate_config_last_reload_success_timestamp_seconds", "", gw->loaded_at);
+    tg_prom_header(out, "tlsgate_config_generation", "gauge",
+                   "Generation of the configuration serving new connections (1 at start-up, one "
+                   "more per successful reload)");
+    tg_prom_value(out, "tlsgate_config_generation", "", gw->gen->id);
+    tg_prom_header(out, "tlsgate_config_generations_active", "gauge",
+                   "Configuration generations in memory: the one serving, and older ones whose "
+                   "connections are still open");
+    tg_prom_value(out, "tlsgate_config_generations_active", "", tg_gen_alive());
+    tg_gen_render_certs(gw->gen, out);
     tg_core_stats_render(out, gw->stats, (size_t)gw->n_workers);
-    if (gw->clusters != NULL)
-        tg_cluster_render(out, gw->clusters, gw->cfg->n_listeners);
+    tg_gen_render_clusters(gw->gen, out);
     tg_keyprov_render_stats(out);
 }
 
 static bool tg_gateway_ready(void *arg)
 {
     struct tg_gateway *gw = arg;
-    if (atomic_load(&gw->stopping) || gw->n_started != gw->n_workers)
-        return false;
     /* Not before every upstream name had its first answer: until then a
-     * connection could find no endpoint. */
-    for (size_t i = 0; gw->clusters != NULL && i < gw->cfg->n_listeners; i++) {
-        if (gw->clusters[i] != NULL && !tg_cluster_ready(gw->clusters[i]))
-            return false;
-    }
-    return true;
+     * connection could find no endpoint. (A reload switches only once the
+     * new clusters are past that point.) */
+    return !atomic_load(&gw->stopping) && atomic_load(&gw->serving) == gw->n_workers &&
+           tg_gen_upstreams_ready(gw->gen);
 }
 
 static void tg_signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
@@ -81,133 +132,51 @@ static void tg_signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
     bool again = atomic_exchange(&gw->stopping, true);
     TG_INFO("%s: %s", s->signum == SIGTERM ? "SIGTERM" : "SIGINT",
             again ? "stopping now" : "draining connections");
+    /* No reload from now on (one waiting for DNS is dropped at exit). */
+    tg_watch_free(gw->watch);
+    gw->watch = NULL;
+    ev_prepare_stop(gw->loop, &gw->upstreams_wait);
     for (int i = 0; i < gw->n_started; i++)
         tg_worker_request_stop(&gw->workers[i], again);
 }
 
+static void tg_sighup_cb(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    (void)loop;
+    (void)revents;
+    tg_gateway_reload(s->data, "SIGHUP");
+}
+
+static void tg_watch_cb(void *arg)
+{
+    tg_gateway_reload(arg, "certificate or key files changed");
+}
+
+/* A worker started or stopped (both come through worker_exit). */
 static void tg_worker_exit_cb(struct ev_loop *loop, ev_async *a, int revents)
 {
     (void)revents;
     struct tg_gateway *gw = a->data;
-    if (atomic_load_explicit(&gw->exited, memory_order_acquire) >= gw->n_started) {
-        if (!atomic_load(&gw->stopping))
-            TG_ERROR("all workers stopped unexpectedly");
+    int exited = atomic_load_explicit(&gw->exited, memory_order_acquire);
+    if (exited > 0 && !atomic_load(&gw->stopping)) {
+        /* Workers end only when asked to, or when they cannot start (the
+         * worker said why): serving with fewer than configured would hide
+         * it. Stop the others too; the exit status says it failed. */
+        TG_ERROR("%d of %d worker(s) stopped without being asked (see above): tlsgate stops "
+                 "(exit status 1)",
+                 exited, gw->n_workers);
+        gw->failed = true;
+        atomic_store(&gw->stopping, true);
+        for (int i = 0; i < gw->n_started; i++)
+            tg_worker_request_stop(&gw->workers[i], true);
+    }
+    if (!gw->announced && !atomic_load(&gw->stopping) &&
+        atomic_load(&gw->serving) == gw->n_workers) {
+        gw->announced = true;
+        TG_INFO("tlsgate %s ready: %d worker(s)", TG_VERSION, gw->n_workers);
+    }
+    if (exited >= gw->n_started)
         ev_break(loop, EVBREAK_ALL);
-    }
-}
-
-static void tg_gateway_free(struct tg_gateway *gw)
-{
-    if (gw == NULL)
-        return;
-    tg_admin_stop(gw->admin);
-    if (gw->workers != NULL) {
-        for (int i = 0; i < gw->n_workers; i++)
-            tg_worker_destroy(&gw->workers[i]);
-    }
-    /* The workers have released their cluster slots (or never ran). */
-    for (size_t i = 0; gw->clusters != NULL && i < gw->cfg->n_listeners; i++) {
-        tg_cluster_stop(gw->clusters[i]);
-        tg_cluster_unref(gw->clusters[i]);
-    }
-    free(gw->clusters);
-    tg_resolver_free(gw->resolver);
-    free(gw->workers);
-    free(gw->stats);
-    for (size_t i = 0; i < gw->n_tls; i++)
-        tg_tls_listener_free(gw->tls[i]);
-    free(gw->tls);
-    tg_keyprov_shutdown();
-    free(gw);
-}
-
-/* Build every listener's TLS contexts (keys, certificates, providers). */
-static int tg_gateway_build_tls(struct tg_gateway *gw)
-{
-    char err[TG_CONFIG_ERRLEN] = "";
-    const struct tg_config *cfg = gw->cfg;
-    gw->tls = calloc(cfg->n_listeners, sizeof(*gw->tls));
-    if (gw->tls == NULL)
-        return 1;
-    for (size_t i = 0; i < cfg->n_listeners; i++) {
-        int rc = tg_tls_listener_new(&cfg->listeners[i], tg_worker_ssl_async_cb, &gw->tls[i], err,
-                                     sizeof(err));
-        if (rc != TG_OK) {
-            fprintf(stderr, "tlsgate: %s\n", err[0] ? err : tg_strerror(rc));
-            tg_log_openssl_errors(TG_LOG_DEBUG, "tls");
-            return rc == TG_ENOMEM ? 1 : 2;
-        }
-        gw->n_tls = i + 1;
-    }
-    return 0;
-}
-
-static int tg_gateway_setup(struct tg_config *cfg, struct tg_gateway **out)
-{
-    *out = NULL;
-    tg_log_set_level((enum tg_log_level)cfg->log_level);
-    if (tg_ossl_init() != TG_OK) {
-        fprintf(stderr, "tlsgate: cannot initialise OpenSSL and the tlsgate provider\n");
-        return 1;
-    }
-    struct tg_gateway *gw = calloc(1, sizeof(*gw));
-    if (gw == NULL)
-        return 1;
-    gw->cfg = cfg;
-    int rc = tg_gateway_build_tls(gw);
-    if (rc != 0) {
-        tg_gateway_free(gw);
-        return rc;
-    }
-    *out = gw;
-    return 0;
-}
-
-int tg_gateway_check(struct tg_config *cfg)
-{
-    struct tg_gateway *gw = NULL;
-    int rc = tg_gateway_setup(cfg, &gw);
-    if (rc == 0) {
-        size_t certs = 0;
-        for (size_t i = 0; i < cfg->n_listeners; i++)
-            certs += cfg->listeners[i].tls.n_certs;
-        printf("%s: configuration OK (%zu listener(s), %zu certificate(s))\n", cfg->source_name,
-               cfg->n_listeners, certs);
-    }
-    tg_gateway_free(gw);
-    tg_ossl_cleanup();
-    return rc;
-}
-
-/* One cluster per listener, started on the main loop (names are looked up
- * from now on), handed to every worker. */
-static int tg_gateway_clusters(struct tg_gateway *gw)
-{
-    const struct tg_config *cfg = gw->cfg;
-    bool names = false;
-    for (size_t li = 0; li < cfg->n_listeners; li++) {
-        for (size_t k = 0; k < cfg->listeners[li].upstream.n_endpoints; k++)
-            names = names || cfg->listeners[li].upstream.endpoints[k].is_name;
-    }
-    if (names) {
-        char err[TG_CONFIG_ERRLEN] = "";
-        int rc = tg_resolver_new(gw->loop, &cfg->dns, &gw->resolver, err, sizeof(err));
-        if (rc != TG_OK) {
-            fprintf(stderr, "tlsgate: %s\n", err[0] ? err : tg_strerror(rc));
-            return rc;
-        }
-    }
-    gw->clusters = calloc(cfg->n_listeners, sizeof(*gw->clusters));
-    if (gw->clusters == NULL)
-        return TG_ENOMEM;
-    for (size_t li = 0; li < cfg->n_listeners; li++) {
-        const struct tg_conf_listener *l = &cfg->listeners[li];
-        TG_GUARD(tg_cluster_new(l->name, &l->upstream, gw->n_workers, &gw->clusters[li]));
-        TG_GUARD(tg_cluster_start(gw->clusters[li], gw->loop, gw->resolver));
-        for (int i = 0; i < gw->n_workers; i++)
-            gw->workers[i].listeners[li].cluster = gw->clusters[li];
-    }
-    return TG_OK;
 }
 
 static void tg_addr_text(const struct tg_conf_addr *a, char *buf, size_t len)
@@ -227,70 +196,342 @@ static void tg_addr_text(const struct tg_conf_addr *a, char *buf, size_t len)
     }
 }
 
-int tg_gateway_run(struct tg_config *cfg)
+static const char *tg_pp_version_text(int v)
 {
-    struct tg_gateway *gw = NULL;
-    int rc = tg_gateway_setup(cfg, &gw);
+    return v == 1 ? "v1" : v == 2 ? "v2" : "none";
+}
+
+/* The log lines of a generation's listeners: addresses (tests read the
+ * ports from them), upstreams, PROXY protocol, certificates, providers; and
+ * the listeners prev had that g drops. */
+static void tg_gateway_describe(const struct tg_gen *g, const struct tg_gen *prev)
+{
+    for (size_t i = 0; i < g->n_listeners; i++) {
+        const struct tg_gen_listener *l = &g->listeners[i];
+        const struct tg_conf_listener *lc = l->conf;
+        char addr[80];
+        tg_addr_text(&lc->addr, addr, sizeof(addr));
+        char pp[96] = "";
+        if (lc->proxy_protocol || lc->upstream.proxy_protocol != 0)
+            snprintf(pp, sizeof(pp),
+                     " (PROXY protocol: %s from the load balancer, %s to the upstream)",
+                     lc->proxy_protocol ? "required" : "none",
+                     tg_pp_version_text(lc->upstream.proxy_protocol));
+        /* On a reload: whether the listener's cluster carries on. */
+        const char *cl = prev == NULL      ? ""
+                         : l->cluster_kept ? " (cluster unchanged)"
+                                           : " (new cluster)";
+        TG_INFO("listener %s: %s %s, upstream %s%s%s", lc->name,
+                l->inherited ? "keeps" : "listening on", addr, lc->upstream.text, cl, pp);
+        tg_tls_listener_describe(l->tls, lc->name);
+    }
+    for (size_t i = 0; prev != NULL && i < prev->n_listeners; i++) {
+        const char *name = prev->listeners[i].conf->name;
+        if (tg_gen_find(g, name) == NULL)
+            TG_INFO("listener %s: removed; its open connections finish", name);
+    }
+}
+
+/* Watch the certificate and key files g reads (reload.watch). */
+static void tg_gateway_watch(struct tg_gateway *gw, const struct tg_gen *g)
+{
+    const struct tg_config *cfg = g->cfg;
+    if (gw->watch == NULL && cfg->reload.watch &&
+        tg_watch_new(gw->loop, tg_watch_cb, gw, &gw->watch) != TG_OK)
+        return;
+    if (gw->watch == NULL)
+        return;
+    size_t n = 0, cap = 0;
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        cap += 2 * cfg->listeners[i].tls.n_certs;
+    const char **paths = calloc(cap + 1, sizeof(*paths));
+    if (paths == NULL) {
+        TG_WARN("reload.watch: out of memory: the files watched stay as they were");
+        return;
+    }
+    for (size_t i = 0; cfg->reload.watch && i < cfg->n_listeners; i++) {
+        const struct tg_conf_tls *tls = &cfg->listeners[i].tls;
+        for (size_t c = 0; c < tls->n_certs; c++) {
+            if (tls->certs[c].chain.path != NULL)
+                paths[n++] = tls->certs[c].chain.path;
+            if (tls->certs[c].private_key.path != NULL)
+                paths[n++] = tls->certs[c].private_key.path;
+        }
+    }
+    tg_watch_set(gw->watch, paths, n, cfg->reload.debounce_ns);
+    free(paths);
+    if (n > 0)
+        TG_DEBUG("reload.watch: %zu file(s) in %zu director(ies)", n, tg_watch_dirs(gw->watch));
+}
+
+/* ---- reload ---- */
+
+/* Every worker took `next`: it serves. */
+static void tg_switched_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct tg_gateway *gw = a->data;
+    if (gw->next == NULL || atomic_load_explicit(&gw->acks, memory_order_acquire) < gw->n_started)
+        return;
+    struct tg_gen *old = gw->gen;
+    gw->gen = gw->next;
+    gw->next = NULL;
+    gw->reloads_ok++;
+    gw->loaded_at = tg_wall_s();
+    tg_log_set_level((enum tg_log_level)gw->gen->cfg->log_level);
+    if (!atomic_load(&gw->stopping)) {
+        tg_gateway_describe(gw->gen, old);
+        tg_gateway_watch(gw, gw->gen);
+    }
+    TG_INFO("reload: generation %llu serves new connections; generation %llu finishes its own",
+            (unsigned long long)gw->gen->id, (unsigned long long)old->id);
+    /* The clusters the new generation did not keep stop looking up names
+     * and probing; connections still open keep their endpoints. */
+    tg_gen_retire(old, gw->gen);
+    tg_gen_unref(old);
+    if (gw->reload_again) {
+        gw->reload_again = false;
+        tg_gateway_reload(gw, "asked again during the last one");
+    }
+}
+
+/* next is ready: every worker takes it from its own loop. */
+static void tg_gateway_offer(struct tg_gateway *gw)
+{
+    gw->next_offered = true;
+    atomic_store_explicit(&gw->acks, 0, memory_order_release);
+    for (int i = 0; i < gw->n_started; i++)
+        tg_worker_offer(&gw->workers[i], gw->next);
+}
+
+/* Before the main loop blocks, after the callbacks of its turn (the
+ * resolver's answers among them), while next waits for the first answers
+ * of its new clusters' names (bounded by the dns block's query timeout and
+ * attempts: a failed look-up counts as an answer). */
+static void tg_upstreams_wait_cb(struct ev_loop *loop, ev_prepare *c, int revents)
+{
+    (void)revents;
+    struct tg_gateway *gw = c->data;
+    if (gw->next == NULL || gw->next_offered || !tg_gen_upstreams_ready(gw->next))
+        return;
+    ev_prepare_stop(loop, c);
+    TG_INFO("reload: the new upstream names have their first answers");
+    tg_gateway_offer(gw);
+}
+
+static void tg_gateway_reload(struct tg_gateway *gw, const char *why)
+{
+    if (atomic_load(&gw->stopping))
+        return;
+    if (gw->next != NULL) {
+        /* One switch at a time; this request is served right after it. */
+        TG_INFO("reload (%s): after the one in progress", why);
+        gw->reload_again = true;
+        return;
+    }
+    TG_INFO("reload (%s): reading %s", why, gw->gen->cfg->source_name);
+    char err[TG_CONFIG_ERRLEN] = "";
+    struct tg_config *cfg = NULL;
+    struct tg_gen *g = NULL;
+    int rc = gw->opts->load(gw->opts->load_arg, &cfg, err, sizeof(err));
+    if (rc != TG_OK)
+        goto out;
+    if (gw->opts->log_level >= 0)
+        cfg->log_level = gw->opts->log_level;
+    rc = tg_gen_check_restart(gw->gen->cfg, cfg, err, sizeof(err));
+    if (rc != TG_OK) {
+        tg_config_free(cfg);
+        goto out;
+    }
+    /* Built and validated here, off the workers' loops: keys, certificates,
+     * providers, TLS contexts, sockets. */
+    rc = tg_gen_new(cfg, gw->n_workers, tg_worker_ssl_async_cb, &g, err, sizeof(err));
+    if (rc != TG_OK)
+        goto out;
+    rc = tg_gen_open_sockets(g, gw->gen, err, sizeof(err));
+    if (rc != TG_OK)
+        goto out;
+    /* Last, as it starts look-ups and health checks: each listener keeps its
+     * cluster when its upstream did not change, else gets a new one. */
+    rc = tg_gen_upstreams(g, gw->gen, gw->loop, err, sizeof(err));
+    if (rc != TG_OK)
+        goto out;
+    gw->next = g;
+    g = NULL;
+    gw->next_offered = false;
+    if (tg_gen_upstreams_ready(gw->next)) {
+        tg_gateway_offer(gw);
+    } else {
+        TG_INFO("reload: waiting for the first answers for the new upstream names");
+        ev_prepare_start(gw->loop, &gw->upstreams_wait);
+    }
+out:
+    /* Its clusters kept from the serving generation go on. */
+    tg_gen_retire(g, gw->gen);
+    tg_gen_unref(g);
+    if (rc != TG_OK) {
+        gw->reloads_failed++;
+        tg_log_openssl_errors(TG_LOG_DEBUG, "reload");
+        TG_ERROR("reload failed: %s; generation %llu keeps serving", err[0] ? err : tg_strerror(rc),
+                 (unsigned long long)gw->gen->id);
+    }
+}
+
+/* ---- start and stop ---- */
+
+static void tg_gateway_free(struct tg_gateway *gw)
+{
+    if (gw == NULL)
+        return;
+    tg_admin_stop(gw->admin);
+    tg_watch_free(gw->watch);
+    if (gw->workers != NULL) {
+        for (int i = 0; i < gw->n_workers; i++)
+            tg_worker_destroy(&gw->workers[i]);
+    }
+    free(gw->workers);
+    free(gw->stats);
+    tg_srclimit_free(gw->sources);
+    /* The workers are gone: every cluster stops, then goes. */
+    tg_gen_retire(gw->next, gw->gen);
+    tg_gen_retire(gw->gen, NULL);
+    tg_gen_unref(gw->next);
+    tg_gen_unref(gw->gen);
+    tg_keyprov_shutdown();
+    tg_pidfile_release(gw->pidfile);
+    free(gw);
+}
+
+/* Exit status of a failed build: 1 when out of memory, else 2 (the
+ * configuration is wrong). */
+static int tg_gateway_build(struct tg_config *cfg, int n_workers, struct tg_gen **out)
+{
+    char err[TG_CONFIG_ERRLEN] = "";
+    tg_log_set_level((enum tg_log_level)cfg->log_level);
+    if (tg_ossl_init() != TG_OK) {
+        fprintf(stderr, "tlsgate: cannot initialise OpenSSL and the tlsgate provider\n");
+        tg_config_free(cfg);
+        return 1;
+    }
+    int rc = tg_gen_new(cfg, n_workers, tg_worker_ssl_async_cb, out, err, sizeof(err));
+    if (rc != TG_OK) {
+        fprintf(stderr, "tlsgate: %s\n", err[0] ? err : tg_strerror(rc));
+        tg_log_openssl_errors(TG_LOG_DEBUG, "tls");
+        return rc == TG_ENOMEM ? 1 : 2;
+    }
+    return 0;
+}
+
+int tg_gateway_check(struct tg_config *cfg)
+{
+    struct tg_gen *g = NULL;
+    int rc = tg_gateway_build(cfg, 1, &g);
+    if (rc == 0) {
+        size_t certs = 0;
+        for (size_t i = 0; i < g->cfg->n_listeners; i++)
+            certs += g->cfg->listeners[i].tls.n_certs;
+        printf("%s: configuration OK (%zu listener(s), %zu certificate(s))\n", g->cfg->source_name,
+               g->cfg->n_listeners, certs);
+    }
+    tg_gen_unref(g);
+    tg_keyprov_shutdown();
+    tg_ossl_cleanup();
+    return rc;
+}
+
+/* The pid file, once the configuration is known to be good and before any
+ * socket is opened: a second instance stops here. */
+static int tg_gateway_pidfile(struct tg_gateway *gw)
+{
+    const struct tg_gateway_opts *o = gw->opts;
+    if (o->pid_file == NULL)
+        return 0;
+    char err[600];
+    pid_t holder = 0;
+    int rc = tg_pidfile_acquire(o->pid_file, !o->pid_file_explicit, &gw->pidfile, &holder, err,
+                                sizeof(err));
+    if (rc == TG_OK)
+        return 0;
+    if (rc == TG_EAGAIN || o->pid_file_explicit) {
+        fprintf(stderr, "tlsgate: %s\n", err);
+        return 1;
+    }
+    TG_WARN("%s; running without a pid file (`tlsgate reload` cannot find this process, SIGHUP "
+            "works)",
+            err);
+    return 0;
+}
+
+int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
+{
+    struct tg_gateway *gw = calloc(1, sizeof(*gw));
+    if (gw == NULL) {
+        tg_config_free(cfg);
+        return 1;
+    }
+    gw->opts = opts;
+    gw->n_workers = cfg->concurrency;
+    int rc = tg_gateway_build(cfg, gw->n_workers, &gw->gen);
     if (rc != 0) {
+        free(gw);
+        tg_keyprov_shutdown();
         tg_ossl_cleanup();
         return rc;
     }
     signal(SIGPIPE, SIG_IGN);
     gw->started_ns = tg_now_ns();
+    gw->loaded_at = tg_wall_s();
     gw->loop = EV_DEFAULT;
-    gw->n_workers = cfg->concurrency;
+    char err[TG_CONFIG_ERRLEN] = "";
+    if ((rc = tg_gateway_pidfile(gw)) != 0)
+        goto out;
+    if (tg_gen_open_sockets(gw->gen, NULL, err, sizeof(err)) != TG_OK) {
+        fprintf(stderr, "tlsgate: %s\n", err);
+        rc = 1;
+        goto out;
+    }
+    /* One cluster per listener, started on the main loop: names are looked
+     * up from now on (/ready waits for their first answers). */
+    if (tg_gen_upstreams(gw->gen, NULL, gw->loop, err, sizeof(err)) != TG_OK) {
+        fprintf(stderr, "tlsgate: %s\n", err[0] ? err : "out of memory starting the upstreams");
+        rc = 1;
+        goto out;
+    }
     gw->workers = calloc((size_t)gw->n_workers, sizeof(*gw->workers));
     gw->stats = calloc((size_t)gw->n_workers, sizeof(*gw->stats));
     if (gw->workers == NULL || gw->stats == NULL) {
         rc = 1;
         goto out;
     }
+    /* Always made (a reload may set limits.max_connections_per_source);
+     * its pages stay untouched, not resident, while no source is counted. */
+    if (tg_srclimit_new(&gw->sources) != TG_OK) {
+        fprintf(stderr, "tlsgate: cannot set up the per-source connection counts\n");
+        rc = 1;
+        goto out;
+    }
     struct tg_worker_host host = {
         .active = &gw->active,
-        .max_active = cfg->limits.max_connections,
         .exited = tg_gateway_worker_exited,
         .exited_arg = gw,
+        .switched = tg_gateway_worker_switched,
+        .started = tg_gateway_worker_started,
+        .sources = gw->sources,
     };
     for (int i = 0; i < gw->n_workers; i++) {
-        if (tg_worker_init(&gw->workers[i], i, cfg, &host) != TG_OK) {
+        if (tg_worker_init(&gw->workers[i], i, gw->gen, &host) != TG_OK) {
             rc = 1;
             goto out;
         }
         gw->stats[i] = &gw->workers[i].stats;
     }
-    char err[TG_CONFIG_ERRLEN];
-    for (size_t li = 0; li < cfg->n_listeners; li++) {
-        if (tg_worker_open_listeners(gw->workers, gw->n_workers, li, &cfg->listeners[li], err,
-                                     sizeof(err)) != TG_OK) {
-            fprintf(stderr, "tlsgate: %s\n", err);
-            rc = 1;
-            goto out;
-        }
-        for (int i = 0; i < gw->n_workers; i++)
-            gw->workers[i].listeners[li].tls = gw->tls[li];
-        char addr[80];
-        tg_addr_text(&cfg->listeners[li].addr, addr, sizeof(addr));
-        const struct tg_conf_listener *lc = &cfg->listeners[li];
-        char pp[96] = "";
-        if (lc->proxy_protocol || lc->upstream.proxy_protocol != 0)
-            snprintf(pp, sizeof(pp),
-                     " (PROXY protocol: %s from the load balancer, %s to the upstream)",
-                     lc->proxy_protocol ? "required" : "none",
-                     lc->upstream.proxy_protocol == 1   ? "v1"
-                     : lc->upstream.proxy_protocol == 2 ? "v2"
-                                                        : "none");
-        TG_INFO("listener %s: listening on %s, upstream %s%s", lc->name, addr, lc->upstream.text,
-                pp);
-        tg_tls_listener_describe(gw->tls[li], cfg->listeners[li].name);
-    }
-    if (tg_gateway_clusters(gw) != TG_OK) {
-        rc = 1;
-        goto out;
-    }
-    if (cfg->has_admin) {
+    tg_gateway_describe(gw->gen, NULL);
+    const struct tg_config *c = gw->gen->cfg;
+    if (c->has_admin) {
         struct tg_admin_callbacks cb = {tg_gateway_render, tg_gateway_ready, gw};
-        if (tg_admin_start(gw->loop, &cfg->admin, &cb, &gw->admin) != TG_OK) {
-            fprintf(stderr, "tlsgate: admin.address: cannot listen on %s\n", cfg->admin.text);
+        if (tg_admin_start(gw->loop, &c->admin, &cb, &gw->admin) != TG_OK) {
+            fprintf(stderr, "tlsgate: admin.address: cannot listen on %s\n", c->admin.text);
             rc = 1;
             goto out;
         }
@@ -301,9 +542,18 @@ int tg_gateway_run(struct tg_config *cfg)
     ev_signal_init(&gw->sigint, tg_signal_cb, SIGINT);
     gw->sigint.data = gw;
     ev_signal_start(gw->loop, &gw->sigint);
+    ev_signal_init(&gw->sighup, tg_sighup_cb, SIGHUP);
+    gw->sighup.data = gw;
+    ev_signal_start(gw->loop, &gw->sighup);
     ev_async_init(&gw->worker_exit, tg_worker_exit_cb);
     gw->worker_exit.data = gw;
     ev_async_start(gw->loop, &gw->worker_exit);
+    ev_async_init(&gw->switched, tg_switched_cb);
+    gw->switched.data = gw;
+    ev_async_start(gw->loop, &gw->switched);
+    ev_prepare_init(&gw->upstreams_wait, tg_upstreams_wait_cb);
+    gw->upstreams_wait.data = gw;
+    tg_gateway_watch(gw, gw->gen);
 
     for (int i = 0; i < gw->n_workers; i++) {
         if (pthread_create(&gw->workers[i].thread, NULL, tg_worker_main, &gw->workers[i]) != 0) {
@@ -316,17 +566,21 @@ int tg_gateway_run(struct tg_config *cfg)
         }
         gw->n_started++;
     }
-    if (rc == 0)
-        TG_INFO("tlsgate %s ready: %d worker(s)", TG_VERSION, gw->n_workers);
+    /* "ready" is logged when every worker serves (tg_worker_exit_cb). */
     if (gw->n_started > 0)
         ev_run(gw->loop, 0);
     for (int i = 0; i < gw->n_started; i++)
         pthread_join(gw->workers[i].thread, NULL);
+    if (gw->failed)
+        rc = 1;
     if (rc == 0)
         TG_INFO("stopped");
     ev_signal_stop(gw->loop, &gw->sigterm);
     ev_signal_stop(gw->loop, &gw->sigint);
+    ev_signal_stop(gw->loop, &gw->sighup);
     ev_async_stop(gw->loop, &gw->worker_exit);
+    ev_async_stop(gw->loop, &gw->switched);
+    ev_prepare_stop(gw->loop, &gw->upstreams_wait);
 out:
     tg_gateway_free(gw);
     tg_ossl_cleanup();

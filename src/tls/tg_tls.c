@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "core/tg_log.h"
 #include "ossl/tg_ossl.h"
@@ -64,6 +65,8 @@ static void tg_cert_clear(struct tg_tls_cert *c)
     X509_free(c->leaf);
     sk_X509_pop_free(c->chain, X509_free);
     EVP_PKEY_free(c->wrapped);
+    /* Nothing will name this key again: caches may let it go. */
+    tg_pkey_retire(c->key);
     tg_pkey_unref(c->key);
     tg_keyprov_binding_free(c->binding);
     for (size_t i = 0; i < c->n_names; i++)
@@ -521,6 +524,35 @@ int tg_tls_listener_new(const struct tg_conf_listener *conf, SSL_async_callback_
 out:
     tg_tls_listener_free(t);
     return rc;
+}
+
+size_t tg_tls_listener_cert_count(const struct tg_tls_listener *t)
+{
+    return t->n_certs;
+}
+
+void tg_tls_listener_cert_info(const struct tg_tls_listener *t, size_t i,
+                               struct tg_tls_cert_info *out)
+{
+    memset(out, 0, sizeof(*out));
+    const struct tg_tls_cert *c = &t->certs[i];
+    size_t off = 0;
+    for (size_t n = 0; n < c->n_names && off < sizeof(out->names) - 1; n++) {
+        int w =
+            snprintf(out->names + off, sizeof(out->names) - off, "%s%s", n ? "," : "", c->names[n]);
+        if (w < 0)
+            break;
+        off += (size_t)w;
+    }
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(c->leaf), NULL);
+    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+    snprintf(out->serial, sizeof(out->serial), "%s", hex != NULL ? hex : "?");
+    OPENSSL_free(hex);
+    BN_free(bn);
+    struct tm tm;
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(c->leaf), &tm) == 1)
+        out->not_after = (int64_t)timegm(&tm);
+    ERR_clear_error();
 }
 
 void tg_tls_listener_describe(const struct tg_tls_listener *t, const char *listener_name)

@@ -17,6 +17,7 @@
 
 #include <openssl/ssl.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "config/tg_config.h"
 #include "core/tg_err.h"
@@ -35,6 +36,16 @@ void tg_tls_listener_free(struct tg_tls_listener *t);
 SSL_CTX *tg_tls_listener_ctx(const struct tg_tls_listener *t);
 /* Key-exchange binding for the listener's connections (NULL: inline software). */
 const struct tg_keyprov_binding *tg_tls_listener_kx(const struct tg_tls_listener *t);
+/* What /stats says about one certificate a listener serves. */
+struct tg_tls_cert_info {
+    char names[512];   /* its SNI names, comma-separated (cut if very long) */
+    char serial[96];   /* hex, upper case, as `openssl x509 -serial` prints it */
+    int64_t not_after; /* Unix time; 0 if unreadable */
+};
+size_t tg_tls_listener_cert_count(const struct tg_tls_listener *t);
+/* Certificate i (< cert_count), in configuration order. Any thread. */
+void tg_tls_listener_cert_info(const struct tg_tls_listener *t, size_t i,
+                               struct tg_tls_cert_info *out);
 /* One line per certificate for the start-up log: names, key, provider. */
 void tg_tls_listener_describe(const struct tg_tls_listener *t, const char *listener_name);
 

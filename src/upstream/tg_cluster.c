@@ -121,15 +121,22 @@ int tg_cluster_new(const char *name, const struct tg_conf_upstream *conf, int n_
     return TG_OK;
 }
 
-void tg_cluster_stop(struct tg_cluster *cl)
+void tg_cluster_retire(struct tg_cluster *cl)
 {
     if (cl == NULL)
         return;
     tg_cluster_main_stop(cl);
-    for (int i = 0; i < cl->n_slots; i++)
-        tg_cluster_snap_unref(atomic_exchange(&cl->slots[i].mail, NULL));
     tg_cluster_snap_unref(cl->snap);
     cl->snap = NULL;
+}
+
+void tg_cluster_stop(struct tg_cluster *cl)
+{
+    if (cl == NULL)
+        return;
+    tg_cluster_retire(cl);
+    for (int i = 0; i < cl->n_slots; i++)
+        tg_cluster_snap_unref(atomic_exchange(&cl->slots[i].mail, NULL));
 }
 
 bool tg_cluster_ready(const struct tg_cluster *cl)

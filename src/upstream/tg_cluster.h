@@ -33,8 +33,14 @@
  * cancelled, the registry and the mailboxes emptied), and once each worker
  * has called tg_cluster_slot_release on its own thread, tg_cluster_unref
  * by the creator frees it (or the last endpoint reference, on any thread).
- * A reload builds new clusters for the new generation and retires the old
- * ones in the same way.
+ *
+ * A reload (src/proxy/tg_gen.h) keeps a cluster whose upstream did not
+ * change; one that did is retired when its generation stops taking new
+ * connections: tg_cluster_retire (main thread) ends its look-ups, health
+ * checks and tick but leaves each worker's mailbox alone, so a connection
+ * of that generation still mid-handshake finds an endpoint; when the
+ * generation is freed (no worker uses the cluster any more),
+ * tg_cluster_stop, on whichever thread that is, empties the mailboxes.
  */
 #ifndef TG_CLUSTER_H
 #define TG_CLUSTER_H
@@ -62,9 +68,16 @@ int tg_cluster_new(const char *name, const struct tg_conf_upstream *conf, int n_
  * cluster's start..stop. TG_OK or TG_ENOMEM (nothing started then). */
 int tg_cluster_start(struct tg_cluster *cl, struct ev_loop *loop,
                      struct tg_resolver *res) TG_MUST_CHECK;
-/* Stop everything tg_cluster_start started; the workers keep the snapshot
- * they hold until they release their slot. NULL and a cluster never
- * started are fine. */
+/* Stop everything tg_cluster_start started (look-ups cancelled, health
+ * checks and the tick stopped), let the registry's endpoints go and publish
+ * no more: connections keep the endpoints they hold and workers the
+ * snapshots they hold, in their mailbox too. NULL, a cluster never started
+ * and a second call are fine. */
+void tg_cluster_retire(struct tg_cluster *cl);
+/* tg_cluster_retire, and empty the workers' mailboxes: the workers keep
+ * the snapshot they took until they release their slot. NULL and a
+ * cluster never started are fine. Main thread; any thread once the cluster
+ * was retired. */
 void tg_cluster_stop(struct tg_cluster *cl);
 void tg_cluster_ref(struct tg_cluster *cl);
 /* Any thread. NULL is fine. */

@@ -70,6 +70,9 @@ tg_init() {
         exec timeout -s TERM -k 20 "${TG_TEST_TIMEOUT:-$limit}" bash "$0"
     fi
     TG_TMP=$(mktemp -d "${TMPDIR:-/tmp}/tg-$TG_NAME-XXXXXX")
+    # tlsgate's state directory (default pid file, demo certificate): this
+    # test's own, so that tests running side by side do not meet.
+    export TLSGATE_STATE_DIR=$TG_TMP/state
     trap tg_exit EXIT
     trap 'echo "FAIL: $TG_NAME: interrupted or timed out" >&2; exit 124' TERM INT
     cd "$TG_TMP"
@@ -310,15 +313,18 @@ tg_valgrind_init() {
 }
 
 # tg_gateway CONFIG [NAME] [EXTRA ARGS...]: start `tlsgate run` and wait until
-# it is ready; sets GW_PID GW_PORT (first listener) GW_ADMIN GW_LOG GW_NAME.
+# it is ready; sets GW_PID GW_PORT (first listener) GW_ADMIN GW_LOG GW_NAME
+# GW_PIDFILE (its --pid-file).
 tg_gateway() {
     local cfg=$1 name=${2:-tlsgate}
     shift 2 || shift $#
-    local cmd=("$TLSGATE" run --config "$TG_TMP/$cfg" --log-level "$TG_LOG_LEVEL" "$@")
-    [ -z "$TG_VALGRIND" ] || cmd=("${TG_VG[@]}" "${cmd[@]}")
-    # A second gateway with the same name gets its own log.
+    # A second gateway with the same name gets its own log and pid file.
     local n=1 base=$name
     while [ -e "$TG_TMP/$name.log" ]; do n=$((n + 1)); name=$base-$n; done
+    GW_PIDFILE=$TG_TMP/$name.pid
+    local cmd=("$TLSGATE" run --config "$TG_TMP/$cfg" --log-level "$TG_LOG_LEVEL"
+        --pid-file "$GW_PIDFILE" "$@")
+    [ -z "$TG_VALGRIND" ] || cmd=("${TG_VG[@]}" "${cmd[@]}")
     tg_spawn "$name" "${cmd[@]}"
     GW_PID=$TG_LAST_PID
     GW_NAME=$name

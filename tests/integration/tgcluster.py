@@ -13,6 +13,7 @@ Every process is a tglib.Proc: killed by PID at the end of the test.
 """
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -31,8 +32,33 @@ def tlsgate():
     return TLSGATE
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_udp_port():
-    """A UDP port of 127.0.0.1 free a moment ago (dnsmasq cannot pick one)."""
+    """A port of 127.0.0.1 free for UDP and TCP a moment ago (dnsmasq cannot
+    pick one, and listens on both). Below the ephemeral range: there, the
+    client sockets of tests running alongside (thousands of connections a
+    second under tlsgate bench) hold ports that a listener cannot take."""
+    rng = random.SystemRandom()
+    low = max(1024, min(_ephemeral_low(), 32768) - 12000)
+    high = min(_ephemeral_low(), 32768) - 1
+    for _ in range(100):
+        port = rng.randint(low, high)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
+                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                u.bind(("127.0.0.1", port))
+                t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                t.bind(("127.0.0.1", port))
+                return port
+        except OSError:
+            continue
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

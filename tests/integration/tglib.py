@@ -308,11 +308,17 @@ class Gateway(Proc):
         text = cfg if isinstance(cfg, str) else to_yaml(cfg) + "\n"
         with open(self.cfg_path, "w") as f:
             f.write(text)
-        argv = [tlsgate_path(), "run", "--config", self.cfg_path, "--log-level", LOG_LEVEL]
+        # Its own pid file: tests and gateways run side by side.
+        self.pid_path = self.cfg_path[:-len(".yaml")] + ".pid"
+        argv = [tlsgate_path(), "run", "--config", self.cfg_path, "--log-level", LOG_LEVEL,
+                "--pid-file", self.pid_path]
         argv += list(extra_args)
         if VALGRIND:
             argv, venv = valgrind_wrap(t, argv)
-            env = dict(venv, **(env or {}))
+            extra = dict(env or {})
+            if "LD_PRELOAD" in extra:  # the test's library and the job-stack shim
+                extra["LD_PRELOAD"] = venv["LD_PRELOAD"] + " " + extra["LD_PRELOAD"]
+            env = dict(venv, **extra)
         elif env is not None:
             env = dict(os.environ, **env)
         super().__init__(t, name, argv, env)
@@ -432,6 +438,9 @@ class Test:
     def __init__(self, name):
         self.name = name
         self.dir = tempfile.mkdtemp(prefix="tg-%s-" % name)
+        # tlsgate's state directory (default pid file, demo certificate):
+        # this test's own, so that tests running side by side do not meet.
+        os.environ["TLSGATE_STATE_DIR"] = os.path.join(self.dir, "state")
         self.procs = []
         self.upstreams = []
         self.failures = []  # from case(keep_going=True)

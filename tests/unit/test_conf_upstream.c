@@ -348,6 +348,95 @@ static void test_parse_resolver(void **state)
     assert_non_null(tg_conf_parse_resolver("[::1", buf, sizeof(buf)));
 }
 
+/* Whether a reload may keep a listener's cluster: every key the cluster is
+ * built from counts, proxy_protocol and the way it is written do not. */
+static void expect_same(const char *a, const char *b, bool want)
+{
+    struct tg_config *x = ok_up(a, NULL), *y = ok_up(b, NULL);
+    bool got = tg_conf_upstream_same_cluster(&x->listeners[0].upstream, &y->listeners[0].upstream);
+    if (got != want)
+        fail_msg("%s\n vs %s: same cluster %d, want %d", a, b, got, want);
+    assert_int_equal(
+        tg_conf_upstream_same_cluster(&y->listeners[0].upstream, &x->listeners[0].upstream), want);
+    tg_config_free(x);
+    tg_config_free(y);
+}
+
+static void test_same_cluster(void **state)
+{
+    (void)state;
+    const char *base = "{ endpoints: [ { address: 127.0.0.1:8080 }, { address: web.test:80 } ] }";
+    expect_same(base, base, true);
+    expect_same("{ address: 127.0.0.1:8080 }", "{ endpoints: [ { address: 127.0.0.1:8080 } ] }",
+                true);
+    expect_same("{ address: 127.0.0.1:8080 }", "{ address: 127.0.0.1:8080, proxy_protocol: v2 }",
+                true);
+    expect_same(base,
+                "{ endpoints: [ { address: 127.0.0.1:8080, weight: 1 }, { address: web.test:80 } "
+                "], lb_policy: round_robin, connect_timeout: 5s, max_connect_attempts: 3 }",
+                true);
+    static const char *const differ[] = {
+        "{ endpoints: [ { address: 127.0.0.1:8080 } ] }",
+        "{ endpoints: [ { address: web.test:80 }, { address: 127.0.0.1:8080 } ] }",
+        "{ endpoints: [ { address: 127.0.0.1:8081 }, { address: web.test:80 } ] }",
+        "{ endpoints: [ { address: 127.0.0.1:8080 }, { address: web2.test:80 } ] }",
+        "{ endpoints: [ { address: 127.0.0.1:8080, weight: 2 }, { address: web.test:80 } ] }",
+        "{ endpoints: [ { address: 127.0.0.1:8080 }, { address: web.test:80 } ], "
+        "lb_policy: random }",
+        "{ endpoints: [ { address: 127.0.0.1:8080 }, { address: web.test:80 } ], "
+        "connect_timeout: 1s }",
+        "{ endpoints: [ { address: 127.0.0.1:8080 }, { address: web.test:80 } ], "
+        "max_connect_attempts: 1 }",
+        "{ endpoints: [ { address: 127.0.0.1:8080 }, { address: web.test:80 } ], "
+        "dns_lookup_family: v4 }",
+        "{ endpoints: [ { address: 127.0.0.1:8080 }, { address: web.test:80 } ], "
+        "dns_refresh_rate: 1s }",
+        "{ endpoints: [ { address: 127.0.0.1:8080 }, { address: web.test:80 } ], "
+        "respect_dns_ttl: true }",
+        "{ endpoints: [ { address: 127.0.0.1:8080 }, { address: web.test:80 } ], "
+        "outlier_detection: { consecutive_failures: 2 } }",
+        "{ endpoints: [ { address: 127.0.0.1:8080 }, { address: web.test:80 } ], "
+        "health_check: {} }",
+    };
+    for (size_t i = 0; i < TG_ARRAY_LEN(differ); i++)
+        expect_same(base, differ[i], false);
+    expect_same("{ address: 127.0.0.1:1, health_check: { interval: 1s } }",
+                "{ address: 127.0.0.1:1, health_check: { interval: 2s } }", false);
+    expect_same("{ address: 127.0.0.1:1, health_check: { interval: 1s } }",
+                "{ address: 127.0.0.1:1, health_check: { interval: 1s, healthy_threshold: 1 } }",
+                true);
+
+    struct tg_config *n = ok_up(base, NULL), *l = ok_up("{ address: 127.0.0.1:1 }", NULL);
+    assert_true(tg_conf_upstream_has_names(&n->listeners[0].upstream));
+    assert_false(tg_conf_upstream_has_names(&l->listeners[0].upstream));
+    tg_config_free(n);
+    tg_config_free(l);
+}
+
+static void expect_dns(const char *a, const char *b, bool want)
+{
+    struct tg_config *x = ok_up("{ address: 127.0.0.1:1 }", a);
+    struct tg_config *y = ok_up("{ address: 127.0.0.1:1 }", b);
+    if (tg_conf_dns_equal(&x->dns, &y->dns) != want)
+        fail_msg("%s vs %s: want %d", a, b, want);
+    tg_config_free(x);
+    tg_config_free(y);
+}
+
+static void test_dns_equal(void **state)
+{
+    (void)state;
+    expect_dns("", "", true);
+    expect_dns("", "dns: { query_timeout: 2s, query_attempts: 2 }\n", true);
+    expect_dns("dns: { resolvers: [127.0.0.1] }\n", "dns: { resolvers: [\"127.0.0.1:53\"] }\n",
+               true);
+    expect_dns("", "dns: { resolvers: [127.0.0.1] }\n", false);
+    expect_dns("dns: { resolvers: [127.0.0.1, 127.0.0.2] }\n",
+               "dns: { resolvers: [127.0.0.2, 127.0.0.1] }\n", false);
+    expect_dns("", "dns: { query_timeout: 1s }\n", false);
+    expect_dns("", "dns: { query_attempts: 3 }\n", false);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -357,6 +446,8 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_parse_hostport),
         cmocka_unit_test(test_parse_resolver),
+        cmocka_unit_test(test_same_cluster),
+        cmocka_unit_test(test_dns_equal),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

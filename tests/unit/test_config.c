@@ -188,9 +188,15 @@ static void test_defaults(void **state)
     assert_null(cfg->state_dir);
     assert_true(cfg->limits.max_connections == 50000);
     assert_true(cfg->limits.handshake_timeout_ns == 10 * TG_NS_PER_S);
+    assert_true(cfg->limits.first_byte_timeout_ns == 5 * TG_NS_PER_S);
+    assert_true(cfg->limits.max_connections_per_source == 0);
+    assert_int_equal(cfg->limits.per_source_ipv6_prefix, 64);
     assert_true(cfg->limits.idle_timeout_ns == 300 * TG_NS_PER_S);
     assert_true(cfg->limits.drain_timeout_ns == 30 * TG_NS_PER_S);
     assert_int_equal(cfg->limits.buffer_size, 16384);
+    assert_true(cfg->reload.watch);
+    assert_true(cfg->reload.debounce_ns == 200 * TG_NS_PER_MS);
+    assert_int_equal(cfg->concurrency_mark.line, 0);
     assert_int_equal(cfg->n_listeners, 1);
 
     const struct tg_conf_listener *l = &cfg->listeners[0];
@@ -204,6 +210,7 @@ static void test_defaults(void **state)
     assert_int_equal(l->tls.min_version, TLS1_2_VERSION);
     assert_int_equal(l->tls.max_version, TLS1_3_VERSION);
     assert_true(l->tls.session_resumption);
+    assert_false(l->tls.require_close_notify);
     assert_null(l->tls.alpn);
     assert_int_equal(l->tls.n_alpn, 0);
     assert_null(l->tls.cipher_list);
@@ -275,6 +282,7 @@ static void test_full_config(void **state)
         "      max_version: TLSv1_3\n"
         "      alpn: [h2, http/1.1]\n"
         "      session_resumption: false\n"
+        "      require_close_notify: true\n"
         "      cipher_list: ECDHE-RSA-AES128-GCM-SHA256\n"
         "      cipher_suites: TLS_AES_128_GCM_SHA256\n"
         "      groups: [X25519, P-256]\n"
@@ -290,6 +298,9 @@ static void test_full_config(void **state)
         "limits:\n"
         "  max_connections: 10000000\n"
         "  handshake_timeout: 1500ms\n"
+        "  first_byte_timeout: 250ms\n"
+        "  max_connections_per_source: 64\n"
+        "  per_source_ipv6_prefix: 56\n"
         "  idle_timeout: 1h\n"
         "  drain_timeout: 1\n"
         "  buffer_size: 1024\n");
@@ -309,6 +320,7 @@ static void test_full_config(void **state)
     assert_string_equal(l->tls.alpn[0], "h2");
     assert_string_equal(l->tls.alpn[1], "http/1.1");
     assert_false(l->tls.session_resumption);
+    assert_true(l->tls.require_close_notify);
     assert_string_equal(l->tls.cipher_list, "ECDHE-RSA-AES128-GCM-SHA256");
     assert_string_equal(l->tls.cipher_suites, "TLS_AES_128_GCM_SHA256");
     assert_string_equal(l->tls.groups, "X25519:P-256");
@@ -354,6 +366,9 @@ static void test_full_config(void **state)
 
     assert_true(cfg->limits.max_connections == 10000000);
     assert_true(cfg->limits.handshake_timeout_ns == 1500 * TG_NS_PER_MS);
+    assert_true(cfg->limits.first_byte_timeout_ns == 250 * TG_NS_PER_MS);
+    assert_true(cfg->limits.max_connections_per_source == 64);
+    assert_int_equal(cfg->limits.per_source_ipv6_prefix, 56);
     assert_true(cfg->limits.idle_timeout_ns == 3600 * TG_NS_PER_S);
     assert_true(cfg->limits.drain_timeout_ns == TG_NS_PER_S);
     assert_int_equal(cfg->limits.buffer_size, 1024);
@@ -554,6 +569,13 @@ static void test_example_file(void **state)
     assert_string_equal(c->keyprov.provider_name, "deferred");
     assert_true(c->keyprov.poll_delay_ns == 200 * TG_NS_PER_US);
     assert_string_equal(c->private_key.data, g_key_pem);
+    /* The resolved path, for the file watcher: beside the config file. */
+    snprintf(path, sizeof(path), "%s/example/certs/server.key", g_dir);
+    assert_string_equal(c->private_key.path, path);
+    assert_true(cfg->reload.watch);
+    assert_true(cfg->reload.debounce_ns == 200 * TG_NS_PER_MS);
+    assert_int_equal(cfg->concurrency_mark.line, 3);
+    assert_int_equal(cfg->concurrency_mark.col, 14);
     assert_int_equal(c->keyprov.typed_config.n, 4);
     /* What the deferred provider will read. */
     const struct tg_conf_params *p = &c->keyprov.typed_config;
@@ -621,14 +643,14 @@ static void test_err_unknown_keys(void **state)
     (void)state;
     static const struct err_case cases[] = {
         {"bogus: 1\n" L0, "gw.yaml:1:1: bogus: unknown key 'bogus' (allowed: concurrency, "
-                          "log_level, admin, listeners, limits, dns)"},
+                          "log_level, admin, listeners, limits, reload, dns)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    port: 1\n    tls:\n" CERTS UPSTREAM,
          "gw.yaml:3:5: listeners[0].port: unknown key 'port' (allowed: name, address, backlog, "
          "tls, upstream, proxy_protocol, proxy_protocol_timeout)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n      ciphers: x\n" CERTS UPSTREAM,
          "gw.yaml:4:7: listeners[0].tls.ciphers: unknown key 'ciphers' (allowed: certificates, "
          "min_version, max_version, alpn, session_resumption, cipher_list, cipher_suites, "
-         "groups, key_exchange_provider)"},
+         "groups, key_exchange_provider, require_close_notify)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "          chain: x\n" UPSTREAM,
          "gw.yaml:7:11: listeners[0].tls.certificates[0].chain: unknown key 'chain' (allowed: "
@@ -643,6 +665,7 @@ static void test_err_unknown_keys(void **state)
          "typed_config, fallback)"},
         {L0 "limits: { max_conns: 5 }\n",
          "gw.yaml:8:11: limits.max_conns: unknown key 'max_conns' (allowed: max_connections, "
+         "max_connections_per_source, per_source_ipv6_prefix, first_byte_timeout, "
          "handshake_timeout, idle_timeout, drain_timeout, buffer_size)"},
         {"admin: { addr: 1 }\n" L0,
          "gw.yaml:1:10: admin.addr: unknown key 'addr' (allowed: address)"},
@@ -685,6 +708,9 @@ static void test_err_types(void **state)
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "      session_resumption: yes\n" UPSTREAM,
          "gw.yaml:7:27: listeners[0].tls.session_resumption: expected true or false, got 'yes'"},
+        {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
+         "      require_close_notify: 1\n" UPSTREAM,
+         "gw.yaml:7:29: listeners[0].tls.require_close_notify: expected true or false, got '1'"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "          private_key_provider: { provider_name: deferred, typed_config: { a: { b: { c: "
          "1 } } } }\n" UPSTREAM,
@@ -836,6 +862,22 @@ static void test_err_values(void **state)
          "gw.yaml:8:24: limits.buffer_size: expected an integer in 1024..1048576, got '1023'"},
         {L0 "limits: { buffer_size: 1048577 }\n",
          "gw.yaml:8:24: limits.buffer_size: expected an integer in 1024..1048576, got '1048577'"},
+        {L0 "reload: { watch: yes }\n",
+         "gw.yaml:8:18: reload.watch: expected true or false, got 'yes'"},
+        {L0 "reload: { debounce: -1s }\n",
+         "gw.yaml:8:21: reload.debounce: invalid duration '-1s' (expected a number and a unit ns, "
+         "us, ms, s, m or h, e.g. 2s, 250ms, 0.001s; whole nanoseconds)"},
+        {L0 "reload: { interval: 1s }\n",
+         "gw.yaml:8:11: reload.interval: unknown key 'interval' (allowed: watch, debounce)"},
+        {L0 "limits: { first_byte_timeout: 0s }\n",
+         "gw.yaml:8:31: limits.first_byte_timeout: must be greater than 0"},
+        {L0 "limits: { max_connections_per_source: -1 }\n",
+         "gw.yaml:8:39: limits.max_connections_per_source: expected an integer in 0..10000000, "
+         "got '-1'"},
+        {L0 "limits: { per_source_ipv6_prefix: 0 }\n",
+         "gw.yaml:8:35: limits.per_source_ipv6_prefix: expected an integer in 1..128, got '0'"},
+        {L0 "limits: { per_source_ipv6_prefix: 129 }\n",
+         "gw.yaml:8:35: limits.per_source_ipv6_prefix: expected an integer in 1..128, got '129'"},
         {L0 "limits: { max_connections: 0 }\n",
          "gw.yaml:8:28: limits.max_connections: expected an integer in 1..10000000, got '0'"},
         {L0 "limits: { max_connections: 10000001 }\n",

@@ -38,6 +38,7 @@
 #include "keyprov/tg_keyprov.h"
 #include "ossl/tg_ossl.h"
 #include "proxy/tg_conn.h"
+#include "proxy/tg_gen.h"
 #include "proxy/tg_proxyproto.h"
 #include "proxy/tg_worker.h"
 #include "tls/tg_tls.h"
@@ -49,9 +50,7 @@
 #define TC_MAX_TURNS 20000
 
 static struct {
-    struct tg_cluster *cluster;
-    struct tg_config *cfg;
-    struct tg_tls_listener *tls;
+    struct tg_gen *gen; /* the generation the worker serves */
     struct tg_worker w;
     bool started;
     _Atomic uint64_t active;
@@ -125,19 +124,19 @@ static void tc_start(const char *pp_timeout, const char *proxy_out)
              "limits: { handshake_timeout: 1h, idle_timeout: 1h }\n",
              pp_timeout, T.up_port, out, cert_path, key_path);
     char err[1024] = "";
-    if (tg_config_load_buffer("t.yaml", yaml, strlen(yaml), &T.cfg, err, sizeof(err)) != TG_OK)
+    struct tg_config *cfg = NULL;
+    if (tg_config_load_buffer("t.yaml", yaml, strlen(yaml), &cfg, err, sizeof(err)) != TG_OK)
         fail_msg("config: %s", err);
-    struct tg_conf_listener *conf = &T.cfg->listeners[0];
-    if (tg_tls_listener_new(conf, tg_worker_ssl_async_cb, &T.tls, err, sizeof(err)) != TG_OK)
+    if (tg_gen_new(cfg, 1, tg_worker_ssl_async_cb, &T.gen, err, sizeof(err)) != TG_OK)
         fail_msg("tls: %s", err);
-    struct tg_worker_host host = {&T.active, 100, NULL, NULL};
-    assert_int_equal(tg_worker_init(&T.w, 0, T.cfg, &host), TG_OK);
-    if (tg_worker_open_listeners(&T.w, 1, 0, conf, err, sizeof(err)) != TG_OK)
+    if (tg_gen_open_sockets(T.gen, NULL, err, sizeof(err)) != TG_OK)
         fail_msg("listen: %s", err);
-    T.w.listeners[0].tls = T.tls;
     /* Not started: a literal address needs no loop. */
-    assert_int_equal(tg_cluster_new("t", &conf->upstream, 1, &T.cluster), TG_OK);
-    T.w.listeners[0].cluster = T.cluster;
+    if (tg_gen_upstreams(T.gen, NULL, NULL, err, sizeof(err)) != TG_OK)
+        fail_msg("upstreams: %s", err);
+    struct tg_worker_host host = {.active = &T.active};
+    assert_int_equal(tg_worker_init(&T.w, 0, T.gen, &host), TG_OK);
+    const struct tg_conf_listener *conf = T.gen->listeners[0].conf;
     T.addr = conf->addr.ss;
     T.addrlen = conf->addr.len;
     T.port = ntohs(((struct sockaddr_in *)&T.addr)->sin_port);
@@ -163,12 +162,8 @@ static int tc_teardown(void **state)
         tg_worker_thread_end(&T.w);
     }
     tg_worker_destroy(&T.w);
-    if (T.cluster != NULL) {
-        tg_cluster_stop(T.cluster);
-        tg_cluster_unref(T.cluster);
-    }
-    tg_tls_listener_free(T.tls);
-    tg_config_free(T.cfg);
+    tg_gen_retire(T.gen, NULL);
+    tg_gen_unref(T.gen);
     if (T.up_lfd >= 0)
         close(T.up_lfd);
     if (T.up_fd >= 0)
@@ -352,7 +347,9 @@ static void test_header_in_pieces_to_v2(void **state)
     assert_int_equal(c->state, TG_CONN_PROXY_HEADER);
     assert_int_equal(st(TG_STAT_PP_HEADER_V1), 0);
     client_send_raw(&cl, hdr + 30, strlen(hdr) - 30);
-    RUN_UNTIL(c->state == TG_CONN_HANDSHAKING);
+    /* Header done: waiting for the ClientHello, still without an SSL object. */
+    RUN_UNTIL(c->state == TG_CONN_HELLO_WAIT);
+    assert_null(c->ssl);
     assert_null(c->pp_rx);
     assert_int_equal(st(TG_STAT_PP_HEADER_V1), 1);
     assert_addr(&c->client_addr, "198.51.100.7:4242");
@@ -387,7 +384,8 @@ static void test_header_in_pieces_to_v2(void **state)
     close(log_fd);
     char states[256];
     logged_states(log_path, states, sizeof(states));
-    assert_string_equal(states, "accepted proxy_header handshaking upstream_connecting proxying");
+    assert_string_equal(
+        states, "accepted proxy_header hello_wait handshaking upstream_connecting proxying");
 
     client_free(&cl);
     RUN_UNTIL(T.w.n_conns == 0);

@@ -5,6 +5,7 @@
 
 #include "config/tg_config.h"
 #include "keyprov/tg_keyprov.h"
+#include "keyprov/tg_keyprov_internal.h"
 #include "tg_test_util.h"
 #include "providers/software/tg_software.h"
 #include "providers/deferred/tg_deferred.h"
@@ -131,6 +132,40 @@ static void test_set_lifecycle(void **state)
     tg_keyprov_binding_free(b);
 }
 
+/* A reload binds a provider no worker set has a state for yet (software ->
+ * deferred): the set creates it when told the new slots. */
+static void test_set_add_slots(void **state)
+{
+    (void)state;
+    tg_keyprov_shutdown();
+    assert_int_equal(tg_keyprov_slots_used(), 0);
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct tg_keyprov_set *set = NULL;
+    assert_int_equal(tg_keyprov_set_new(loop, 0, NULL, &set), TG_OK);
+    tg_keyprov_set_current(set);
+    uint32_t sw = 1u << tg_keyprov_software_binding()->slot;
+    assert_int_equal(tg_keyprov_slots_used(), sw);
+
+    struct tg_conf_keyprov c;
+    char err[512];
+    struct tg_keyprov_binding *b = NULL;
+    conf_init(&c, "deferred", false);
+    assert_int_equal(tg_keyprov_bind(&c, NULL, &b, err, sizeof(err)), TG_OK);
+    uint32_t slots = tg_keyprov_slots_used();
+    assert_int_equal(slots, sw | (1u << b->slot));
+    assert_null(tg_keyprov_state_for(b)); /* made before the binding */
+    assert_int_equal(tg_keyprov_set_add_slots(set, slots), TG_OK);
+    void *st = tg_keyprov_state_for(b);
+    assert_non_null(st);
+    /* Idempotent: a state that exists is kept. */
+    assert_int_equal(tg_keyprov_set_add_slots(set, slots), TG_OK);
+    assert_ptr_equal(tg_keyprov_state_for(b), st);
+    tg_keyprov_forget_keys(); /* no cached context: harmless */
+    tg_keyprov_set_free(set);
+    ev_loop_destroy(loop);
+    tg_keyprov_binding_free(b);
+}
+
 static void test_software_binding_static(void **state)
 {
     (void)state;
@@ -151,11 +186,9 @@ int main(void)
 {
     TG_TEST_REGISTER_PROVIDERS(&tg_software_provider, &tg_deferred_provider);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_registry),
-        cmocka_unit_test(test_bind_deferred_params),
-        cmocka_unit_test(test_bind_unknown),
-        cmocka_unit_test(test_set_lifecycle),
-        cmocka_unit_test(test_software_binding_static),
+        cmocka_unit_test(test_registry),      cmocka_unit_test(test_bind_deferred_params),
+        cmocka_unit_test(test_bind_unknown),  cmocka_unit_test(test_set_lifecycle),
+        cmocka_unit_test(test_set_add_slots), cmocka_unit_test(test_software_binding_static),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }

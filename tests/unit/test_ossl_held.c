@@ -386,8 +386,9 @@ static void held_case(const char *alg, int maxver, const char *sigalgs)
     env_free(&env);
     int frees = g_frees;
     pair_free(&p);
-    /* The registry of the tlsgate provider keeps a reference until cleanup. */
-    assert_int_equal(g_frees, frees);
+    /* The key's handle goes with its last user, the SSL_CTX (the tlsgate
+     * provider's registry holds a key only while it is imported). */
+    assert_int_equal(g_frees, frees + 1);
 }
 
 static void test_held_handshakes(void **state)
@@ -567,14 +568,9 @@ int main(void)
         cmocka_unit_test(test_pkey_from_public_rejects),
     };
     int rc = cmocka_run_group_tests(tests, NULL, teardown);
-    int frees = g_frees;
     tg_keyprov_shutdown();
-    tg_ossl_cleanup(); /* drops the registry's references: prov_key_free runs */
+    tg_ossl_cleanup();
     EVP_PKEY_free(g_secret);
     X509_free(g_cert);
-    if (rc == 0 && g_frees <= frees) {
-        fprintf(stderr, "prov_key_free never ran at cleanup\n");
-        return 1;
-    }
     return rc;
 }

@@ -1,9 +1,11 @@
 /* SSL_CTX building from configuration: certificates and keys, SNI grouping,
  * key-exchange routing, and the errors an operator sees. */
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "config/tg_config.h"
 #include "keyprov/tg_keyprov.h"
@@ -141,6 +143,49 @@ static void test_build(void **state)
              kx, 2, false);
 }
 
+/* What /stats reports per certificate: names, serial, expiry. */
+static void test_cert_info(void **state)
+{
+    (void)state;
+    char c1[600], c3[600];
+    snprintf(c1, sizeof(c1), "%s|%s|software", cert_rsa_a, key_rsa_a);
+    snprintf(c3, sizeof(c3), "%s|%s|deferred", cert_rsa_b, key_rsa_b);
+    const char *two[] = {c1, c3};
+    char err[1024] = "";
+    int rc;
+    struct tg_config *cfg = load("", two, 2, err, sizeof(err), &rc);
+    if (rc != TG_OK)
+        fail_msg("config: %s", err);
+    struct tg_tls_listener *t = NULL;
+    if (tg_tls_listener_new(&cfg->listeners[0], dummy_async_cb, &t, err, sizeof(err)) != TG_OK)
+        fail_msg("tls: %s", err);
+    assert_int_equal(tg_tls_listener_cert_count(t), 2);
+    const char *paths[] = {cert_rsa_a, cert_rsa_b};
+    const char *names[] = {"a.example", "b.example"};
+    for (size_t i = 0; i < 2; i++) {
+        FILE *f = fopen(paths[i], "r");
+        assert_non_null(f);
+        X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+        fclose(f);
+        assert_non_null(x);
+        BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+        char *hex = BN_bn2hex(bn);
+        int day = 0, sec = 0;
+        assert_int_equal(ASN1_TIME_diff(&day, &sec, NULL, X509_get0_notAfter(x)), 1);
+        struct tg_tls_cert_info info;
+        tg_tls_listener_cert_info(t, i, &info);
+        assert_string_equal(info.names, names[i]);
+        assert_string_equal(info.serial, hex);
+        int64_t want = (int64_t)time(NULL) + (int64_t)day * 86400 + sec;
+        assert_true(info.not_after >= want - 5 && info.not_after <= want + 5);
+        OPENSSL_free(hex);
+        BN_free(bn);
+        X509_free(x);
+    }
+    tg_tls_listener_free(t);
+    tg_config_free(cfg);
+}
+
 static void build_err(const char *extra, const char *const *certs, size_t n, const char *want1,
                       const char *want2)
 {
@@ -226,6 +271,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_name_matches),
         cmocka_unit_test(test_build),
+        cmocka_unit_test(test_cert_info),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

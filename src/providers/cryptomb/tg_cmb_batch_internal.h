@@ -20,6 +20,9 @@
 #define TG_CMB_BATCH_NONE      TG_FALLBACK_REASON_COUNT
 #define TG_CMB_BATCH_RSA_BYTES (4096 / 8)
 #define TG_CMB_BATCH_EC_BYTES  66 /* P-521 field and order */
+/* A batched signature is copied into op->out; larger keys (RSA-8192) are not
+ * batched (tg_cmb_batch_key_supported) and never reach these buffers. */
+_Static_assert(TG_CMB_BATCH_RSA_BYTES <= TG_KEYOP_OUT_MAX, "op->out holds an RSA-4096 signature");
 
 /*
  * crypto_mb copies private keys and nonces into stack buffers it does not

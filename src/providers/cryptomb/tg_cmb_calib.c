@@ -3,6 +3,7 @@
  */
 #include "providers/cryptomb/tg_cmb_calib.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 #include "providers/cryptomb/tg_cmb_batch.h"
@@ -115,7 +116,19 @@ int tg_cmb_calib_measure(const struct tg_pkey *const keys[], size_t nkeys, unsig
 static struct {
     struct tg_cmb_calib model;
     bool pinned;
+    /* Kinds whose entry in model is complete (bit k): set with release once
+     * the entry is written, read with acquire, so a kind learned on the main
+     * thread while workers run (a reload adding a key type) is never read
+     * half-written. model.valid is the writer's own view. */
+    _Atomic unsigned known;
 } tg_cmb_calib_g;
+
+bool tg_cmb_calib_known(enum tg_cmb_kind k)
+{
+    return (unsigned)k < TG_CMB_KIND_COUNT &&
+           (atomic_load_explicit(&tg_cmb_calib_g.known, memory_order_acquire) &
+            TG_CMB_KIND_BIT(k)) != 0;
+}
 
 void tg_cmb_calib_learn(const struct tg_pkey *key, unsigned kinds)
 {
@@ -137,6 +150,7 @@ void tg_cmb_calib_learn(const struct tg_pkey *key, unsigned kinds)
         tg_cmb_calib_g.model.valid[k] = true;
         tg_cmb_calib_g.model.scalar_us[k] = c.scalar_us[k];
         memcpy(tg_cmb_calib_g.model.batch_us[k], c.batch_us[k], sizeof(c.batch_us[k]));
+        atomic_fetch_or_explicit(&tg_cmb_calib_g.known, TG_CMB_KIND_BIT(k), memory_order_release);
     }
 }
 
@@ -147,7 +161,7 @@ const struct tg_cmb_calib *tg_cmb_calib_model(void)
 
 size_t tg_cmb_calib_batch_from(enum tg_cmb_kind k)
 {
-    if ((unsigned)k >= TG_CMB_KIND_COUNT || !tg_cmb_calib_g.model.valid[k])
+    if ((unsigned)k >= TG_CMB_KIND_COUNT || !tg_cmb_calib_known(k))
         return TG_CMB_CALIB_DEFAULT_BATCH_FROM;
     return tg_cmb_calib_breakeven(&tg_cmb_calib_g.model, k);
 }
@@ -156,7 +170,7 @@ void tg_cmb_calib_summary(struct tg_buf *out)
 {
     bool any = false;
     for (int k = 0; k < TG_CMB_KIND_COUNT; k++) {
-        if (!tg_cmb_calib_g.model.valid[k])
+        if (!tg_cmb_calib_known((enum tg_cmb_kind)k))
             continue;
         size_t from = tg_cmb_calib_batch_from((enum tg_cmb_kind)k);
         tg_buf_printf(out, "%s%s ", any ? ", " : "", tg_cmb_kind_name((enum tg_cmb_kind)k));
@@ -184,4 +198,10 @@ void tg_cmb_calib_pin(const struct tg_cmb_calib *c)
         return;
     tg_cmb_calib_g.model = *c;
     tg_cmb_calib_g.pinned = true;
+    unsigned known = 0;
+    for (int k = 0; k < TG_CMB_KIND_COUNT; k++) {
+        if (c->valid[k])
+            known |= TG_CMB_KIND_BIT(k);
+    }
+    atomic_store_explicit(&tg_cmb_calib_g.known, known, memory_order_release);
 }

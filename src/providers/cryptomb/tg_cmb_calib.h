@@ -84,15 +84,19 @@ int tg_cmb_calib_measure(const struct tg_pkey *const keys[], size_t nkeys, unsig
  * Never logs: `tlsgate doctor` calls this too and prints a report, not log
  * lines (the provider logs a summary when its workers start, see
  * tg_cmb_calib_summary). Nothing is measured while the model is pinned.
- * Main thread, before the workers run.
+ * Main thread: at start-up, and at a reload while the workers run (a kind's
+ * entry becomes visible to them once complete, tg_cmb_calib_known).
  */
 void tg_cmb_calib_learn(const struct tg_pkey *key, unsigned kinds);
 /* The model as it stands (never NULL). */
 const struct tg_cmb_calib *tg_cmb_calib_model(void);
 /* Break-even of kind k under the model: tg_cmb_calib_breakeven for measured
  * kinds, TG_CMB_CALIB_DEFAULT_BATCH_FROM for the others. Lock-free: any
- * thread, once start-up is over. */
+ * thread. */
 size_t tg_cmb_calib_batch_from(enum tg_cmb_kind k);
+/* Whether kind k's entry of the model is complete and may be read (any
+ * thread; the model's valid[] is only for the thread that learns). */
+bool tg_cmb_calib_known(enum tg_cmb_kind k);
 /* One line for the start-up log: "RSA-2048 sign from 2, X25519 keygen from
  * 1, P-384 derive never, ..." for the measured kinds; "no kind measured"
  * when none is. Appended to out. */

@@ -227,7 +227,8 @@ static void tg_cmb_log_calibration(void)
             tg_buf_failed(&line) || line.data == NULL ? "?" : line.data);
     tg_buf_free(&line);
     for (int k = 0; k < TG_CMB_KIND_COUNT; k++) {
-        if (c->valid[k])
+        /* Not c->valid[k]: a reload may be writing it on the main thread. */
+        if (tg_cmb_calib_known((enum tg_cmb_kind)k))
             TG_DEBUG("cryptomb: %-17s mb8 call %7.1f us (1 lane) %7.1f us (8 lanes), OpenSSL "
                      "%7.1f us/op: batch from %zu op(s)",
                      tg_cmb_kind_name((enum tg_cmb_kind)k), c->batch_us[k][1],

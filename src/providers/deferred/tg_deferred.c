@@ -8,9 +8,13 @@
  *   fail_mode: error  the failure looks like a device error: the operation is
  *                     finished in software (runtime fallback) and counted;
  *   fail_mode: fatal  the operation fails: the handshake fails.
+ *   fail_worker_init: N  the per-worker start of worker N fails (tests of
+ *                     a gateway whose worker cannot start).
  * The computation itself is OpenSSL's (tg_keyop_compute_sw).
  */
 #include <ev.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +30,11 @@ struct tg_dp_settings {
     uint64_t fail_every;
     enum tg_dp_fail_mode fail_mode;
 };
+
+/* fail_worker_init: the worker whose start fails, -1 for none. Process-wide
+ * (worker_init sees no binding): set while configuring, on the main thread
+ * before any worker starts; back to -1 at global_cleanup. */
+static _Atomic int tg_dp_fail_worker = -1;
 
 struct tg_dp_state {
     struct ev_loop *loop;
@@ -52,6 +61,11 @@ static int tg_dp_configure(const struct tg_conf_keyprov *conf, void **settings, 
         rc = tg_conf_params_string(p, "fail_mode", &mode, err, errlen);
     if (rc == TG_OK)
         rc = tg_conf_params_bool(p, "key_exchange", kx, err, errlen);
+    uint64_t fail_worker = UINT64_MAX;
+    if (rc == TG_OK)
+        rc = tg_conf_params_u64(p, "fail_worker_init", 0, 255, &fail_worker, err, errlen);
+    if (rc == TG_OK && fail_worker != UINT64_MAX)
+        atomic_store(&tg_dp_fail_worker, (int)fail_worker);
     if (rc == TG_OK) {
         if (strcmp(mode, "error") == 0) {
             s->fail_mode = TG_DP_FAIL_ERROR;
@@ -149,8 +163,15 @@ static void tg_dp_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     tg_dp_arm(st);
 }
 
+static void tg_dp_global_cleanup(void)
+{
+    atomic_store(&tg_dp_fail_worker, -1);
+}
+
 static int tg_dp_worker_init(const struct tg_keyprov_worker *w, void **state)
 {
+    if (w->worker_id == atomic_load(&tg_dp_fail_worker))
+        return TG_EDEVICE; /* fail_worker_init */
     struct tg_dp_state *st = calloc(1, sizeof(*st));
     if (st == NULL)
         return TG_ENOMEM;
@@ -228,6 +249,7 @@ const struct tg_keyprov_ops tg_deferred_provider = {
     .does_kx = true,
     .configure = tg_dp_configure,
     .settings_free = tg_dp_settings_free,
+    .global_cleanup = tg_dp_global_cleanup,
     .worker_init = tg_dp_worker_init,
     .worker_cleanup = tg_dp_worker_cleanup,
     .submit = tg_dp_submit,

@@ -168,6 +168,11 @@ void tg_qat_doctor_machine(struct tg_buf *text, struct tg_buf *json, const char 
 #define TG_QAT_DRAIN_MAX_NS  (200 * TG_NS_PER_MS) /* wait for abandoned requests at exit */
 #define TG_QAT_RECLAIM_NS    (100 * TG_NS_PER_MS) /* poll for abandoned requests only */
 
+/* The slab holds an RSA-4096 result at TG_QAT_OUT_OFF: larger keys (RSA-8192)
+ * are refused by tg_qat_supports_key and served in software. */
+_Static_assert(TG_QAT_OUT_OFF + 4096 / 8 <= TG_QAT_SLAB, "RSA-4096 output fits the slab");
+_Static_assert(4096 / 8 <= TG_KEYOP_OUT_MAX, "op->out holds an RSA-4096 signature");
+
 /* X(id, metric, labels, help): per-instance counters. Rows with the same
  * metric are adjacent; the first row of a metric carries its help. The
  * spilled counter is not a row: it has one series per spill target

@@ -114,6 +114,25 @@ out:
     return rc;
 }
 
+/* Let go of the device copies of retired keys (their configuration was
+ * replaced by a reload) that no request on the device reads any more. The
+ * cache holds a reference to each key, so an entry never matches a new key
+ * allocated at a freed one's address; without this, every reload would
+ * leave its keys pinned here until the worker ends. */
+static void tg_qat_keys_prune(struct tg_qat_wstate *st)
+{
+    struct tg_qat_key **kp = &st->keys;
+    while (*kp != NULL) {
+        struct tg_qat_key *k = *kp;
+        if (k->refs == 0 && tg_pkey_is_retired(k->pkey)) {
+            *kp = k->next;
+            tg_qat_key_free(k);
+        } else {
+            kp = &k->next;
+        }
+    }
+}
+
 int tg_qat_key_get(struct tg_qat_wstate *st, const struct tg_pkey *pkey, struct tg_qat_key **out)
 {
     for (struct tg_qat_key *k = st->keys; k != NULL; k = k->next) {
@@ -122,6 +141,8 @@ int tg_qat_key_get(struct tg_qat_wstate *st, const struct tg_pkey *pkey, struct 
             return TG_OK;
         }
     }
+    /* A miss: a key not seen before, typically after a reload. */
+    tg_qat_keys_prune(st);
     if (pkey == NULL)
         return TG_EUNAVAIL;
     struct tg_qat_key *k = calloc(1, sizeof(*k));

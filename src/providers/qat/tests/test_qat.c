@@ -161,6 +161,25 @@ static void test_key_cache(void **state)
     assert_int_equal(j.ret, TG_OK);
     job_free(&j);
     assert_int_equal(fu_live(), base + 2);
+    /* A reload: a key whose configuration is gone is retired; the next miss
+     * lets its device copy go (the cache's reference kept its address from
+     * being reused meanwhile). */
+    EVP_PKEY *ev = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    struct tg_pkey *old = NULL;
+    char why[256];
+    assert_int_equal(tg_pkey_from_evp(ev, &old, why, sizeof(why)), TG_OK);
+    EVP_PKEY_free(ev);
+    job_start(&j, op_new(b, old, "SHA256", TG_RSA_PAD_PSS));
+    world_run(&w, &j, 1, 5.0);
+    job_free(&j);
+    assert_int_equal(fu_live(), base + 3);
+    tg_pkey_retire(old);
+    tg_pkey_unref(old); /* the cache still holds it */
+    job_start(&j, op_new(b, keys[K_RSA3072], "SHA256", TG_RSA_PAD_PSS));
+    world_run(&w, &j, 1, 5.0);
+    assert_int_equal(j.ret, TG_OK);
+    job_free(&j);
+    assert_int_equal(fu_live(), base + 3); /* one dropped, one converted */
     world_free(&w);
     /* The worker freed its pool and keys, wiped (checked again at teardown). */
     assert_int_equal(fu_live(), 0);
