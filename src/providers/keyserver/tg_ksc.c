@@ -18,6 +18,7 @@
  * docs/KEY-PROVIDERS.md ("keyserver").
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,40 +36,47 @@
 /* ---- the sockets the configuration names (main thread, start-up) ---- */
 
 static struct tg_ksc_socket tg_ksc_socks[TG_KSC_MAX_SOCKETS];
-static size_t tg_ksc_nsocks;
+static _Atomic size_t tg_ksc_nsocks;
 
 struct tg_ksc_socket *tg_ksc_sockets(size_t *n)
 {
-    *n = tg_ksc_nsocks;
+    *n = atomic_load_explicit(&tg_ksc_nsocks, memory_order_acquire);
     return tg_ksc_socks;
 }
 
-/* The index of socket name (added when new), or -1 when too many. */
+/* The index of socket name (added when new), or -1 when too many. Main
+ * thread (start-up, reloads): workers may be reading the table meanwhile,
+ * so an entry is complete before the count publishes it. */
 static int tg_ksc_socket_index(const char *name, uint32_t max_in_flight)
 {
-    for (size_t i = 0; i < tg_ksc_nsocks; i++) {
+    size_t n = atomic_load_explicit(&tg_ksc_nsocks, memory_order_relaxed);
+    for (size_t i = 0; i < n; i++) {
         if (strcmp(tg_ksc_socks[i].name, name) == 0) {
-            if (max_in_flight > tg_ksc_socks[i].max_in_flight)
-                tg_ksc_socks[i].max_in_flight = max_in_flight;
+            if (max_in_flight > atomic_load(&tg_ksc_socks[i].max_in_flight))
+                atomic_store(&tg_ksc_socks[i].max_in_flight, max_in_flight);
             return (int)i;
         }
     }
-    if (tg_ksc_nsocks == TG_KSC_MAX_SOCKETS)
+    if (n == TG_KSC_MAX_SOCKETS)
         return -1;
     char *copy = strdup(name);
     if (copy == NULL)
         return -1;
-    tg_ksc_socks[tg_ksc_nsocks] = (struct tg_ksc_socket){copy, max_in_flight};
-    return (int)tg_ksc_nsocks++;
+    tg_ksc_socks[n].name = copy;
+    atomic_store(&tg_ksc_socks[n].max_in_flight, max_in_flight);
+    atomic_store_explicit(&tg_ksc_nsocks, n + 1, memory_order_release);
+    return (int)n;
 }
 
 static void tg_ksc_global_cleanup(void)
 {
     tg_ksc_stats_forget();
-    for (size_t i = 0; i < tg_ksc_nsocks; i++)
+    size_t n = atomic_load(&tg_ksc_nsocks);
+    atomic_store(&tg_ksc_nsocks, 0);
+    for (size_t i = 0; i < n; i++) {
         free(tg_ksc_socks[i].name);
-    memset(tg_ksc_socks, 0, sizeof(tg_ksc_socks));
-    tg_ksc_nsocks = 0;
+        tg_ksc_socks[i].name = NULL;
+    }
 }
 
 /* ---- configuration ---- */
@@ -347,7 +355,8 @@ static void tg_ksc_prom_label(const char *in, char *out, size_t len)
 
 static void tg_ksc_render_stats(struct tg_buf *out)
 {
-    size_t n = tg_ksc_nsocks;
+    size_t n = 0;
+    tg_ksc_sockets(&n);
     if (n == 0)
         return;
     struct tg_ksc_stats *agg = calloc(TG_KSC_MAX_SOCKETS, sizeof(*agg));

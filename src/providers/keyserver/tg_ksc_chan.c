@@ -103,8 +103,12 @@ struct tg_ksc_worker {
     int id;
     const size_t *handshaking;
     uint32_t rng;
-    size_t n;
-    struct tg_ksc_chan *chans;
+    /* One channel per socket, made at worker start for the sockets known
+     * then, and on first use for those a reload names later. Written on
+     * the worker's thread under the registry lock (the admin thread reads
+     * the stats through them). */
+    size_t n; /* chans[0..n) may be set */
+    struct tg_ksc_chan *chans[TG_KSC_MAX_SOCKETS];
     struct tg_ksc_worker *next; /* the stats registry */
 };
 
@@ -143,8 +147,10 @@ void tg_ksc_stats_collect(struct tg_ksc_stats *out, size_t n)
     for (size_t s = 0; s < n && s < TG_KSC_MAX_SOCKETS; s++)
         tg_ksc_stats_merge(&out[s], &tg_ksc_retired[s]);
     for (struct tg_ksc_worker *w = tg_ksc_reg; w != NULL; w = w->next) {
-        for (size_t s = 0; s < w->n && s < n; s++)
-            tg_ksc_stats_merge(&out[s], &w->chans[s].stats);
+        for (size_t s = 0; s < w->n && s < n; s++) {
+            if (w->chans[s] != NULL)
+                tg_ksc_stats_merge(&out[s], &w->chans[s]->stats);
+        }
     }
     pthread_mutex_unlock(&tg_ksc_reg_lock);
 }
@@ -675,20 +681,51 @@ static void tg_ksc_connect_now(struct tg_ksc_chan *ch)
 
 /* ---- worker entries ---- */
 
-static int tg_ksc_chan_init(struct tg_ksc_worker *w, struct tg_ksc_chan *ch, int sock,
-                            const struct tg_ksc_socket *s)
+static void tg_ksc_chan_free(struct tg_ksc_worker *w, struct tg_ksc_chan *ch)
 {
+    if (ch == NULL)
+        return;
+    if (ch->fd >= 0) {
+        ev_io_stop(w->loop, &ch->rio);
+        ev_io_stop(w->loop, &ch->wio);
+        close(ch->fd);
+    }
+    ev_timer_stop(w->loop, &ch->retry);
+    ev_timer_stop(w->loop, &ch->deadline);
+    free(ch->slots);
+    free(ch->free_idx);
+    free(ch->out);
+    free(ch);
+}
+
+/* The worker's channel to socket `sock`, made (and connecting) on first
+ * use; NULL when out of memory or the socket is unknown. */
+static struct tg_ksc_chan *tg_ksc_chan_get(struct tg_ksc_worker *w, int sock)
+{
+    if (sock < 0 || sock >= TG_KSC_MAX_SOCKETS)
+        return NULL;
+    if (w->chans[sock] != NULL)
+        return w->chans[sock];
+    size_t n = 0;
+    struct tg_ksc_socket *socks = tg_ksc_sockets(&n);
+    if ((size_t)sock >= n)
+        return NULL;
+    struct tg_ksc_chan *ch = calloc(1, sizeof(*ch));
+    if (ch == NULL)
+        return NULL;
     ch->w = w;
     ch->sock = sock;
-    ch->name = s->name;
+    ch->name = socks[sock].name;
     ch->fd = -1;
-    ch->cap = s->max_in_flight;
+    ch->cap = atomic_load(&socks[sock].max_in_flight);
     ch->slots = calloc(ch->cap, sizeof(*ch->slots));
     ch->free_idx = calloc(ch->cap, sizeof(*ch->free_idx));
     ch->out_cap = (size_t)ch->cap * TG_KSC_SIGN_FRAME + TG_KSC_HELLO_FRAME;
     ch->out = malloc(ch->out_cap);
-    if (ch->slots == NULL || ch->free_idx == NULL || ch->out == NULL)
-        return TG_ENOMEM;
+    if (ch->slots == NULL || ch->free_idx == NULL || ch->out == NULL) {
+        tg_ksc_chan_free(w, ch);
+        return NULL;
+    }
     for (uint32_t i = 0; i < ch->cap; i++)
         ch->free_idx[ch->n_free++] = ch->cap - 1 - i;
     ev_io_init(&ch->rio, tg_ksc_read_cb, 0, EV_READ);
@@ -700,13 +737,17 @@ static int tg_ksc_chan_init(struct tg_ksc_worker *w, struct tg_ksc_chan *ch, int
     ev_timer_init(&ch->deadline, tg_ksc_deadline_cb, 0.0, 0.0);
     ch->deadline.data = ch;
     ch->deadline_at = UINT64_MAX;
-    return TG_OK;
+    pthread_mutex_lock(&tg_ksc_reg_lock);
+    w->chans[sock] = ch;
+    if ((size_t)sock >= w->n)
+        w->n = (size_t)sock + 1;
+    pthread_mutex_unlock(&tg_ksc_reg_lock);
+    tg_ksc_connect_now(ch);
+    return ch;
 }
 
 int tg_ksc_worker_init(const struct tg_keyprov_worker *kw, void **state)
 {
-    size_t n = 0;
-    struct tg_ksc_socket *socks = tg_ksc_sockets(&n);
     struct tg_ksc_worker *w = calloc(1, sizeof(*w));
     if (w == NULL)
         return TG_ENOMEM;
@@ -714,26 +755,20 @@ int tg_ksc_worker_init(const struct tg_keyprov_worker *kw, void **state)
     w->id = kw->worker_id;
     w->handshaking = kw->handshaking;
     w->rng = 2463534242u ^ (uint32_t)(kw->worker_id * 2654435761u) ^ (uint32_t)getpid();
-    w->chans = calloc(n ? n : 1, sizeof(*w->chans));
-    if (w->chans == NULL) {
-        free(w);
-        return TG_ENOMEM;
-    }
-    w->n = n;
-    for (size_t i = 0; i < n; i++) {
-        if (tg_ksc_chan_init(w, &w->chans[i], (int)i, &socks[i]) != TG_OK) {
-            w->n = i + 1;
-            tg_ksc_worker_cleanup(w);
-            return TG_ENOMEM;
-        }
-    }
     pthread_mutex_lock(&tg_ksc_reg_lock);
     w->next = tg_ksc_reg;
     tg_ksc_reg = w;
     pthread_mutex_unlock(&tg_ksc_reg_lock);
-    /* Connect now: the first handshake should not wait for it. */
-    for (size_t i = 0; i < n; i++)
-        tg_ksc_connect_now(&w->chans[i]);
+    /* Connect now to the key servers known: the first handshake should not
+     * wait for it. */
+    size_t n = 0;
+    tg_ksc_sockets(&n);
+    for (size_t i = 0; i < n; i++) {
+        if (tg_ksc_chan_get(w, (int)i) == NULL) {
+            tg_ksc_worker_cleanup(w);
+            return TG_ENOMEM;
+        }
+    }
     *state = w;
     return TG_OK;
 }
@@ -750,26 +785,16 @@ void tg_ksc_worker_cleanup(void *state)
         pp = &(*pp)->next;
     if (*pp == w)
         *pp = w->next;
-    for (size_t i = 0; i < w->n && i < TG_KSC_MAX_SOCKETS; i++) {
-        struct tg_ksc_chan *ch = &w->chans[i];
+    for (size_t i = 0; i < w->n; i++) {
+        struct tg_ksc_chan *ch = w->chans[i];
+        if (ch == NULL)
+            continue;
         atomic_store_explicit(&ch->stats.connected, 0, memory_order_relaxed);
         tg_ksc_stats_merge(&tg_ksc_retired[i], &ch->stats);
     }
     pthread_mutex_unlock(&tg_ksc_reg_lock);
-    for (size_t i = 0; i < w->n; i++) {
-        struct tg_ksc_chan *ch = &w->chans[i];
-        if (ch->fd >= 0) {
-            ev_io_stop(w->loop, &ch->rio);
-            ev_io_stop(w->loop, &ch->wio);
-            close(ch->fd);
-        }
-        ev_timer_stop(w->loop, &ch->retry);
-        ev_timer_stop(w->loop, &ch->deadline);
-        free(ch->slots);
-        free(ch->free_idx);
-        free(ch->out);
-    }
-    free(w->chans);
+    for (size_t i = 0; i < w->n; i++)
+        tg_ksc_chan_free(w, w->chans[i]);
     free(w);
 }
 
@@ -781,13 +806,13 @@ int tg_ksc_submit(void *state, struct tg_keyop *op)
         op->inlen == 0 || op->inlen > TG_KSP_DIGEST)
         return TG_EINVAL; /* not a key this provider made */
     const struct tg_ksc_key *k = op->pkey->prov_key;
-    if ((size_t)k->sock >= w->n)
-        return TG_EINVAL;
     if (op->type == TG_KEYOP_RSA_SIGN &&
         (tg_ksp_md_code(op->md) <= 0 || (op->rsa_padding == TG_RSA_PAD_PSS &&
                                          tg_ksp_md_code(op->mgf1_md ? op->mgf1_md : op->md) <= 0)))
         return TG_EINVAL; /* a digest the protocol cannot name */
-    struct tg_ksc_chan *ch = &w->chans[k->sock];
+    struct tg_ksc_chan *ch = tg_ksc_chan_get(w, k->sock);
+    if (ch == NULL)
+        return TG_ENOMEM; /* the op fails: no software copy of the key */
     uint64_t now = tg_now_ns();
     struct tg_ksc_slot *s = NULL;
     if (ch->state == TG_KSC_DOWN && ch->down_since_ns != 0 &&
@@ -815,8 +840,8 @@ void tg_ksc_flush(void *state)
 {
     struct tg_ksc_worker *w = state;
     for (size_t i = 0; i < w->n; i++) {
-        struct tg_ksc_chan *ch = &w->chans[i];
-        if (ch->state != TG_KSC_READY || ch->waiting.head == NULL)
+        struct tg_ksc_chan *ch = w->chans[i];
+        if (ch == NULL || ch->state != TG_KSC_READY || ch->waiting.head == NULL)
             continue;
         tg_ksc_send_waiting(ch);
         tg_ksc_write(ch);
@@ -827,8 +852,10 @@ size_t tg_ksc_pending(void *state)
 {
     struct tg_ksc_worker *w = state;
     size_t n = 0;
-    for (size_t i = 0; i < w->n; i++)
-        n += w->chans[i].waiting.n + w->chans[i].sent.n;
+    for (size_t i = 0; i < w->n; i++) {
+        if (w->chans[i] != NULL)
+            n += w->chans[i]->waiting.n + w->chans[i]->sent.n;
+    }
     return n;
 }
 
@@ -837,7 +864,9 @@ void tg_ksc_drain(void *state)
     struct tg_ksc_worker *w = state;
     /* The loop has stopped: nothing more will be read. */
     for (size_t i = 0; i < w->n; i++) {
-        struct tg_ksc_chan *ch = &w->chans[i];
+        struct tg_ksc_chan *ch = w->chans[i];
+        if (ch == NULL)
+            continue;
         while (ch->waiting.head != NULL)
             tg_ksc_fail(ch, ch->waiting.head, TG_KSC_FAIL_SHUTDOWN, TG_ECANCELED,
                         TG_FALLBACK_DEVICE_ERROR);

@@ -42,13 +42,16 @@ struct tg_ksc_key {
     uint64_t timeout_ns; /* its certificate's timeout */
 };
 
-/* One key server socket the configuration names (process-wide). */
+/* One key server socket the configuration names (process-wide). Added on
+ * the main thread (start-up, a reload), never removed until the provider's
+ * global cleanup; workers and the admin thread read them. */
 struct tg_ksc_socket {
-    char *name;
-    uint32_t max_in_flight; /* the largest its certificates ask */
+    char *name;                     /* immutable once published */
+    _Atomic uint32_t max_in_flight; /* the largest its certificates ask */
 };
 
-/* The sockets, in the order first named (indexes in tg_ksc_key.sock). */
+/* The sockets, in the order first named (indexes in tg_ksc_key.sock): *n
+ * published entries (acquire), any thread. */
 struct tg_ksc_socket *tg_ksc_sockets(size_t *n);
 
 /* X(id, label): why a request failed without a signature. */

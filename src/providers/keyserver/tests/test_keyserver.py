@@ -17,12 +17,17 @@ provider_name: keyserver, and real clients.
   4. the key server stopped with SIGTERM and started again: the gateway
      reconnects by itself, nothing fails (the timeout outlasts the
      restart), and both exit 0 on SIGTERM (sanitizer and valgrind clean);
-  5. the examples in deploy/ (the systemd pair's configurations, the
+  5. a reload (SIGHUP) that adds a listener whose key is in a second key
+     server, first named by the new configuration: its handshakes work (each
+     worker connects to it on first use), the first key server's are not
+     disturbed;
+  6. the examples in deploy/ (the systemd pair's configurations, the
      sidecar's ConfigMap) load, with their paths and users pointed at this
      test's files: what the documentation shows works.
 """
 import os
 import re
+import signal
 import sys
 
 sys.path.insert(0, os.path.join(os.environ.get("TG_SRC_DIR", os.path.join(
@@ -83,7 +88,7 @@ def localize(t, text, files, sock):
 def main(t):
     rsa_cert, rsa_key = t.cert("rsa", "a.test")
     ec_cert, ec_key = t.cert("ec", "a.test")
-    other_cert, _ = t.cert("ec", "a.test", name="other")
+    other_cert, other_key = t.cert("ec", "a.test", name="other")
     sock = t.path("keys.sock")
     ks_cfg = tgks.ks_config(sock, [
         (rsa_key, rsa_cert, {"provider_name": "cryptomb", "fallback": True}),
@@ -163,6 +168,35 @@ def main(t):
               >= before("tlsgate_keyserver_client_connects_total") + 2, "reconnected")
         check_eq(st("tlsgate_keyserver_client_disconnects_total", reason="server_shutdown"), 2,
                  "the goodbye was seen by both workers")
+
+    with t.case("a reload names a second key server"):
+        sock2 = t.path("keys2.sock")
+        ks2 = tgks.KeyServer(t, tgks.ks_config(sock2, [(other_key, other_cert, None)]),
+                             name="keyserver-second")
+        cfg = gw_cfg(t, sock, [("rsa", rsa_cert), ("ec", ec_cert)], up)
+        cfg["listeners"].append(tglib.listener([tgks.remote_cert(other_cert, sock2)], up.addr,
+                                               name="other"))
+        with open(gw.cfg_path, "w") as f:
+            f.write(tglib.to_yaml(cfg) + "\n")
+        import tg_reload  # noqa: E402 (the reload tests' helpers)
+        before = tg_reload.reloads(gw)
+        gw.signal(signal.SIGHUP)
+        tg_reload.wait_reload(gw, before, "adding a key server")
+        port = None
+        tglib.wait_until(lambda: re.search(r"listener other: listening on \S+?:(\d+),", gw.log()),
+                         20, "the new listener")
+        port = int(re.findall(r"listener other: listening on \S+?:(\d+),", gw.log())[-1])
+        rep = tgcluster.bench(t, port, calls=40, conns=4)
+        check_eq(rep["ok"], 40, "bench on the new key server: %r" % tgcluster.errors(rep))
+        rep = tgcluster.bench(t, ec_port, calls=40, conns=4)
+        check_eq(rep["ok"], 40, "bench on the first one: %r" % tgcluster.errors(rep))
+        st = gw.stats()
+        check_eq(st("tlsgate_keyserver_client_connected", socket=sock2), 2,
+                 "both workers connected to the second key server")
+        check_eq(st("tlsgate_keyserver_client_failures_total"), 0, "failures")
+        check_eq(ks2.stats()("tlsgate_keyserver_requests_total", type="sign", status="ok") >= 40,
+                 True, "the second key server signed")
+        ks2.stop_ok()
 
     with t.case("a gateway started before its key server"):
         ks.stop_ok()
