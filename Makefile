@@ -57,15 +57,16 @@ test-asan: asan
 # (two workers switching generations, clusters retired while connections
 # use them), the access log's operations (two workers' rings, the writer
 # thread, rotations under load, a blocked destination), the session ticket
-# key ring (two workers and the main thread's rotation timer), and every test
-# labelled tsan (tests/tests.cmake; the pkcs11 provider's signing threads); any
-# report fails them.
+# key ring (two workers and the main thread's rotation timer), the key server
+# with a two-worker gateway (end to end, kill and restart under load), and
+# every test labelled tsan (tests/tests.cmake; the pkcs11 provider's signing
+# threads); any report fails them.
 test-tsan: setup
 	CC=clang cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTG_TSAN=ON
 	cmake --build $(TSAN_BUILD) -j$(JOBS) --target tlsgate tg_tsan
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" TG_LOAD_WORKERS_ONLY=1 \
 	  TG_WORKER_PROVIDERS="deferred cryptomb" TG_TIMEOUT_SCALE=3 \
-	  ctest --test-dir $(TSAN_BUILD) -R '^integration/test_(load|upstream_dns|upstream_failover|upstream_ipv6|reload|reload_upstream|access_log_ops|session_tickets)$$' \
+	  ctest --test-dir $(TSAN_BUILD) -R '^integration/test_(load|upstream_dns|upstream_failover|upstream_ipv6|reload|reload_upstream|access_log_ops|session_tickets|keyserver|keyserver_restart)$$' \
 	  --output-on-failure
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
 	  ctest --test-dir $(TSAN_BUILD) -L tsan --output-on-failure
@@ -76,9 +77,10 @@ test-clang: setup
 	cmake --build $(CLANG_BUILD) -j$(JOBS)
 
 # libFuzzer targets (config loader, admin HTTP parser, key-operation call
-# sequences, gateway-api converter, PROXY protocol parser and builder, and the
-# providers' own: PKCS#11 URIs), FUZZ_SECONDS each. fuzz_all builds every
-# target fuzz/fuzz.cmake found, which ctest -L fuzz then runs.
+# sequences, gateway-api converter, PROXY protocol parser and builder, key
+# server protocol, and the providers' own: PKCS#11 URIs), FUZZ_SECONDS each.
+# fuzz_all builds every target fuzz/fuzz.cmake found, which ctest -L fuzz
+# then runs.
 test-fuzz: setup
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTG_FUZZ=ON \
 	  -DTG_FUZZ_SECONDS=$(FUZZ_SECONDS)

@@ -167,11 +167,15 @@ function policy(doc) {
     if (!c.livenessProbe) errs.push(`policy: ${at}: livenessProbe missing`);
     if (!c.resources?.limits?.cpu || !c.resources?.limits?.memory)
       errs.push(`policy: ${at}: resources.limits.cpu and .memory must be set`);
-    const admin = (c.ports ?? []).find((p) => p.name === "admin");
+  }
+  // The pod is scraped on the gateway's admin port (the port named "admin";
+  // a sidecar such as the key server has its own, under another name).
+  if (doc.kind === "Deployment") {
+    const admins = (spec.containers ?? []).flatMap((c) => (c.ports ?? []).filter((p) => p.name === "admin"));
     const ann = doc.spec?.template?.metadata?.annotations ?? {};
-    if (ann["prometheus.io/scrape"] !== "true" || !admin || ann["prometheus.io/port"] !== String(admin.containerPort))
-      errs.push(`policy: ${at}: prometheus.io/scrape "true" and prometheus.io/port = the admin port required`);
-    if (ann["prometheus.io/path"] !== "/stats") errs.push(`policy: ${at}: prometheus.io/path must be /stats`);
+    if (ann["prometheus.io/scrape"] !== "true" || !admins.some((p) => ann["prometheus.io/port"] === String(p.containerPort)))
+      errs.push(`policy: prometheus.io/scrape "true" and prometheus.io/port = the admin port required`);
+    if (ann["prometheus.io/path"] !== "/stats") errs.push(`policy: prometheus.io/path must be /stats`);
   }
   return errs;
 }

@@ -7,6 +7,7 @@
  *   tlsgate bench [options] TARGET        (tlsgate bench --help)
  *   tlsgate doctor [--config FILE] [--json]
  *   tlsgate gateway-api [options] FILE... (tlsgate gateway-api --help)
+ *   tlsgate keyserver --config FILE       (hold the keys, sign for gateways)
  *   tlsgate version
  *
  * Exit status: 0 success, 1 runtime failure, 2 usage or configuration error.
@@ -27,6 +28,7 @@
 #include "doctor/tg_doctor.h"
 #include "k8s/tg_gwapi.h"
 #include "keyprov/tg_keyprov.h"
+#include "keyserver/tg_keyserver.h"
 #include "proxy/tg_gateway.h"
 #include "tls/tg_tls_demo.h"
 
@@ -41,7 +43,8 @@
     X(deferred)                                                                                    \
     X(cryptomb)                                                                                    \
     X(qat)                                                                                         \
-    X(pkcs11)
+    X(pkcs11)                                                                                      \
+    X(keyserver)
 
 #define TG_PROVIDER_DECL(name) extern const struct tg_keyprov_ops tg_##name##_provider;
 TG_PROVIDERS(TG_PROVIDER_DECL)
@@ -76,6 +79,9 @@ static void tg_usage(FILE *f)
                "  gateway-api [options] FILE...\n"
                "                      Kubernetes Gateway API objects (and Envoy Gateway's\n"
                "                      private key provider patch) -> tlsgate configuration\n"
+               "  keyserver --config FILE [--log-level LEVEL] [--check]\n"
+               "                      hold private keys and sign for gateways over a Unix\n"
+               "                      socket (provider_name: keyserver)\n"
                "  version             print versions\n");
 }
 
@@ -265,6 +271,8 @@ int main(int argc, char **argv)
         return tg_bench_crypto_main(argc - 1, argv + 1);
     if (strcmp(cmd, "doctor") == 0)
         return tg_doctor_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "keyserver") == 0)
+        return tg_keyserver_main(argc - 1, argv + 1);
     if (strcmp(cmd, "gateway-api") == 0)
         return tg_gwapi_main(argc - 1, argv + 1, tg_keyprov_names());
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

@@ -8,6 +8,7 @@
 #include "config/tg_conf_schema.h"
 
 #include "config/tg_conf_alog.h"
+#include "config/tg_conf_keyserver.h"
 #include "config/tg_conf_parse.h"
 #include "config/tg_conf_tls.h"
 #include "config/tg_conf_upstream.h"
@@ -65,6 +66,7 @@ void tg_conf_schema_free(struct tg_config *cfg)
     for (size_t i = 0; cfg->admin_allowed != NULL && i < cfg->n_admin_allowed; i++)
         free(cfg->admin_allowed[i].text);
     free(cfg->admin_allowed);
+    tg_conf_keyserver_free(cfg->keyserver);
     free(cfg->access_log.path);
     tg_conf_dns_free(&cfg->dns);
     free(cfg->source_name);
@@ -260,32 +262,13 @@ static int tg_conf_schema_tickets(struct tg_cp *cp, const yaml_node_t *v, struct
     return rc;
 }
 
-int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
+int tg_conf_schema_common(struct tg_cp *cp, const yaml_node_t *root)
 {
-    static const char *const keys[] = {
-        "concurrency", "log_level", "admin",      "listeners",       "limits",
-        "reload",      "dns",       "access_log", "session_tickets", "certificate_expiry_warning",
-        NULL};
     static const char *const admin_keys[] = {"address", "allowed_sources", NULL};
-    static const char *const limit_keys[] = {"max_connections",
-                                             "max_connections_per_source",
-                                             "per_source_ipv6_prefix",
-                                             "first_byte_timeout",
-                                             "handshake_timeout",
-                                             "idle_timeout",
-                                             "drain_timeout",
-                                             "buffer_size",
-                                             NULL};
     struct tg_config *cfg = cp->cfg;
     const yaml_node_t *v;
     size_t o;
     int rc;
-
-    if (root->type != YAML_MAPPING_NODE)
-        return tg_cp_fail(cp, root, "expected a mapping at the top level, got %s",
-                          tg_cp_kind(root));
-    TG_GUARD(tg_cp_check_map(cp, root, keys));
-    TG_GUARD(tg_conf_schema_concurrency(cp, root));
 
     if ((v = tg_cp_get(cp, root, "log_level", NULL)) != NULL) {
         const char *s;
@@ -317,6 +300,36 @@ int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
         TG_GUARD(rc);
         cfg->has_admin = true;
     }
+    return TG_OK;
+}
+
+int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
+{
+    static const char *const keys[] = {
+        "concurrency", "log_level", "admin",      "listeners",       "limits",
+        "reload",      "dns",       "access_log", "session_tickets", "certificate_expiry_warning",
+        NULL};
+    static const char *const limit_keys[] = {"max_connections",
+                                             "max_connections_per_source",
+                                             "per_source_ipv6_prefix",
+                                             "first_byte_timeout",
+                                             "handshake_timeout",
+                                             "idle_timeout",
+                                             "drain_timeout",
+                                             "buffer_size",
+                                             NULL};
+    struct tg_config *cfg = cp->cfg;
+    const yaml_node_t *v;
+    size_t o;
+    int rc;
+
+    if (root->type != YAML_MAPPING_NODE)
+        return tg_cp_fail(cp, root, "expected a mapping at the top level, got %s",
+                          tg_cp_kind(root));
+    TG_GUARD(tg_cp_check_map(cp, root, keys));
+    TG_GUARD(tg_conf_schema_concurrency(cp, root));
+
+    TG_GUARD(tg_conf_schema_common(cp, root));
 
     if ((v = tg_cp_get(cp, root, "session_tickets", NULL)) != NULL) {
         o = tg_cp_push_key(cp, "session_tickets");

@@ -19,5 +19,8 @@
 void tg_conf_schema_defaults(struct tg_config *cfg);
 int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root);
 void tg_conf_schema_free(struct tg_config *cfg);
+/* The top-level keys every configuration kind has, log_level and admin,
+ * from the (checked) root mapping; the key server's schema uses it too. */
+int tg_conf_schema_common(struct tg_cp *cp, const yaml_node_t *root);
 
 #endif

@@ -60,18 +60,21 @@ void tg_config_wipe_keys(struct tg_config *cfg)
     }
 }
 
+void tg_conf_tls_cert_free(struct tg_conf_cert *c)
+{
+    tg_conf_tls_datasource_free(&c->chain);
+    tg_conf_tls_datasource_free(&c->private_key);
+    tg_cp_strv_free(c->server_names, c->n_server_names);
+    free(c->keyprov.provider_name);
+    free(c->keyprov.path);
+    tg_conf_tls_params_free(&c->keyprov.typed_config);
+    free(c->path);
+}
+
 void tg_conf_tls_free(struct tg_conf_tls *t)
 {
-    for (size_t i = 0; t->certs != NULL && i < t->n_certs; i++) {
-        struct tg_conf_cert *c = &t->certs[i];
-        tg_conf_tls_datasource_free(&c->chain);
-        tg_conf_tls_datasource_free(&c->private_key);
-        tg_cp_strv_free(c->server_names, c->n_server_names);
-        free(c->keyprov.provider_name);
-        free(c->keyprov.path);
-        tg_conf_tls_params_free(&c->keyprov.typed_config);
-        free(c->path);
-    }
+    for (size_t i = 0; t->certs != NULL && i < t->n_certs; i++)
+        tg_conf_tls_cert_free(&t->certs[i]);
     free(t->certs);
     free(t->kx_provider.provider_name);
     free(t->kx_provider.path);
@@ -714,4 +717,25 @@ int tg_conf_tls_parse(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_tls
         TG_GUARD(rc);
     }
     return TG_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Pieces the key server's configuration shares (tg_conf_keyserver.c)       */
+
+int tg_conf_tls_pem(struct tg_cp *cp, const yaml_node_t *n, bool key, struct tg_conf_datasource *ds)
+{
+    return tg_conf_tls_datasource(cp, n, key ? TG_CONF_TLS_KEY : TG_CONF_TLS_CERT, ds);
+}
+
+int tg_conf_tls_provider(struct tg_cp *cp, const yaml_node_t *entry, struct tg_conf_cert *c,
+                         const yaml_node_t *cert_key_node)
+{
+    TG_GUARD(tg_conf_tls_keyprov_init(cp, &c->keyprov, "private_key_provider", entry));
+    const yaml_node_t *v = tg_cp_get(cp, entry, "private_key_provider", NULL);
+    if (v == NULL)
+        return TG_OK;
+    size_t o = tg_cp_push_key(cp, "private_key_provider");
+    int rc = tg_conf_tls_keyprov(cp, v, &c->keyprov, c, cert_key_node);
+    tg_cp_pop(cp, o);
+    return rc;
 }

@@ -14,6 +14,7 @@
 #include "config/tg_config.h"
 
 #include "config/tg_conf_cursor.h"
+#include "config/tg_conf_keyserver.h"
 #include "config/tg_conf_schema.h"
 #include "config/tg_conf_yaml.h"
 #include "config/tg_config_internal.h"
@@ -36,11 +37,20 @@ void tg_config_free(struct tg_config *cfg)
 /* ------------------------------------------------------------------------ */
 /* Loading                                                                  */
 
+/* What a file is: a gateway's configuration or a key server's. */
+enum tg_config_kind { TG_CONFIG_GATEWAY, TG_CONFIG_KEYSERVER };
+
 /* The common loader. basedir: where relative filenames are resolved (NULL:
  * the current directory). */
-static int tg_config_load_impl(const char *name, const char *yaml, size_t len, const char *basedir,
-                               struct tg_config **out, char *err, size_t errlen)
+static int tg_config_load_impl(enum tg_config_kind kind, const char *name, const char *yaml,
+                               size_t len, const char *basedir, struct tg_config **out, char *err,
+                               size_t errlen)
 {
+    const char *empty = kind == TG_CONFIG_KEYSERVER
+                            ? "configuration is empty (expected a mapping with at least "
+                              "'keyserver' and 'keys')"
+                            : "configuration is empty (expected a mapping with at least "
+                              "'listeners')";
     struct tg_config *cfg = NULL;
     yaml_document_t doc;
     bool doc_ok = false;
@@ -79,8 +89,7 @@ static int tg_config_load_impl(const char *name, const char *yaml, size_t len, c
         goto out;
     if (!doc_ok) {
         struct tg_conf_mark m = {cfg->source_name, 0, 0};
-        tg_conf_error(err, errlen, &m, NULL,
-                      "configuration is empty (expected a mapping with at least 'listeners')");
+        tg_conf_error(err, errlen, &m, NULL, "%s", empty);
         rc = TG_ECONFIG;
         goto out;
     }
@@ -93,14 +102,14 @@ static int tg_config_load_impl(const char *name, const char *yaml, size_t len, c
     }
     if (tg_cp_is_null(root)) {
         struct tg_conf_mark m = {cfg->source_name, 0, 0};
-        tg_conf_error(err, errlen, &m, NULL,
-                      "configuration is empty (expected a mapping with at least 'listeners')");
+        tg_conf_error(err, errlen, &m, NULL, "%s", empty);
         rc = TG_ECONFIG;
         goto out;
     }
 
     struct tg_cp cp = {.doc = &doc, .cfg = cfg, .basedir = basedir, .err = err, .errlen = errlen};
-    rc = tg_conf_schema_root(&cp, root);
+    rc = kind == TG_CONFIG_KEYSERVER ? tg_conf_keyserver_root(&cp, root)
+                                     : tg_conf_schema_root(&cp, root);
 out:
     if (doc_ok)
         tg_conf_yaml_free(&doc);
@@ -119,10 +128,17 @@ out:
 int tg_config_load_buffer(const char *name, const char *yaml, size_t len, struct tg_config **out,
                           char *err, size_t errlen)
 {
-    return tg_config_load_impl(name, yaml, len, NULL, out, err, errlen);
+    return tg_config_load_impl(TG_CONFIG_GATEWAY, name, yaml, len, NULL, out, err, errlen);
 }
 
-int tg_config_load_file(const char *path, struct tg_config **out, char *err, size_t errlen)
+int tg_config_load_keyserver_buffer(const char *name, const char *yaml, size_t len,
+                                    struct tg_config **out, char *err, size_t errlen)
+{
+    return tg_config_load_impl(TG_CONFIG_KEYSERVER, name, yaml, len, NULL, out, err, errlen);
+}
+
+static int tg_config_load_file_kind(enum tg_config_kind kind, const char *path,
+                                    struct tg_config **out, char *err, size_t errlen)
 {
     char *buf = NULL, *dir = NULL;
     size_t len = 0;
@@ -152,9 +168,20 @@ int tg_config_load_file(const char *path, struct tg_config **out, char *err, siz
         memcpy(dir, path, dl);
         dir[dl] = '\0';
     }
-    rc = tg_config_load_impl(path, buf, len, dir, out, err, errlen);
+    rc = tg_config_load_impl(kind, path, buf, len, dir, out, err, errlen);
 out:
     free(dir);
     tg_config_free_secret(buf, len);
     return rc;
+}
+
+int tg_config_load_file(const char *path, struct tg_config **out, char *err, size_t errlen)
+{
+    return tg_config_load_file_kind(TG_CONFIG_GATEWAY, path, out, err, errlen);
+}
+
+int tg_config_load_keyserver_file(const char *path, struct tg_config **out, char *err,
+                                  size_t errlen)
+{
+    return tg_config_load_file_kind(TG_CONFIG_KEYSERVER, path, out, err, errlen);
 }

@@ -281,6 +281,29 @@ struct tg_conf_reload {
     uint64_t debounce_ns; /* default 200ms: quiet time after the last change before reloading */
 };
 
+/*
+ * A key server's configuration (`tlsgate keyserver`, src/keyserver): its
+ * socket, who may connect, its bounds, and its keys. Loaded by
+ * tg_config_load_keyserver_*; docs/CONFIG.md ("Key server").
+ */
+struct tg_conf_keyserver {
+    char *socket;           /* a path, or "@name" (Linux abstract namespace) */
+    uint32_t socket_mode;   /* permissions of the socket file, default 0660 */
+    bool has_socket_group;  /* socket_group given: the socket file's group */
+    uint32_t socket_group;  /* gid */
+    uint32_t *allowed_uids; /* peers (SO_PEERCRED) whose uid is listed... */
+    size_t n_allowed_uids;
+    uint32_t *allowed_gids; /* ...or whose gid (or a supplementary group) is */
+    size_t n_allowed_gids;
+    uint64_t max_connections;    /* default 256 */
+    uint64_t max_in_flight;      /* per connection, default 1024 */
+    uint64_t max_queue;          /* requests in the whole server, default 8192 */
+    uint64_t request_timeout_ns; /* a frame begun must end within this, default 10s */
+    struct tg_conf_cert *keys;   /* at least one; server_names never set */
+    size_t n_keys;
+    struct tg_conf_mark mark;
+};
+
 struct tg_config {
     char *source_name;                    /* file path, or "<embedded default>" */
     int concurrency;                      /* worker threads, default 1; "auto" = number of CPUs */
@@ -301,6 +324,9 @@ struct tg_config {
     uint64_t cert_expiry_warning_ns;
     int log_level;   /* enum tg_log_level, default info */
     char *state_dir; /* for the embedded default: where the demo certificate lives */
+    /* A key server's configuration (tg_config_load_keyserver_*): then no
+     * listeners; NULL in a gateway's. */
+    struct tg_conf_keyserver *keyserver;
 };
 
 /* Load and validate a YAML file. Reads every referenced file (certificates,
@@ -324,6 +350,14 @@ void tg_config_wipe_keys(struct tg_config *cfg);
 /* Whether sa (AF_INET or AF_INET6; an IPv4-mapped IPv6 address counts as
  * IPv4) lies in network c. */
 bool tg_conf_cidr_match(const struct tg_conf_cidr *c, const struct sockaddr *sa);
+
+/* A key server's configuration (top level: keyserver, keys, log_level,
+ * admin); on success (*out)->keyserver is set and there are no listeners.
+ * Same contract as the gateway's loaders. */
+int tg_config_load_keyserver_file(const char *path, struct tg_config **out, char *err,
+                                  size_t errlen) TG_MUST_CHECK;
+int tg_config_load_keyserver_buffer(const char *name, const char *yaml, size_t len,
+                                    struct tg_config **out, char *err, size_t errlen) TG_MUST_CHECK;
 
 /* Whether two upstream blocks make the same cluster: the same endpoints (as
  * written, with their weights, in the same order), load balancing, connect

@@ -120,6 +120,48 @@ static int tg_keyop_run_sync(struct tg_keyop *op)
     return tg_keyop_consume(op);
 }
 
+/* Hand a NEW op to its provider (state is the provider's state on this
+ * thread) with its waiter's wake-up; a refusal is completed here. Returns
+ * the provider's answer: TG_EPENDING when the wake-up will come. */
+static int tg_keyop_submit(struct tg_keyop *op, void *state, int (*wake)(void *), void *arg)
+{
+    const struct tg_keyprov_binding *b = op->binding;
+    op->wake = wake;
+    op->wake_arg = arg;
+    op->t_submit_ns = tg_now_ns();
+    op->deadline_ns = op->t_submit_ns + b->poll_delay_ns;
+    op->state = TG_KEYOP_QUEUED;
+    if (op->stats != NULL) {
+        tg_ctr_inc(&op->stats->ops[op->type]);
+        tg_ctr_inc(&op->stats->inflight_up);
+    }
+    op->in_submit = true;
+    int rc = b->ops->submit(state, op);
+    if (rc != TG_EPENDING && op->state != TG_KEYOP_DONE) {
+        /* The provider refused the op without taking it (e.g. queue full):
+         * complete it here, in software. */
+        tg_keyop_complete(op, rc < 0 ? rc : TG_EDEVICE,
+                          rc == TG_ELIMIT ? TG_FALLBACK_RING_FULL : TG_FALLBACK_DEVICE_ERROR);
+    }
+    op->in_submit = false;
+    return rc;
+}
+
+int tg_keyop_start(struct tg_keyop *op, int (*wake)(void *), void *arg)
+{
+    if (op->state != TG_KEYOP_NEW || wake == NULL)
+        return TG_ESTATE;
+    op->ctx = NULL;
+    if (op->binding == NULL)
+        op->binding = tg_keyprov_software_binding();
+    void *state = tg_keyprov_state_for(op->binding);
+    if (state == NULL)
+        return TG_EUNAVAIL;
+    op->stats = tg_keyprov_current_stats(op->binding);
+    int rc = tg_keyop_submit(op, state, wake, arg);
+    return rc == TG_EPENDING && op->state != TG_KEYOP_DONE ? TG_EPENDING : TG_OK;
+}
+
 int tg_keyop_run(struct tg_keyop *op)
 {
     if (op->state != TG_KEYOP_NEW)
@@ -157,24 +199,7 @@ int tg_keyop_run(struct tg_keyop *op)
     if (state == NULL || cb == NULL)
         return tg_keyop_run_sync(op);
 
-    op->wake = cb;
-    op->wake_arg = cbarg;
-    op->t_submit_ns = tg_now_ns();
-    op->deadline_ns = op->t_submit_ns + b->poll_delay_ns;
-    op->state = TG_KEYOP_QUEUED;
-    if (op->stats != NULL) {
-        tg_ctr_inc(&op->stats->ops[op->type]);
-        tg_ctr_inc(&op->stats->inflight_up);
-    }
-    op->in_submit = true;
-    int rc = b->ops->submit(state, op);
-    if (rc != TG_EPENDING && op->state != TG_KEYOP_DONE) {
-        /* The provider refused the op without taking it (e.g. queue full):
-         * complete it here, in software. */
-        tg_keyop_complete(op, rc < 0 ? rc : TG_EDEVICE,
-                          rc == TG_ELIMIT ? TG_FALLBACK_RING_FULL : TG_FALLBACK_DEVICE_ERROR);
-    }
-    op->in_submit = false;
+    int rc = tg_keyop_submit(op, state, cb, cbarg);
     if (rc == TG_EPENDING) {
         if (op->ctx != NULL)
             op->ctx->waits++;

@@ -429,6 +429,21 @@ void tg_keyop_init(struct tg_keyop *op, enum tg_keyop_type type);
  */
 int tg_keyop_run(struct tg_keyop *op) TG_MUST_CHECK;
 /*
+ * Start an operation whose waiter is not an ASYNC job (the key server, which
+ * serves operations from its event loop): the op (NEW, inputs and binding
+ * set; a NULL binding is software) goes to its binding's provider on this
+ * thread's current provider set, as tg_keyop_run would submit it, but
+ * nothing pauses. Returns TG_OK when the op is already DONE (the provider
+ * completed it inline, or refused it and it was finished here: the wake-up
+ * is not called), TG_EPENDING when the provider will complete it later from
+ * this thread's loop and then call wake(arg) once, TG_EUNAVAIL when the
+ * provider has no state on this thread (no current set), TG_ESTATE when the
+ * op is not NEW. After TG_OK or the wake-up, take the result with
+ * tg_keyop_consume(). Provider failures on software keys fall back as
+ * usual; on provider-held keys they fail. The op must stay put until done.
+ */
+int tg_keyop_start(struct tg_keyop *op, int (*wake)(void *), void *arg) TG_MUST_CHECK;
+/*
  * Provider side: hand back a finished op (result TG_OK with out/outlen
  * written, or a negative error). TG_EDEVICE, TG_ETIMEOUT and TG_ELIMIT mean
  * "the provider could not do it": the op is then finished in software here,
