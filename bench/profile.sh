@@ -122,7 +122,15 @@ perf report -i "$BASE.data" --no-children --sort dso,sym --stdio -q 2>/dev/null 
 # Inclusive (children) view of a few libssl/libcrypto entry points, for the
 # "what calls what" part of the breakdown.
 perf report -i "$BASE.data" --children --sort sym --stdio -q 2>/dev/null |
-  awk 'NF >= 3 && $1 ~ /%$/ && n++ < 150' >"$BASE.children.txt"
+  awk 'NF >= 3 && $1 ~ /%$/' >"$TMP/children.all"
+awk 'n++ < 150' "$TMP/children.all" >"$BASE.children.txt"
+# Inclusive cost of named entry points (they overlap: a row includes what it
+# calls; e.g. SSL_do_handshake includes the fetches below it).
+ACTIVITIES="tg_accept_cb tg_conn_hello_wait SSL_new SSL_do_handshake tg_keyprov_set_flush
+tg_cmb_run_queue SSL_read SSL_write tg_conn_connect tg_conn_upstream_cb tg_conn_finalize SSL_free
+epoll_wait __GI_epoll_ctl EVP_MD_fetch EVP_KDF_fetch EVP_MAC_fetch EVP_CIPHER_fetch EVP_Q_mac
+OPENSSL_LH_doall_arg CRYPTO_THREAD_read_lock CRYPTO_THREAD_unlock OPENSSL_cleanse
+tg_keyop_compute_sw __GI___libc_malloc __GI___libc_free"
 
 {
   echo "provider $PROVIDER, -c $CONNS, quota $QUOTA_US/$PERIOD_US us, $SECONDS_ s; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -131,6 +139,13 @@ perf report -i "$BASE.data" --children --sort sym --stdio -q 2>/dev/null |
   echo "| shared object | share | µs per handshake |"
   echo "|---|---:|---:|"
   awk -F'\t' -v u="$US_HS" '$1 >= 0.2 { printf "| %s | %.1f%% | %.1f |\n", $2, $1, $1 * u / 100 }' "$BASE.dso.txt"
+  echo
+  echo "| entry point (inclusive: with what it calls) | share | µs per handshake |"
+  echo "|---|---:|---:|"
+  for a in $ACTIVITIES; do
+    awk -v a="$a" -v u="$US_HS" '$NF == a || $NF == a "@plt" { p = $1; sub("%", "", p); if (p > best) best = p }
+      END { if (best > 0) printf "| %s | %.2f%% | %.1f |\n", a, best, best * u / 100 }' "$TMP/children.all"
+  done
 } >"$BASE.md"
 cat "$BASE.md"
 echo
