@@ -55,14 +55,16 @@ test-asan: asan
 # cryptomb providers (the 2-worker case of test_load), the upstream cluster
 # tests (two workers: DNS refresh, failover, IPv6), the reloads under load
 # (two workers switching generations, clusters retired while connections
-# use them), and every test labelled tsan (tests/tests.cmake; the pkcs11 provider's signing threads); any
+# use them), the access log's operations (two workers' rings, the writer
+# thread, rotations under load, a blocked destination), and every test
+# labelled tsan (tests/tests.cmake; the pkcs11 provider's signing threads); any
 # report fails them.
 test-tsan: setup
 	CC=clang cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTG_TSAN=ON
 	cmake --build $(TSAN_BUILD) -j$(JOBS) --target tlsgate tg_tsan
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" TG_LOAD_WORKERS_ONLY=1 \
 	  TG_WORKER_PROVIDERS="deferred cryptomb" TG_TIMEOUT_SCALE=3 \
-	  ctest --test-dir $(TSAN_BUILD) -R '^integration/test_(load|upstream_dns|upstream_failover|upstream_ipv6|reload|reload_upstream)$$' \
+	  ctest --test-dir $(TSAN_BUILD) -R '^integration/test_(load|upstream_dns|upstream_failover|upstream_ipv6|reload|reload_upstream|access_log_ops)$$' \
 	  --output-on-failure
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
 	  ctest --test-dir $(TSAN_BUILD) -L tsan --output-on-failure

@@ -37,6 +37,8 @@ Peers (names for TG_BENCH_PEERS):
   tlsgate-software           tlsgate, provider software (tlsgate-software.yaml)
   tlsgate-deferred           tlsgate, provider deferred, delay 0 (tlsgate-deferred.yaml)
   tlsgate-cryptomb           tlsgate, provider cryptomb (tlsgate-cryptomb.yaml)
+  tlsgate-software-alog      tlsgate-software + access log to a file, text (the log's cost)
+  tlsgate-software-alog-json tlsgate-software + access log to a file, JSON
   tlsgate-<name>             any bench/peers/tlsgate-<name>.yaml
   tlsgate-software-noavx512  tlsgate software under OPENSSL_ia32cap="$MASK_AVX512"
   nginx-noavx512             nginx under OPENSSL_ia32cap="$MASK_AVX512"
@@ -543,6 +545,8 @@ target_line() { # PEER REF LIMIT_PCT LABEL
   target_line tlsgate-software nginx 10 "software vs nginx"
   target_line tlsgate-deferred tlsgate-software 10 "deferred vs software"
   target_line tlsgate-software-noavx512 nginx-noavx512 10 "masked software vs masked nginx"
+  target_line tlsgate-software-alog tlsgate-software 3 "access log (text, to a file) vs none"
+  target_line tlsgate-software-alog-json tlsgate-software 3 "access log (JSON, to a file) vs none"
   unsat=$(jq -r '[.[] | select(.rounds > 0 and .saturated_rounds < .rounds) | .peer] | join(", ")' <<<"$SUMMARY")
   if [ -n "$unsat" ]; then
     echo

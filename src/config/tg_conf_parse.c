@@ -1,8 +1,8 @@
 /*
  * tg_conf_parse: the scalar parsers behind every configuration value:
- * unsigned integers, durations (exact decimal arithmetic, no floating point),
- * booleans and "host:port" socket addresses (numeric or localhost, never
- * DNS).
+ * unsigned integers, byte sizes, durations (exact decimal arithmetic, no
+ * floating point), booleans and "host:port" socket addresses (numeric or
+ * localhost, never DNS).
  *
  * Contract: each parser takes a NUL-terminated string and returns TG_OK or
  * TG_ECONFIG; the output is written only on success. Addresses are the one
@@ -57,6 +57,35 @@ int tg_conf_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
         return TG_ECONFIG;
     *out = v;
     return TG_OK;
+}
+
+int tg_conf_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    static const struct {
+        const char *unit;
+        uint64_t mul;
+    } units[] = {{"", 1}, {"B", 1}, {"KiB", 1ULL << 10}, {"MiB", 1ULL << 20}, {"GiB", 1ULL << 30}};
+    char digits[24];
+    size_t n = 0;
+    uint64_t v;
+    if (s == NULL)
+        return TG_ECONFIG;
+    while (tg_conf_parse_is_digit(s[n]) && n < sizeof(digits) - 1) {
+        digits[n] = s[n];
+        n++;
+    }
+    digits[n] = '\0';
+    if (!tg_conf_parse_digits(digits, &v))
+        return TG_ECONFIG;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(s + n, units[i].unit) == 0) {
+            if (!tg_conf_parse_mul(v, units[i].mul, &v) || v < min || v > max)
+                return TG_ECONFIG;
+            *out = v;
+            return TG_OK;
+        }
+    }
+    return TG_ECONFIG;
 }
 
 int tg_conf_parse_bool(const char *s, bool *out)

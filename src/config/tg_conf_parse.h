@@ -23,6 +23,9 @@ bool tg_conf_parse_is_digit(char c);
  * ("missing ':port'") and *out untouched. */
 const char *tg_conf_parse_addr_why(const char *s, struct tg_conf_addr *out);
 
+/* A byte size: decimal digits, optionally followed by a unit B, KiB, MiB or
+ * GiB ("256KiB", "1MiB", "65536"); within [min, max] bytes. */
+int tg_conf_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out) TG_MUST_CHECK;
 /* An upstream endpoint "HOST:PORT": HOST is an IPv4 literal, a bracketed
  * IPv6 literal, or a DNS name (letters, digits, '-', '_', dots; labels of
  * 1..63 bytes, 253 in all, an optional final dot) that is resolved later;

@@ -2,10 +2,12 @@
  * tg_conf_schema: the top level of the configuration (concurrency,
  * log_level, admin, limits, reload) and the listeners (name, address, backlog);
  * each listener's tls block is tg_conf_tls's, its upstream block and the
- * top-level dns block tg_conf_upstream's. Contract in tg_conf_schema.h.
+ * top-level dns block tg_conf_upstream's, the access_log block
+ * tg_conf_alog's. Contract in tg_conf_schema.h.
  */
 #include "config/tg_conf_schema.h"
 
+#include "config/tg_conf_alog.h"
 #include "config/tg_conf_parse.h"
 #include "config/tg_conf_tls.h"
 #include "config/tg_conf_upstream.h"
@@ -33,6 +35,9 @@ void tg_conf_schema_defaults(struct tg_config *cfg)
     cfg->limits.idle_timeout_ns = 300 * TG_NS_PER_S;
     cfg->limits.drain_timeout_ns = 30 * TG_NS_PER_S;
     cfg->limits.buffer_size = 16384;
+    cfg->access_log.dest = TG_CONF_ALOG_OFF;
+    cfg->access_log.format = TG_CONF_ALOG_TEXT;
+    cfg->access_log.buffer = (size_t)256 << 10;
     cfg->reload.watch = true;
     cfg->reload.debounce_ns = 200 * TG_NS_PER_MS;
     tg_conf_dns_defaults(&cfg->dns);
@@ -55,6 +60,7 @@ void tg_conf_schema_free(struct tg_config *cfg)
         tg_conf_schema_listener_free(&cfg->listeners[i]);
     free(cfg->listeners);
     tg_conf_addr_clear(&cfg->admin);
+    free(cfg->access_log.path);
     tg_conf_dns_free(&cfg->dns);
     free(cfg->source_name);
     free(cfg->state_dir);
@@ -202,8 +208,9 @@ static int tg_conf_schema_reload(struct tg_cp *cp, const yaml_node_t *v, struct 
 
 int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
 {
-    static const char *const keys[] = {"concurrency", "log_level", "admin", "listeners",
-                                       "limits",      "reload",    "dns",   NULL};
+    static const char *const keys[] = {"concurrency", "log_level",  "admin",
+                                       "listeners",   "limits",     "reload",
+                                       "dns",         "access_log", NULL};
     static const char *const admin_keys[] = {"address", NULL};
     static const char *const limit_keys[] = {"max_connections",
                                              "max_connections_per_source",
@@ -311,6 +318,13 @@ int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
     if ((v = tg_cp_get(cp, root, "reload", NULL)) != NULL) {
         o = tg_cp_push_key(cp, "reload");
         rc = tg_conf_schema_reload(cp, v, &cfg->reload);
+        tg_cp_pop(cp, o);
+        TG_GUARD(rc);
+    }
+
+    if ((v = tg_cp_get(cp, root, "access_log", NULL)) != NULL) {
+        o = tg_cp_push_key(cp, "access_log");
+        rc = tg_conf_alog_parse(cp, v, &cfg->access_log);
         tg_cp_pop(cp, o);
         TG_GUARD(rc);
     }

@@ -109,6 +109,18 @@ struct tg_conf_cert {
     struct tg_conf_mark mark;
 };
 
+/* tls.client_certificate: mutual TLS. mode is TG_CCERT_OFF when the block
+ * is absent (no certificate is asked for). */
+enum tg_ccert_mode { TG_CCERT_OFF, TG_CCERT_REQUIRE, TG_CCERT_OPTIONAL };
+struct tg_conf_client_cert {
+    int mode;                      /* enum tg_ccert_mode; require when the block is given */
+    struct tg_conf_datasource ca;  /* PEM CA certificates: the trust anchors */
+    struct tg_conf_datasource crl; /* PEM CRLs; data NULL when not given */
+    uint32_t verify_depth;         /* intermediates allowed below a CA of `ca`, default 4 */
+    char *path;                    /* "listeners[0].tls.client_certificate" */
+    struct tg_conf_mark mark;
+};
+
 struct tg_conf_tls {
     struct tg_conf_cert *certs; /* at least one */
     size_t n_certs;
@@ -128,6 +140,7 @@ struct tg_conf_tls {
      * (its typed_config key_exchange), else OpenSSL inline. */
     bool has_kx_provider;
     struct tg_conf_keyprov kx_provider;
+    struct tg_conf_client_cert client_cert;
     struct tg_conf_mark mark;
 };
 
@@ -218,6 +231,23 @@ struct tg_conf_limits {
     size_t buffer_size;              /* per direction per connection, default 16384 */
 };
 
+/* access_log: one line per connection (src/alog). */
+enum tg_conf_alog_dest {
+    TG_CONF_ALOG_OFF,    /* no access log (the default when the block is absent) */
+    TG_CONF_ALOG_STDOUT, /* file descriptor 1 (the default when the block is present) */
+    TG_CONF_ALOG_FILE,   /* path, opened O_APPEND, reopened on SIGUSR1 */
+};
+enum tg_conf_alog_format { TG_CONF_ALOG_TEXT, TG_CONF_ALOG_JSON };
+
+struct tg_conf_access_log {
+    enum tg_conf_alog_dest dest;
+    enum tg_conf_alog_format format; /* default text (key=value) */
+    size_t buffer;                   /* bytes per worker, default 256 KiB */
+    char *path;                      /* TG_CONF_ALOG_FILE: resolved against the config's dir */
+    struct tg_conf_mark path_mark;   /* of the path value (line 0 when absent) */
+    struct tg_conf_mark mark;        /* of the access_log block */
+};
+
 /* reload: what starts a reload besides SIGHUP / `tlsgate reload`. */
 struct tg_conf_reload {
     bool watch;           /* default true: watch certificate and key files (inotify) */
@@ -233,6 +263,7 @@ struct tg_config {
     struct tg_conf_listener *listeners; /* at least one */
     size_t n_listeners;
     struct tg_conf_limits limits;
+    struct tg_conf_access_log access_log;
     struct tg_conf_reload reload;
     struct tg_conf_dns dns;
     int log_level;   /* enum tg_log_level, default info */

@@ -112,6 +112,7 @@ extern const struct tg_hist_spec tg_hist_latency_us;
     X(HS_FAIL_TIMEOUT, counter, "tlsgate_handshakes_total", "result=\"timeout\"", "")              \
     X(HS_FAIL_CLOSED, counter, "tlsgate_handshakes_total", "result=\"client_closed\"", "")         \
     X(HS_FAIL_KEYOP, counter, "tlsgate_handshakes_total", "result=\"key_operation_failed\"", "")   \
+    X(HS_FAIL_CCERT, counter, "tlsgate_handshakes_total", "result=\"client_certificate\"", "")     \
     X(HS_RESUMED, counter, "tlsgate_handshakes_resumed_total", "",                                 \
       "TLS handshakes that resumed a session")                                                     \
     X(HS_TLS12, counter, "tlsgate_handshakes_by_version_total", "version=\"TLSv1.2\"",             \
@@ -146,7 +147,26 @@ extern const struct tg_hist_spec tg_hist_latency_us;
     X(ACCEPT_PAUSED, counter, "tlsgate_accept_pauses_total", "",                                   \
       "Times a worker stopped accepting for 100 ms: out of file descriptors or memory")            \
     X(MEMORY_TRIMS, counter, "tlsgate_memory_trims_total", "",                                     \
-      "Times a worker gave the heap's free memory back to the system after connections closed")
+      "Times a worker gave the heap's free memory back to the system after connections closed")    \
+    TG_CCERT_STATS(X)
+
+/* Client certificates (tls.client_certificate): one per full handshake on
+ * such a listener, by outcome. verified and absent (mode optional, none
+ * sent) went on; the others failed the handshake (HS_FAIL_CCERT). */
+#define TG_CCERT_STATS(X)                                                                          \
+    X(CCERT_VERIFIED, counter, "tlsgate_client_certificates_total", "result=\"verified\"",         \
+      "Client certificates of full handshakes on listeners that ask for one, by outcome")          \
+    X(CCERT_ABSENT, counter, "tlsgate_client_certificates_total", "result=\"absent\"", "")         \
+    X(CCERT_MISSING, counter, "tlsgate_client_certificates_total", "result=\"missing\"", "")       \
+    X(CCERT_UNKNOWN_CA, counter, "tlsgate_client_certificates_total", "result=\"unknown_ca\"", "") \
+    X(CCERT_EXPIRED, counter, "tlsgate_client_certificates_total", "result=\"expired\"", "")       \
+    X(CCERT_NOT_YET_VALID, counter, "tlsgate_client_certificates_total",                           \
+      "result=\"not_yet_valid\"", "")                                                              \
+    X(CCERT_REVOKED, counter, "tlsgate_client_certificates_total", "result=\"revoked\"", "")       \
+    X(CCERT_CRL, counter, "tlsgate_client_certificates_total", "result=\"crl_error\"", "")         \
+    X(CCERT_DEPTH, counter, "tlsgate_client_certificates_total", "result=\"chain_too_long\"", "")  \
+    X(CCERT_PURPOSE, counter, "tlsgate_client_certificates_total", "result=\"bad_purpose\"", "")   \
+    X(CCERT_INVALID, counter, "tlsgate_client_certificates_total", "result=\"invalid\"", "")
 
 enum tg_core_stat {
 #define TG_STAT_ENUM(id, type, name, labels, help) TG_STAT_##id,

@@ -84,6 +84,8 @@ int tg_keyop_complete(struct tg_keyop *op, int result, enum tg_fallback_reason r
                  tg_keyop_type_name(op->type), tg_strerror(result));
         result = tg_keyop_compute_sw(op);
         op->fell_back = true;
+        if (op->ctx != NULL)
+            op->ctx->fallbacks++;
     }
     op->result = result;
     if (result != TG_OK)
@@ -123,6 +125,8 @@ int tg_keyop_run(struct tg_keyop *op)
     if (op->state != TG_KEYOP_NEW)
         return TG_ESTATE;
     op->ctx = tg_keyctx_current();
+    if (op->ctx != NULL && op->pkey != NULL)
+        op->ctx->signer = op->pkey;
     if (op->ctx != NULL && op->ctx->cancelled) {
         op->state = TG_KEYOP_CONSUMED;
         return TG_ECANCELED;

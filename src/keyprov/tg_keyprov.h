@@ -95,6 +95,8 @@ struct tg_keyctx {
     bool cancelled;                      /* connection closing: fail, do not wait */
     unsigned waits;                      /* ASYNC pauses so far (stats) */
     unsigned failures;                   /* operations that failed */
+    unsigned fallbacks;                  /* operations finished in software (fell_back) */
+    const struct tg_pkey *signer;        /* key of the last signature started (access log) */
 };
 void tg_keyctx_set_current(struct tg_keyctx *ctx);
 struct tg_keyctx *tg_keyctx_current(void);

@@ -8,12 +8,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/tg_log.h"
 #include "core/tg_time.h"
+#include "proxy/tg_conn_alog.h"
 #include "proxy/tg_ppio.h"
 #include "proxy/tg_worker.h"
+#include "tls/tg_tls.h"
 #include "upstream/tg_cluster.h"
 
 const char *tg_conn_state_name(enum tg_conn_state s)
@@ -127,6 +130,8 @@ static void tg_pipe_drop_if_empty(struct tg_worker *w, struct tg_pipe *p)
 static void tg_conn_finalize(struct tg_conn *c, int stat)
 {
     struct tg_worker *w = c->w;
+    if (w->alog != NULL)
+        tg_conn_alog_closed(c, stat);
     tg_conn_handshake_over(c);
     struct ev_loop *loop = w->loop;
     ev_io_stop(loop, &c->cio);
@@ -158,6 +163,7 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
     }
     close(c->cfd);
     tg_ppio_rx_free(c->pp_rx);
+    free(c->peer);
     c->c2u.len = c->u2c.len = 0; /* whatever was left is lost with the connection */
     tg_pipe_drop_if_empty(w, &c->c2u);
     tg_pipe_drop_if_empty(w, &c->u2c);
@@ -216,9 +222,10 @@ static int tg_conn_pp_prepend(struct tg_conn *c)
     size_t n = 0;
     if (!tg_pipe_take(c->w, &c->c2u))
         return TG_ENOMEM;
-    /* No client certificates yet: no verified subject to pass as SSL_CN. */
+    /* The verified client certificate's CN, when there is one. */
+    const char *cn = c->peer != NULL && c->peer->cn[0] != '\0' ? c->peer->cn : NULL;
     int rc = tg_ppio_build(c->l->conf->upstream.proxy_protocol, c->ssl, &c->client_addr,
-                           &c->dest_addr, NULL, c->c2u.data, c->c2u.cap, &n);
+                           &c->dest_addr, cn, c->c2u.data, c->c2u.cap, &n);
     if (rc != TG_OK) {
         TG_WARN("conn %p: cannot build the PROXY header for the upstream: %s", (void *)c,
                 tg_strerror(rc));
@@ -232,6 +239,7 @@ static int tg_conn_pp_prepend(struct tg_conn *c)
 static void tg_conn_upstream_connected(struct tg_conn *c)
 {
     struct tg_worker *w = c->w;
+    c->alog.t_connected_ns = tg_now_ns();
     tg_stat_inc(&w->stats, TG_STAT_UPSTREAM_CONNECT_OK);
     tg_cluster_report(c->ep, TG_CONNECT_OK);
     /* The buffers themselves are taken when bytes come (tg_pipe_take). */
@@ -277,9 +285,12 @@ static void tg_conn_upstream_failed(struct tg_conn *c, int err)
     enum tg_connect_result r = err == ECONNREFUSED ? TG_CONNECT_REFUSED
                                : err == ETIMEDOUT  ? TG_CONNECT_TIMEOUT
                                                    : TG_CONNECT_ERROR;
-    tg_stat_inc(&w->stats, r == TG_CONNECT_REFUSED   ? TG_STAT_UPSTREAM_CONNECT_REFUSED
-                           : r == TG_CONNECT_TIMEOUT ? TG_STAT_UPSTREAM_CONNECT_TIMEOUT
-                                                     : TG_STAT_UPSTREAM_CONNECT_ERROR);
+    int stat = r == TG_CONNECT_REFUSED   ? TG_STAT_UPSTREAM_CONNECT_REFUSED
+               : r == TG_CONNECT_TIMEOUT ? TG_STAT_UPSTREAM_CONNECT_TIMEOUT
+                                         : TG_STAT_UPSTREAM_CONNECT_ERROR;
+    tg_stat_inc(&w->stats, (enum tg_core_stat)stat);
+    c->alog.t_connected_ns = tg_now_ns();
+    c->alog.detail = stat;
     char a[TG_PP_ADDR_TEXT];
     TG_DEBUG("conn %p: upstream %s (attempt %u): %s (client %s)", (void *)c,
              c->ep != NULL ? c->ep->text : "?", (unsigned)c->n_tried, strerror(err),
@@ -319,6 +330,10 @@ static void tg_conn_connect(struct tg_conn *c)
         tg_stat_inc(&w->stats, TG_STAT_UPSTREAM_RETRY);
     c->ep = ep;
     c->tried[c->n_tried++] = ep;
+    if (c->alog.t_connect_ns == 0)
+        c->alog.t_connect_ns = tg_now_ns();
+    tg_alog_addr_set(&c->alog.upstream, &ep->addr.sa, ep->addrlen);
+    c->alog.upstream_host = ep->host;
     int fd = socket(ep->addr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         tg_conn_upstream_failed(c, errno);
@@ -425,6 +440,7 @@ static void tg_conn_proxy_header(struct tg_conn *c)
              * check): counted as a client that leaves before its
              * ClientHello is, not as a protocol error. */
             tg_stat_inc(&w->stats, TG_STAT_HS_FAIL_CLOSED);
+            c->alog.detail = TG_STAT_HS_FAIL_CLOSED;
             tg_conn_close(c, TG_STAT_CLOSE_HANDSHAKE_FAILED);
             return;
         }
@@ -461,15 +477,39 @@ refused:
     TG_DEBUG("conn %p: PROXY header refused from %s: %s", (void *)c,
              tg_pp_addr_text(&c->client_addr, a, sizeof(a)), why);
     tg_stat_inc(&w->stats, (enum tg_core_stat)stat);
+    c->alog.detail = stat;
     tg_conn_close(c, TG_STAT_CLOSE_PROXY_PROTOCOL);
 }
 
 /* ---- handshake ---- */
 
+/* A finished handshake on a listener with client certificates: counted,
+ * described (c->peer). false when the connection must not go on. */
+static bool tg_conn_client_cert(struct tg_conn *c)
+{
+    int count = -1;
+    int rc = tg_mtls_handshake_done(c->ssl, tg_tls_listener_ctx(c->l->tls), time(NULL), &c->peer,
+                                    &count);
+    if (count >= 0)
+        tg_stat_inc(&c->w->stats, (enum tg_core_stat)count);
+    if (rc == TG_OK && c->peer != NULL)
+        TG_DEBUG("conn %p: client certificate%s: subject %s, sha256 %s", (void *)c,
+                 c->peer->resumed ? " (resumed session)" : "", c->peer->subject, c->peer->sha256);
+    if (rc == TG_EPROTO) {
+        tg_stat_inc(&c->w->stats, TG_STAT_HS_FAIL_CCERT);
+        TG_DEBUG("conn %p: resumed session's client certificate is no longer valid", (void *)c);
+    }
+    if (rc != TG_OK)
+        tg_conn_close(c, rc == TG_EPROTO ? TG_STAT_CLOSE_HANDSHAKE_FAILED : TG_STAT_CLOSE_INTERNAL);
+    return rc == TG_OK;
+}
+
 static void tg_conn_handshake_done(struct tg_conn *c)
 {
     struct tg_worker *w = c->w;
     tg_conn_handshake_over(c);
+    if (tg_tls_listener_mtls(c->l->tls) != NULL && !tg_conn_client_cert(c))
+        return;
     /* No private-key operation happens after the handshake: stop paying
      * for an ASYNC job on every read and write. */
     SSL_clear_mode(c->ssl, SSL_MODE_ASYNC);
@@ -485,8 +525,9 @@ static void tg_conn_handshake_done(struct tg_conn *c)
         tg_stat_inc(&w->stats, TG_STAT_HS_RESUMED);
     if (c->keyctx.waits > 0)
         tg_stat_add(&w->stats, TG_STAT_KEYOP_WAITS, c->keyctx.waits);
+    c->alog.t_handshake_ns = tg_now_ns();
     tg_hist_record(&w->stats.handshake_us, &tg_hist_latency_us,
-                   (tg_now_ns() - c->t_accept_ns) / 1000);
+                   (c->alog.t_handshake_ns - c->t_accept_ns) / 1000);
     ev_io_stop(w->loop, &c->cio);
     tg_conn_ssl_quiet(c); /* until the upstream is connected */
     tg_conn_connect(c);
@@ -495,15 +536,24 @@ static void tg_conn_handshake_done(struct tg_conn *c)
 static void tg_conn_handshake_failed(struct tg_conn *c, int err)
 {
     struct tg_worker *w = c->w;
-    int stat;
-    if (c->keyctx.failures > 0 && !c->keyctx.cancelled)
+    int stat, ccert = -1;
+    if (tg_tls_listener_mtls(c->l->tls) != NULL)
+        ccert = tg_mtls_failure(c->ssl);
+    if (ccert >= 0)
+        stat = TG_STAT_HS_FAIL_CCERT;
+    else if (c->keyctx.failures > 0 && !c->keyctx.cancelled)
         stat = TG_STAT_HS_FAIL_KEYOP;
     else if (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN)
         stat = TG_STAT_HS_FAIL_CLOSED;
     else
         stat = TG_STAT_HS_FAIL_PROTOCOL;
+    c->alog.detail = stat;
     if (!c->closing) {
         tg_stat_inc(&w->stats, (enum tg_core_stat)stat);
+        if (ccert >= 0) {
+            tg_stat_inc(&w->stats, (enum tg_core_stat)ccert);
+            TG_DEBUG("conn %p: client certificate refused: %s", (void *)c, tg_mtls_why(c->ssl));
+        }
         if (tg_log_enabled(TG_LOG_DEBUG))
             tg_log_openssl_errors(TG_LOG_DEBUG, "handshake failed");
     }
@@ -654,6 +704,7 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
                 from_client -= h;
             }
             tg_stat_add(&w->stats, TG_STAT_BYTES_FROM_CLIENT, (uint64_t)from_client);
+            c->alog.bytes_in += (uint64_t)from_client;
             /* A nearby upstream often answers before the loop comes back:
              * look once, it can save a poll round trip. */
             c->upstream_maybe_readable = true;
@@ -705,6 +756,7 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
         if (n > 0) {
             uc->off += (size_t)n;
             tg_stat_add(&w->stats, TG_STAT_BYTES_TO_CLIENT, (uint64_t)n);
+            c->alog.bytes_out += (uint64_t)n;
             if (uc->off == uc->len)
                 uc->off = uc->len = 0;
             *progress = true;
@@ -844,6 +896,7 @@ static void tg_conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     case TG_CONN_PROXY_HEADER:
         TG_DEBUG("conn %p: no complete PROXY header within proxy_protocol_timeout", (void *)c);
         tg_stat_inc(&w->stats, TG_STAT_PP_ERR_TIMEOUT);
+        c->alog.detail = TG_STAT_PP_ERR_TIMEOUT;
         tg_conn_close(c, TG_STAT_CLOSE_PROXY_PROTOCOL);
         break;
     case TG_CONN_HELLO_WAIT: {
@@ -894,12 +947,16 @@ void tg_conn_accept(struct tg_wlistener *l, int fd, const struct sockaddr_storag
      * clients are counted per source once the header names them. */
     struct tg_srclimit_hold src = {0};
     if (!pp && !tg_worker_source_acquire(w, peer, &src)) {
+        if (w->alog != NULL)
+            tg_conn_alog_rejected(l, peer, TG_STAT_CONN_REJECTED_PER_SOURCE);
         close(fd);
         return;
     }
     if (!tg_worker_conn_acquire(w)) {
         tg_stat_inc(&w->stats, TG_STAT_CONN_REJECTED_LIMIT);
         tg_worker_source_release(w, &src);
+        if (w->alog != NULL)
+            tg_conn_alog_rejected(l, peer, TG_STAT_CONN_REJECTED_LIMIT);
         close(fd);
         return;
     }
@@ -923,6 +980,8 @@ void tg_conn_accept(struct tg_wlistener *l, int fd, const struct sockaddr_storag
     c->client_addr = *peer;
     c->src = src;
     c->t_accept_ns = c->t_hs_start_ns = tg_now_ns();
+    if (w->alog != NULL)
+        tg_alog_addr_set(&c->alog.peer, (const struct sockaddr *)peer, sizeof(*peer));
     ev_io_init(&c->cio, tg_conn_client_cb, fd, EV_READ);
     c->cio.data = c;
     ev_init(&c->uio, tg_conn_upstream_cb);

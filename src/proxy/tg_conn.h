@@ -27,6 +27,12 @@
  * proxy_protocol v1 or v2, the header for it is the first thing in the
  * client -> upstream buffer once the upstream connection is up.
  *
+ * HANDSHAKING, on listeners with tls.client_certificate: libssl asks for
+ * and verifies the client's certificate; a refused or missing one fails the
+ * handshake (counted by reason: tlsgate_client_certificates_total), a
+ * verified one is described in c->peer once the handshake is done. A
+ * resumed session whose certificate has expired since is refused too.
+ *
  * UPSTREAM_CONNECTING: the listener's cluster gives an endpoint; when the
  * connect fails or times out (connect_timeout per attempt) the result is
  * reported to the cluster and another endpoint is tried, up to
@@ -53,9 +59,11 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "alog/tg_alog.h"
 #include "core/tg_stats.h"
 #include "keyprov/tg_keyprov.h"
 #include "proxy/tg_srclimit.h"
+#include "tls/tg_mtls.h"
 #include "upstream/tg_endpoint.h"
 
 /* Most upstream endpoints one connection tries (upstream.max_connect_attempts). */
@@ -88,6 +96,25 @@ struct tg_pipe {
     size_t cap;
     size_t off; /* first unsent byte */
     size_t len; /* bytes in data[0..len) */
+};
+
+/* What the access log needs beyond what the connection keeps anyway,
+ * gathered along the way (times from tg_now_ns); read once, at close, by
+ * tg_conn_alog_closed. */
+struct tg_conn_alog {
+    uint64_t t_handshake_ns;      /* handshake finished; 0: not */
+    uint64_t t_connect_ns;        /* first upstream connect() started; 0: not */
+    uint64_t t_connected_ns;      /* upstream connected, or the last attempt failed; 0: not yet */
+    uint64_t bytes_in;            /* plaintext of the client's sent to the upstream */
+    uint64_t bytes_out;           /* plaintext written to the client */
+    struct tg_alog_addr peer;     /* the TCP peer, set at accept when the worker logs */
+    struct tg_alog_addr upstream; /* the endpoint of the last connect attempt */
+    /* That endpoint's entry in the configuration ("web.svc:80"): owned by
+     * the listener's cluster, which outlives the connection. NULL: none. */
+    const char *upstream_host;
+    /* The tg_core_stat refining the close reason (HS_FAIL_*,
+     * UPSTREAM_CONNECT_*, PP_ERR_*); 0: none. */
+    int detail;
 };
 
 struct tg_conn {
@@ -140,9 +167,17 @@ struct tg_conn {
     struct tg_endpoint *ep;
     struct tg_endpoint *tried[TG_CONN_MAX_ATTEMPTS];
     uint8_t n_tried;
+    /* The client's certificate (tls.client_certificate), verified: subject,
+     * SAN, SHA-256 fingerprint (tg_mtls.h). Filled when the handshake
+     * finishes (also from a resumed session) and kept until the connection
+     * is freed, for the PROXY v2 header's SSL_CN and the access log; NULL
+     * when the listener asks for none or the client sent none. Owned. */
+    struct tg_tls_peer *peer;
     struct tg_conn *prev, *next;       /* worker's list */
     struct tg_conn *hs_prev, *hs_next; /* worker's handshake list (in_handshake) */
     struct tg_conn *ready_next;
+
+    struct tg_conn_alog alog;
 };
 
 /* Take an accepted socket (non-blocking) from the TCP peer `peer` (as

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "admin/tg_admin.h"
+#include "alog/tg_alog.h"
 #include "core/tg_log.h"
 #include "core/tg_pidfile.h"
 #include "core/tg_time.h"
@@ -30,13 +31,14 @@ struct tg_gateway {
     int n_started;
     struct tg_core_stats **stats; /* one per worker, for /stats */
     struct ev_loop *loop;         /* main thread */
-    ev_signal sigterm, sigint, sighup;
+    ev_signal sigterm, sigint, sighup, sigusr1;
     ev_async worker_exit;
     ev_async switched;
     ev_prepare upstreams_wait; /* next's clusters not ready yet: look before each poll */
     struct tg_admin *admin;
     struct tg_watch *watch; /* NULL: reload.watch off, or no inotify */
     struct tg_pidfile *pidfile;
+    struct tg_alog *alog;        /* NULL: access_log off (restart-only: tg_gen_check_restart) */
     _Atomic uint64_t active;     /* open connections, all workers (limits.max_connections) */
     struct tg_srclimit *sources; /* per source address (limits.max_connections_per_source) */
     _Atomic int exited;
@@ -111,6 +113,7 @@ static void tg_gateway_render(struct tg_buf *out, void *arg)
     tg_gen_render_certs(gw->gen, out);
     tg_core_stats_render(out, gw->stats, (size_t)gw->n_workers);
     tg_gen_render_clusters(gw->gen, out);
+    tg_alog_render_stats(out, gw->alog);
     tg_keyprov_render_stats(out);
 }
 
@@ -145,6 +148,19 @@ static void tg_sighup_cb(struct ev_loop *loop, ev_signal *s, int revents)
     (void)loop;
     (void)revents;
     tg_gateway_reload(s->data, "SIGHUP");
+}
+
+/* SIGUSR1: reopen the access-log file (logrotate's postrotate). */
+static void tg_sigusr1_cb(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct tg_gateway *gw = s->data;
+    if (gw->alog == NULL) {
+        TG_INFO("SIGUSR1: no access log to reopen");
+        return;
+    }
+    tg_alog_reopen(gw->alog);
 }
 
 static void tg_watch_cb(void *arg)
@@ -232,7 +248,8 @@ static void tg_gateway_describe(const struct tg_gen *g, const struct tg_gen *pre
     }
 }
 
-/* Watch the certificate and key files g reads (reload.watch). */
+/* Watch the certificate, key, client CA and CRL files g reads
+ * (reload.watch). */
 static void tg_gateway_watch(struct tg_gateway *gw, const struct tg_gen *g)
 {
     const struct tg_config *cfg = g->cfg;
@@ -243,7 +260,7 @@ static void tg_gateway_watch(struct tg_gateway *gw, const struct tg_gen *g)
         return;
     size_t n = 0, cap = 0;
     for (size_t i = 0; i < cfg->n_listeners; i++)
-        cap += 2 * cfg->listeners[i].tls.n_certs;
+        cap += 2 * cfg->listeners[i].tls.n_certs + 2;
     const char **paths = calloc(cap + 1, sizeof(*paths));
     if (paths == NULL) {
         TG_WARN("reload.watch: out of memory: the files watched stay as they were");
@@ -257,6 +274,10 @@ static void tg_gateway_watch(struct tg_gateway *gw, const struct tg_gen *g)
             if (tls->certs[c].private_key.path != NULL)
                 paths[n++] = tls->certs[c].private_key.path;
         }
+        if (tls->client_cert.ca.path != NULL)
+            paths[n++] = tls->client_cert.ca.path;
+        if (tls->client_cert.crl.path != NULL)
+            paths[n++] = tls->client_cert.crl.path;
     }
     tg_watch_set(gw->watch, paths, n, cfg->reload.debounce_ns);
     free(paths);
@@ -386,6 +407,7 @@ static void tg_gateway_free(struct tg_gateway *gw)
         return;
     tg_admin_stop(gw->admin);
     tg_watch_free(gw->watch);
+    tg_alog_free(gw->alog); /* after the workers ended: every line is written */
     if (gw->workers != NULL) {
         for (int i = 0; i < gw->n_workers; i++)
             tg_worker_destroy(&gw->workers[i]);
@@ -465,6 +487,10 @@ static int tg_gateway_pidfile(struct tg_gateway *gw)
 
 int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
 {
+    /* SIGUSR1's default action ends the process: a logrotate postrotate
+     * that comes while the certificates and providers are still loading
+     * must not. Its handler (reopen) is installed with the other signals. */
+    signal(SIGUSR1, SIG_IGN);
     struct tg_gateway *gw = calloc(1, sizeof(*gw));
     if (gw == NULL) {
         tg_config_free(cfg);
@@ -511,6 +537,7 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
         rc = 1;
         goto out;
     }
+    const struct tg_config *c = gw->gen->cfg;
     struct tg_worker_host host = {
         .active = &gw->active,
         .exited = tg_gateway_worker_exited,
@@ -526,8 +553,22 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
         }
         gw->stats[i] = &gw->workers[i].stats;
     }
+    if (c->access_log.dest != TG_CONF_ALOG_OFF) {
+        int arc = tg_alog_open(&c->access_log, gw->n_workers, &gw->alog, err, sizeof(err));
+        if (arc != TG_OK) {
+            fprintf(stderr, "tlsgate: %s\n", err);
+            rc = arc == TG_ECONFIG ? 2 : 1;
+            goto out;
+        }
+        if (tg_alog_start(gw->alog) != TG_OK) {
+            TG_ERROR("cannot start the access-log writer");
+            rc = 1;
+            goto out;
+        }
+        for (int i = 0; i < gw->n_workers; i++)
+            gw->workers[i].alog = tg_alog_ring_of(gw->alog, i);
+    }
     tg_gateway_describe(gw->gen, NULL);
-    const struct tg_config *c = gw->gen->cfg;
     if (c->has_admin) {
         struct tg_admin_callbacks cb = {tg_gateway_render, tg_gateway_ready, gw};
         if (tg_admin_start(gw->loop, &c->admin, &cb, &gw->admin) != TG_OK) {
@@ -545,6 +586,9 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
     ev_signal_init(&gw->sighup, tg_sighup_cb, SIGHUP);
     gw->sighup.data = gw;
     ev_signal_start(gw->loop, &gw->sighup);
+    ev_signal_init(&gw->sigusr1, tg_sigusr1_cb, SIGUSR1);
+    gw->sigusr1.data = gw;
+    ev_signal_start(gw->loop, &gw->sigusr1);
     ev_async_init(&gw->worker_exit, tg_worker_exit_cb);
     gw->worker_exit.data = gw;
     ev_async_start(gw->loop, &gw->worker_exit);
@@ -571,6 +615,8 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
         ev_run(gw->loop, 0);
     for (int i = 0; i < gw->n_started; i++)
         pthread_join(gw->workers[i].thread, NULL);
+    /* Every worker has ended: the writer drains what they logged. */
+    tg_alog_stop(gw->alog);
     if (gw->failed)
         rc = 1;
     if (rc == 0)
@@ -578,6 +624,7 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
     ev_signal_stop(gw->loop, &gw->sigterm);
     ev_signal_stop(gw->loop, &gw->sigint);
     ev_signal_stop(gw->loop, &gw->sighup);
+    ev_signal_stop(gw->loop, &gw->sigusr1);
     ev_async_stop(gw->loop, &gw->worker_exit);
     ev_async_stop(gw->loop, &gw->switched);
     ev_prepare_stop(gw->loop, &gw->upstreams_wait);

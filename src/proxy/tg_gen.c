@@ -406,6 +406,16 @@ int tg_gen_check_restart(const struct tg_config *old_cfg, const struct tg_config
                       new_cfg->has_admin ? new_cfg->admin.text : "none");
         return TG_ECONFIG;
     }
+    const struct tg_conf_access_log *oa = &old_cfg->access_log, *na = &new_cfg->access_log;
+    if (oa->dest != na->dest || oa->format != na->format || oa->buffer != na->buffer ||
+        (na->dest == TG_CONF_ALOG_FILE && strcmp(oa->path, na->path) != 0)) {
+        /* The writer thread and the workers' rings live as long as the
+         * process; SIGUSR1 reopens the file (log rotation). */
+        tg_conf_error(err, errlen, na->mark.line > 0 ? &na->mark : &file, "access_log",
+                      "changed: the access log's path, format and buffer change only at a "
+                      "restart (nothing was reloaded; SIGUSR1 reopens the file)");
+        return TG_ECONFIG;
+    }
     return TG_OK;
 }
 

@@ -154,7 +154,7 @@ unsigned long tg_gen_alive(void);
 
 /*
  * Settings a reload cannot change (concurrency; the admin endpoint's
- * presence and address): TG_ECONFIG with "FILE:LINE:COL: key: changed from
+ * presence and address; the access_log block): TG_ECONFIG with "FILE:LINE:COL: key: changed from
  * A to B: ... needs a restart" in err when new_cfg changes one, else TG_OK.
  */
 int tg_gen_check_restart(const struct tg_config *old_cfg, const struct tg_config *new_cfg,

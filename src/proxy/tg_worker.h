@@ -159,6 +159,10 @@ struct tg_worker {
      * buffers unused for a whole period, and the heap's free memory after
      * many connections closed (tg_worker.c). */
     ev_timer housekeep;
+
+    /* This worker's access-log ring (it is the only producer); NULL: no
+     * access log. Set by the code that runs the worker, after init. */
+    struct tg_alog_ring *alog;
 };
 
 /* Set up a worker serving gen (its sockets already open, tg_gen_open_sockets):

@@ -8,6 +8,9 @@
  * absent name gets the first certificate's. Every private key is held by the
  * tlsgate OpenSSL provider and bound to its key provider.
  *
+ * With tls.client_certificate every SSL_CTX of the listener asks for and
+ * verifies a client certificate the same way (tg_mtls).
+ *
  * Key exchange goes through the tlsgate provider when the listener's first
  * certificate's provider takes key exchange (binding->kx); then every SSL_CTX
  * of the listener is created with the "?provider=tlsgate" property query.
@@ -36,6 +39,17 @@ void tg_tls_listener_free(struct tg_tls_listener *t);
 SSL_CTX *tg_tls_listener_ctx(const struct tg_tls_listener *t);
 /* Key-exchange binding for the listener's connections (NULL: inline software). */
 const struct tg_keyprov_binding *tg_tls_listener_kx(const struct tg_tls_listener *t);
+/* Which of the listener's certificates a key belongs to (the key a
+ * connection signed with: tg_keyctx.signer): its index in
+ * tls.certificates, its first name (NULL when it has none) and the key
+ * provider that runs for it; -1 (and both NULL) when key is NULL or not the
+ * listener's. The strings live as long as t. Any thread. */
+int tg_tls_listener_cert_of(const struct tg_tls_listener *t, const struct tg_pkey *key,
+                            const char **name, const char **provider);
+/* The listener's client-certificate verification (tls.client_certificate),
+ * NULL when it asks for none. Lives as long as t. */
+struct tg_mtls;
+const struct tg_mtls *tg_tls_listener_mtls(const struct tg_tls_listener *t);
 /* What /stats says about one certificate a listener serves. */
 struct tg_tls_cert_info {
     char names[512];   /* its SNI names, comma-separated (cut if very long) */

@@ -228,13 +228,15 @@ def valgrind_wrap(t, argv):
 
 
 class Proc:
-    def __init__(self, t, name, argv, env=None):
+    def __init__(self, t, name, argv, env=None, stdout=None):
+        """stdout: where the process's stdout goes (default: the log, with stderr)."""
         self.t = t
         self.name = name
         self.argv = argv
         self.log_path = t.unique_path(name, ".log")
         self.logf = open(self.log_path, "wb")
-        self.p = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT,
+        self.p = subprocess.Popen(argv, stdout=self.logf if stdout is None else stdout,
+                                  stderr=subprocess.STDOUT if stdout is None else self.logf,
                                   stdin=subprocess.DEVNULL, env=env, cwd=t.dir)
         self.pid = self.p.pid
         t.procs.append(self)
@@ -303,7 +305,7 @@ class Stats:
 class Gateway(Proc):
     """A running `tlsgate run` with its config; ports read from its log."""
 
-    def __init__(self, t, cfg, name="tlsgate", extra_args=(), wait=True, env=None):
+    def __init__(self, t, cfg, name="tlsgate", extra_args=(), wait=True, env=None, stdout=None):
         self.cfg_path = t.unique_path(name, ".yaml")
         text = cfg if isinstance(cfg, str) else to_yaml(cfg) + "\n"
         with open(self.cfg_path, "w") as f:
@@ -321,7 +323,7 @@ class Gateway(Proc):
             env = dict(venv, **extra)
         elif env is not None:
             env = dict(os.environ, **env)
-        super().__init__(t, name, argv, env)
+        super().__init__(t, name, argv, env, stdout)
         self.ports = {}
         self.admin_port = None
         if wait:
@@ -534,6 +536,8 @@ class Test:
             if p.alive() and p.wait(3) is None:
                 p.kill()
             p.logf.close()
+            if p.p.stdout is not None:
+                p.p.stdout.close()
         if os.environ.get("TG_KEEP_TMP"):
             print("temp dir kept: %s" % self.dir)
         else:

@@ -4,6 +4,7 @@
  */
 #include "tg_test_util.h"
 
+#include "config/tg_conf_parse.h"
 #include "config/tg_config.h"
 
 #include <arpa/inet.h>
@@ -129,6 +130,43 @@ static void test_parse_u64_bool(void **state)
     assert_true(b);
 }
 
+static void test_parse_size(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        uint64_t want;
+    } ok[] = {{"0", 0},           {"4096", 4096},    {"12B", 12},          {"1KiB", 1024},
+              {"256KiB", 262144}, {"3MiB", 3 << 20}, {"2GiB", 2ULL << 30}, {"0042KiB", 42 << 10}};
+    uint64_t v = 7;
+    for (size_t i = 0; i < TG_ARRAY_LEN(ok); i++) {
+        assert_int_equal(tg_conf_parse_size(ok[i].s, 0, UINT64_MAX, &v), TG_OK);
+        assert_true(v == ok[i].want);
+    }
+    v = 7;
+    static const char *const bad[] = {"",
+                                      "KiB",
+                                      "1 KiB",
+                                      "1kib",
+                                      "1KB",
+                                      "1K",
+                                      "1.5MiB",
+                                      "-1KiB",
+                                      "+1",
+                                      "1KiB ",
+                                      "0x10",
+                                      "1TiB",
+                                      "1MiBx",
+                                      "99999999999999999999",
+                                      "18014398509481984KiB"};
+    for (size_t i = 0; i < TG_ARRAY_LEN(bad); i++)
+        assert_int_equal(tg_conf_parse_size(bad[i], 0, UINT64_MAX, &v), TG_ECONFIG);
+    assert_int_equal(tg_conf_parse_size("4KiB", 4097, 8192, &v), TG_ECONFIG);
+    assert_int_equal(tg_conf_parse_size("9KiB", 4096, 8192, &v), TG_ECONFIG);
+    assert_int_equal(tg_conf_parse_size(NULL, 0, 10, &v), TG_ECONFIG);
+    assert_true(v == 7);
+}
+
 static void test_parse_addr(void **state)
 {
     (void)state;
@@ -212,6 +250,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_u64_bool),
+        cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_parse_addr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

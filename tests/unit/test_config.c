@@ -544,6 +544,9 @@ static void test_example_file(void **state)
     assert_int_equal(mkdir(path, 0700), 0);
     tg_test_write_file("example/certs/server.pem", g_cert_pem, strlen(g_cert_pem));
     tg_test_write_file("example/certs/server.key", g_key_pem, strlen(g_key_pem));
+    tg_test_write_file("example/certs/client-ca.pem", g_cert_pem, strlen(g_cert_pem));
+    static const char crl[] = "-----BEGIN X509 CRL-----\nMA==\n-----END X509 CRL-----\n";
+    tg_test_write_file("example/certs/client-ca.crl", crl, sizeof(crl) - 1);
     const char *yaml = tg_test_write_file("example/gw.yaml", text, len);
     free(text);
 
@@ -567,6 +570,11 @@ static void test_example_file(void **state)
     assert_int_equal(cfg->listeners[1].upstream.proxy_protocol, 2);
     const struct tg_conf_cert *c = &cfg->listeners[1].tls.certs[0];
     assert_string_equal(c->keyprov.provider_name, "deferred");
+    const struct tg_conf_client_cert *cc = &cfg->listeners[1].tls.client_cert;
+    assert_int_equal(cc->mode, TG_CCERT_REQUIRE);
+    assert_int_equal(cc->verify_depth, 4);
+    assert_non_null(cc->crl.data);
+    assert_int_equal(cfg->listeners[0].tls.client_cert.mode, TG_CCERT_OFF);
     assert_true(c->keyprov.poll_delay_ns == 200 * TG_NS_PER_US);
     assert_string_equal(c->private_key.data, g_key_pem);
     /* The resolved path, for the file watcher: beside the config file. */
@@ -590,6 +598,8 @@ static void test_example_file(void **state)
     assert_true(d == 0 && n == 0 && kx);
     assert_string_equal(mode, "error");
     assert_int_equal(tg_conf_params_check_unused(p, "deferred", err, sizeof(err)), TG_OK);
+    assert_int_equal(cfg->access_log.dest, TG_CONF_ALOG_STDOUT);
+    assert_int_equal(cfg->access_log.buffer, 256 << 10);
     tg_config_free(cfg);
 }
 
@@ -643,14 +653,14 @@ static void test_err_unknown_keys(void **state)
     (void)state;
     static const struct err_case cases[] = {
         {"bogus: 1\n" L0, "gw.yaml:1:1: bogus: unknown key 'bogus' (allowed: concurrency, "
-                          "log_level, admin, listeners, limits, reload, dns)"},
+                          "log_level, admin, listeners, limits, reload, dns, access_log)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    port: 1\n    tls:\n" CERTS UPSTREAM,
          "gw.yaml:3:5: listeners[0].port: unknown key 'port' (allowed: name, address, backlog, "
          "tls, upstream, proxy_protocol, proxy_protocol_timeout)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n      ciphers: x\n" CERTS UPSTREAM,
          "gw.yaml:4:7: listeners[0].tls.ciphers: unknown key 'ciphers' (allowed: certificates, "
          "min_version, max_version, alpn, session_resumption, cipher_list, cipher_suites, "
-         "groups, key_exchange_provider, require_close_notify)"},
+         "groups, key_exchange_provider, require_close_notify, client_certificate)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "          chain: x\n" UPSTREAM,
          "gw.yaml:7:11: listeners[0].tls.certificates[0].chain: unknown key 'chain' (allowed: "

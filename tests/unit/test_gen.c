@@ -342,6 +342,22 @@ static void test_restart_only(void **state)
     expect_refused("", "admin: { address: 127.0.0.1:9901 }\n",
                    "gw.yaml:1:19: admin.address: changed from none to 127.0.0.1:9901: the admin "
                    "endpoint moves only at a restart (nothing was reloaded)");
+    /* The access log: the same block passes, any change is refused. */
+#define ALOG(x) "access_log: { path: /tmp/tg-test-gen.log" x " }\n"
+#define ALOG_WHY                                                                                   \
+    "access_log: changed: the access log's path, format and buffer change only at a restart "      \
+    "(nothing was reloaded; SIGUSR1 reopens the file)"
+    expect_refused(ALOG(", format: json"), "log_level: debug\n" ALOG(", format: json"), NULL);
+    expect_refused("access_log: {}\n", "access_log: { path: stdout }\n", NULL);
+    expect_refused(ALOG(""), ALOG(", format: json"), "gw.yaml:1:13: " ALOG_WHY);
+    expect_refused(ALOG(""), ALOG(", buffer: 1MiB"), "gw.yaml:1:13: " ALOG_WHY);
+    expect_refused(ALOG(""), "access_log: { path: /tmp/tg-test-gen-2.log }\n",
+                   "gw.yaml:1:13: " ALOG_WHY);
+    expect_refused(ALOG(""), "access_log: { path: stdout }\n", "gw.yaml:1:13: " ALOG_WHY);
+    expect_refused(ALOG(""), "", "gw.yaml: " ALOG_WHY);
+    expect_refused("", "access_log: { path: off }\n", NULL);
+#undef ALOG
+#undef ALOG_WHY
 }
 
 static void test_render_certs(void **state)
