@@ -59,6 +59,9 @@ Environment (defaults in brackets):
   TG_BENCH_PERF         peers to profile after the rounds with 'perf record -g'
                         (one extra, unreported measurement each) []
   TG_BENCH_KEEP_TMP     1 = keep the temporary directory (configs, logs) [0]
+  TG_BENCH_SHARES       cpu.shares of the benchmark's cgroups (bench/lib.sh; every
+                        bench script): above 1024 on a machine shared with other
+                        tenants, so the proxy gets its quota (which still caps it) []
 
 Example (a quick check, then the full run):
   TG_BENCH_SECONDS=3 TG_BENCH_ROUNDS=1 bench/compare.sh build/tlsgate

@@ -100,6 +100,10 @@ cg_make() { # NAME QUOTA_US(-1 = none) -> sets CG_MADE to the name
   CGROUPS+=("$CG_CPU_ROOT/$name" "$CG_ACCT_ROOT/$name")
   echo "$PERIOD_US" >"$CG_CPU_ROOT/$name/cpu.cfs_period_us"
   echo "$quota" >"$CG_CPU_ROOT/$name/cpu.cfs_quota_us"
+  # TG_BENCH_SHARES (cpu.shares, default 1024 = the kernel's): on a machine
+  # shared with other tenants, a higher weight lets the benchmark's groups get
+  # their quota (which still caps the proxy) instead of being crowded out.
+  if [ -n "${TG_BENCH_SHARES:-}" ]; then echo "$TG_BENCH_SHARES" >"$CG_CPU_ROOT/$name/cpu.shares"; fi
   CG_MADE=$name
 }
 cg_usage_ns() { cat "$CG_ACCT_ROOT/$1/cpuacct.usage"; }

@@ -24,12 +24,18 @@ SUITE13=TLS_AES_128_GCM_SHA256
 CIPHERS12="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256"
 # Client groups. In TLS 1.2 a server may use an ECDSA certificate only on a
 # curve the client lists in supported_groups (RFC 8422), so TLS 1.2 clients
-# also list P-256; every server offers X25519 only, so the key exchange is
-# X25519 in every cell (check_proc and the client's report verify it).
-GROUPS13=X25519
-GROUPS12=X25519:P-256
+# also list P-256; every server offers one group only (TG_PROV_KX, X25519 by
+# default), so the key exchange is that group in every cell (check_proc and
+# the client's report verify it).
+KX=${TG_PROV_KX:-X25519}
+case "$KX" in
+  X25519) GROUPS12=X25519:P-256 KX_TEMPKEY='Server Temp Key: X25519' KX_SEEN=x25519 ;;
+  P-256) GROUPS12=P-256 KX_TEMPKEY='Server Temp Key: ECDH, prime256v1' KX_SEEN=secp256r1 ;;
+  *) echo "providers.sh: error: TG_PROV_KX must be X25519 or P-256" >&2; exit 1 ;;
+esac
+GROUPS13=$KX
 KNOWN_VARIANTS="scalar software cryptomb qat nginx"
-KNOWN_CERTS="rsa2048 ecdsa-p256"
+KNOWN_CERTS="rsa2048 rsa3072 rsa4096 ecdsa-p256"
 # The headline cell of issue #3 / #4: RSA-2048, TLS 1.3 (X25519), -c 64.
 HEAD_CERT=rsa2048
 HEAD_TLS=1.3
@@ -66,7 +72,9 @@ plus nginx when it is installed.
 
 Environment (defaults in brackets; --quick changes the ones marked *):
   TG_PROV_VARIANTS        variants, space or comma separated [see above]
-  TG_PROV_CERTS*          certificates: rsa2048 ecdsa-p256 [rsa2048 ecdsa-p256]
+  TG_PROV_CERTS*          certificates: rsa2048 rsa3072 rsa4096 ecdsa-p256 [rsa2048 ecdsa-p256]
+  TG_PROV_KX              the one key exchange group every server offers and
+                          the client asks for: X25519 or P-256 [X25519]
   TG_PROV_TLS*            TLS versions the client pins: 1.3 1.2 [1.3 1.2]
   TG_PROV_CONNS*          client concurrencies [1 8 64 256]
   TG_PROV_SECONDS*        measured seconds per variant and cell [5]
@@ -101,7 +109,7 @@ Examples:
 EOF
 }
 
-cert_name() { case "$1" in rsa2048) echo RSA-2048 ;; ecdsa-p256) echo "ECDSA P-256" ;; *) echo "$1" ;; esac; }
+cert_name() { case "$1" in rsa[0-9]*) echo "RSA-${1#rsa}" ;; ecdsa-p256) echo "ECDSA P-256" ;; *) echo "$1" ;; esac; }
 
 # The plot: handshakes per proxy-CPU-second and p50 vs concurrency, one line
 # per variant, one panel per certificate x TLS version, from SUMMARY (the
@@ -326,7 +334,7 @@ make_cert() { # NAME
   mkdir -p "$dir"
   local -a keyopt
   case "$name" in
-    rsa2048) keyopt=(-newkey rsa:2048) ;;
+    rsa[0-9]*) keyopt=(-newkey "rsa:${name#rsa}") ;;
     ecdsa-p256) keyopt=(-newkey ec -pkeyopt ec_paramgen_curve:P-256) ;;
   esac
   openssl req -x509 "${keyopt[@]}" -nodes -sha256 -days 2 -subj /CN=localhost \
@@ -355,7 +363,8 @@ CLIENT_CG=$CG_MADE
 render() { # TEMPLATE OUT DIR PORT ADMIN_PORT CERT
   sed -e "s|@DIR@|$3|g" -e "s|@PORT@|$4|g" -e "s|@ADMIN_PORT@|$5|g" \
     -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" \
-    -e "s|@CERT@|$TMP/certs/$6/cert.pem|g" -e "s|@KEY@|$TMP/certs/$6/key.pem|g" "$1" >"$2"
+    -e "s|@CERT@|$TMP/certs/$6/cert.pem|g" -e "s|@KEY@|$TMP/certs/$6/key.pem|g" \
+    -e "s|groups: \[X25519\]|groups: [$KX]|" -e "s|ssl_ecdh_curve\( *\)X25519;|ssl_ecdh_curve\1$KX;|" "$1" >"$2"
   if grep -q '@[A-Z_]*@' "$2"; then die "unfilled placeholder in $2"; fi
 }
 
@@ -464,7 +473,7 @@ check_proc() { # PROC CERT
       timeout 10 openssl s_client -connect "127.0.0.1:$port" -servername localhost \
         "${vopt[@]}" -msg -ign_eof >"$log" 2>&1 || true
     grep -q '^HTTP/1.1 200' "$log" || { tail -n 30 "$log" >&2; die "$proc: no HTTP 200 over TLS $t"; }
-    grep -q 'Server Temp Key: X25519' "$log" || die "$proc: TLS $t did not negotiate X25519 ($log)"
+    grep -q "$KX_TEMPKEY" "$log" || die "$proc: TLS $t did not negotiate $KX ($log)"
     grep -q "Cipher is $want" "$log" || die "$proc: TLS $t did not negotiate $want ($log)"
     if grep -q '^<<< .*NewSessionTicket' "$log"; then die "$proc: sends session tickets over TLS $t ($log)"; fi
   done
@@ -774,7 +783,7 @@ variant_table() { # TITLE-OF-VALUES JQ-CELL-EXPR [EXTRA-HEADERS JQ-EXTRA-EXPR]
   echo "$sep"
   jq -r --argjson order "$(printf '%s\n' "${VARIANTS[@]}" | jq -R . | jq -s .)" \
     --argjson quota "$QUOTA_FRAC" "$JQ_FMT
-    def certname: if . == \"rsa2048\" then \"RSA-2048\" elif . == \"ecdsa-p256\" then \"ECDSA P-256\" else . end;
+    def certname: if test(\"^rsa[0-9]+$\") then \"RSA-\" + ltrimstr(\"rsa\") elif . == \"ecdsa-p256\" then \"ECDSA P-256\" else . end;
     .[] | . as \$cell
     | \"| \(.cert | certname) | \(.tls) | \(.conns) | \"
       + ([\$order[] as \$v | \$cell.variants[\$v] | if .rounds == 0 then \"failed\" else ($2) end] | join(\" | \")) + \" |\"
@@ -790,7 +799,7 @@ write_report() {
   echo "- Machine: $cpu_model, $(nproc) CPUs, AVX-512 IFMA: $ifma, kernel $(uname -r)"
   echo "- OpenSSL: $ossl; tlsgate: $tg_ver (git $git_rev); $nginx_ver"
   echo "- Proxy: one process per variant and certificate, pinned to CPU $PROXY_CPU, cgroup-v1 CPU quota $quota_txt; client + upstream pinned to CPU $CLIENT_CPU"
-  echo "- Client: tlsgate bench -k -c N -t ${MEASURE_S}s --keepalive=false --tls-version V (TLS 1.3: --groups $GROUPS13 --ciphersuites $SUITE13; TLS 1.2: --groups $GROUPS12 --ciphers $CIPHERS12; the servers offer X25519 only); every call a new connection and a full handshake; no tickets, no resumption"
+  echo "- Client: tlsgate bench -k -c N -t ${MEASURE_S}s --keepalive=false --tls-version V (TLS 1.3: --groups $GROUPS13 --ciphersuites $SUITE13; TLS 1.2: --groups $GROUPS12 --ciphers $CIPHERS12; the servers offer $KX only); every call a new connection and a full handshake; no tickets, no resumption"
   echo "- Rounds: $ROUNDS per cell ($HEAD_ROUNDS for the target cells $(cert_name "$HEAD_CERT") / TLS $HEAD_TLS / -c $HEAD_CONNS and -c 1), variants interleaved (rotated), ${MEASURE_S}s each after a ${WARMUP_S}s warmup; median over rounds"
   if has_variant qat; then
     echo "- qat: the fake qatlib ($QAT_LIB_DIR), FAKE_QAT_LATENCY_US=$QAT_LATENCY_US FAKE_QAT_CAPACITY=$QAT_CAPACITY, its compute thread on CPU $QAT_CPU in a cgroup of its own (no quota): proxy CPU excludes it; \"incl. fake\" adds it back"
@@ -929,9 +938,9 @@ providers_md() {
   lines=$(jq -r '.[] | . as $c | .variants | to_entries[] | select(.value.rounds > 0 and (.value.tls_seen | length) > 0) | "\(.value.tls_seen)"' <<<"$SUMMARY" | sort -u | paste -sd ';' | sed 's/;/; /g')
   echo
   echo "Negotiated (as the client saw it): $lines"
-  if grep -Eq '(TLSv1\.[23] [A-Z0-9_-]+ )(x448|prime256v1|secp[0-9]+r1|ffdhe[0-9]+)' <<<"$lines"; then
+  if grep -Eq '(TLSv1\.[23] [A-Z0-9_-]+ )(x448|x25519|prime256v1|secp[0-9]+r1|ffdhe[0-9]+)' <<<"${lines//$KX_SEEN/}"; then
     echo
-    echo "WARNING: a key exchange other than X25519 was negotiated somewhere (see above)."
+    echo "WARNING: a key exchange other than $KX was negotiated somewhere (see above)."
   fi
 }
 

@@ -146,7 +146,7 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
         tg_ssl_leave();
         ERR_clear_error();
     }
-    SSL_free(c->ssl);
+    tg_worker_ssl_put(w, c->l, c->ssl);
     c->ssl = NULL;
     if (c->ep != NULL) {
         tg_cluster_done(c->ep);
@@ -372,7 +372,7 @@ static uint64_t tg_conn_hello_wait_ns(const struct tg_conn *c)
  * from here.) */
 static int tg_conn_tls_start(struct tg_conn *c)
 {
-    SSL *ssl = SSL_new(tg_tls_listener_ctx(c->l->tls));
+    SSL *ssl = tg_worker_ssl_get(c->w, c->l);
     if (ssl == NULL || !SSL_set_fd(ssl, c->cfd)) {
         tg_log_openssl_errors(TG_LOG_ERROR, "new connection");
         SSL_free(ssl);

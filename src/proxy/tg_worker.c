@@ -279,6 +279,21 @@ void tg_worker_buf_put(struct tg_worker *w, void *buf, size_t size)
     }
 }
 
+/* ---- SSL objects ---- */
+
+SSL *tg_worker_ssl_get(struct tg_worker *w, const struct tg_wlistener *l)
+{
+    return tg_ssl_pool_get(&w->ssl_pool, tg_tls_listener_ctx(l->tls));
+}
+
+void tg_worker_ssl_put(struct tg_worker *w, const struct tg_wlistener *l, SSL *ssl)
+{
+    /* An older generation's context is on its way out: not kept. */
+    tg_ssl_pool_put(&w->ssl_pool, ssl, tg_tls_listener_ctx(l->tls), l->wg->current && !w->draining);
+    if (w->ssl_pool.n > 0)
+        tg_worker_housekeep_soon(w);
+}
+
 static void tg_worker_buf_resize(struct tg_worker *w, size_t size)
 {
     if (size == w->buf_size)
@@ -309,6 +324,7 @@ static void tg_housekeep_cb(struct ev_loop *loop, ev_timer *t, int revents)
     for (size_t spare = w->buf_pool_low; spare > 0 && w->buf_pool_n > 0; spare--)
         free(w->buf_pool[--w->buf_pool_n]);
     w->buf_pool_low = w->buf_pool_n;
+    size_t ssl_kept = tg_ssl_pool_trim(&w->ssl_pool);
     if (tg_worker_trim_due(w)) {
         /* What the closed connections freed stays in the thread's malloc
          * arena, fragmented, and counts in RSS until trimmed (glibc returns
@@ -322,7 +338,7 @@ static void tg_housekeep_cb(struct ev_loop *loop, ev_timer *t, int revents)
         tg_stat_inc(&w->stats, TG_STAT_MEMORY_TRIMS);
         w->conns_peak = w->n_conns;
     }
-    if (w->buf_pool_n > 0)
+    if (w->buf_pool_n > 0 || ssl_kept > 0)
         tg_worker_housekeep_soon(w);
 }
 
@@ -612,6 +628,8 @@ static int tg_worker_adopt(struct tg_worker *w, struct tg_gen *gen, bool running
     w->n_listeners = nw->n_listeners;
     w->cfg = gen->cfg;
     tg_worker_buf_resize(w, gen->cfg->limits.buffer_size);
+    /* Kept SSL objects refer to the old generation's contexts (and keys). */
+    tg_ssl_pool_clear(&w->ssl_pool);
     for (size_t i = 0; running && i < nw->n_listeners; i++) {
         struct tg_wlistener *l = &nw->listeners[i];
         ev_io_set(&l->io, l->fd, EV_READ);
@@ -669,6 +687,7 @@ static void tg_worker_teardown(struct tg_worker *w)
     }
     if (w->conns != NULL)
         TG_ERROR("%zu connection(s) still wait for a key operation at exit", w->n_conns);
+    tg_ssl_pool_free(&w->ssl_pool); /* before the keys they may refer to */
     tg_keyprov_set_free(w->kp);
     w->kp = NULL;
     for (size_t i = 0; i < w->n_listeners; i++) {
@@ -756,7 +775,7 @@ int tg_worker_init(struct tg_worker *w, int id, struct tg_gen *gen,
     atomic_init(&w->offered, NULL);
     w->loop = ev_loop_new(EVBACKEND_EPOLL | EVFLAG_NOENV | EVFLAG_NOSIGMASK);
     w->buf_pool = calloc(TG_BUF_POOL_MAX, sizeof(*w->buf_pool));
-    if (w->loop == NULL || w->buf_pool == NULL)
+    if (w->loop == NULL || w->buf_pool == NULL || !tg_ssl_pool_init(&w->ssl_pool, TG_SSL_POOL_MAX))
         return TG_ENOMEM;
     ev_timer_init(&w->housekeep, tg_housekeep_cb, 0.0, 0.0);
     w->housekeep.data = w;
@@ -782,6 +801,7 @@ void tg_worker_destroy(struct tg_worker *w)
 {
     /* Connections are gone (thread ended) or never were: only the current
      * generation is still held, and maybe an offer nobody took. */
+    tg_ssl_pool_free(&w->ssl_pool); /* before the contexts they refer to */
     if (w->cur != NULL && w->cur->conns == 0)
         tg_wgen_free(w->cur);
     else if (w->cur != NULL)

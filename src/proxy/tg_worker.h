@@ -40,6 +40,7 @@
 #include "keyprov/tg_keyprov.h"
 #include "proxy/tg_conn.h"
 #include "proxy/tg_gen.h"
+#include "tls/tg_ssl_pool.h"
 #include "tls/tg_tls.h"
 #include "upstream/tg_cluster.h"
 
@@ -151,8 +152,9 @@ struct tg_worker {
 
     void **buf_pool; /* free one-direction connection buffers, reused */
     size_t buf_pool_n;
-    size_t buf_pool_low; /* fewest buffers in the pool since the last housekeeping */
-    size_t buf_size;     /* bytes of the pooled buffers (limits.buffer_size) */
+    size_t buf_pool_low;         /* fewest buffers in the pool since the last housekeeping */
+    struct tg_ssl_pool ssl_pool; /* finished connections' SSL objects, reused (tg_ssl_pool.h) */
+    size_t buf_size;             /* bytes of the pooled buffers (limits.buffer_size) */
     /* Every TG_HOUSEKEEP_S while there is something to give back: pooled
      * buffers unused for a whole period, and the heap's free memory after
      * many connections closed (tg_worker.c). */
@@ -213,6 +215,10 @@ void tg_worker_unready(struct tg_worker *w, struct tg_conn *c);
  * NULL when out of memory. */
 void *tg_worker_buf_get(struct tg_worker *w, size_t size);
 void tg_worker_buf_put(struct tg_worker *w, void *buf, size_t size);
+/* A server SSL for a new connection on l (reused from the worker's pool, or
+ * new), and back once the connection is closed (kept only when reusable). */
+SSL *tg_worker_ssl_get(struct tg_worker *w, const struct tg_wlistener *l);
+void tg_worker_ssl_put(struct tg_worker *w, const struct tg_wlistener *l, SSL *ssl);
 
 /* A connection accepted under wg starts / ends (they keep wg alive). */
 void tg_worker_wgen_hold(struct tg_wgen *wg);
