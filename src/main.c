@@ -29,6 +29,7 @@
 #include "k8s/tg_gwapi.h"
 #include "keyprov/tg_keyprov.h"
 #include "keyserver/tg_keyserver.h"
+#include "proxy/tg_audit.h"
 #include "proxy/tg_gateway.h"
 #include "tls/tg_tls_demo.h"
 
@@ -242,6 +243,26 @@ static int tg_cmd_reload(int argc, char **argv)
     return 0;
 }
 
+static void tg_audit_log(void *arg, const char *line)
+{
+    (void)arg;
+    TG_WARN("%s", line);
+}
+
+static void tg_audit_print(void *arg, const char *line)
+{
+    (void)arg;
+    fprintf(stderr, "tlsgate: warning: %s\n", line);
+}
+
+/* tg_ks_audit_fn: the gateway's warnings, applied to a key server's file. */
+static void tg_keyserver_audit(const struct tg_config *cfg, bool check)
+{
+    struct tg_audit_ids ids;
+    tg_audit_ids_self(&ids);
+    tg_audit_config(cfg, &ids, check ? tg_audit_print : tg_audit_log, NULL);
+}
+
 int main(int argc, char **argv)
 {
     /* Before anything makes OpenSSL allocate: afterwards it refuses. */
@@ -272,7 +293,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "doctor") == 0)
         return tg_doctor_main(argc - 1, argv + 1);
     if (strcmp(cmd, "keyserver") == 0)
-        return tg_keyserver_main(argc - 1, argv + 1);
+        return tg_keyserver_main(argc - 1, argv + 1, tg_keyserver_audit);
     if (strcmp(cmd, "gateway-api") == 0)
         return tg_gwapi_main(argc - 1, argv + 1, tg_keyprov_names());
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

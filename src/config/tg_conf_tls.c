@@ -47,17 +47,23 @@ static void tg_conf_tls_params_free(struct tg_conf_params *p)
     memset(p, 0, sizeof(*p));
 }
 
+static void tg_conf_wipe_key(struct tg_conf_cert *c)
+{
+    struct tg_conf_datasource *ds = &c->private_key;
+    tg_config_free_secret(ds->data, ds->data_len);
+    ds->data = NULL;
+    ds->data_len = 0;
+}
+
 void tg_config_wipe_keys(struct tg_config *cfg)
 {
     for (size_t i = 0; cfg != NULL && i < cfg->n_listeners; i++) {
         const struct tg_conf_tls *t = &cfg->listeners[i].tls;
-        for (size_t c = 0; t->certs != NULL && c < t->n_certs; c++) {
-            struct tg_conf_datasource *ds = &t->certs[c].private_key;
-            tg_config_free_secret(ds->data, ds->data_len);
-            ds->data = NULL;
-            ds->data_len = 0;
-        }
+        for (size_t c = 0; t->certs != NULL && c < t->n_certs; c++)
+            tg_conf_wipe_key(&t->certs[c]);
     }
+    for (size_t i = 0; cfg != NULL && cfg->keyserver != NULL && i < cfg->keyserver->n_keys; i++)
+        tg_conf_wipe_key(&cfg->keyserver->keys[i]);
 }
 
 void tg_conf_tls_cert_free(struct tg_conf_cert *c)

@@ -342,9 +342,10 @@ int tg_config_load_buffer(const char *name, const char *yaml, size_t len, struct
                           char *err, size_t errlen) TG_MUST_CHECK;
 void tg_config_free(struct tg_config *cfg);
 
-/* Wipe and free the PEM text of every private key (private_key.data becomes
- * NULL, data_len 0; the file name, path and mode stay): once the keys are
- * loaded nothing needs it. Main thread, before cfg is shared. */
+/* Wipe and free the PEM text of every private key, a gateway's or a key
+ * server's (private_key.data becomes NULL, data_len 0; the file name, path
+ * and mode stay): once the keys are loaded nothing needs it. Main thread,
+ * before cfg is shared. */
 void tg_config_wipe_keys(struct tg_config *cfg);
 
 /* Whether sa (AF_INET or AF_INET6; an IPv4-mapped IPv6 address counts as

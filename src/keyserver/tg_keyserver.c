@@ -376,6 +376,10 @@ int tg_ks_new(const struct tg_config *cfg, struct ev_loop *loop, struct tg_ks **
         if (tg_admin_start(loop, &cfg->admin, &cb, &ks->admin) != TG_OK) {
             snprintf(err, errlen, "admin.address: cannot listen on %s", cfg->admin.text);
             rc = TG_EIO;
+        } else if (tg_admin_set_allowed(ks->admin, cfg->admin_allowed, cfg->n_admin_allowed) !=
+                   TG_OK) {
+            snprintf(err, errlen, "admin.allowed_sources: out of memory");
+            rc = TG_ENOMEM;
         }
     }
     if (rc != TG_OK) {
@@ -515,7 +519,7 @@ static void tg_ks_signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
     tg_ks_request_stop(m->ks);
 }
 
-int tg_keyserver_main(int argc, char **argv)
+int tg_keyserver_main(int argc, char **argv, tg_ks_audit_fn audit)
 {
     const char *config = NULL, *level = NULL;
     bool check = false;
@@ -575,6 +579,10 @@ int tg_keyserver_main(int argc, char **argv)
         status = rc == TG_ECONFIG || rc == TG_EUNAVAIL ? 2 : 1;
         goto out;
     }
+    /* The keys are loaded: their PEM text is no longer needed. */
+    tg_config_wipe_keys(cfg);
+    if (audit != NULL)
+        audit(cfg, check);
     if (check)
         goto out;
     ev_signal_init(&m.sigterm, tg_ks_signal_cb, SIGTERM);

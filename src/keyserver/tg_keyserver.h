@@ -18,6 +18,8 @@
 #ifndef TG_KEYSERVER_H
 #define TG_KEYSERVER_H
 
+#include <stdbool.h>
+
 #include "config/tg_config.h"
 #include "core/tg_buf.h"
 #include "core/tg_err.h"
@@ -25,10 +27,15 @@
 struct ev_loop;
 struct tg_ks;
 
+/* Warnings about a valid but risky configuration (a key file others can
+ * read, an exposed admin endpoint): main hands in tg_audit's, which this
+ * module does not link. check: `--check` (print them) or a run (log them). */
+typedef void (*tg_ks_audit_fn)(const struct tg_config *cfg, bool check);
+
 /* `tlsgate keyserver --config FILE [--log-level LEVEL] [--check]`; the
  * exit status (0, 1 runtime failure, 2 usage or configuration error). The
- * key providers must be registered. */
-int tg_keyserver_main(int argc, char **argv);
+ * key providers must be registered; audit may be NULL. */
+int tg_keyserver_main(int argc, char **argv, tg_ks_audit_fn audit);
 
 /*
  * Make a server for cfg (a key server's configuration, cfg->keyserver set;

@@ -129,6 +129,9 @@ size_t tg_audit_config(const struct tg_config *cfg, const struct tg_audit_ids *i
             n++;
         }
     }
+    /* A key server's file: its keys are why it exists. */
+    for (size_t i = 0; cfg->keyserver != NULL && i < cfg->keyserver->n_keys; i++)
+        tg_audit_key(&cfg->keyserver->keys[i], ids, emit, arg, &n);
     if (cfg->has_admin && cfg->n_admin_allowed == 0 && !tg_audit_is_loopback(&cfg->admin)) {
         tg_conf_error(line, sizeof(line), &cfg->admin.mark, "admin.address",
                       "%s is not a loopback address and admin.allowed_sources is not set: "

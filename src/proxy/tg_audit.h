@@ -41,9 +41,9 @@ enum tg_audit_exposure { TG_AUDIT_PRIVATE = 0, TG_AUDIT_GROUP, TG_AUDIT_OTHERS }
 enum tg_audit_exposure tg_audit_key_exposure(uint32_t mode, uint32_t uid, uint32_t gid,
                                              const struct tg_audit_ids *ids);
 
-/* Findings in cfg: private key files (as read at load time), the admin
- * endpoint, session timeouts longer than the ticket key interval. Returns
- * how many. */
+/* Findings in cfg (a gateway's or a key server's): private key files (as
+ * read at load time), the admin endpoint, session timeouts longer than the
+ * ticket key interval. Returns how many. */
 size_t tg_audit_config(const struct tg_config *cfg, const struct tg_audit_ids *ids,
                        tg_audit_emit_fn emit, void *arg);
 

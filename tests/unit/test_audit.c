@@ -212,6 +212,43 @@ static void test_config_findings(void **state)
     tg_config_free(cfg);
 }
 
+/* A key server's file: its keys and its admin endpoint, as a gateway's. */
+static void test_keyserver_findings(void **state)
+{
+    (void)state;
+    struct tg_audit_ids me = {.euid = 4242, .groups = {4242}, .n_groups = 1};
+    struct lines l = {.n = 0};
+    char yaml[2048], err[TG_CONFIG_ERRLEN] = "";
+    snprintf(yaml, sizeof(yaml),
+             "admin: { address: 0.0.0.0:9902 }\n"
+             "keyserver: { socket: /run/k.sock }\n"
+             "keys:\n"
+             "  - private_key: { filename: %s }\n",
+             key_path);
+    struct tg_config *cfg = NULL;
+    if (tg_config_load_keyserver_buffer("ks.yaml", yaml, strlen(yaml), &cfg, err, sizeof(err)) !=
+        TG_OK)
+        fail_msg("config: %s", err);
+    struct tg_conf_datasource *k = &cfg->keyserver->keys[0].private_key;
+    assert_true(k->has_stat);
+    k->mode = 0600;
+    k->uid = 4242;
+    /* Only the admin endpoint. */
+    assert_int_equal(tg_audit_config(cfg, &me, collect, &l), 1);
+    assert_non_null(strstr(l.v[0], "ks.yaml:1:19: admin.address: 0.0.0.0:9902 is not a loopback"));
+    l.n = 0;
+    k->mode = 0604;
+    assert_int_equal(tg_audit_config(cfg, &me, collect, &l), 2);
+    char want[1400];
+    snprintf(want, sizeof(want),
+             "ks.yaml:4:30: keys[0].private_key: '%s' (mode 0604) can be read by every user of "
+             "this machine:",
+             key_path);
+    if (strncmp(l.v[0], want, strlen(want)) != 0)
+        fail_msg("got '%s', want '%s...'", l.v[0], want);
+    tg_config_free(cfg);
+}
+
 static void test_cert_findings(void **state)
 {
     (void)state;
@@ -263,9 +300,8 @@ int main(void)
 {
     TG_TEST_REGISTER_PROVIDERS(&tg_software_provider);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_exposure),
-        cmocka_unit_test(test_loopback),
-        cmocka_unit_test(test_config_findings),
+        cmocka_unit_test(test_exposure),        cmocka_unit_test(test_loopback),
+        cmocka_unit_test(test_config_findings), cmocka_unit_test(test_keyserver_findings),
         cmocka_unit_test(test_cert_findings),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

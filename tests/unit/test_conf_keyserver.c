@@ -86,6 +86,24 @@ static void test_defaults(void **state)
     tg_config_free(cfg);
 }
 
+/* Once the key server has loaded its keys, their PEM text goes (and only
+ * the text: where it came from stays for messages and warnings). */
+static void test_wipe_keys(void **state)
+{
+    (void)state;
+    struct tg_config *cfg = ok("  socket: /run/tlsgate/keys.sock\n", NULL);
+    struct tg_conf_datasource *k = &cfg->keyserver->keys[0].private_key;
+    assert_non_null(k->data);
+    assert_true(k->data_len > 0);
+    tg_config_wipe_keys(cfg);
+    assert_null(k->data);
+    assert_int_equal(k->data_len, 0);
+    assert_string_equal(k->filename, g_key);
+    assert_true(k->has_stat);
+    tg_config_wipe_keys(cfg); /* twice is harmless */
+    tg_config_free(cfg);
+}
+
 static void test_every_key(void **state)
 {
     (void)state;
@@ -269,11 +287,9 @@ static void test_top_level(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_every_key),
-        cmocka_unit_test(test_socket_relative_to_file),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_top_level),
+        cmocka_unit_test(test_defaults),  cmocka_unit_test(test_wipe_keys),
+        cmocka_unit_test(test_every_key), cmocka_unit_test(test_socket_relative_to_file),
+        cmocka_unit_test(test_errors),    cmocka_unit_test(test_top_level),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

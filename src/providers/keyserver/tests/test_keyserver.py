@@ -10,7 +10,9 @@ provider_name: keyserver, and real clients.
      gateway asked for, the key server answered, none failed; the key server
      batched requests of both workers in one connection each;
   2. `tlsgate keyserver --check`: a good configuration, a bad one
-     (FILE:LINE:COL);
+     (FILE:LINE:COL); the operator warnings of a gateway apply to a key
+     server's file (a key file others can read, an admin endpoint on every
+     address), and admin.allowed_sources is enforced;
   3. a gateway whose certificate the key server does not hold: exit 2 with
      the reason; a gateway started before its key server: it starts, warns,
      and serves once the key server is up;
@@ -28,6 +30,7 @@ provider_name: keyserver, and real clients.
 import os
 import re
 import signal
+import socket
 import sys
 
 sys.path.insert(0, os.path.join(os.environ.get("TG_SRC_DIR", os.path.join(
@@ -85,6 +88,21 @@ def localize(t, text, files, sock):
     return text
 
 
+def admin_bytes(port):
+    """What a GET /ready gets back: bytes, b"" for a close, None for a reset."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5 * tglib.SCALE) as s:
+            s.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while True:
+                d = s.recv(4096)
+                if not d:
+                    return data
+                data += d
+    except (ConnectionResetError, BrokenPipeError):
+        return None
+
+
 def main(t):
     rsa_cert, rsa_key = t.cert("rsa", "a.test")
     ec_cert, ec_key = t.cert("ec", "a.test")
@@ -139,6 +157,33 @@ def main(t):
         r = t.run_cmd([tglib.tlsgate_path(), "keyserver", "--config", bad, "--check"])
         check_eq(r.returncode, 2, "check of a bad file")
         check("bad.yaml:3:16: keyserver.socket_mode:" in r.stderr.decode(), r.stderr.decode())
+
+    with t.case("key server warnings: a key file others can read, an open admin endpoint"):
+        check("can be read by" not in ks.log(), "a warning about a 0600 key: %s" % ks.log())
+        os.chmod(rsa_key, 0o644)
+        try:
+            r = t.run_cmd([tglib.tlsgate_path(), "keyserver", "--config", ks.cfg_path, "--check"])
+        finally:
+            os.chmod(rsa_key, 0o600)
+        err = r.stderr.decode()
+        check_eq(r.returncode, 0, "a warning does not fail the check: %s" % err)
+        check(re.search(r"tlsgate: warning: \S+\.yaml:\d+:\d+: keys\[0\]\.private_key: '%s' "
+                        r"\(mode 0644\) can be read by every user of this machine"
+                        % re.escape(rsa_key), err), "key mode warning: %s" % err)
+        # allowed_sources is enforced by the key server's admin endpoint too.
+        open_cfg = dict(ks_cfg, admin={"address": "0.0.0.0:0"})
+        open_cfg["keyserver"] = dict(ks_cfg["keyserver"], socket=t.path("keys-open.sock"))
+        ks_open = tgks.KeyServer(t, open_cfg, name="ks-open")
+        check(re.search(r"admin\.address: 0\.0\.0\.0:0 is not a loopback address",
+                        ks_open.log()), "admin warning in the log: %s" % ks_open.log()[-800:])
+        ks_open.stop()
+        shut_cfg = dict(open_cfg, admin={"address": "127.0.0.1:0",
+                                         "allowed_sources": ["10.0.0.0/8"]})
+        ks_shut = tgks.KeyServer(t, shut_cfg, name="ks-shut")
+        check("not a loopback" not in ks_shut.log(), "warned: %s" % ks_shut.log()[-800:])
+        got = admin_bytes(ks_shut.admin_port)
+        check(got is None or got == b"", "a client outside allowed_sources got %r" % (got,))
+        ks_shut.stop()
 
     with t.case("tlsgate doctor --config: the key server answers"):
         r = t.run_cmd([tglib.tlsgate_path(), "doctor", "--config", gw.cfg_path])
