@@ -64,11 +64,21 @@ endfunction()
 # A test links the library of the module it mirrors (the folder of the first
 # src/<dir>/tg_<module>.c found), else everything; plus the software and
 # deferred providers, which the core's tests register as their reference
-# providers.
+# providers. A fixture that several tests share is
+# tests/unit/tg_test_<fixture>.c (with its .h), compiled into each test that
+# tg_shared lists for it as "<test>:<fixture>" (tg_test_util.c goes into
+# every test).
 function(tg_core_tests)
+  set(tg_shared test_conn:conn test_conn_relay:conn)
   file(GLOB unit_tests CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/unit/test_*.c)
   foreach(src ${unit_tests})
     get_filename_component(name ${src} NAME_WE)
+    set(srcs ${src})
+    foreach(pair ${tg_shared})
+      if(pair MATCHES "^${name}:(.+)$")
+        list(APPEND srcs ${CMAKE_SOURCE_DIR}/tests/unit/tg_test_${CMAKE_MATCH_1}.c)
+      endif()
+    endforeach()
     string(REGEX REPLACE "^test_" "" mod ${name})
     set(lib tlsgate_all)
     while(NOT mod STREQUAL "")
@@ -91,7 +101,7 @@ function(tg_core_tests)
        AND NOT lib STREQUAL "tg_upstream")
       set(extra tg_prov_software tg_prov_deferred)
     endif()
-    tg_unit_test(${name} SOURCES ${src} LIBS ${lib} ${extra})
+    tg_unit_test(${name} SOURCES ${srcs} LIBS ${lib} ${extra})
   endforeach()
 
   file(GLOB scripts CONFIGURE_DEPENDS
