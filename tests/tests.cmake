@@ -69,7 +69,9 @@ endfunction()
 # tg_shared lists for it as "<test>:<fixture>" (tg_test_util.c goes into
 # every test).
 function(tg_core_tests)
-  set(tg_shared test_conn:conn test_conn_relay:conn)
+  set(tg_shared
+      test_conn:conn test_conn_relay:conn
+      test_config:config test_config_keys:config test_config_errors:config)
   file(GLOB unit_tests CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/unit/test_*.c)
   foreach(src ${unit_tests})
     get_filename_component(name ${src} NAME_WE)
