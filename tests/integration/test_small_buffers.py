@@ -5,7 +5,7 @@ full-duplex echo must all get through intact (sha256), for the software and
 deferred providers.
 
 Regression test for a bug this test found (since fixed in
-src/proxy/tg_conn.c): with buffer_size 1024 a client upload stalled.
+src/proxy/tg_conn_relay.c now): with buffer_size 1024 a client upload stalled.
 tg_conn_pump() stopped after 8 rounds and waited for the client socket to
 become readable again, but SSL_read() had already pulled a whole 16 KiB
 record out of the socket and returned only 1 KiB of it: the rest sat
