@@ -43,6 +43,10 @@ Peers (names for TG_BENCH_PEERS):
   tlsgate-software-noavx512  tlsgate software under OPENSSL_ia32cap="$MASK_AVX512"
   nginx-noavx512             nginx under OPENSSL_ia32cap="$MASK_AVX512"
   (any peer name + "-noavx512" masks AVX-512 for that peer)
+  (any peer name + "-jemalloc" or "-tcmalloc" runs it with that allocator
+   preloaded: LD_PRELOAD of libjemalloc2's or libtcmalloc-minimal4's library)
+  (any peer name + "-env1" or "-env2", after those: with the space-separated
+   VAR=value assignments in TG_BENCH_ENV1 or TG_BENCH_ENV2)
 
 Environment (defaults in brackets):
   TG_BENCH_PEERS        space or comma separated peer list [all of the above]
@@ -107,8 +111,26 @@ check_cg_settings TG_BENCH
 case "$CLIENT" in tlsgate | hey) ;; *) die "TG_BENCH_CLIENT must be tlsgate or hey" ;; esac
 [ "${#PEERS[@]}" -ge 1 ] || die "TG_BENCH_PEERS is empty"
 
-peer_base() { echo "${1%-noavx512}"; }
-peer_masked() { [ "${1%-noavx512}" != "$1" ]; }
+# Suffixes, in this order: -noavx512 (AVX-512 masked), then -jemalloc or
+# -tcmalloc (that allocator preloaded, the libjemalloc2 / libtcmalloc-minimal4
+# packages).
+# -env1 / -env2: with the environment assignments in TG_BENCH_ENV1 / _ENV2
+# (e.g. GLIBC_TUNABLES=...), for experiments.
+peer_alloc() { case "$1" in *-jemalloc) echo jemalloc ;; *-tcmalloc) echo tcmalloc ;; esac; }
+peer_envs() { case "$1" in *-env1) echo "${TG_BENCH_ENV1:-}" ;; *-env2) echo "${TG_BENCH_ENV2:-}" ;; esac; }
+peer_noalloc() { local n=${1%-env1}; n=${n%-env2}; n=${n%-jemalloc}; echo "${n%-tcmalloc}"; }
+peer_base() { local n; n=$(peer_noalloc "$1"); echo "${n%-noavx512}"; }
+peer_masked() { local n; n=$(peer_noalloc "$1"); [ "${n%-noavx512}" != "$n" ]; }
+alloc_lib() { # jemalloc|tcmalloc -> the shared object to preload
+  local f
+  case "$1" in
+    jemalloc) f=libjemalloc.so.2 ;;
+    tcmalloc) f=libtcmalloc_minimal.so.4 ;;
+  esac
+  f=$(ldconfig -p | awk -v f="$f" '$1 == f { print $NF; exit }')
+  [ -n "$f" ] || die "peer suffix -$1: the library is not installed (apt-get install libjemalloc2 / libtcmalloc-minimal4)"
+  echo "$f"
+}
 peer_kind() {
   case "$(peer_base "$1")" in
     nginx | haproxy | hitch) peer_base "$1" ;;
@@ -231,6 +253,9 @@ start_peer() {
   cg_make "$name" "$quota"
   local -a env_args=() cmd=()
   if peer_masked "$name"; then env_args+=("OPENSSL_ia32cap=$MASK_AVX512"); fi
+  if [ -n "$(peer_alloc "$name")" ]; then env_args+=("LD_PRELOAD=$(alloc_lib "$(peer_alloc "$name")")"); fi
+  local e
+  for e in $(peer_envs "$name"); do env_args+=("$e"); done
   case "$kind" in
     nginx)
       conf=$dir/nginx.conf

@@ -14,7 +14,13 @@
 #
 #   bench/profile.sh [TLSGATE] [PROVIDER] [SECONDS]   (build/tlsgate, cryptomb, 10)
 #   env: TG_PROF_CONNS (64), TG_PROF_QUOTA_US (50000), TG_PROF_OUT (bench/results),
-#        TG_PROF_CERT (rsa:2048 | ec), TG_PROF_KEEP_TMP
+#        TG_PROF_CERT (rsa:2048 | ec), TG_PROF_KEEP_TMP,
+#        TG_PROF_WORKERS (1: the gateway's concurrency), TG_PROF_GW_CPUS (1),
+#        TG_PROF_CLIENT_CPUS (0: the client's and the upstream's CPUs)
+# Two workers, as bench/scaling.sh runs them (both CPUs, shared with the
+# client, twice the quota): TG_PROF_WORKERS=2 TG_PROF_GW_CPUS=0-1
+# TG_PROF_CLIENT_CPUS=0-1 TG_PROF_QUOTA_US=100000; two workers on CPU 1
+# alone (what two loops cost without a second CPU): TG_PROF_WORKERS=2.
 # Needs root (perf, cgroups), perf, jq, openssl. Writes
 # profile-<ts>-<provider>.{data,dso.txt,sym.txt,md} into TG_PROF_OUT.
 set -euo pipefail
@@ -32,6 +38,9 @@ QUOTA_US=${TG_PROF_QUOTA_US:-50000}
 PERIOD_US=100000
 OUT=${TG_PROF_OUT:-$here/results}
 CERT=${TG_PROF_CERT:-rsa:2048}
+WORKERS=${TG_PROF_WORKERS:-1}
+GW_CPUS=${TG_PROF_GW_CPUS:-1}
+CL_CPUS=${TG_PROF_CLIENT_CPUS:-0}
 TG_LIB_PROG=profile.sh
 KEEP_TMP=${TG_PROF_KEEP_TMP:-0}
 RUN_ID=tgprof$$
@@ -54,14 +63,14 @@ else
 fi
 free_port
 UP_PORT=$FREE_PORT
-taskset -c 0 "$TLSGATE" bench --serve "127.0.0.1:$UP_PORT" --quiet >"$TMP/upstream.log" 2>&1 &
+taskset -c "$CL_CPUS" "$TLSGATE" bench --serve "127.0.0.1:$UP_PORT" --quiet >"$TMP/upstream.log" 2>&1 &
 BG_PIDS+=($!)
 free_port
 PORT=$FREE_PORT
 free_port
 ADMIN_PORT=$FREE_PORT
 cat >"$TMP/gw.yaml" <<YAML
-concurrency: 1
+concurrency: $WORKERS
 log_level: warn
 admin: { address: 127.0.0.1:$ADMIN_PORT }
 listeners:
@@ -80,19 +89,19 @@ listeners:
 YAML
 cg_make proxy "$( [ "$QUOTA_US" -gt 0 ] && echo "$QUOTA_US" || echo -1)"
 CG=$CG_MADE
-start_in_cg "$CG" 1 "$TMP/gw.log" "$TLSGATE" run --config "$TMP/gw.yaml"
+start_in_cg "$CG" "$GW_CPUS" "$TMP/gw.log" "$TLSGATE" run --config "$TMP/gw.yaml"
 GW=$STARTED_PID
 BG_PIDS+=("$GW")
 wait_listening "$GW" "$PORT" "$TMP/gw.log" "tlsgate"
 
 client() { # SECONDS JSON
-  taskset -c 0 "$TLSGATE" bench -k -c "$CONNS" -t "${1}s" --keepalive=false --tls-version 1.3 \
+  taskset -c "$CL_CPUS" "$TLSGATE" bench -k -c "$CONNS" -t "${1}s" --keepalive=false --tls-version 1.3 \
     --groups X25519 --quiet --json "$2" "https://127.0.0.1:$PORT/" >"$TMP/client.log" 2>&1 ||
     { cat "$TMP/client.log" >&2; die "the client failed"; }
 }
 client 2 "$TMP/warm.json"
 TS=$(date -u +%Y%m%dT%H%M%SZ)
-BASE=$OUT/profile-$TS-$PROVIDER
+BASE=$OUT/profile-$TS-$PROVIDER-w$WORKERS
 curl -fsS "http://127.0.0.1:$ADMIN_PORT/stats" >"$TMP/stats0" 2>/dev/null || true
 u0=$(cg_usage_ns "$CG")
 perf record -q -F 1999 --call-graph dwarf,16384 -p "$GW" -o "$BASE.data" -- sleep $((SECONDS_ + 1)) \
@@ -133,7 +142,7 @@ OPENSSL_LH_doall_arg CRYPTO_THREAD_read_lock CRYPTO_THREAD_unlock OPENSSL_cleans
 tg_keyop_compute_sw __GI___libc_malloc __GI___libc_free"
 
 {
-  echo "provider $PROVIDER, -c $CONNS, quota $QUOTA_US/$PERIOD_US us, $SECONDS_ s; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); load $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "provider $PROVIDER, $WORKERS worker(s) on CPU $GW_CPUS, client on CPU $CL_CPUS, -c $CONNS, quota $QUOTA_US/$PERIOD_US us, $SECONDS_ s; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); load $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "handshakes $HS, proxy CPU ${CPU_S} s, ${US_HS} us per handshake, mean batch size $FILL"
   echo
   echo "| shared object | share | µs per handshake |"

@@ -34,6 +34,9 @@ packages=(
   valgrind curl python3 procps iproute2 psmisc jq linux-perf
   dnsmasq-base
   hey wrk gnuplot-nox
+  # Allocators an operator may preload (docs/OPERATIONS.md); the tests check
+  # that memory still returns under each, the benchmarks measure them.
+  libtcmalloc-minimal4 libjemalloc2
   nginx-light libnginx-mod-stream haproxy hitch
   # pkcs11 provider: PKCS#11 header, SoftHSM2 token, p11-kit remoting, pkcs11-tool
   libp11-kit-dev p11-kit p11-kit-modules softhsm2 opensc

@@ -22,6 +22,7 @@
 #include "bench/tg_bench.h"
 #include "bench/tg_bench_crypto.h"
 #include "config/tg_config.h"
+#include "core/tg_heap.h"
 #include "core/tg_log.h"
 #include "core/tg_pidfile.h"
 #include "core/tg_wipe.h"
@@ -267,6 +268,7 @@ int main(int argc, char **argv)
 {
     /* Before anything makes OpenSSL allocate: afterwards it refuses. */
     bool wipe_ok = tg_wipe_install() == TG_OK;
+    tg_heap_init();
     if (argc < 2) {
         tg_usage(stderr);
         return 2;

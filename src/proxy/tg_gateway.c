@@ -11,6 +11,7 @@
 
 #include "admin/tg_admin.h"
 #include "alog/tg_alog.h"
+#include "core/tg_heap.h"
 #include "core/tg_log.h"
 #include "core/tg_pidfile.h"
 #include "core/tg_time.h"
@@ -244,6 +245,8 @@ static void tg_worker_exit_cb(struct ev_loop *loop, ev_async *a, int revents)
     if (!gw->announced && !atomic_load(&gw->stopping) &&
         atomic_load(&gw->serving) == gw->n_workers) {
         gw->announced = true;
+        if (tg_heap_kind() != TG_HEAP_GLIBC)
+            TG_INFO("memory allocator: %s (preloaded)", tg_heap_name());
         TG_INFO("tlsgate %s ready: %d worker(s)", TG_VERSION, gw->n_workers);
     }
     if (exited >= gw->n_started)

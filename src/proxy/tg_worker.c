@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #ifdef __GLIBC__
-#include <malloc.h>
 #endif
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -14,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/tg_heap.h"
 #include "core/tg_log.h"
 #include "core/tg_time.h"
 #include "proxy/tg_conn.h"
@@ -328,11 +328,10 @@ static void tg_housekeep_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (tg_worker_trim_due(w)) {
         /* What the closed connections freed stays in the thread's malloc
          * arena, fragmented, and counts in RSS until trimmed (glibc returns
-         * the top of a heap by itself, not the free pages inside it). */
+         * the top of a heap by itself, not the free pages inside it; a
+         * preloaded tcmalloc or jemalloc has its own call). */
         uint64_t t0 = tg_now_ns();
-#ifdef __GLIBC__
-        (void)malloc_trim(0);
-#endif
+        tg_heap_release();
         TG_DEBUG("heap trimmed in %.1f ms: %zu connection(s) open, %zu at the peak",
                  (double)(tg_now_ns() - t0) / 1e6, w->n_conns, w->conns_peak);
         tg_stat_inc(&w->stats, TG_STAT_MEMORY_TRIMS);
