@@ -380,14 +380,10 @@ static int tg_gw_listener(struct tg_gw_ctx *c, struct tg_gw_obj *gw, size_t idx,
         tg_gw_report(g, TG_GW_WARN, gw, opts, sub,
                      "implementation-specific options are not understood: ignored");
     }
-    yaml_node_t *fv = tg_gw_get(gw->doc, tls, "frontendValidation");
-    if (fv != NULL) {
-        snprintf(sub, sizeof(sub), "%s.tls.frontendValidation", path);
-        tg_gw_report(g, TG_GW_ERROR, gw, fv, sub,
-                     "client certificate validation is not supported: tlsgate would accept "
-                     "clients this listener refuses");
+    struct tg_gw_cca cca;
+    if (tg_gw_client_cert(c, gw, idx, lname, port, tg_gw_get(gw->doc, tls, "frontendValidation"),
+                          &cca) != TG_OK)
         return TG_ECONFIG;
-    }
     yaml_node_t *refs = tg_gw_get(gw->doc, tls, "certificateRefs");
     snprintf(sub, sizeof(sub), "%s.tls.certificateRefs", path);
     if (tg_gw_seq_len(refs) == 0) {
@@ -460,6 +456,16 @@ static int tg_gw_listener(struct tg_gw_ctx *c, struct tg_gw_obj *gw, size_t idx,
             tg_gw_report(g, TG_GW_WARN, gw, ref, sub,
                          "a Secret in namespace %s needs a ReferenceGrant there (not checked)",
                          rns);
+        char key[300];
+        snprintf(key, sizeof(key), "ConfigMap %s/%s", rns, rname);
+        if (cca.mode != NULL && strcmp(cca.src, key) == 0) {
+            tg_gw_report(g, TG_GW_ERROR, gw, ref, sub,
+                         "Secret %s/%s and the client CA's ConfigMap of the same name would both "
+                         "be mounted at %s/%s/%s/: rename one",
+                         rns, rname, g->opts.cert_dir, rns, rname);
+            rc = TG_ECONFIG;
+            continue;
+        }
         struct tg_gw_obj *secret = tg_gw_find(g, "", "Secret", rns, rname);
         if (secret != NULL) {
             const char *type = tg_gw_str(secret->doc, secret->node, "type");
@@ -486,7 +492,6 @@ static int tg_gw_listener(struct tg_gw_ctx *c, struct tg_gw_obj *gw, size_t idx,
             tg_gw_emit_str(b, tg_gw_scalar(host));
             tg_buf_puts(b, "]\n");
         }
-        char key[300];
         snprintf(key, sizeof(key), "%s/%s", rns, rname);
         struct tg_gw_prov *prov = NULL;
         for (size_t k = 0; k < c->nprovs && prov == NULL; k++) {
@@ -513,6 +518,7 @@ static int tg_gw_listener(struct tg_gw_ctx *c, struct tg_gw_obj *gw, size_t idx,
         if (prov->fallback != NULL)
             tg_buf_printf(b, "            fallback: %s\n", prov->fallback);
     }
+    tg_gw_emit_client_cert(b, &cca);
     tg_buf_puts(b, "    upstream:\n      # ");
     tg_gw_emit_comment(b, what);
     if (g->opts.upstream == TG_GWAPI_UPSTREAM_CLUSTER_IP) {
@@ -534,7 +540,9 @@ static int tg_gw_listener(struct tg_gw_ctx *c, struct tg_gw_obj *gw, size_t idx,
 static void tg_gw_gateway(struct tg_gw_ctx *c, struct tg_gw_obj *gw)
 {
     static const char *const keys[] = {"gatewayClassName", "listeners", "addresses",
-                                       "infrastructure", NULL};
+                                       "infrastructure",   "tls",       NULL};
+    static const char *const tls_keys[] = {"frontend", "backend", NULL};
+    static const char *const fe_keys[] = {"default", "perPort", NULL};
     struct tg_gwapi *g = c->g;
     gw->used = true;
     yaml_node_t *spec = tg_gw_get(gw->doc, gw->node, "spec");
@@ -549,6 +557,14 @@ static void tg_gw_gateway(struct tg_gw_ctx *c, struct tg_gw_obj *gw)
         tg_gw_report(g, TG_GW_WARN, gw, infra, "spec.infrastructure",
                      "labels and annotations of generated resources: set them on tlsgate's "
                      "Deployment and Service: ignored");
+    yaml_node_t *gtls = tg_gw_get(gw->doc, spec, "tls");
+    tg_gw_check_keys(g, gw, gtls, "spec.tls", tls_keys);
+    tg_gw_check_keys(g, gw, tg_gw_get(gw->doc, gtls, "frontend"), "spec.tls.frontend", fe_keys);
+    yaml_node_t *btls = tg_gw_get(gw->doc, gtls, "backend");
+    if (btls != NULL)
+        tg_gw_report(g, TG_GW_WARN, gw, btls, "spec.tls.backend",
+                     "the client certificate for backends: tlsgate forwards plaintext to the "
+                     "upstream: ignored");
     tg_gw_class(c, gw, tg_gw_str(gw->doc, spec, "gatewayClassName"));
     yaml_node_t *ls = tg_gw_get(gw->doc, spec, "listeners");
     size_t ok = 0, failed = 0;
@@ -569,6 +585,10 @@ static const char *tg_gw_unused_why(const struct tg_gw_obj *o)
 {
     if (strcmp(o->kind, "Secret") == 0)
         return "no converted listener uses this Secret";
+    if (strcmp(o->kind, "ConfigMap") == 0)
+        return "no converted listener takes its ca.crt as the client CA";
+    if (strcmp(o->kind, "ClientTrafficPolicy") == 0)
+        return "it targets no converted listener of a Gateway in the input";
     if (strcmp(o->kind, "Service") == 0)
         return "no converted route forwards to this Service";
     if (strcmp(o->kind, "GatewayClass") == 0)
@@ -591,6 +611,9 @@ int tg_gw_convert(struct tg_gwapi *g, struct tg_buf *out)
     for (size_t i = 0; i < g->nobjs && rc != TG_ENOMEM; i++)
         if (tg_gw_is(&g->objs[i], TG_EG_GROUP, "EnvoyPatchPolicy"))
             rc = tg_gw_policy(c, &g->objs[i]);
+    for (size_t i = 0; i < g->nobjs && rc != TG_ENOMEM; i++)
+        if (tg_gw_is(&g->objs[i], TG_EG_GROUP, "ClientTrafficPolicy"))
+            rc = tg_gw_ctp(c, &g->objs[i]);
     size_t ngw = 0;
     for (size_t i = 0; i < g->nobjs && rc != TG_ENOMEM; i++) {
         if (tg_gw_is(&g->objs[i], TG_GW_GROUP, "Gateway")) {
@@ -643,6 +666,7 @@ int tg_gw_convert(struct tg_gwapi *g, struct tg_buf *out)
 out:
     tg_buf_free(&c->lst);
     free(c->provs);
+    free(c->ctps);
     free(c);
     return rc == TG_ENOMEM ? TG_ENOMEM : TG_OK;
 }

@@ -106,11 +106,28 @@ struct tg_gw_prov {
     bool key_copied, used;
 };
 
+/* The client certificates a listener asks for (tg_gwapi_mtls.c). */
+struct tg_gw_cca {
+    const char *mode; /* "require" or "optional"; NULL: no client certificate */
+    char ca[700];     /* the CA file: CERT_DIR/<namespace>/<name>/ca.crt */
+    char src[300];    /* "ConfigMap <namespace>/<name>" */
+    char from[300];   /* what asked for it, for comments and messages */
+};
+
+/* A ClientTrafficPolicy (tg_gwapi_mtls.c). */
+struct tg_gw_ctp {
+    struct tg_gw_obj *policy;
+    struct tg_gw_cca cca; /* cca.mode NULL: it has no tls.clientValidation */
+    bool bad;             /* its clientValidation was refused (reported) */
+};
+
 struct tg_gw_ctx {
     struct tg_gwapi *g;
     struct tg_buf lst; /* the listeners section */
     struct tg_gw_prov *provs;
     size_t nprovs, capprovs;
+    struct tg_gw_ctp *ctps;
+    size_t nctps, capctps;
     long concurrency;
     const struct tg_gw_obj *concurrency_from;
     struct {
@@ -122,6 +139,23 @@ struct tg_gw_ctx {
 
 /* An EnvoyPatchPolicy -> c->provs (tg_gwapi_policy.c). TG_OK, TG_ECONFIG (reported), TG_ENOMEM. */
 int tg_gw_policy(struct tg_gw_ctx *c, struct tg_gw_obj *o);
+
+/* A ClientTrafficPolicy -> c->ctps: its fields checked, its clientValidation's CA resolved.
+ * TG_OK (errors are reported and counted), TG_ENOMEM. */
+int tg_gw_ctp(struct tg_gw_ctx *c, struct tg_gw_obj *o);
+
+/*
+ * The client certificates listener idx of gw (named lname, on port) asks
+ * for: its tls.frontendValidation (fv, NULL when absent), the Gateway's
+ * spec.tls.frontend, and the ClientTrafficPolicies that target it. Sources
+ * that disagree are an error. out->mode NULL: none. TG_OK or TG_ECONFIG
+ * (reported).
+ */
+int tg_gw_client_cert(struct tg_gw_ctx *c, struct tg_gw_obj *gw, size_t idx, const char *lname,
+                      long port, const yaml_node_t *fv, struct tg_gw_cca *out);
+
+/* The client_certificate block of a listener's tls (nothing when cca->mode is NULL). */
+void tg_gw_emit_client_cert(struct tg_buf *b, const struct tg_gw_cca *cca);
 
 /* tg_gwapi_conv.c: the conversion proper (tg_gwapi_convert's body). */
 int tg_gw_convert(struct tg_gwapi *g, struct tg_buf *out);

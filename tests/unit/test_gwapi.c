@@ -299,12 +299,16 @@ static void test_edges(void **state)
     tg_gwapi_free(g);
     free(y);
 
-    /* Weighted backends and client certificate validation. */
+    /* Client certificate validation with a reference without a kind (test_gwapi_mtls.c
+     * has the rest). */
     y = compose("    - { name: a, protocol: TLS, port: 443, tls: { certificateRefs: [{ name: s }],"
                 " frontendValidation: { caCertificateRefs: [{ name: ca }] } } }\n",
                 route);
     assert_int_equal(convert_text(&o, y, &out, &g), TG_ECONFIG);
-    assert_has(tg_gwapi_diagnostics(g), "client certificate validation is not supported");
+    assert_has(tg_gwapi_diagnostics(g),
+               "t.yaml:7:125: error: Gateway ns/gw: "
+               "spec.listeners[0].tls.frontendValidation.caCertificateRefs[0]: kind (none): only a "
+               "ConfigMap or a Secret (core group) holding ca.crt is understood\n");
     tg_buf_free(&out);
     tg_gwapi_free(g);
     free(y);
