@@ -2,8 +2,9 @@
  * tg_gwapi: `tlsgate gateway-api FILE...` — the Kubernetes objects of a
  * TLS-terminating TCP gateway (Gateway API GatewayClass, Gateway with TLS
  * listeners in Terminate mode, TCPRoute/TLSRoute, the kubernetes.io/tls
- * Secrets and backend Services, and Envoy Gateway's EnvoyProxy and the
- * EnvoyPatchPolicy that adds a private_key_provider) turned into the
+ * Secrets, CA ConfigMaps and backend Services, and Envoy Gateway's
+ * EnvoyProxy, the EnvoyPatchPolicy that adds a private_key_provider and the
+ * ClientTrafficPolicy that asks for client certificates) turned into the
  * equivalent tlsgate configuration (docs/KUBERNETES.md, "From Gateway API").
  *
  *   one tlsgate listener per Gateway listener, on 0.0.0.0:PORT (PORT + the
@@ -12,6 +13,10 @@
  *     the Deployment mounts the Secrets;
  *   the upstream from the route's backendRef: <svc>.<ns>.svc.<cluster domain>:<port>,
  *     or the Service's spec.clusterIP when asked (TG_GWAPI_UPSTREAM_CLUSTER_IP);
+ *   client certificates (tls.client_certificate) from a listener's
+ *     tls.frontendValidation, the Gateway's spec.tls.frontend or Envoy
+ *     Gateway's ClientTrafficPolicy: the CA at CERT_DIR/<namespace>/<name>/ca.crt,
+ *     where the Deployment mounts the ConfigMap or Secret holding ca.crt;
  *   the key provider from the EnvoyPatchPolicy (provider_name, poll_delay, fallback);
  *   concurrency from the GatewayClass's EnvoyProxy.
  *

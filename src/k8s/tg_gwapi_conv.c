@@ -644,7 +644,8 @@ int tg_gw_convert(struct tg_gwapi *g, struct tg_buf *out)
         tg_buf_puts(out, i == 0 ? " " : ", ");
         tg_gw_emit_comment(out, g->files[i]);
     }
-    tg_buf_puts(out, "\n# Certificates: the Secrets as the Deployment mounts them, ");
+    tg_buf_puts(out, "\n# Certificates (and client CAs): the Secrets (and ConfigMaps) as the "
+                     "Deployment mounts them, ");
     tg_gw_emit_comment(out, g->opts.cert_dir);
     tg_buf_puts(out, "/<namespace>/<name>/.\n");
     if (c->concurrency_from != NULL) {
