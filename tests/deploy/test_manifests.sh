@@ -50,6 +50,9 @@ tail -n 1 "$TG_TMP/gwapi.txt"
 for kind in Gateway GatewayClass TCPRoute TLSRoute HTTPRoute Secret Service; do
     tg_expect_grep "\\($kind [^)]*\\): valid\$" "$TG_TMP/gwapi.txt" "$kind validated against its schema"
 done
+tg_expect_grep '\(Gateway default/mtls\): valid$' "$TG_TMP/gwapi.txt" \
+    "Gateway with spec.tls.frontend (client certificate validation) validated against its schema"
+tg_expect_grep '\(ConfigMap default/clients-ca\): valid$' "$TG_TMP/gwapi.txt" "client CA ConfigMap validated"
 
 tg_case "negative: a broken Deployment"
 sed -e 's/containerPort: 8443/containerPorts: 8443/' \
@@ -100,6 +103,18 @@ spec:
   ports: [{ port: 443, targetPort: tls }]
 ---
 apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: mtls, namespace: default }
+spec:
+  gatewayClassName: eg
+  tls:
+    frontend:
+      default:
+        validation: { mode: AllowAll, caCertificateRef: [{ kind: ConfigMap, name: clients-ca }] }
+  listeners:
+    - { name: tls, protocol: TLS, port: 443, tls: { certificateRefs: [{ name: example-cert }] } }
+---
+apiVersion: gateway.networking.k8s.io/v1
 kind: NoSuchRoute
 metadata: { name: x }
 YAML
@@ -116,6 +131,10 @@ tg_expect_grep '\(TCPRoute default/tcp-app-1\): spec\.rules\.0\.backendRef: unkn
 tg_expect_grep '\(Service tlsgate/tlsgate\): data/spec/type must be equal to one of the allowed values' \
     "$TG_TMP/broken-gwapi.txt" "Service type enum"
 tg_expect_grep 'no schema for gateway.networking.k8s.io/v1 NoSuchRoute' "$TG_TMP/broken-gwapi.txt" "unknown kind"
-tg_expect_grep '^0 passed, 4 failed' "$TG_TMP/broken-gwapi.txt" "summary"
+tg_expect_grep '\(Gateway default/mtls\): data/spec/tls/frontend/default/validation must have required property caCertificateRefs' \
+    "$TG_TMP/broken-gwapi.txt" "client certificate validation without a CA"
+tg_expect_grep '\(Gateway default/mtls\): data/spec/tls/frontend/default/validation/mode must be equal to one of the allowed values' \
+    "$TG_TMP/broken-gwapi.txt" "client certificate validation mode enum"
+tg_expect_grep '^0 passed, 5 failed' "$TG_TMP/broken-gwapi.txt" "summary"
 
 tg_pass
