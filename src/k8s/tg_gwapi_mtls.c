@@ -274,8 +274,9 @@ static int tg_gw_frontend(struct tg_gwapi *g, struct tg_gw_obj *gw, long port,
 /* ------------------------------------------------------------------------ */
 
 /* Merge source s into *out; two sources that disagree are an error. */
-static int tg_gw_cca_merge(struct tg_gwapi *g, struct tg_gw_obj *gw, const char *lpath,
-                           const char *lname, const struct tg_gw_cca *s, struct tg_gw_cca *out)
+static int tg_gw_cca_merge(struct tg_gwapi *g, struct tg_gw_obj *gw, const yaml_node_t *l,
+                           const char *lpath, const char *lname, const struct tg_gw_cca *s,
+                           struct tg_gw_cca *out)
 {
     if (s->mode == NULL)
         return TG_OK;
@@ -285,7 +286,7 @@ static int tg_gw_cca_merge(struct tg_gwapi *g, struct tg_gw_obj *gw, const char 
     }
     if (strcmp(out->mode, s->mode) == 0 && strcmp(out->ca, s->ca) == 0)
         return TG_OK;
-    tg_gw_report(g, TG_GW_ERROR, gw, NULL, lpath,
+    tg_gw_report(g, TG_GW_ERROR, gw, l, lpath,
                  "listener %s: client certificates: %s asks for mode %s with the CA of %s, %s "
                  "for mode %s with the CA of %s: tlsgate applies one: make them agree",
                  lname, out->from, out->mode, out->src, s->from, s->mode, s->src);
@@ -301,6 +302,8 @@ int tg_gw_client_cert(struct tg_gw_ctx *c, struct tg_gw_obj *gw, size_t idx, con
     int rc = TG_OK;
     memset(out, 0, sizeof(*out));
     snprintf(path, sizeof(path), "spec.listeners[%zu]", idx);
+    const yaml_node_t *l = tg_gw_seq_at(
+        gw->doc, tg_gw_get(gw->doc, tg_gw_get(gw->doc, gw->node, "spec"), "listeners"), idx);
     if (fv != NULL) {
         char sub[160];
         memset(&s, 0, sizeof(s));
@@ -312,7 +315,7 @@ int tg_gw_client_cert(struct tg_gw_ctx *c, struct tg_gw_obj *gw, size_t idx, con
     memset(&s, 0, sizeof(s));
     if (tg_gw_frontend(g, gw, port, &s) != TG_OK)
         return TG_ECONFIG;
-    if (tg_gw_cca_merge(g, gw, path, lname, &s, out) != TG_OK)
+    if (tg_gw_cca_merge(g, gw, l, path, lname, &s, out) != TG_OK)
         return TG_ECONFIG;
     /* The ClientTrafficPolicies: the most specific attachment wins, as in Envoy Gateway. */
     int best = 0;
@@ -344,7 +347,7 @@ int tg_gw_client_cert(struct tg_gw_ctx *c, struct tg_gw_obj *gw, size_t idx, con
     if (rc != TG_OK)
         return rc;
     if (pick != NULL)
-        rc = tg_gw_cca_merge(g, gw, path, lname, &pick->cca, out);
+        rc = tg_gw_cca_merge(g, gw, l, path, lname, &pick->cca, out);
     return rc;
 }
 

@@ -333,7 +333,7 @@ static void test_policy_refused(void **state)
     run(&r, NULL, "", fv, t);
     free(t);
     assert_int_equal(r.rc, TG_ECONFIG);
-    assert_has(r.d, "t.yaml:1:1: error: Gateway ns/gw: spec.listeners[0]: listener a: client "
+    assert_has(r.d, "t.yaml:7:7: error: Gateway ns/gw: spec.listeners[0]: listener a: client "
                     "certificates: Gateway ns/gw spec.listeners[0].tls.frontendValidation asks "
                     "for mode require with the CA of ConfigMap ns/clients-ca, ClientTrafficPolicy "
                     "ns/mtls for mode optional with the CA of ConfigMap ns/clients-ca: tlsgate "
