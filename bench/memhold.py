@@ -4,8 +4,10 @@
     memhold.py MODE N PORT
 
 MODE "tcp": plain TCP connections that send nothing (a connection flood that
-never starts a handshake). MODE "tls": full TLS handshakes, then nothing
-(established idle connections). Prints "ready <n>" on stdout once every
+never starts a handshake). MODE "hello": a ClientHello, then nothing: the
+server answers with its whole first flight (its key operation done) and
+waits for a Finished that never comes (connections mid-handshake). MODE
+"tls": full TLS handshakes, then nothing (established idle connections). Prints "ready <n>" on stdout once every
 connection is open (handshake done for "tls"), then holds them until stdin
 closes or reaches EOF, closes them all and prints "closed". Used by
 bench/memory.sh; loopback only.
@@ -24,11 +26,27 @@ async def main():
     writers = []
     failed = 0
 
+    def client_hello():
+        # A real ClientHello from Python's ssl, taken from a memory BIO.
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
+        try:
+            obj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        return out.read()
+
     async def one():
         nonlocal failed
         async with sem:
             try:
-                if mode == "tls":
+                if mode == "hello":
+                    r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 30)
+                    w.write(client_hello())
+                    # The server's flight ends with its Finished (TLS 1.3):
+                    # wait for some of it, so the key operation is done.
+                    await asyncio.wait_for(r.read(1), 30)
+                elif mode == "tls":
                     _, w = await asyncio.wait_for(asyncio.open_connection(
                         "127.0.0.1", port, ssl=ctx, server_hostname="localhost"), 30)
                 else:

@@ -3,7 +3,8 @@
 #
 # For each peer (tlsgate with the software provider, nginx stream), with the
 # same certificate and upstream, and for each kind of connection — N that
-# have sent nothing (a flood that never starts a handshake), and N
+# have sent nothing (a flood that never starts a handshake), N mid-handshake
+# (a ClientHello sent, the server's answer received, no Finished), and N
 # established idle TLS connections (handshake done, upstream connected, no
 # bytes) — in a fresh peer process: resident memory (VmRSS of every process
 # of the peer, summed) idle after a warm-up, with the N connections held,
@@ -11,7 +12,7 @@
 # it grow?). Prints a markdown table: KiB per connection = (held - idle) / N.
 #
 #   bench/memory.sh [TLSGATE] [N]        (defaults: build/tlsgate, 10000)
-#   PEERS="tlsgate nginx" bench/memory.sh
+#   PEERS="tlsgate nginx" MODES="tcp hello tls" bench/memory.sh
 #
 # Loopback only; every process started here is stopped by PID at exit. Needs
 # python3 (bench/memhold.py holds the connections) and nginx with the stream
@@ -21,11 +22,18 @@ here=$(cd "$(dirname "$0")" && pwd)
 TLSGATE=$(realpath "${1:-$here/../build/tlsgate}")
 N=${2:-10000}
 PEERS=${PEERS:-tlsgate nginx}
+MODES=${MODES:-tcp hello tls}
 TG_LIB_PROG=memory.sh
 KEEP_TMP=${KEEP_TMP:-0}
 . "$here/lib.sh"
 [ -x "$TLSGATE" ] || die "no tlsgate binary at $TLSGATE"
-ulimit -n $((4 * N + 4096)) 2>/dev/null || die "cannot raise the descriptor limit to $((4 * N + 4096))"
+# Each process started here needs at most 2 descriptors per connection (the
+# peer: client + upstream) and a few hundred more.
+hard=$(ulimit -Hn)
+[ "$hard" = unlimited ] && hard=$((4 * N + 4096))
+[ "$hard" -ge $((N + 256)) ] ||
+  die "the descriptor limit ($hard) is below the $((N + 256)) that N = $N needs; lower N"
+ulimit -n "$hard" 2>/dev/null || die "cannot raise the descriptor limit to $hard"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/tg-memory.XXXXXX")
 declare -a BG_PIDS=() CGROUPS=()
@@ -50,13 +58,15 @@ rss_kib() {
   done
   echo "$sum"
 }
-# Wait until the peer's RSS has not moved for 1.5 s (at most 60 s), print it.
+# Wait until the peer's RSS has not moved for 3 s (at most 60 s), print it:
+# longer than tlsgate's housekeeping period (2 s), which gives the memory of
+# closed connections back.
 settle() {
   local pid=$1 last=-1 same=0 v i
   for ((i = 0; i < 120; i++)); do
     v=$(rss_kib "$pid")
     if [ "$v" = "$last" ]; then same=$((same + 1)); else same=0; fi
-    [ "$same" -ge 3 ] && break
+    [ "$same" -ge 6 ] && break
     last=$v
     sleep 0.5
   done
@@ -82,7 +92,7 @@ listeners:
       session_resumption: false
       groups: [X25519]
     upstream: { address: 127.0.0.1:$UP_PORT }
-limits: { max_connections: $((2 * N)), handshake_timeout: 600s, idle_timeout: 600s }
+limits: { max_connections: $((2 * N)), first_byte_timeout: 600s, handshake_timeout: 600s, idle_timeout: 600s }
 YAML
       "$TLSGATE" run --config "$dir/tlsgate.yaml" --pid-file "$dir/tlsgate.pid" >"$dir/out.log" 2>&1 &
       ;;
@@ -92,10 +102,10 @@ load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 daemon off;
 master_process on;
 worker_processes 1;
-worker_rlimit_nofile $((4 * N + 1024));
+worker_rlimit_nofile $hard;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
-events { worker_connections $((3 * N)); }
+events { worker_connections $((2 * N + 128)); }
 stream {
     server {
         listen 127.0.0.1:$port ssl backlog=4096;
@@ -156,7 +166,11 @@ echo
 echo "| peer | connections | idle after warm-up | held | after they close | held again | after they close again | KiB per connection |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
 for peer in $PEERS; do
-  for mode in tcp tls; do
+  for mode in $MODES; do
+    if [ "$mode" = tls ] && [ "$hard" -lt $((2 * N + 256)) ]; then
+      note "$peer, $mode: skipped: established connections need $((2 * N + 256)) descriptors, the limit is $hard"
+      continue
+    fi
     # A fresh process per kind, so one kind's freed heap does not hide the
     # other's cost.
     free_port
@@ -166,12 +180,17 @@ for peer in $PEERS; do
     base=$(settle "$PEER_PID")
     read -r held after < <(hold "$mode" "$port")
     read -r held2 after2 < <(hold "$mode" "$port")
-    what="$N silent (no byte sent)"
-    [ "$mode" = tls ] && what="$N established idle"
+    case $mode in
+      tcp) what="$N silent (no byte sent)" ;;
+      hello) what="$N mid-handshake (ClientHello, no Finished)" ;;
+      *) what="$N established idle" ;;
+    esac
     echo "| $peer | $what | $(mib "$base") MiB | $(mib "$held") MiB | $(mib "$after") MiB | $(mib "$held2") MiB | $(mib "$after2") MiB | $(kib "$held" "$base") |"
     kill_pid "$PEER_PID"
   done
 done
 echo
-echo "RSS: VmRSS of the peer's processes (nginx: master + worker), settled (unchanged for 1.5 s)."
-echo "Established = TLS 1.3 handshake done (RSA-2048, X25519), upstream connected, no bytes sent."
+echo "RSS: VmRSS of the peer's processes (nginx: master + worker), settled (unchanged for 3 s)."
+echo "Mid-handshake = a TLS 1.3 ClientHello sent and the server's flight received (its RSA-2048"
+echo "signature done), no Finished. Established = TLS 1.3 handshake done (RSA-2048, X25519),"
+echo "upstream connected, no bytes sent."

@@ -71,6 +71,12 @@
     X(HS_FAILED, "HF", CLOSE_HANDSHAKE_FAILED, TG_ALOG_ANY,                                        \
       "handshake failed: protocol error or alert")                                                 \
     X(HS_TIMEOUT, "HT", CLOSE_HANDSHAKE_TIMEOUT, TG_ALOG_ANY, "handshake timeout")                 \
+    X(FIRST_BYTE_TIMEOUT, "FT", CLOSE_FIRST_BYTE_TIMEOUT, TG_ALOG_ANY,                             \
+      "no byte of a ClientHello within limits.first_byte_timeout")                                 \
+    X(EVICTED, "EV", CLOSE_EVICTED, TG_ALOG_ANY,                                                   \
+      "closed in its handshake to make room at limits.max_connections")                            \
+    X(PER_SOURCE, "SL", CLOSE_PER_SOURCE, TG_ALOG_ANY,                                             \
+      "refused after its PROXY header: limits.max_connections_per_source")                         \
     X(PP_TIMEOUT, "PT", CLOSE_PROXY_PROTOCOL, TG_STAT_PP_ERR_TIMEOUT,                              \
       "no complete PROXY header within proxy_protocol_timeout")                                    \
     X(PP_REFUSED, "PH", CLOSE_PROXY_PROTOCOL, TG_ALOG_ANY,                                         \
@@ -86,7 +92,9 @@
     X(IDLE, "IT", CLOSE_IDLE_TIMEOUT, TG_ALOG_ANY, "idle timeout")                                 \
     X(SHUTDOWN, "SD", CLOSE_SHUTDOWN, TG_ALOG_ANY, "closed by the shutdown (drain timeout)")       \
     X(INTERNAL, "IE", CLOSE_INTERNAL, TG_ALOG_ANY, "internal error (out of memory)")               \
-    X(LIMIT, "LR", CONN_REJECTED_LIMIT, TG_ALOG_ANY, "refused at accept: limits.max_connections")
+    X(LIMIT, "LR", CONN_REJECTED_LIMIT, TG_ALOG_ANY, "refused at accept: limits.max_connections")  \
+    X(SOURCE_LIMIT, "LS", CONN_REJECTED_PER_SOURCE, TG_ALOG_ANY,                                   \
+      "refused at accept: limits.max_connections_per_source")
 
 enum tg_alog_term {
 #define TG_ALOG_TERM_ENUM(id, code, counter, detail, meaning) TG_ALOG_TERM_##id,

@@ -28,6 +28,9 @@ void tg_conf_schema_defaults(struct tg_config *cfg)
     cfg->concurrency = 1;
     cfg->log_level = TG_LOG_INFO;
     cfg->limits.max_connections = 50000;
+    cfg->limits.max_connections_per_source = 0;
+    cfg->limits.per_source_ipv6_prefix = 64;
+    cfg->limits.first_byte_timeout_ns = 5 * TG_NS_PER_S;
     cfg->limits.handshake_timeout_ns = 10 * TG_NS_PER_S;
     cfg->limits.idle_timeout_ns = 300 * TG_NS_PER_S;
     cfg->limits.drain_timeout_ns = 30 * TG_NS_PER_S;
@@ -209,8 +212,15 @@ int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
                                        "listeners",   "limits",     "reload",
                                        "dns",         "access_log", NULL};
     static const char *const admin_keys[] = {"address", NULL};
-    static const char *const limit_keys[] = {"max_connections", "handshake_timeout", "idle_timeout",
-                                             "drain_timeout",   "buffer_size",       NULL};
+    static const char *const limit_keys[] = {"max_connections",
+                                             "max_connections_per_source",
+                                             "per_source_ipv6_prefix",
+                                             "first_byte_timeout",
+                                             "handshake_timeout",
+                                             "idle_timeout",
+                                             "drain_timeout",
+                                             "buffer_size",
+                                             NULL};
     struct tg_config *cfg = cp->cfg;
     const yaml_node_t *v;
     size_t o;
@@ -278,11 +288,20 @@ int tg_conf_schema_root(struct tg_cp *cp, const yaml_node_t *root)
 
     if ((v = tg_cp_get(cp, root, "limits", NULL)) != NULL) {
         struct tg_conf_limits *lim = &cfg->limits;
-        uint64_t bs = lim->buffer_size;
+        uint64_t bs = lim->buffer_size, v6p = lim->per_source_ipv6_prefix;
         o = tg_cp_push_key(cp, "limits");
         rc = tg_cp_check_map(cp, v, limit_keys);
         if (rc == TG_OK)
             rc = tg_cp_opt_u64(cp, v, "max_connections", 1, 10000000, &lim->max_connections);
+        if (rc == TG_OK)
+            rc = tg_cp_opt_u64(cp, v, "max_connections_per_source", 0, 10000000,
+                               &lim->max_connections_per_source);
+        if (rc == TG_OK)
+            rc = tg_cp_opt_u64(cp, v, "per_source_ipv6_prefix", 1, 128, &v6p);
+        lim->per_source_ipv6_prefix = (unsigned)v6p;
+        if (rc == TG_OK)
+            rc =
+                tg_cp_opt_duration(cp, v, "first_byte_timeout", false, &lim->first_byte_timeout_ns);
         if (rc == TG_OK)
             rc = tg_cp_opt_duration(cp, v, "handshake_timeout", false, &lim->handshake_timeout_ns);
         if (rc == TG_OK)

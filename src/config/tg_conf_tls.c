@@ -1,9 +1,9 @@
 /*
  * tg_conf_tls: the schema of a listener's tls block: certificates and their
  * PEM data sources (read into memory here), versions, ALPN, ciphers, groups,
- * and the private_key_provider / key_exchange_provider blocks whose
- * typed_config is kept as generic parameters for the key provider to judge.
- * Contract in tg_conf_tls.h.
+ * client_certificate (mutual TLS), and the private_key_provider / key_exchange_provider blocks
+ * whose typed_config is kept as generic parameters for the key provider to judge. Contract in
+ * tg_conf_tls.h.
  */
 #include "config/tg_conf_tls.h"
 
@@ -61,6 +61,9 @@ void tg_conf_tls_free(struct tg_conf_tls *t)
     free(t->kx_provider.provider_name);
     free(t->kx_provider.path);
     tg_conf_tls_params_free(&t->kx_provider.typed_config);
+    tg_conf_tls_datasource_free(&t->client_cert.ca);
+    tg_conf_tls_datasource_free(&t->client_cert.crl);
+    free(t->client_cert.path);
     tg_cp_strv_free(t->alpn, t->n_alpn);
     free(t->cipher_list);
     free(t->cipher_suites);
@@ -70,7 +73,18 @@ void tg_conf_tls_free(struct tg_conf_tls *t)
 /* ------------------------------------------------------------------------ */
 /* Data sources (PEM from a file or inline)                                 */
 
-enum tg_conf_tls_pem { TG_CONF_TLS_CERT, TG_CONF_TLS_KEY };
+enum tg_conf_tls_pem { TG_CONF_TLS_CERT, TG_CONF_TLS_KEY, TG_CONF_TLS_CA, TG_CONF_TLS_CRL };
+
+/* What each kind of source must contain, and how a message names it. */
+static const struct {
+    const char *needle;
+    const char *what;
+} tg_conf_tls_pems[] = {
+    [TG_CONF_TLS_CERT] = {"-----BEGIN CERTIFICATE-----", "certificate"},
+    [TG_CONF_TLS_KEY] = {"PRIVATE KEY-----", "private key"},
+    [TG_CONF_TLS_CA] = {"-----BEGIN CERTIFICATE-----", "CA certificate"},
+    [TG_CONF_TLS_CRL] = {"-----BEGIN X509 CRL-----", "CRL"},
+};
 
 static int tg_conf_tls_datasource(struct tg_cp *cp, const yaml_node_t *n, enum tg_conf_tls_pem kind,
                                   struct tg_conf_datasource *ds)
@@ -150,10 +164,9 @@ static int tg_conf_tls_datasource(struct tg_cp *cp, const yaml_node_t *n, enum t
 
     /* Cheap sanity check here so that a swapped cert/key is reported at
      * load time; parsing the PEM is the TLS layer's job. */
-    const char *needle =
-        kind == TG_CONF_TLS_CERT ? "-----BEGIN CERTIFICATE-----" : "PRIVATE KEY-----";
+    const char *needle = tg_conf_tls_pems[kind].needle;
     if (memmem(ds->data, ds->data_len, needle, strlen(needle)) == NULL) {
-        const char *what = kind == TG_CONF_TLS_CERT ? "certificate" : "private key";
+        const char *what = tg_conf_tls_pems[kind].what;
         if (fv != NULL)
             rc = tg_cp_fail(cp, v, "'%s' contains no PEM %s ('%s')", ds->filename, what, needle);
         else
@@ -439,6 +452,74 @@ static int tg_conf_tls_cert(struct tg_cp *cp, const yaml_node_t *n, struct tg_co
 }
 
 /* ------------------------------------------------------------------------ */
+/* client_certificate (mutual TLS)                                          */
+
+/* Longest chain of intermediates verify_depth may allow. */
+#define TG_CONF_TLS_MAX_DEPTH 16
+
+static int tg_conf_tls_source_at(struct tg_cp *cp, const yaml_node_t *v, const char *key,
+                                 enum tg_conf_tls_pem kind, struct tg_conf_datasource *ds)
+{
+    size_t o = tg_cp_push_key(cp, key);
+    int rc = tg_conf_tls_datasource(cp, v, kind, ds);
+    tg_cp_pop(cp, o);
+    return rc;
+}
+
+static int tg_conf_tls_client_cert(struct tg_cp *cp, const yaml_node_t *n,
+                                   struct tg_conf_client_cert *cc)
+{
+    static const char *const keys[] = {"ca", "mode", "crl", "verify_depth", NULL};
+    const yaml_node_t *v, *k = NULL;
+    char ex[TG_CONF_EXCERPT];
+    int rc;
+
+    cc->path = tg_cp_path_dup(cp);
+    if (cc->path == NULL)
+        return tg_cp_nomem(cp);
+    cc->mark = tg_cp_mark(cp, n);
+    if (n->type != YAML_MAPPING_NODE)
+        return tg_cp_fail(cp, n, "expected a mapping { ca: ..., mode: require | optional }, got %s",
+                          tg_cp_kind(n));
+    TG_GUARD(tg_cp_check_map(cp, n, keys));
+    if (tg_cp_get(cp, n, "ca", NULL) == NULL && tg_cp_get(cp, n, "crl", &k) != NULL) {
+        /* Said plainly: a CRL alone would look like revocation checking. */
+        size_t o = tg_cp_push_key(cp, "crl");
+        rc = tg_cp_fail(cp, k,
+                        "'crl' needs 'ca': client certificates are verified against the CA "
+                        "certificates in 'ca', and a CRL only revokes some of them");
+        tg_cp_pop(cp, o);
+        return rc;
+    }
+    TG_GUARD(tg_cp_require(cp, n, "ca", &v));
+    TG_GUARD(tg_conf_tls_source_at(cp, v, "ca", TG_CONF_TLS_CA, &cc->ca));
+
+    cc->mode = TG_CCERT_REQUIRE;
+    if ((v = tg_cp_get(cp, n, "mode", NULL)) != NULL) {
+        const char *s;
+        size_t o = tg_cp_push_key(cp, "mode");
+        rc = tg_cp_scalar(cp, v, "a mode", &s);
+        if (rc == TG_OK) {
+            if (strcmp(s, "require") == 0)
+                cc->mode = TG_CCERT_REQUIRE;
+            else if (strcmp(s, "optional") == 0)
+                cc->mode = TG_CCERT_OPTIONAL;
+            else
+                rc = tg_cp_fail(cp, v, "invalid mode '%s' (valid: require, optional)",
+                                tg_config_excerpt(s, ex, sizeof(ex)));
+        }
+        tg_cp_pop(cp, o);
+        TG_GUARD(rc);
+    }
+    if ((v = tg_cp_get(cp, n, "crl", NULL)) != NULL)
+        TG_GUARD(tg_conf_tls_source_at(cp, v, "crl", TG_CONF_TLS_CRL, &cc->crl));
+    uint64_t depth = 4;
+    TG_GUARD(tg_cp_opt_u64(cp, n, "verify_depth", 0, TG_CONF_TLS_MAX_DEPTH, &depth));
+    cc->verify_depth = (uint32_t)depth;
+    return TG_OK;
+}
+
+/* ------------------------------------------------------------------------ */
 /* The tls block                                                            */
 
 static int tg_conf_tls_version(struct tg_cp *cp, const yaml_node_t *map, const char *key, int *out,
@@ -507,17 +588,10 @@ static int tg_conf_tls_groups(struct tg_cp *cp, const yaml_node_t *v, struct tg_
 
 int tg_conf_tls_parse(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_tls *t)
 {
-    static const char *const keys[] = {"certificates",
-                                       "min_version",
-                                       "max_version",
-                                       "alpn",
-                                       "session_resumption",
-                                       "cipher_list",
-                                       "cipher_suites",
-                                       "groups",
-                                       "key_exchange_provider",
-                                       "require_close_notify",
-                                       NULL};
+    static const char *const keys[] = {
+        "certificates",          "min_version",          "max_version",        "alpn",
+        "session_resumption",    "cipher_list",          "cipher_suites",      "groups",
+        "key_exchange_provider", "require_close_notify", "client_certificate", NULL};
     const yaml_node_t *v, *minv = NULL, *maxv = NULL;
     size_t o;
     int rc;
@@ -591,6 +665,12 @@ int tg_conf_tls_parse(struct tg_cp *cp, const yaml_node_t *n, struct tg_conf_tls
         t->groups_mark = tg_cp_mark(cp, v);
         o = tg_cp_push_key(cp, "groups");
         rc = tg_conf_tls_groups(cp, v, t);
+        tg_cp_pop(cp, o);
+        TG_GUARD(rc);
+    }
+    if ((v = tg_cp_get(cp, n, "client_certificate", NULL)) != NULL) {
+        o = tg_cp_push_key(cp, "client_certificate");
+        rc = tg_conf_tls_client_cert(cp, v, &t->client_cert);
         tg_cp_pop(cp, o);
         TG_GUARD(rc);
     }

@@ -109,6 +109,18 @@ struct tg_conf_cert {
     struct tg_conf_mark mark;
 };
 
+/* tls.client_certificate: mutual TLS. mode is TG_CCERT_OFF when the block
+ * is absent (no certificate is asked for). */
+enum tg_ccert_mode { TG_CCERT_OFF, TG_CCERT_REQUIRE, TG_CCERT_OPTIONAL };
+struct tg_conf_client_cert {
+    int mode;                      /* enum tg_ccert_mode; require when the block is given */
+    struct tg_conf_datasource ca;  /* PEM CA certificates: the trust anchors */
+    struct tg_conf_datasource crl; /* PEM CRLs; data NULL when not given */
+    uint32_t verify_depth;         /* intermediates allowed below a CA of `ca`, default 4 */
+    char *path;                    /* "listeners[0].tls.client_certificate" */
+    struct tg_conf_mark mark;
+};
+
 struct tg_conf_tls {
     struct tg_conf_cert *certs; /* at least one */
     size_t n_certs;
@@ -128,6 +140,7 @@ struct tg_conf_tls {
      * (its typed_config key_exchange), else OpenSSL inline. */
     bool has_kx_provider;
     struct tg_conf_keyprov kx_provider;
+    struct tg_conf_client_cert client_cert;
     struct tg_conf_mark mark;
 };
 
@@ -206,11 +219,16 @@ struct tg_conf_listener {
 };
 
 struct tg_conf_limits {
-    uint64_t max_connections;      /* default 50000 (whole process) */
-    uint64_t handshake_timeout_ns; /* default 10s */
-    uint64_t idle_timeout_ns;      /* default 300s */
-    uint64_t drain_timeout_ns;     /* default 30s: SIGTERM waits this long for connections */
-    size_t buffer_size;            /* per direction per connection, default 16384 */
+    uint64_t max_connections; /* default 50000 (whole process) */
+    /* Open client connections from one source address (process-wide; on a
+     * proxy_protocol listener, the header's source). 0 (default): no limit. */
+    uint64_t max_connections_per_source;
+    unsigned per_source_ipv6_prefix; /* default 64: IPv6 sources counted per /64 */
+    uint64_t first_byte_timeout_ns;  /* default 5s: accept to the ClientHello's first byte */
+    uint64_t handshake_timeout_ns;   /* default 10s */
+    uint64_t idle_timeout_ns;        /* default 300s */
+    uint64_t drain_timeout_ns;       /* default 30s: SIGTERM waits this long for connections */
+    size_t buffer_size;              /* per direction per connection, default 16384 */
 };
 
 /* access_log: one line per connection (src/alog). */

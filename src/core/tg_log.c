@@ -90,3 +90,18 @@ int tg_log_openssl_errors(enum tg_log_level level, const char *what)
     }
     return n;
 }
+
+bool tg_log_every_due(struct tg_log_every *e, uint64_t interval_ns, uint64_t now_ns,
+                      uint64_t *missed)
+{
+    uint64_t next = atomic_load_explicit(&e->next_ns, memory_order_relaxed);
+    /* One thread wins the interval; the others count their event. */
+    if (now_ns < next ||
+        !atomic_compare_exchange_strong_explicit(&e->next_ns, &next, now_ns + interval_ns,
+                                                 memory_order_relaxed, memory_order_relaxed)) {
+        atomic_fetch_add_explicit(&e->suppressed, 1, memory_order_relaxed);
+        return false;
+    }
+    *missed = atomic_exchange_explicit(&e->suppressed, 0, memory_order_relaxed);
+    return true;
+}

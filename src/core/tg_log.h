@@ -7,7 +7,11 @@
 #ifndef TG_LOG_H
 #define TG_LOG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
+
+#include "core/tg_err.h"
 
 enum tg_log_level { TG_LOG_ERROR, TG_LOG_WARN, TG_LOG_INFO, TG_LOG_DEBUG };
 
@@ -26,6 +30,24 @@ void tg_log(enum tg_log_level level, const char *fmt, ...) __attribute__((format
 /* Log and clear OpenSSL's error queue for this thread, each entry prefixed by
  * what. Returns the number of entries drained. */
 int tg_log_openssl_errors(enum tg_log_level level, const char *what);
+
+/*
+ * Once per interval: for an event that can repeat thousands of times a
+ * second (a connection refused at a limit, accept out of descriptors), log
+ * one line per interval, process-wide, whichever thread sees it, and say in
+ * that line how many were not logged. Any thread; zero-initialise (static
+ * storage). Lock-free: one relaxed load on the quiet path.
+ */
+struct tg_log_every {
+    _Atomic uint64_t next_ns;    /* monotonic time from which the next line may be logged */
+    _Atomic uint64_t suppressed; /* events since the last line that was logged */
+};
+/* True when the caller should log now (the first event, or the first after
+ * interval_ns since the last line); *missed is then the number of events
+ * not logged since that last line. False otherwise (the event is counted).
+ * now_ns: tg_now_ns() (tests pass their own clock). */
+bool tg_log_every_due(struct tg_log_every *e, uint64_t interval_ns, uint64_t now_ns,
+                      uint64_t *missed) TG_MUST_CHECK;
 
 #define tg_log_enabled(level) ((level) <= tg_log_get_level())
 #define TG_ERROR(...)         tg_log(TG_LOG_ERROR, __VA_ARGS__)

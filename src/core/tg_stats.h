@@ -76,6 +76,8 @@ extern const struct tg_hist_spec tg_hist_latency_us;
       "Client connections accepted")                                                               \
     X(CONN_REJECTED_LIMIT, counter, "tlsgate_connections_rejected_total",                          \
       "reason=\"max_connections\"", "Client connections refused at accept")                        \
+    X(CONN_REJECTED_PER_SOURCE, counter, "tlsgate_connections_rejected_total",                     \
+      "reason=\"max_connections_per_source\"", "")                                                 \
     X(CONN_OPENED, gauge_up, "tlsgate_connections_active", "", "Client connections open now")      \
     X(CONN_CLOSED_ACTIVE, gauge_down, "tlsgate_connections_active", "", "")                        \
     X(CLOSE_NORMAL, counter, "tlsgate_connections_closed_total", "reason=\"normal\"",              \
@@ -88,6 +90,11 @@ extern const struct tg_hist_spec tg_hist_latency_us;
       "reason=\"handshake_failed\"", "")                                                           \
     X(CLOSE_HANDSHAKE_TIMEOUT, counter, "tlsgate_connections_closed_total",                        \
       "reason=\"handshake_timeout\"", "")                                                          \
+    X(CLOSE_FIRST_BYTE_TIMEOUT, counter, "tlsgate_connections_closed_total",                       \
+      "reason=\"first_byte_timeout\"", "")                                                         \
+    X(CLOSE_EVICTED, counter, "tlsgate_connections_closed_total", "reason=\"evicted\"", "")        \
+    X(CLOSE_PER_SOURCE, counter, "tlsgate_connections_closed_total",                               \
+      "reason=\"max_connections_per_source\"", "")                                                 \
     X(CLOSE_PROXY_PROTOCOL, counter, "tlsgate_connections_closed_total",                           \
       "reason=\"proxy_protocol\"", "")                                                             \
     X(CLOSE_UPSTREAM_CONNECT, counter, "tlsgate_connections_closed_total",                         \
@@ -105,6 +112,7 @@ extern const struct tg_hist_spec tg_hist_latency_us;
     X(HS_FAIL_TIMEOUT, counter, "tlsgate_handshakes_total", "result=\"timeout\"", "")              \
     X(HS_FAIL_CLOSED, counter, "tlsgate_handshakes_total", "result=\"client_closed\"", "")         \
     X(HS_FAIL_KEYOP, counter, "tlsgate_handshakes_total", "result=\"key_operation_failed\"", "")   \
+    X(HS_FAIL_CCERT, counter, "tlsgate_handshakes_total", "result=\"client_certificate\"", "")     \
     X(HS_RESUMED, counter, "tlsgate_handshakes_resumed_total", "",                                 \
       "TLS handshakes that resumed a session")                                                     \
     X(HS_TLS12, counter, "tlsgate_handshakes_by_version_total", "version=\"TLSv1.2\"",             \
@@ -135,7 +143,30 @@ extern const struct tg_hist_spec tg_hist_latency_us;
       "")                                                                                          \
     X(PP_ERR_TRUNCATED, counter, "tlsgate_proxy_protocol_errors_total", "reason=\"truncated\"",    \
       "")                                                                                          \
-    X(PP_ERR_TIMEOUT, counter, "tlsgate_proxy_protocol_errors_total", "reason=\"timeout\"", "")
+    X(PP_ERR_TIMEOUT, counter, "tlsgate_proxy_protocol_errors_total", "reason=\"timeout\"", "")    \
+    X(ACCEPT_PAUSED, counter, "tlsgate_accept_pauses_total", "",                                   \
+      "Times a worker stopped accepting for 100 ms: out of file descriptors or memory")            \
+    X(MEMORY_TRIMS, counter, "tlsgate_memory_trims_total", "",                                     \
+      "Times a worker gave the heap's free memory back to the system after connections closed")    \
+    TG_CCERT_STATS(X)
+
+/* Client certificates (tls.client_certificate): one per full handshake on
+ * such a listener, by outcome. verified and absent (mode optional, none
+ * sent) went on; the others failed the handshake (HS_FAIL_CCERT). */
+#define TG_CCERT_STATS(X)                                                                          \
+    X(CCERT_VERIFIED, counter, "tlsgate_client_certificates_total", "result=\"verified\"",         \
+      "Client certificates of full handshakes on listeners that ask for one, by outcome")          \
+    X(CCERT_ABSENT, counter, "tlsgate_client_certificates_total", "result=\"absent\"", "")         \
+    X(CCERT_MISSING, counter, "tlsgate_client_certificates_total", "result=\"missing\"", "")       \
+    X(CCERT_UNKNOWN_CA, counter, "tlsgate_client_certificates_total", "result=\"unknown_ca\"", "") \
+    X(CCERT_EXPIRED, counter, "tlsgate_client_certificates_total", "result=\"expired\"", "")       \
+    X(CCERT_NOT_YET_VALID, counter, "tlsgate_client_certificates_total",                           \
+      "result=\"not_yet_valid\"", "")                                                              \
+    X(CCERT_REVOKED, counter, "tlsgate_client_certificates_total", "result=\"revoked\"", "")       \
+    X(CCERT_CRL, counter, "tlsgate_client_certificates_total", "result=\"crl_error\"", "")         \
+    X(CCERT_DEPTH, counter, "tlsgate_client_certificates_total", "result=\"chain_too_long\"", "")  \
+    X(CCERT_PURPOSE, counter, "tlsgate_client_certificates_total", "result=\"bad_purpose\"", "")   \
+    X(CCERT_INVALID, counter, "tlsgate_client_certificates_total", "result=\"invalid\"", "")
 
 enum tg_core_stat {
 #define TG_STAT_ENUM(id, type, name, labels, help) TG_STAT_##id,

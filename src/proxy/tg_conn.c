@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/tg_log.h"
@@ -15,6 +16,7 @@
 #include "proxy/tg_conn_alog.h"
 #include "proxy/tg_ppio.h"
 #include "proxy/tg_worker.h"
+#include "tls/tg_tls.h"
 #include "upstream/tg_cluster.h"
 
 const char *tg_conn_state_name(enum tg_conn_state s)
@@ -93,9 +95,35 @@ static inline const struct tg_conf_limits *tg_conn_limits(const struct tg_conn *
 
 static void tg_conn_handshake_over(struct tg_conn *c)
 {
-    if (c->in_handshake) {
-        c->in_handshake = false;
-        c->w->n_handshaking--;
+    tg_worker_hs_over(c->w, c);
+}
+
+/* A pipe's storage, from the worker's pool, for bytes about to arrive. */
+static bool tg_pipe_take(struct tg_worker *w, struct tg_pipe *p)
+{
+    if (p->data == NULL)
+        p->data = tg_worker_buf_get(w, p->cap);
+    return p->data != NULL;
+}
+
+/* libssl's buffers back too (the read buffer is ~17 KiB): its
+ * SSL_MODE_RELEASE_BUFFERS frees the read buffer after a read that returned
+ * data, not after one that would block, so a connection that went quiet
+ * would keep it. Nothing is freed while libssl holds bytes not yet read, or
+ * not yet sent (SSL_free_buffers refuses then). */
+static void tg_conn_ssl_quiet(struct tg_conn *c)
+{
+    if (!SSL_has_pending(c->ssl))
+        (void)SSL_free_buffers(c->ssl);
+}
+
+/* Back to the pool once drained: an idle connection holds no buffer. */
+static void tg_pipe_drop_if_empty(struct tg_worker *w, struct tg_pipe *p)
+{
+    if (p->data != NULL && p->len == 0) {
+        tg_worker_buf_put(w, p->data, p->cap);
+        p->data = NULL;
+        p->off = 0;
     }
 }
 
@@ -109,7 +137,7 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
     ev_io_stop(loop, &c->cio);
     ev_io_stop(loop, &c->uio);
     ev_timer_stop(loop, &c->timer);
-    bool established = SSL_is_init_finished(c->ssl);
+    bool established = c->ssl != NULL && SSL_is_init_finished(c->ssl);
     bool abortive = stat == TG_STAT_CLOSE_CLIENT_ERROR || stat == TG_STAT_CLOSE_CLIENT_TRUNCATED;
     if (established && !c->client_shut && !abortive) {
         /* Best effort close_notify; the socket is non-blocking. */
@@ -135,17 +163,14 @@ static void tg_conn_finalize(struct tg_conn *c, int stat)
     }
     close(c->cfd);
     tg_ppio_rx_free(c->pp_rx);
-    if (c->bufmem != NULL)
-        tg_worker_buf_put(w, c->bufmem, c->c2u.cap);
+    free(c->peer);
+    c->c2u.len = c->u2c.len = 0; /* whatever was left is lost with the connection */
+    tg_pipe_drop_if_empty(w, &c->c2u);
+    tg_pipe_drop_if_empty(w, &c->u2c);
     if (c->on_ready)
         tg_worker_unready(w, c);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    w->n_conns--;
+    tg_worker_conn_detach(w, c);
+    tg_worker_source_release(w, &c->src);
     tg_stat_inc(&w->stats, (enum tg_core_stat)stat);
     tg_stat_inc(&w->stats, TG_STAT_CONN_CLOSED_ACTIVE);
     tg_worker_conn_release(w);
@@ -195,9 +220,12 @@ static int tg_conn_pp_prepend(struct tg_conn *c)
             memset(&c->dest_addr, 0, sizeof(c->dest_addr)); /* v1 UNKNOWN, v2 UNSPEC */
     }
     size_t n = 0;
-    /* No client certificates yet: no verified subject to pass as SSL_CN. */
+    if (!tg_pipe_take(c->w, &c->c2u))
+        return TG_ENOMEM;
+    /* The verified client certificate's CN, when there is one. */
+    const char *cn = c->peer != NULL && c->peer->cn[0] != '\0' ? c->peer->cn : NULL;
     int rc = tg_ppio_build(c->l->conf->upstream.proxy_protocol, c->ssl, &c->client_addr,
-                           &c->dest_addr, NULL, c->c2u.data, c->c2u.cap, &n);
+                           &c->dest_addr, cn, c->c2u.data, c->c2u.cap, &n);
     if (rc != TG_OK) {
         TG_WARN("conn %p: cannot build the PROXY header for the upstream: %s", (void *)c,
                 tg_strerror(rc));
@@ -214,14 +242,10 @@ static void tg_conn_upstream_connected(struct tg_conn *c)
     c->alog.t_connected_ns = tg_now_ns();
     tg_stat_inc(&w->stats, TG_STAT_UPSTREAM_CONNECT_OK);
     tg_cluster_report(c->ep, TG_CONNECT_OK);
+    /* The buffers themselves are taken when bytes come (tg_pipe_take). */
     size_t cap = tg_conn_limits(c)->buffer_size;
-    c->bufmem = tg_worker_buf_get(w, cap);
-    if (c->bufmem == NULL) {
-        tg_conn_close(c, TG_STAT_CLOSE_INTERNAL);
-        return;
-    }
-    c->c2u = (struct tg_pipe){(char *)c->bufmem, cap, 0, 0};
-    c->u2c = (struct tg_pipe){(char *)c->bufmem + cap, cap, 0, 0};
+    c->c2u = (struct tg_pipe){NULL, cap, 0, 0};
+    c->u2c = (struct tg_pipe){NULL, cap, 0, 0};
     if (c->l->conf->upstream.proxy_protocol != 0 && tg_conn_pp_prepend(c) != TG_OK) {
         tg_conn_close(c, TG_STAT_CLOSE_INTERNAL);
         return;
@@ -331,6 +355,69 @@ static void tg_conn_connect(struct tg_conn *c)
     tg_conn_timer_after(c, tg_ns_s(tg_cluster_connect_timeout_ns(cl)));
 }
 
+/* ---- the first byte of the ClientHello ---- */
+
+/* How long a connection may stay silent: first_byte_timeout from accept (or
+ * the PROXY header's end), never longer than handshake_timeout. */
+static uint64_t tg_conn_hello_wait_ns(const struct tg_conn *c)
+{
+    const struct tg_conf_limits *lim = tg_conn_limits(c);
+    return lim->first_byte_timeout_ns < lim->handshake_timeout_ns ? lim->first_byte_timeout_ns
+                                                                  : lim->handshake_timeout_ns;
+}
+
+/* The connection's SSL, made when its ClientHello starts: a connection that
+ * never sends anything costs no SSL object and none of libssl's buffers.
+ * (One place that makes it, so that a pool of SSL objects could be drawn
+ * from here.) */
+static int tg_conn_tls_start(struct tg_conn *c)
+{
+    SSL *ssl = SSL_new(tg_tls_listener_ctx(c->l->tls));
+    if (ssl == NULL || !SSL_set_fd(ssl, c->cfd)) {
+        tg_log_openssl_errors(TG_LOG_ERROR, "new connection");
+        SSL_free(ssl);
+        return TG_ENOMEM;
+    }
+    SSL_set_accept_state(ssl);
+    SSL_set_async_callback_arg(ssl, c);
+    c->ssl = ssl;
+    return TG_OK;
+}
+
+/* HELLO_WAIT: has the ClientHello started? A peek, so that libssl reads it
+ * whole from the socket. */
+static void tg_conn_hello_wait(struct tg_conn *c)
+{
+    struct tg_worker *w = c->w;
+    char b;
+    ssize_t n = recv(c->cfd, &b, 1, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        tg_io_want(w->loop, &c->cio, c->cfd, EV_READ);
+        return;
+    }
+    if (n <= 0) {
+        /* Gone before the first byte (a TCP health check, a scan): a
+         * client that left before its ClientHello. */
+        tg_stat_inc(&w->stats, TG_STAT_HS_FAIL_CLOSED);
+        tg_conn_close(c, TG_STAT_CLOSE_HANDSHAKE_FAILED);
+        return;
+    }
+    if (tg_conn_tls_start(c) != TG_OK) {
+        tg_conn_close(c, TG_STAT_CLOSE_INTERNAL);
+        return;
+    }
+    /* From now on handshake_timeout, counted from where it started. */
+    uint64_t hs = tg_conn_limits(c)->handshake_timeout_ns;
+    if (tg_conn_hello_wait_ns(c) < hs) {
+        uint64_t spent = tg_now_ns() - c->t_hs_start_ns;
+        tg_conn_timer_after(c, tg_ns_s(spent < hs ? hs - spent : 0));
+    }
+    /* Set here: the handshake may pause at once, or wait for a job, before
+     * it sets a state itself. */
+    tg_conn_set_state(c, TG_CONN_HANDSHAKING);
+    tg_conn_handshake(c);
+}
+
 /* ---- PROXY header from a load balancer ---- */
 
 static void tg_conn_proxy_header(struct tg_conn *c)
@@ -375,11 +462,16 @@ static void tg_conn_proxy_header(struct tg_conn *c)
     TG_DEBUG("conn %p: PROXY v%d header%s: client %s, to %s", (void *)c, h.version,
              h.src.ss_family == AF_UNSPEC ? " without addresses" : "",
              tg_pp_addr_text(&c->client_addr, a, sizeof(a)), tg_pp_addr_text(&h.dst, b, sizeof(b)));
-    /* Set here: the handshake may pause at once, or wait for a job, before
-     * it sets a state itself. */
-    tg_conn_set_state(c, TG_CONN_HANDSHAKING);
-    tg_conn_timer_after(c, tg_ns_s(tg_conn_limits(c)->handshake_timeout_ns));
-    tg_conn_handshake(c);
+    /* The load balancer's clients are counted per source from here, under
+     * the address the header gives (a header without one: not counted). */
+    if (h.src.ss_family != AF_UNSPEC && !tg_worker_source_acquire(w, &c->client_addr, &c->src)) {
+        tg_conn_close(c, TG_STAT_CLOSE_PER_SOURCE);
+        return;
+    }
+    c->t_hs_start_ns = tg_now_ns();
+    tg_conn_set_state(c, TG_CONN_HELLO_WAIT);
+    tg_conn_timer_after(c, tg_ns_s(tg_conn_hello_wait_ns(c)));
+    tg_conn_hello_wait(c);
     return;
 refused:
     TG_DEBUG("conn %p: PROXY header refused from %s: %s", (void *)c,
@@ -391,10 +483,33 @@ refused:
 
 /* ---- handshake ---- */
 
+/* A finished handshake on a listener with client certificates: counted,
+ * described (c->peer). false when the connection must not go on. */
+static bool tg_conn_client_cert(struct tg_conn *c)
+{
+    int count = -1;
+    int rc = tg_mtls_handshake_done(c->ssl, tg_tls_listener_ctx(c->l->tls), time(NULL), &c->peer,
+                                    &count);
+    if (count >= 0)
+        tg_stat_inc(&c->w->stats, (enum tg_core_stat)count);
+    if (rc == TG_OK && c->peer != NULL)
+        TG_DEBUG("conn %p: client certificate%s: subject %s, sha256 %s", (void *)c,
+                 c->peer->resumed ? " (resumed session)" : "", c->peer->subject, c->peer->sha256);
+    if (rc == TG_EPROTO) {
+        tg_stat_inc(&c->w->stats, TG_STAT_HS_FAIL_CCERT);
+        TG_DEBUG("conn %p: resumed session's client certificate is no longer valid", (void *)c);
+    }
+    if (rc != TG_OK)
+        tg_conn_close(c, rc == TG_EPROTO ? TG_STAT_CLOSE_HANDSHAKE_FAILED : TG_STAT_CLOSE_INTERNAL);
+    return rc == TG_OK;
+}
+
 static void tg_conn_handshake_done(struct tg_conn *c)
 {
     struct tg_worker *w = c->w;
     tg_conn_handshake_over(c);
+    if (tg_tls_listener_mtls(c->l->tls) != NULL && !tg_conn_client_cert(c))
+        return;
     /* No private-key operation happens after the handshake: stop paying
      * for an ASYNC job on every read and write. */
     SSL_clear_mode(c->ssl, SSL_MODE_ASYNC);
@@ -414,14 +529,19 @@ static void tg_conn_handshake_done(struct tg_conn *c)
     tg_hist_record(&w->stats.handshake_us, &tg_hist_latency_us,
                    (c->alog.t_handshake_ns - c->t_accept_ns) / 1000);
     ev_io_stop(w->loop, &c->cio);
+    tg_conn_ssl_quiet(c); /* until the upstream is connected */
     tg_conn_connect(c);
 }
 
 static void tg_conn_handshake_failed(struct tg_conn *c, int err)
 {
     struct tg_worker *w = c->w;
-    int stat;
-    if (c->keyctx.failures > 0 && !c->keyctx.cancelled)
+    int stat, ccert = -1;
+    if (tg_tls_listener_mtls(c->l->tls) != NULL)
+        ccert = tg_mtls_failure(c->ssl);
+    if (ccert >= 0)
+        stat = TG_STAT_HS_FAIL_CCERT;
+    else if (c->keyctx.failures > 0 && !c->keyctx.cancelled)
         stat = TG_STAT_HS_FAIL_KEYOP;
     else if (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN)
         stat = TG_STAT_HS_FAIL_CLOSED;
@@ -430,6 +550,10 @@ static void tg_conn_handshake_failed(struct tg_conn *c, int err)
     c->alog.detail = stat;
     if (!c->closing) {
         tg_stat_inc(&w->stats, (enum tg_core_stat)stat);
+        if (ccert >= 0) {
+            tg_stat_inc(&w->stats, (enum tg_core_stat)ccert);
+            TG_DEBUG("conn %p: client certificate refused: %s", (void *)c, tg_mtls_why(c->ssl));
+        }
         if (tg_log_enabled(TG_LOG_DEBUG))
             tg_log_openssl_errors(TG_LOG_DEBUG, "handshake failed");
     }
@@ -456,6 +580,7 @@ static void tg_conn_handshake(struct tg_conn *c)
         return;
     case SSL_ERROR_WANT_READ:
         tg_conn_set_state(c, TG_CONN_HANDSHAKING);
+        tg_conn_ssl_quiet(c); /* waiting for the client, maybe long */
         tg_io_want(c->w->loop, &c->cio, c->cfd, EV_READ);
         return;
     case SSL_ERROR_WANT_WRITE:
@@ -479,9 +604,10 @@ static void tg_conn_handshake(struct tg_conn *c)
 
 void tg_conn_resume(struct tg_conn *c)
 {
-    if (c->state == TG_CONN_KEYOP_WAIT || c->state == TG_CONN_HANDSHAKING ||
-        c->state == TG_CONN_ACCEPTED)
+    if (c->state == TG_CONN_KEYOP_WAIT || c->state == TG_CONN_HANDSHAKING)
         tg_conn_handshake(c);
+    else if (c->state == TG_CONN_HELLO_WAIT)
+        tg_conn_hello_wait(c);
     else if (c->state == TG_CONN_PROXYING)
         tg_conn_pump(c);
 }
@@ -537,6 +663,10 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
      * system call. */
     if (!c->client_eof && cu->len < cu->cap &&
         (c->client_maybe_readable || SSL_has_pending(c->ssl))) {
+        if (!tg_pipe_take(w, cu)) {
+            tg_conn_close(c, TG_STAT_CLOSE_INTERNAL);
+            return false;
+        }
         tg_ssl_enter(c);
         int n = SSL_read(c->ssl, cu->data + cu->len, (int)(cu->cap - cu->len));
         int err = n > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, n);
@@ -598,6 +728,10 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
     }
     /* upstream -> buffer */
     if (!c->upstream_eof && uc->len < uc->cap && c->upstream_maybe_readable) {
+        if (!tg_pipe_take(w, uc)) {
+            tg_conn_close(c, TG_STAT_CLOSE_INTERNAL);
+            return false;
+        }
         ssize_t n = recv(c->ufd, uc->data + uc->len, uc->cap - uc->len, 0);
         if (n > 0) {
             uc->len += (size_t)n;
@@ -662,6 +796,10 @@ static void tg_conn_pump(struct tg_conn *c)
     }
     if (any)
         c->t_active_ns = tg_now_ns();
+    tg_pipe_drop_if_empty(c->w, &c->c2u);
+    tg_pipe_drop_if_empty(c->w, &c->u2c);
+    if (c->ssl_read_wants == EV_READ || c->client_eof)
+        tg_conn_ssl_quiet(c);
     /* Bytes OpenSSL already holds raise no socket event: if the round limit
      * stopped us, or whole records wait in OpenSSL while the buffer has room
      * (not a partial one: the last read would have asked for more), come
@@ -701,10 +839,15 @@ static void tg_conn_client_cb(struct ev_loop *loop, ev_io *io, int revents)
     struct tg_conn *c = io->data;
     switch (c->state) {
     case TG_CONN_PROXY_HEADER:
+        tg_worker_hs_touch(c->w, c); /* heard from: evicted last */
         tg_conn_proxy_header(c);
         break;
-    case TG_CONN_ACCEPTED:
+    case TG_CONN_HELLO_WAIT:
+        tg_worker_hs_touch(c->w, c);
+        tg_conn_hello_wait(c);
+        break;
     case TG_CONN_HANDSHAKING:
+        tg_worker_hs_touch(c->w, c);
         tg_conn_handshake(c);
         break;
     case TG_CONN_PROXYING:
@@ -756,7 +899,17 @@ static void tg_conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         c->alog.detail = TG_STAT_PP_ERR_TIMEOUT;
         tg_conn_close(c, TG_STAT_CLOSE_PROXY_PROTOCOL);
         break;
-    case TG_CONN_ACCEPTED:
+    case TG_CONN_HELLO_WAIT: {
+        /* Silent: closed at first_byte_timeout, or at handshake_timeout
+         * when that is not later. */
+        bool first = tg_conn_hello_wait_ns(c) < tg_conn_limits(c)->handshake_timeout_ns;
+        TG_DEBUG("conn %p: no byte of a ClientHello within %s", (void *)c,
+                 first ? "first_byte_timeout" : "handshake_timeout");
+        tg_stat_inc(&w->stats, TG_STAT_HS_FAIL_TIMEOUT);
+        tg_conn_close(c,
+                      first ? TG_STAT_CLOSE_FIRST_BYTE_TIMEOUT : TG_STAT_CLOSE_HANDSHAKE_TIMEOUT);
+        break;
+    }
     case TG_CONN_HANDSHAKING:
     case TG_CONN_KEYOP_WAIT:
         tg_stat_inc(&w->stats, TG_STAT_HS_FAIL_TIMEOUT);
@@ -789,20 +942,31 @@ static void tg_conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 void tg_conn_accept(struct tg_wlistener *l, int fd, const struct sockaddr_storage *peer)
 {
     struct tg_worker *w = l->w;
-    if (!tg_worker_conn_acquire(w)) {
-        tg_stat_inc(&w->stats, TG_STAT_CONN_REJECTED_LIMIT);
+    bool pp = l->conf->proxy_protocol;
+    /* On a proxy_protocol listener the TCP peer is the load balancer: its
+     * clients are counted per source once the header names them. */
+    struct tg_srclimit_hold src = {0};
+    if (!pp && !tg_worker_source_acquire(w, peer, &src)) {
         if (w->alog != NULL)
-            tg_conn_alog_rejected(l, peer);
+            tg_conn_alog_rejected(l, peer, TG_STAT_CONN_REJECTED_PER_SOURCE);
         close(fd);
         return;
     }
-    struct tg_conn *c = calloc(1, sizeof(*c));
-    SSL *ssl = SSL_new(tg_tls_listener_ctx(l->tls));
-    if (c == NULL || ssl == NULL || !SSL_set_fd(ssl, fd)) {
-        tg_log_openssl_errors(TG_LOG_ERROR, "new connection");
-        SSL_free(ssl);
-        free(c);
+    if (!tg_worker_conn_acquire(w)) {
+        tg_stat_inc(&w->stats, TG_STAT_CONN_REJECTED_LIMIT);
+        tg_worker_source_release(w, &src);
+        if (w->alog != NULL)
+            tg_conn_alog_rejected(l, peer, TG_STAT_CONN_REJECTED_LIMIT);
         close(fd);
+        return;
+    }
+    /* Nothing else yet: the SSL object comes with the ClientHello's first
+     * byte, the buffers with the bytes to forward. */
+    struct tg_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        TG_ERROR("new connection: out of memory");
+        close(fd);
+        tg_worker_source_release(w, &src);
         tg_worker_conn_release(w);
         return;
     }
@@ -811,44 +975,35 @@ void tg_conn_accept(struct tg_wlistener *l, int fd, const struct sockaddr_storag
     c->l = l;
     c->cfd = fd;
     c->ufd = -1;
-    c->ssl = ssl;
     c->state = TG_CONN_ACCEPTED;
     c->keyctx.kx = tg_tls_listener_kx(l->tls);
     c->client_addr = *peer;
-    c->t_accept_ns = tg_now_ns();
+    c->src = src;
+    c->t_accept_ns = c->t_hs_start_ns = tg_now_ns();
     if (w->alog != NULL)
         tg_alog_addr_set(&c->alog.peer, (const struct sockaddr *)peer, sizeof(*peer));
-    SSL_set_accept_state(ssl);
-    SSL_set_async_callback_arg(ssl, c);
     ev_io_init(&c->cio, tg_conn_client_cb, fd, EV_READ);
     c->cio.data = c;
     ev_init(&c->uio, tg_conn_upstream_cb);
     c->uio.data = c;
-    bool pp = l->conf->proxy_protocol;
-    uint64_t first_wait =
-        pp ? l->conf->proxy_protocol_timeout_ns : tg_conn_limits(c)->handshake_timeout_ns;
+    uint64_t first_wait = pp ? l->conf->proxy_protocol_timeout_ns : tg_conn_hello_wait_ns(c);
     ev_timer_init(&c->timer, tg_conn_timer_cb, tg_ns_s(first_wait), 0.0);
     c->timer.data = c;
     ev_timer_start(w->loop, &c->timer);
-    c->next = w->conns;
-    if (w->conns)
-        w->conns->prev = c;
-    w->conns = c;
-    w->n_conns++;
+    tg_worker_conn_attach(w, c);
     tg_worker_wgen_hold(l->wg); /* c keeps its generation until it is freed */
-    c->in_handshake = true;
-    w->n_handshaking++;
     tg_stat_inc(&w->stats, TG_STAT_CONN_ACCEPTED);
     tg_stat_inc(&w->stats, TG_STAT_CONN_OPENED);
     char a[TG_PP_ADDR_TEXT];
     TG_DEBUG("conn %p: accepted from %s on listener %s", (void *)c,
              tg_pp_addr_text(&c->client_addr, a, sizeof(a)), l->conf->name);
     /* The PROXY header or the ClientHello usually follows the connect
-     * closely: try at once instead of paying a poll round trip. */
+     * closely: look at once instead of paying a poll round trip. */
     if (pp) {
         tg_conn_set_state(c, TG_CONN_PROXY_HEADER);
         tg_conn_proxy_header(c);
     } else {
-        tg_conn_handshake(c);
+        tg_conn_set_state(c, TG_CONN_HELLO_WAIT);
+        tg_conn_hello_wait(c);
     }
 }

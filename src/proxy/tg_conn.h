@@ -2,16 +2,36 @@
  * tg_conn: one client connection, an explicit state machine with exactly one
  * close path.
  *
- *   ACCEPTED [-> PROXY_HEADER] -> HANDSHAKING <-> KEYOP_WAIT -> UPSTREAM_CONNECTING
- *            -> PROXYING -> (half-closed directions drain) -> CLOSED
+ *   ACCEPTED [-> PROXY_HEADER] -> HELLO_WAIT -> HANDSHAKING <-> KEYOP_WAIT
+ *            -> UPSTREAM_CONNECTING -> PROXYING -> (half-closed directions drain) -> CLOSED
+ *
+ * HELLO_WAIT: nothing of the ClientHello has arrived yet. The connection
+ * holds no SSL object and no buffer (an idle flood costs a few hundred
+ * bytes per connection); its SSL is made when the first byte is readable.
+ * limits.first_byte_timeout (capped by handshake_timeout) closes a
+ * connection that stays silent (CLOSE_FIRST_BYTE_TIMEOUT).
+ *
+ * From accept to the end of the handshake a connection is on its worker's
+ * handshake list, the one whose client was heard from longest ago first: at
+ * limits.max_connections the worker closes the first of them that is not
+ * inside a key operation to make room for a new one (CLOSE_EVICTED). A
+ * connection is also counted against max_connections_per_source from
+ * accept (on a proxy_protocol listener: from the header's end, under the
+ * header's source address) until it is freed.
  *
  * PROXY_HEADER, on listeners with proxy_protocol: true only: reading the
  * load balancer's PROXY header (tg_ppio), exactly its bytes, for at most the
  * listener's proxy_protocol_timeout; a missing, invalid or late header
  * closes the connection (CLOSE_PROXY_PROTOCOL, PP_ERR_*). The handshake
- * timer starts when the header is complete. When the upstream has
+ * and first-byte timers start when the header is complete. When the upstream has
  * proxy_protocol v1 or v2, the header for it is the first thing in the
  * client -> upstream buffer once the upstream connection is up.
+ *
+ * HANDSHAKING, on listeners with tls.client_certificate: libssl asks for
+ * and verifies the client's certificate; a refused or missing one fails the
+ * handshake (counted by reason: tlsgate_client_certificates_total), a
+ * verified one is described in c->peer once the handshake is done. A
+ * resumed session whose certificate has expired since is refused too.
  *
  * UPSTREAM_CONNECTING: the listener's cluster gives an endpoint; when the
  * connect fails or times out (connect_timeout per attempt) the result is
@@ -42,6 +62,8 @@
 #include "alog/tg_alog.h"
 #include "core/tg_stats.h"
 #include "keyprov/tg_keyprov.h"
+#include "proxy/tg_srclimit.h"
+#include "tls/tg_mtls.h"
 #include "upstream/tg_endpoint.h"
 
 /* Most upstream endpoints one connection tries (upstream.max_connect_attempts). */
@@ -54,6 +76,7 @@ struct tg_ppio_rx;
 #define TG_CONN_STATES(X)                                                                          \
     X(ACCEPTED, "accepted")                                                                        \
     X(PROXY_HEADER, "proxy_header")                                                                \
+    X(HELLO_WAIT, "hello_wait")                                                                    \
     X(HANDSHAKING, "handshaking")                                                                  \
     X(KEYOP_WAIT, "keyop_wait")                                                                    \
     X(UPSTREAM_CONNECTING, "upstream_connecting")                                                  \
@@ -115,10 +138,14 @@ struct tg_conn {
     struct tg_ppio_rx *pp_rx; /* a PROXY header arriving in pieces (PROXY_HEADER) */
     size_t pp_unsent;         /* bytes of the upstream's PROXY header still at the head of c2u */
     uint64_t t_accept_ns;
+    uint64_t
+        t_hs_start_ns; /* handshake_timeout counts from here: accept, or the PROXY header's end */
     uint64_t t_active_ns; /* last byte moved, for idle_timeout */
-    void *bufmem;         /* both pipes' storage, from the worker pool */
-    struct tg_pipe c2u;   /* client -> upstream plaintext */
-    struct tg_pipe u2c;   /* upstream -> client plaintext */
+    /* Each pipe's storage (data) comes from the worker's pool only while
+     * bytes are in flight in that direction: NULL when drained. */
+    struct tg_pipe c2u;          /* client -> upstream plaintext */
+    struct tg_pipe u2c;          /* upstream -> client plaintext */
+    struct tg_srclimit_hold src; /* counted against max_connections_per_source */
     /* half-close bookkeeping */
     bool client_eof;    /* no more bytes will come from the client */
     bool upstream_eof;  /* no more bytes will come from the upstream */
@@ -140,7 +167,14 @@ struct tg_conn {
     struct tg_endpoint *ep;
     struct tg_endpoint *tried[TG_CONN_MAX_ATTEMPTS];
     uint8_t n_tried;
-    struct tg_conn *prev, *next; /* worker's list */
+    /* The client's certificate (tls.client_certificate), verified: subject,
+     * SAN, SHA-256 fingerprint (tg_mtls.h). Filled when the handshake
+     * finishes (also from a resumed session) and kept until the connection
+     * is freed, for the PROXY v2 header's SSL_CN and the access log; NULL
+     * when the listener asks for none or the client sent none. Owned. */
+    struct tg_tls_peer *peer;
+    struct tg_conn *prev, *next;       /* worker's list */
+    struct tg_conn *hs_prev, *hs_next; /* worker's handshake list (in_handshake) */
     struct tg_conn *ready_next;
 
     struct tg_conn_alog alog;

@@ -85,7 +85,8 @@ void tg_conn_alog_closed(struct tg_conn *c, int stat)
     (void)tg_alog_emit(c->w->alog, &r, &s);
 }
 
-void tg_conn_alog_rejected(struct tg_wlistener *l, const struct sockaddr_storage *peer)
+void tg_conn_alog_rejected(struct tg_wlistener *l, const struct sockaddr_storage *peer,
+                           enum tg_core_stat counter)
 {
     struct tg_alog_rec r;
     struct tg_alog_strs s;
@@ -95,7 +96,7 @@ void tg_conn_alog_rejected(struct tg_wlistener *l, const struct sockaddr_storage
     r.handshake_ns = TG_ALOG_NONE;
     r.connect_ns = TG_ALOG_NONE;
     r.cert_index = -1;
-    r.term = (uint8_t)tg_alog_term_of(TG_STAT_CONN_REJECTED_LIMIT, 0);
+    r.term = (uint8_t)tg_alog_term_of(counter, 0);
     tg_alog_addr_set(&r.peer, (const struct sockaddr *)peer, sizeof(*peer));
     r.client = r.peer; /* a PROXY header is not read from a refused connection */
     const char *listener = l->conf->name;

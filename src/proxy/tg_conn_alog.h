@@ -17,6 +17,7 @@
 void tg_conn_alog_closed(struct tg_conn *c, int stat);
 /* A connection refused at accept (limits.max_connections) from the TCP peer
  * `peer` (AF_UNSPEC: unknown): a line with term LR. */
-void tg_conn_alog_rejected(struct tg_wlistener *l, const struct sockaddr_storage *peer);
+void tg_conn_alog_rejected(struct tg_wlistener *l, const struct sockaddr_storage *peer,
+                           enum tg_core_stat counter);
 
 #endif

@@ -16,6 +16,7 @@
 #include "core/tg_time.h"
 #include "ossl/tg_ossl.h"
 #include "proxy/tg_gen.h"
+#include "proxy/tg_srclimit.h"
 #include "proxy/tg_watch.h"
 #include "proxy/tg_worker.h"
 #include "tls/tg_tls.h"
@@ -37,8 +38,9 @@ struct tg_gateway {
     struct tg_admin *admin;
     struct tg_watch *watch; /* NULL: reload.watch off, or no inotify */
     struct tg_pidfile *pidfile;
-    struct tg_alog *alog;    /* NULL: access_log off (restart-only: tg_gen_check_restart) */
-    _Atomic uint64_t active; /* open connections, all workers (limits.max_connections) */
+    struct tg_alog *alog;        /* NULL: access_log off (restart-only: tg_gen_check_restart) */
+    _Atomic uint64_t active;     /* open connections, all workers (limits.max_connections) */
+    struct tg_srclimit *sources; /* per source address (limits.max_connections_per_source) */
     _Atomic int exited;
     _Atomic int acks;    /* workers that took `next` */
     bool reload_again;   /* asked while a switch was in progress */
@@ -246,7 +248,8 @@ static void tg_gateway_describe(const struct tg_gen *g, const struct tg_gen *pre
     }
 }
 
-/* Watch the certificate and key files g reads (reload.watch). */
+/* Watch the certificate, key, client CA and CRL files g reads
+ * (reload.watch). */
 static void tg_gateway_watch(struct tg_gateway *gw, const struct tg_gen *g)
 {
     const struct tg_config *cfg = g->cfg;
@@ -257,7 +260,7 @@ static void tg_gateway_watch(struct tg_gateway *gw, const struct tg_gen *g)
         return;
     size_t n = 0, cap = 0;
     for (size_t i = 0; i < cfg->n_listeners; i++)
-        cap += 2 * cfg->listeners[i].tls.n_certs;
+        cap += 2 * cfg->listeners[i].tls.n_certs + 2;
     const char **paths = calloc(cap + 1, sizeof(*paths));
     if (paths == NULL) {
         TG_WARN("reload.watch: out of memory: the files watched stay as they were");
@@ -271,6 +274,10 @@ static void tg_gateway_watch(struct tg_gateway *gw, const struct tg_gen *g)
             if (tls->certs[c].private_key.path != NULL)
                 paths[n++] = tls->certs[c].private_key.path;
         }
+        if (tls->client_cert.ca.path != NULL)
+            paths[n++] = tls->client_cert.ca.path;
+        if (tls->client_cert.crl.path != NULL)
+            paths[n++] = tls->client_cert.crl.path;
     }
     tg_watch_set(gw->watch, paths, n, cfg->reload.debounce_ns);
     free(paths);
@@ -407,6 +414,7 @@ static void tg_gateway_free(struct tg_gateway *gw)
     }
     free(gw->workers);
     free(gw->stats);
+    tg_srclimit_free(gw->sources);
     /* The workers are gone: every cluster stops, then goes. */
     tg_gen_retire(gw->next, gw->gen);
     tg_gen_retire(gw->gen, NULL);
@@ -522,6 +530,13 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
         rc = 1;
         goto out;
     }
+    /* Always made (a reload may set limits.max_connections_per_source);
+     * its pages stay untouched, not resident, while no source is counted. */
+    if (tg_srclimit_new(&gw->sources) != TG_OK) {
+        fprintf(stderr, "tlsgate: cannot set up the per-source connection counts\n");
+        rc = 1;
+        goto out;
+    }
     const struct tg_config *c = gw->gen->cfg;
     struct tg_worker_host host = {
         .active = &gw->active,
@@ -529,6 +544,7 @@ int tg_gateway_run(struct tg_config *cfg, const struct tg_gateway_opts *opts)
         .exited_arg = gw,
         .switched = tg_gateway_worker_switched,
         .started = tg_gateway_worker_started,
+        .sources = gw->sources,
     };
     for (int i = 0; i < gw->n_workers; i++) {
         if (tg_worker_init(&gw->workers[i], i, gw->gen, &host) != TG_OK) {

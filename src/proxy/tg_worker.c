@@ -1,6 +1,9 @@
 #include "proxy/tg_worker.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/async.h>
@@ -12,11 +15,23 @@
 #include <unistd.h>
 
 #include "core/tg_log.h"
+#include "core/tg_time.h"
 #include "proxy/tg_conn.h"
+#include "proxy/tg_ppio.h"
+#include "proxy/tg_srclimit.h"
 
 #define TG_ACCEPT_BATCH  64
-#define TG_BUF_POOL_MAX  1024
+#define TG_BUF_POOL_MAX  256 /* one-direction buffers kept for reuse, per worker */
 #define TG_RESUME_ROUNDS 16
+/* Connections looked at, from the handshake list's head, for one to evict:
+ * those inside a key operation are skipped (a close would only mark them). */
+#define TG_EVICT_SCAN 64
+/* The heap is trimmed when the open connections have fallen by this many
+ * and by a quarter since their peak (tg_worker_trim_due). */
+#define TG_TRIM_MIN_DROP 256
+
+/* Process-wide: one line per interval for each kind of limit. */
+static struct tg_log_every tg_warn_max_conns, tg_warn_per_source, tg_warn_accept;
 
 /* ---- ready list ---- */
 
@@ -87,7 +102,9 @@ size_t tg_worker_count_state(const struct tg_worker *w, enum tg_conn_state s)
 
 /* ---- connection accounting ---- */
 
-bool tg_worker_conn_acquire(struct tg_worker *w)
+static void tg_worker_housekeep_soon(struct tg_worker *w);
+
+static bool tg_worker_try_acquire(struct tg_worker *w)
 {
     uint64_t n = atomic_fetch_add_explicit(w->host.active, 1, memory_order_relaxed);
     if (n >= w->cfg->limits.max_connections) {
@@ -97,27 +114,169 @@ bool tg_worker_conn_acquire(struct tg_worker *w)
     return true;
 }
 
+/* Close the connection that has waited longest for its client during the
+ * handshake, if one is not inside a key operation. */
+static bool tg_worker_evict(struct tg_worker *w)
+{
+    struct tg_conn *c = w->hs_head;
+    for (int i = 0; c != NULL && i < TG_EVICT_SCAN; i++, c = c->hs_next) {
+        if (c->in_job || c->closing || c->state == TG_CONN_KEYOP_WAIT)
+            continue;
+        char a[TG_PP_ADDR_TEXT];
+        TG_DEBUG("conn %p: evicted at max_connections (%s, client %s)", (void *)c,
+                 tg_conn_state_name(c->state), tg_pp_addr_text(&c->client_addr, a, sizeof(a)));
+        tg_conn_close(c, TG_STAT_CLOSE_EVICTED); /* frees it: not in a job */
+        return true;
+    }
+    return false;
+}
+
+bool tg_worker_conn_acquire(struct tg_worker *w)
+{
+    if (tg_worker_try_acquire(w))
+        return true;
+    bool evicted = tg_worker_evict(w);
+    bool ok = evicted && tg_worker_try_acquire(w);
+    uint64_t missed = 0;
+    if (tg_log_every_due(&tg_warn_max_conns, TG_LIMIT_WARN_S * TG_NS_PER_S, tg_now_ns(), &missed))
+        TG_WARN("limits.max_connections (%llu) reached: %s (%llu more time(s) since the last "
+                "warning; tlsgate_connections_closed_total{reason=\"evicted\"}, "
+                "tlsgate_connections_rejected_total{reason=\"max_connections\"})",
+                (unsigned long long)w->cfg->limits.max_connections,
+                ok ? "closed the connection idle longest in its handshake to make room"
+                   : "new connection refused: no connection of this worker idle in its handshake",
+                (unsigned long long)missed);
+    return ok;
+}
+
 void tg_worker_conn_release(struct tg_worker *w)
 {
     atomic_fetch_sub_explicit(w->host.active, 1, memory_order_relaxed);
+}
+
+bool tg_worker_source_acquire(struct tg_worker *w, const struct sockaddr_storage *addr,
+                              struct tg_srclimit_hold *hold)
+{
+    hold->held = false;
+    const struct tg_conf_limits *lim = &w->cfg->limits;
+    if (w->host.sources == NULL || lim->max_connections_per_source == 0)
+        return true;
+    if (tg_srclimit_acquire(w->host.sources, addr, lim->per_source_ipv6_prefix,
+                            lim->max_connections_per_source, hold))
+        return true;
+    tg_stat_inc(&w->stats, TG_STAT_CONN_REJECTED_PER_SOURCE);
+    uint64_t missed = 0;
+    if (tg_log_every_due(&tg_warn_per_source, TG_LIMIT_WARN_S * TG_NS_PER_S, tg_now_ns(),
+                         &missed)) {
+        char a[TG_PP_ADDR_TEXT];
+        TG_WARN("limits.max_connections_per_source (%llu) reached by %s: new connection refused "
+                "(%llu more refusal(s), any source, since the last warning; "
+                "tlsgate_connections_rejected_total{reason=\"max_connections_per_source\"})",
+                (unsigned long long)lim->max_connections_per_source,
+                tg_pp_addr_text(addr, a, sizeof(a)), (unsigned long long)missed);
+    }
+    return false;
+}
+
+void tg_worker_source_release(struct tg_worker *w, struct tg_srclimit_hold *hold)
+{
+    if (w->host.sources != NULL)
+        tg_srclimit_release(w->host.sources, hold);
+}
+
+void tg_worker_conn_attach(struct tg_worker *w, struct tg_conn *c)
+{
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    if (++w->n_conns > w->conns_peak)
+        w->conns_peak = w->n_conns;
+    c->in_handshake = true;
+    w->n_handshaking++;
+    tg_worker_hs_touch(w, c);
+}
+
+/* Many connections have closed since the peak: the heap holds their freed
+ * memory (glibc keeps a thread's arena), worth giving back. */
+static bool tg_worker_trim_due(const struct tg_worker *w)
+{
+    size_t drop = w->conns_peak - w->n_conns;
+    return drop >= TG_TRIM_MIN_DROP && drop * 4 >= w->conns_peak;
+}
+
+void tg_worker_conn_detach(struct tg_worker *w, struct tg_conn *c)
+{
+    tg_worker_hs_over(w, c);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->n_conns--;
+    if (tg_worker_trim_due(w))
+        tg_worker_housekeep_soon(w);
+}
+
+static void tg_worker_hs_unlink(struct tg_worker *w, struct tg_conn *c)
+{
+    if (c->hs_prev)
+        c->hs_prev->hs_next = c->hs_next;
+    else
+        w->hs_head = c->hs_next;
+    if (c->hs_next)
+        c->hs_next->hs_prev = c->hs_prev;
+    else
+        w->hs_tail = c->hs_prev;
+    c->hs_prev = c->hs_next = NULL;
+}
+
+void tg_worker_hs_touch(struct tg_worker *w, struct tg_conn *c)
+{
+    if (!c->in_handshake || w->hs_tail == c)
+        return;
+    if (c->hs_prev != NULL || w->hs_head == c)
+        tg_worker_hs_unlink(w, c);
+    c->hs_prev = w->hs_tail;
+    if (w->hs_tail)
+        w->hs_tail->hs_next = c;
+    else
+        w->hs_head = c;
+    w->hs_tail = c;
+}
+
+void tg_worker_hs_over(struct tg_worker *w, struct tg_conn *c)
+{
+    if (!c->in_handshake)
+        return;
+    c->in_handshake = false;
+    w->n_handshaking--;
+    tg_worker_hs_unlink(w, c);
 }
 
 /* ---- buffers ---- */
 
 void *tg_worker_buf_get(struct tg_worker *w, size_t size)
 {
-    if (size == w->buf_size && w->buf_pool_n > 0)
-        return w->buf_pool[--w->buf_pool_n];
-    return malloc(2 * size);
+    if (size == w->buf_size && w->buf_pool_n > 0) {
+        void *b = w->buf_pool[--w->buf_pool_n];
+        if (w->buf_pool_n < w->buf_pool_low)
+            w->buf_pool_low = w->buf_pool_n;
+        return b;
+    }
+    return malloc(size);
 }
 
 void tg_worker_buf_put(struct tg_worker *w, void *buf, size_t size)
 {
     /* A connection of an older generation may have another size. */
-    if (size == w->buf_size && w->buf_pool_n < TG_BUF_POOL_MAX)
+    if (size == w->buf_size && w->buf_pool_n < TG_BUF_POOL_MAX) {
         w->buf_pool[w->buf_pool_n++] = buf;
-    else
+        tg_worker_housekeep_soon(w);
+    } else {
         free(buf);
+    }
 }
 
 static void tg_worker_buf_resize(struct tg_worker *w, size_t size)
@@ -126,7 +285,45 @@ static void tg_worker_buf_resize(struct tg_worker *w, size_t size)
         return;
     while (w->buf_pool_n > 0)
         free(w->buf_pool[--w->buf_pool_n]);
+    w->buf_pool_low = 0;
     w->buf_size = size;
+}
+
+/* ---- housekeeping: give memory back ---- */
+
+/* Every TG_HOUSEKEEP_S while there is something to give back, else idle. */
+static void tg_worker_housekeep_soon(struct tg_worker *w)
+{
+    if (w->loop != NULL && !ev_is_active(&w->housekeep) && !w->draining) {
+        ev_timer_set(&w->housekeep, TG_HOUSEKEEP_S, 0.0);
+        ev_timer_start(w->loop, &w->housekeep);
+    }
+}
+
+static void tg_housekeep_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct tg_worker *w = t->data;
+    /* Buffers the pool kept all period long were not needed: free them. */
+    for (size_t spare = w->buf_pool_low; spare > 0 && w->buf_pool_n > 0; spare--)
+        free(w->buf_pool[--w->buf_pool_n]);
+    w->buf_pool_low = w->buf_pool_n;
+    if (tg_worker_trim_due(w)) {
+        /* What the closed connections freed stays in the thread's malloc
+         * arena, fragmented, and counts in RSS until trimmed (glibc returns
+         * the top of a heap by itself, not the free pages inside it). */
+        uint64_t t0 = tg_now_ns();
+#ifdef __GLIBC__
+        (void)malloc_trim(0);
+#endif
+        TG_DEBUG("heap trimmed in %.1f ms: %zu connection(s) open, %zu at the peak",
+                 (double)(tg_now_ns() - t0) / 1e6, w->n_conns, w->conns_peak);
+        tg_stat_inc(&w->stats, TG_STAT_MEMORY_TRIMS);
+        w->conns_peak = w->n_conns;
+    }
+    if (w->buf_pool_n > 0)
+        tg_worker_housekeep_soon(w);
 }
 
 /* ---- watchers ---- */
@@ -162,8 +359,14 @@ static void tg_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
             /* Out of descriptors or memory: stop accepting for a moment
              * instead of spinning on a listener that stays readable. */
-            TG_WARN("accept on %s: %s; pausing accept for 100ms", l->conf->addr.text,
-                    strerror(errno));
+            int e = errno;
+            uint64_t missed = 0;
+            tg_stat_inc(&w->stats, TG_STAT_ACCEPT_PAUSED);
+            if (tg_log_every_due(&tg_warn_accept, TG_LIMIT_WARN_S * TG_NS_PER_S, tg_now_ns(),
+                                 &missed))
+                TG_WARN("accept on %s: %s; pausing accept for 100ms (%llu more pause(s) since "
+                        "the last warning; tlsgate_accept_pauses_total)",
+                        l->conf->addr.text, strerror(e), (unsigned long long)missed);
             tg_worker_pause_accept(w);
             ev_timer_stop(w->loop, &w->accept_retry);
             ev_timer_set(&w->accept_retry, 0.1, 0.0);
@@ -475,6 +678,7 @@ static void tg_worker_teardown(struct tg_worker *w)
     }
     while (w->buf_pool_n > 0)
         free(w->buf_pool[--w->buf_pool_n]);
+    ev_timer_stop(w->loop, &w->housekeep);
     ev_prepare_stop(w->loop, &w->prepare);
     ev_idle_stop(w->loop, &w->idle);
     ev_async_stop(w->loop, &w->stop);
@@ -554,6 +758,8 @@ int tg_worker_init(struct tg_worker *w, int id, struct tg_gen *gen,
     w->buf_pool = calloc(TG_BUF_POOL_MAX, sizeof(*w->buf_pool));
     if (w->loop == NULL || w->buf_pool == NULL)
         return TG_ENOMEM;
+    ev_timer_init(&w->housekeep, tg_housekeep_cb, 0.0, 0.0);
+    w->housekeep.data = w;
     TG_GUARD(tg_worker_adopt(w, gen, false));
     ev_prepare_init(&w->prepare, tg_prepare_cb);
     w->prepare.data = w;

@@ -47,6 +47,12 @@
  * What a worker is handed by the code that runs it. Copied by
  * tg_worker_init(); what the pointers point to must outlive the worker.
  */
+/* Warnings about limits (max_connections, per source, descriptors) are
+ * logged at most once per this many seconds, process-wide, each kind. */
+#define TG_LIMIT_WARN_S 10
+/* The worker's housekeeping period (pool shrink, heap trim). */
+#define TG_HOUSEKEEP_S 2
+
 struct tg_worker_host {
     /* Client connections open in the whole process, shared by every worker
      * (any thread: atomic). Never NULL. A connection accepted while it has
@@ -65,6 +71,10 @@ struct tg_worker_host {
      * succeeded: its accept watchers run); may be NULL. Argument: exited_arg.
      * A worker that fails to start calls exited without it. */
     void (*started)(void *arg);
+    /* Open connections per source address, shared by every worker
+     * (limits.max_connections_per_source; any thread). NULL: no per-source
+     * limit, whatever the configuration says. */
+    struct tg_srclimit *sources;
 };
 
 struct tg_wgen;
@@ -129,13 +139,24 @@ struct tg_worker {
 
     struct tg_conn *conns; /* all open connections (doubly linked) */
     size_t n_conns;
-    size_t n_handshaking;  /* of those, in a TLS handshake (providers read it) */
+    size_t n_handshaking; /* of those, in a TLS handshake (providers read it) */
+    /* The same n_handshaking connections (from accept to the end of the
+     * handshake), the one whose client was heard from longest ago first: at
+     * max_connections the first one that is not inside a key operation is
+     * closed to make room (tg_worker_conn_acquire). */
+    struct tg_conn *hs_head, *hs_tail;
+    size_t conns_peak;     /* most connections open at once since the last heap trim */
     struct tg_conn *ready; /* connections to resume (singly linked) */
     struct tg_conn *ready_tail;
 
-    void **buf_pool; /* free connection buffers, reused */
+    void **buf_pool; /* free one-direction connection buffers, reused */
     size_t buf_pool_n;
-    size_t buf_size; /* bytes per direction of the pooled buffers */
+    size_t buf_pool_low; /* fewest buffers in the pool since the last housekeeping */
+    size_t buf_size;     /* bytes of the pooled buffers (limits.buffer_size) */
+    /* Every TG_HOUSEKEEP_S while there is something to give back: pooled
+     * buffers unused for a whole period, and the heap's free memory after
+     * many connections closed (tg_worker.c). */
+    ev_timer housekeep;
 
     /* This worker's access-log ring (it is the only producer); NULL: no
      * access log. Set by the code that runs the worker, after init. */
@@ -186,8 +207,10 @@ void tg_worker_make_ready(struct tg_worker *w, struct tg_conn *c);
 /* Take it off that queue (before it is freed). */
 void tg_worker_unready(struct tg_worker *w, struct tg_conn *c);
 
-/* Connection buffers (2 x size: size bytes per direction), pooled per
- * worker when size is the current generation's limits.buffer_size. */
+/* One direction's buffer of size bytes, taken while bytes are in flight and
+ * given back once drained; pooled per worker (a bounded pool, shrunk when
+ * unused) when size is the current generation's limits.buffer_size. get:
+ * NULL when out of memory. */
 void *tg_worker_buf_get(struct tg_worker *w, size_t size);
 void tg_worker_buf_put(struct tg_worker *w, void *buf, size_t size);
 
@@ -196,11 +219,35 @@ void tg_worker_wgen_hold(struct tg_wgen *wg);
 void tg_worker_wgen_release(struct tg_wgen *wg);
 
 /* Process-wide connection accounting (host.active against the current
- * generation's limits.max_connections), for tg_conn. acquire: true if the new connection may stay
- * (it is then counted); false if the limit is reached (nothing counted). release: once per
+ * generation's limits.max_connections), for tg_conn. acquire: true if the
+ * new connection may stay (it is then counted). At the limit it first
+ * closes this worker's connection that has waited longest for its client
+ * during the handshake (counted CLOSE_EVICTED); false when there is none,
+ * or another worker took the room (nothing counted). Either way a warning,
+ * at most once per TG_LIMIT_WARN_S process-wide. release: once per
  * successful acquire, when that connection is freed. */
 bool tg_worker_conn_acquire(struct tg_worker *w);
 void tg_worker_conn_release(struct tg_worker *w);
+
+/* limits.max_connections_per_source (the current generation's) for a
+ * connection from addr: true if it may stay (then counted in *hold, or
+ * nothing held when there is no limit); false when the source has reached
+ * its limit (counted CONN_REJECTED_PER_SOURCE, a warning at most once per
+ * TG_LIMIT_WARN_S). release: when the connection is freed (a hold that
+ * holds nothing is ignored). */
+struct tg_srclimit_hold;
+bool tg_worker_source_acquire(struct tg_worker *w, const struct sockaddr_storage *addr,
+                              struct tg_srclimit_hold *hold);
+void tg_worker_source_release(struct tg_worker *w, struct tg_srclimit_hold *hold);
+
+/* A connection joins the worker (its list, counts; in its handshake) and
+ * leaves it (from the close path). */
+void tg_worker_conn_attach(struct tg_worker *w, struct tg_conn *c);
+void tg_worker_conn_detach(struct tg_worker *w, struct tg_conn *c);
+/* The handshake list (hs_head): the client was heard from now (move c
+ * last), or c's handshake is over (it leaves the list and n_handshaking). */
+void tg_worker_hs_touch(struct tg_worker *w, struct tg_conn *c);
+void tg_worker_hs_over(struct tg_worker *w, struct tg_conn *c);
 
 /* The SSL_CTX async callback for the contexts of the listeners a worker
  * serves (tg_tls_listener_new): libssl calls it on the worker thread when a

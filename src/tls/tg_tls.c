@@ -11,6 +11,7 @@
 
 #include "core/tg_log.h"
 #include "ossl/tg_ossl.h"
+#include "tls/tg_mtls.h"
 
 #define TG_DEFAULT_CIPHERS                                                                         \
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                   \
@@ -45,6 +46,7 @@ struct tg_tls_listener {
     size_t alpn_len;
     const struct tg_keyprov_binding *kx;
     struct tg_keyprov_binding *kx_own; /* from tls.key_exchange_provider */
+    struct tg_mtls *mtls;              /* tls.client_certificate; NULL: none asked for */
 };
 
 bool tg_tls_name_matches(const char *pattern, const char *host)
@@ -88,6 +90,7 @@ void tg_tls_listener_free(struct tg_tls_listener *t)
     free(t->certs);
     free(t->alpn_wire);
     tg_keyprov_binding_free(t->kx_own);
+    tg_mtls_free(t->mtls);
     free(t);
 }
 
@@ -114,6 +117,11 @@ int tg_tls_listener_cert_of(const struct tg_tls_listener *t, const struct tg_pke
         }
     }
     return -1;
+}
+
+const struct tg_mtls *tg_tls_listener_mtls(const struct tg_tls_listener *t)
+{
+    return t->mtls;
 }
 
 /* The last OpenSSL error as text (and the queue cleared). */
@@ -428,6 +436,12 @@ static int tg_ctx_configure(struct tg_tls_listener *t, struct tg_tls_ctx *tc,
             return TG_ECONFIG;
         }
     }
+    /* After the session settings: it sets its own session id context. */
+    if (t->mtls != NULL && tg_mtls_apply(t->mtls, ctx) != TG_OK) {
+        tg_conf_error(err, errlen, &tls->client_cert.mark, tls->client_cert.path,
+                      "cannot set up client certificate verification");
+        return TG_ECRYPTO;
+    }
     return TG_OK;
 }
 
@@ -498,6 +512,11 @@ int tg_tls_listener_new(const struct tg_conf_listener *conf, SSL_async_callback_
     rc = tg_alpn_build(t, tls);
     if (rc != TG_OK)
         goto out;
+    if (tls->client_cert.mode != TG_CCERT_OFF) {
+        rc = tg_mtls_new(&tls->client_cert, &t->mtls, err, errlen);
+        if (rc != TG_OK)
+            goto out;
+    }
     /* Group certificates by name set, in configuration order. */
     for (size_t i = 0; i < t->n_certs; i++) {
         struct tg_tls_ctx *tc = NULL;
@@ -590,4 +609,8 @@ void tg_tls_listener_describe(const struct tg_tls_listener *t, const char *liste
     }
     TG_INFO("listener %s: key exchange: %s", listener_name,
             t->kx ? t->kx->ops->name : "software (inline)");
+    if (t->mtls != NULL)
+        TG_INFO("listener %s: client certificates: %s, %zu CA certificate(s), %zu CRL(s)",
+                listener_name, tg_mtls_mode(t->mtls) == TG_CCERT_REQUIRE ? "required" : "optional",
+                tg_mtls_ca_count(t->mtls), tg_mtls_crl_count(t->mtls));
 }

@@ -8,6 +8,9 @@
  * absent name gets the first certificate's. Every private key is held by the
  * tlsgate OpenSSL provider and bound to its key provider.
  *
+ * With tls.client_certificate every SSL_CTX of the listener asks for and
+ * verifies a client certificate the same way (tg_mtls).
+ *
  * Key exchange goes through the tlsgate provider when the listener's first
  * certificate's provider takes key exchange (binding->kx); then every SSL_CTX
  * of the listener is created with the "?provider=tlsgate" property query.
@@ -43,6 +46,10 @@ const struct tg_keyprov_binding *tg_tls_listener_kx(const struct tg_tls_listener
  * listener's. The strings live as long as t. Any thread. */
 int tg_tls_listener_cert_of(const struct tg_tls_listener *t, const struct tg_pkey *key,
                             const char **name, const char **provider);
+/* The listener's client-certificate verification (tls.client_certificate),
+ * NULL when it asks for none. Lives as long as t. */
+struct tg_mtls;
+const struct tg_mtls *tg_tls_listener_mtls(const struct tg_tls_listener *t);
 /* What /stats says about one certificate a listener serves. */
 struct tg_tls_cert_info {
     char names[512];   /* its SNI names, comma-separated (cut if very long) */

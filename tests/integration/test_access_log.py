@@ -371,7 +371,9 @@ def codes_case(t, up):
                            (("UF", "UT"), closed("upstream_connect_failed")),
                            (("UR",), closed("upstream_error")), (("IT",), closed("idle_timeout")),
                            (("SD",), closed("shutdown")), (("IE",), closed("internal")),
-                           (("LR",), st("tlsgate_connections_rejected_total"))):
+                           (("FT",), closed("first_byte_timeout")), (("EV",), closed("evicted")),
+                           (("LR",), st("tlsgate_connections_rejected_total",
+                                        reason="max_connections"))):
         check_eq(sum(got.get(c, 0) for c in codes), counter, "lines %s = counter" % (codes,))
     check_eq(sum(got.get(c, 0) for c in ("HC", "HF", "KF")),
              st("tlsgate_handshakes_total", result="client_closed")
@@ -411,14 +413,22 @@ def codes_case(t, up):
 
 
 def limit_case(t, up):
-    """LR: a connection refused at accept (limits.max_connections) has a line."""
+    """LR: a connection refused at accept (limits.max_connections) has a line;
+    EV: at the limit, a connection still silent in its handshake is evicted
+    for a new one (established connections never are)."""
     pair = t.cert("rsa", "a.test")
     path = t.path("access-limit.log")
     cfg = tglib.gw_config([tglib.listener([pair], up.addr, name="lim")],
-                          limits={"max_connections": 2, "handshake_timeout": "60s"})
+                          limits={"max_connections": 2, "handshake_timeout": "60s",
+                                  "first_byte_timeout": "60s"})
     cfg["access_log"] = {"path": path, "format": "json"}
     gw = t.gateway(cfg)
-    held = [socket.create_connection(("127.0.0.1", gw.port)) for _ in range(2)]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    # Established (handshake done): not evictable, so the third is refused.
+    held = [ctx.wrap_socket(socket.create_connection(("127.0.0.1", gw.port)),
+                            server_hostname="a.test") for _ in range(2)]
     tglib.wait_until(lambda: gw.stats()("tlsgate_connections_active") == 2, 10, "2 held")
     s = socket.create_connection(("127.0.0.1", gw.port))
     local = s.getsockname()[1]
@@ -427,12 +437,24 @@ def limit_case(t, up):
     check_eq((d["term"], d["listener"], d["client_addr"], d["client_port"], d["handshake_ms"],
               d["tls"], d["duration_ms"]), ("LR", "lim", "127.0.0.1", local, None, None, 0.0),
              "LR line")
+    check_eq(gw.stats()("tlsgate_connections_rejected_total"), 1, "rejected_total")
     for h in held:
         h.close()
     tglib.settle(gw)
-    recs = [parse_json(ln) for ln in tg_alog.wait_lines(path, 3)]
-    check_eq(sorted(d["term"] for d in recs), ["HC", "HC", "LR"], "codes")
-    check_eq(gw.stats()("tlsgate_connections_rejected_total"), 1, "rejected_total")
+    tg_alog.wait_lines(path, 3)
+    # Silent ones (no byte sent): the oldest makes room for a new one.
+    silent = [socket.create_connection(("127.0.0.1", gw.port)) for _ in range(2)]
+    tglib.wait_until(lambda: gw.stats()("tlsgate_connections_active") == 2, 10, "2 silent")
+    oldest = silent[0].getsockname()[1]
+    late = socket.create_connection(("127.0.0.1", gw.port))
+    raw_wait_eof(silent[0])
+    recs = [parse_json(ln) for ln in tg_alog.wait_lines(path, 4)]
+    ev = [d for d in recs if d["term"] == "EV"]
+    check_eq([(d["client_port"], d["tls"]) for d in ev], [(oldest, None)], "EV line")
+    for x in silent[1:] + [late]:
+        x.close()
+    tglib.settle(gw)
+    check_eq(gw.stats()("tlsgate_connections_rejected_total"), 1, "rejected_total after eviction")
     gw.stop_ok()
 
 
@@ -457,7 +479,7 @@ def main(t):
         fallback_case(t, up)
     with t.case("termination codes, reconciled with the counters; SD at shutdown"):
         codes_case(t, up)
-    with t.case("LR: refused at accept (max_connections), with the client's address"):
+    with t.case("LR: refused at accept (max_connections); EV: a silent one evicted at the limit"):
         limit_case(t, up)
 
 

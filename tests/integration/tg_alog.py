@@ -22,8 +22,8 @@ JSON_KEYS = ["time", "listener", "client_addr", "client_port", "peer_addr", "pee
              "alpn", "tls", "cipher", "group", "cert", "cert_index", "key_provider",
              "key_fallbacks", "resumed", "handshake_ms", "upstream", "upstream_host", "attempts",
              "connect_ms", "bytes_in", "bytes_out", "duration_ms", "term"]
-CODES = ("--", "CD", "CT", "HC", "KF", "HF", "HT", "PT", "PH", "UT", "UF", "NH", "UR", "IT", "SD",
-         "IE", "LR")
+CODES = ("--", "CD", "CT", "HC", "KF", "HF", "HT", "FT", "EV", "SL", "PT", "PH", "UT", "UF", "NH",
+         "UR", "IT", "SD", "IE", "LR", "LS")
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 _PAIR = re.compile(rb'([a-z_]+)=("(?:[^"\\]|\\["\\]|\\x[0-9a-f]{2})*"|[!#-<>-\[\]-~]+)( |$)')
 _ESC = re.compile(rb'\\(["\\]|x[0-9a-f]{2})')

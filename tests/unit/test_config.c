@@ -188,6 +188,9 @@ static void test_defaults(void **state)
     assert_null(cfg->state_dir);
     assert_true(cfg->limits.max_connections == 50000);
     assert_true(cfg->limits.handshake_timeout_ns == 10 * TG_NS_PER_S);
+    assert_true(cfg->limits.first_byte_timeout_ns == 5 * TG_NS_PER_S);
+    assert_true(cfg->limits.max_connections_per_source == 0);
+    assert_int_equal(cfg->limits.per_source_ipv6_prefix, 64);
     assert_true(cfg->limits.idle_timeout_ns == 300 * TG_NS_PER_S);
     assert_true(cfg->limits.drain_timeout_ns == 30 * TG_NS_PER_S);
     assert_int_equal(cfg->limits.buffer_size, 16384);
@@ -295,6 +298,9 @@ static void test_full_config(void **state)
         "limits:\n"
         "  max_connections: 10000000\n"
         "  handshake_timeout: 1500ms\n"
+        "  first_byte_timeout: 250ms\n"
+        "  max_connections_per_source: 64\n"
+        "  per_source_ipv6_prefix: 56\n"
         "  idle_timeout: 1h\n"
         "  drain_timeout: 1\n"
         "  buffer_size: 1024\n");
@@ -360,6 +366,9 @@ static void test_full_config(void **state)
 
     assert_true(cfg->limits.max_connections == 10000000);
     assert_true(cfg->limits.handshake_timeout_ns == 1500 * TG_NS_PER_MS);
+    assert_true(cfg->limits.first_byte_timeout_ns == 250 * TG_NS_PER_MS);
+    assert_true(cfg->limits.max_connections_per_source == 64);
+    assert_int_equal(cfg->limits.per_source_ipv6_prefix, 56);
     assert_true(cfg->limits.idle_timeout_ns == 3600 * TG_NS_PER_S);
     assert_true(cfg->limits.drain_timeout_ns == TG_NS_PER_S);
     assert_int_equal(cfg->limits.buffer_size, 1024);
@@ -535,6 +544,9 @@ static void test_example_file(void **state)
     assert_int_equal(mkdir(path, 0700), 0);
     tg_test_write_file("example/certs/server.pem", g_cert_pem, strlen(g_cert_pem));
     tg_test_write_file("example/certs/server.key", g_key_pem, strlen(g_key_pem));
+    tg_test_write_file("example/certs/client-ca.pem", g_cert_pem, strlen(g_cert_pem));
+    static const char crl[] = "-----BEGIN X509 CRL-----\nMA==\n-----END X509 CRL-----\n";
+    tg_test_write_file("example/certs/client-ca.crl", crl, sizeof(crl) - 1);
     const char *yaml = tg_test_write_file("example/gw.yaml", text, len);
     free(text);
 
@@ -558,6 +570,11 @@ static void test_example_file(void **state)
     assert_int_equal(cfg->listeners[1].upstream.proxy_protocol, 2);
     const struct tg_conf_cert *c = &cfg->listeners[1].tls.certs[0];
     assert_string_equal(c->keyprov.provider_name, "deferred");
+    const struct tg_conf_client_cert *cc = &cfg->listeners[1].tls.client_cert;
+    assert_int_equal(cc->mode, TG_CCERT_REQUIRE);
+    assert_int_equal(cc->verify_depth, 4);
+    assert_non_null(cc->crl.data);
+    assert_int_equal(cfg->listeners[0].tls.client_cert.mode, TG_CCERT_OFF);
     assert_true(c->keyprov.poll_delay_ns == 200 * TG_NS_PER_US);
     assert_string_equal(c->private_key.data, g_key_pem);
     /* The resolved path, for the file watcher: beside the config file. */
@@ -643,7 +660,7 @@ static void test_err_unknown_keys(void **state)
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n      ciphers: x\n" CERTS UPSTREAM,
          "gw.yaml:4:7: listeners[0].tls.ciphers: unknown key 'ciphers' (allowed: certificates, "
          "min_version, max_version, alpn, session_resumption, cipher_list, cipher_suites, "
-         "groups, key_exchange_provider, require_close_notify)"},
+         "groups, key_exchange_provider, require_close_notify, client_certificate)"},
         {"listeners:\n  - address: 127.0.0.1:8443\n    tls:\n" CERTS
          "          chain: x\n" UPSTREAM,
          "gw.yaml:7:11: listeners[0].tls.certificates[0].chain: unknown key 'chain' (allowed: "
@@ -658,6 +675,7 @@ static void test_err_unknown_keys(void **state)
          "typed_config, fallback)"},
         {L0 "limits: { max_conns: 5 }\n",
          "gw.yaml:8:11: limits.max_conns: unknown key 'max_conns' (allowed: max_connections, "
+         "max_connections_per_source, per_source_ipv6_prefix, first_byte_timeout, "
          "handshake_timeout, idle_timeout, drain_timeout, buffer_size)"},
         {"admin: { addr: 1 }\n" L0,
          "gw.yaml:1:10: admin.addr: unknown key 'addr' (allowed: address)"},
@@ -861,6 +879,15 @@ static void test_err_values(void **state)
          "us, ms, s, m or h, e.g. 2s, 250ms, 0.001s; whole nanoseconds)"},
         {L0 "reload: { interval: 1s }\n",
          "gw.yaml:8:11: reload.interval: unknown key 'interval' (allowed: watch, debounce)"},
+        {L0 "limits: { first_byte_timeout: 0s }\n",
+         "gw.yaml:8:31: limits.first_byte_timeout: must be greater than 0"},
+        {L0 "limits: { max_connections_per_source: -1 }\n",
+         "gw.yaml:8:39: limits.max_connections_per_source: expected an integer in 0..10000000, "
+         "got '-1'"},
+        {L0 "limits: { per_source_ipv6_prefix: 0 }\n",
+         "gw.yaml:8:35: limits.per_source_ipv6_prefix: expected an integer in 1..128, got '0'"},
+        {L0 "limits: { per_source_ipv6_prefix: 129 }\n",
+         "gw.yaml:8:35: limits.per_source_ipv6_prefix: expected an integer in 1..128, got '129'"},
         {L0 "limits: { max_connections: 0 }\n",
          "gw.yaml:8:28: limits.max_connections: expected an integer in 1..10000000, got '0'"},
         {L0 "limits: { max_connections: 10000001 }\n",

@@ -21,6 +21,7 @@
 #include <ev.h>
 #include <fcntl.h>
 #include <linux/sockios.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -39,6 +40,7 @@
 #include "ossl/tg_ossl.h"
 #include "proxy/tg_conn.h"
 #include "proxy/tg_gen.h"
+#include "proxy/tg_srclimit.h"
 #include "proxy/tg_worker.h"
 #include "tls/tg_tls.h"
 #include "upstream/tg_cluster.h"
@@ -88,9 +90,11 @@ struct opts {
     /* The whole upstream mapping instead of { address: <the upstream> }
      * (PORT, once: the upstream's port). */
     const char *upstream_yaml;
+    const char *first_byte_timeout; /* NULL: an hour */
+    uint64_t per_source;            /* limits.max_connections_per_source */
 };
 
-static const struct opts default_opts = {HOUR, HOUR, HOUR, HOUR, 100, UP_LISTEN, NULL};
+static const struct opts default_opts = {HOUR, HOUR, HOUR, HOUR, 100, UP_LISTEN, NULL, NULL, 0};
 
 static struct {
     struct tg_gen *gen; /* the generation the worker starts with */
@@ -99,6 +103,7 @@ static struct {
     int exited;        /* tg_worker_host.exited calls */
     uint64_t switched; /* generation of the last tg_worker_host.switched call */
     _Atomic uint64_t active;
+    struct tg_srclimit *sources;
     ev_timer heartbeat;
     struct sockaddr_storage addr; /* the worker's listener */
     socklen_t addrlen;
@@ -213,9 +218,12 @@ static void tc_start(const struct opts *o)
              "          private_key_provider:\n"
              "            provider_name: deferred\n"
              "            typed_config: { key_exchange: false%s }\n"
-             "limits: { handshake_timeout: %s, idle_timeout: %s, max_connections: %llu }\n",
+             "limits: { handshake_timeout: %s, idle_timeout: %s, max_connections: %llu,\n"
+             "          first_byte_timeout: %s, max_connections_per_source: %llu }\n",
              up, cert_path, key_path, delay, o->handshake_timeout, o->idle_timeout,
-             (unsigned long long)o->max_active);
+             (unsigned long long)o->max_active,
+             o->first_byte_timeout != NULL ? o->first_byte_timeout : HOUR,
+             (unsigned long long)o->per_source);
     char err[1024] = "";
     struct tg_config *cfg = NULL;
     if (tg_config_load_buffer("t.yaml", yaml, strlen(yaml), &cfg, err, sizeof(err)) != TG_OK)
@@ -227,8 +235,11 @@ static void tc_start(const struct opts *o)
     /* Not started: literal addresses need no loop; names stay unresolved. */
     if (tg_gen_upstreams(T.gen, NULL, NULL, err, sizeof(err)) != TG_OK)
         fail_msg("upstreams: %s", err);
-    struct tg_worker_host host = {
-        .active = &T.active, .exited = on_exit_cb, .switched = on_switched_cb};
+    assert_int_equal(tg_srclimit_new(&T.sources), TG_OK);
+    struct tg_worker_host host = {.active = &T.active,
+                                  .exited = on_exit_cb,
+                                  .switched = on_switched_cb,
+                                  .sources = T.sources};
     assert_int_equal(tg_worker_init(&T.w, 0, T.gen, &host), TG_OK);
     const struct tg_conf_listener *conf = T.gen->listeners[0].conf;
     T.addr = conf->addr.ss;
@@ -262,6 +273,7 @@ static int tc_teardown(void **state)
     tg_worker_destroy(&T.w);
     tg_gen_retire(T.gen, NULL);
     tg_gen_unref(T.gen);
+    tg_srclimit_free(T.sources);
     assert_int_equal(tg_cluster_live_snapshots(), 0);
     assert_int_equal(tg_cluster_live_endpoints(), 0);
     int fds[] = {T.up_lfd, T.up_fill, T.up_fd};
@@ -299,18 +311,28 @@ struct client {
 };
 
 /* TCP connection only (it completes in the listener's queue, before the
- * worker accepts); no TLS byte sent yet. */
-static void client_connect(struct client *c)
+ * worker accepts); no TLS byte sent yet. From 127.0.0.1, or from `from`. */
+static void client_connect_from(struct client *c, const char *from)
 {
     memset(c, 0, sizeof(*c));
     c->fd = socket(T.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(c->fd >= 0);
+    if (from != NULL) {
+        struct sockaddr_in src = {.sin_family = AF_INET};
+        assert_int_equal(inet_pton(AF_INET, from, &src.sin_addr), 1);
+        assert_int_equal(bind(c->fd, (struct sockaddr *)&src, sizeof(src)), 0);
+    }
     assert_int_equal(connect(c->fd, (struct sockaddr *)&T.addr, T.addrlen), 0);
     assert_int_equal(fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK), 0);
     c->ssl = SSL_new(client_ctx);
     assert_non_null(c->ssl);
     assert_int_equal(SSL_set_fd(c->ssl, c->fd), 1);
     SSL_set_connect_state(c->ssl);
+}
+
+static void client_connect(struct client *c)
+{
+    client_connect_from(c, NULL);
 }
 
 static void client_free(struct client *c)
@@ -456,15 +478,20 @@ static struct tg_conn *only_conn(void)
     return T.w.conns;
 }
 
-/* Connect, and see the connection wait for its ClientHello (HANDSHAKING). */
+/* Connect, and see the connection wait for its ClientHello (HELLO_WAIT):
+ * no SSL object, no buffer yet. */
 static struct tg_conn *connect_to_handshaking(struct client *c)
 {
     client_connect(c);
-    RUN_UNTIL(tg_worker_count_state(&T.w, TG_CONN_HANDSHAKING) == 1);
+    RUN_UNTIL(tg_worker_count_state(&T.w, TG_CONN_HELLO_WAIT) == 1);
     assert_int_equal(st(TG_STAT_CONN_ACCEPTED), 1);
     assert_int_equal(atomic_load(&T.active), 1);
     assert_int_equal(T.w.n_handshaking, 1);
-    return only_conn();
+    struct tg_conn *conn = only_conn();
+    assert_null(conn->ssl);
+    assert_null(conn->c2u.data);
+    assert_null(conn->u2c.data);
+    return conn;
 }
 
 /* Send the ClientHello and see the connection pause on its signature. */
@@ -504,7 +531,7 @@ static void handshake_to_proxying(struct client *c)
 }
 
 /* The state names a connection logged (tg_conn_set_state at debug level),
- * repeats folded: "accepted handshaking ...". */
+ * repeats folded: "accepted hello_wait handshaking ...". */
 static void logged_states(const char *path, const struct tg_conn *c, char *out, size_t outlen)
 {
     FILE *f = fopen(path, "r");
@@ -568,7 +595,7 @@ static void test_lifecycle(void **state)
     assert_int_equal(st(TG_STAT_UPSTREAM_CONNECT_OK), 1);
     char states[256];
     logged_states(log_path, c, states, sizeof(states));
-    assert_string_equal(states, "accepted handshaking keyop_wait handshaking "
+    assert_string_equal(states, "accepted hello_wait handshaking keyop_wait handshaking "
                                 "upstream_connecting proxying");
     tg_log_set_level(TG_LOG_WARN);
     tg_log_set_fd(2);
@@ -581,6 +608,10 @@ static void test_lifecycle(void **state)
     RUN_UNTIL(upstream_got(&up, "ping from the client"));
     upstream_send("pong from the upstream");
     RUN_UNTIL(client_got(&cl, "pong from the upstream"));
+    /* Drained both ways: the connection holds no buffer; they wait in the
+     * worker's pool for the next bytes. */
+    RUN_UNTIL(c->c2u.data == NULL && c->u2c.data == NULL);
+    assert_true(T.w.buf_pool_n >= 1);
     assert_int_equal(st(TG_STAT_BYTES_FROM_CLIENT), strlen("ping from the client"));
     assert_int_equal(st(TG_STAT_BYTES_TO_CLIENT), strlen("pong from the upstream"));
 
@@ -900,6 +931,161 @@ static int teardown(void **state)
     return 0;
 }
 
+/* A silent connection is closed at first_byte_timeout (handshake_timeout
+ * is an hour); one that has sent a byte of its ClientHello is not. */
+static void test_first_byte_timeout(void **state)
+{
+    (void)state;
+    struct opts o = default_opts;
+    o.first_byte_timeout = "1ms";
+    tc_start(&o);
+    struct client silent, started;
+    client_connect(&silent);
+    RUN_UNTIL(st(TG_STAT_CONN_ACCEPTED) == 1 && T.w.n_conns == 0);
+    assert_int_equal(st(TG_STAT_HS_FAIL_TIMEOUT), 1);
+    assert_closed_by(TG_STAT_CLOSE_FIRST_BYTE_TIMEOUT, 1);
+    RUN_UNTIL(client_socket_ended(&silent));
+    client_free(&silent);
+
+    client_connect(&started);
+    static const unsigned char first = 0x16; /* a handshake record's type */
+    assert_int_equal(send(started.fd, &first, 1, MSG_NOSIGNAL), 1);
+    RUN_UNTIL(tg_worker_count_state(&T.w, TG_CONN_HANDSHAKING) == 1);
+    struct tg_conn *c = only_conn();
+    assert_non_null(c->ssl); /* made with the first byte */
+    /* Many times the first-byte timeout: only handshake_timeout applies now. */
+    for (int i = 0; i < 50; i++)
+        turn();
+    assert_int_equal(only_conn(), c);
+    assert_int_equal(c->state, TG_CONN_HANDSHAKING);
+    assert_int_equal(st(TG_STAT_HS_FAIL_TIMEOUT), 1);
+    client_free(&started);
+    RUN_UNTIL(T.w.n_conns == 0);
+    assert_int_equal(st(TG_STAT_HS_FAIL_CLOSED), 1);
+    tc_finish();
+}
+
+/* At max_connections a new connection closes the one whose client was
+ * heard from longest ago, not the oldest one. */
+static void test_evict_least_recently_heard(void **state)
+{
+    (void)state;
+    struct opts o = default_opts;
+    o.max_active = 3;
+    tc_start(&o);
+    struct client a, b, c, d;
+    client_connect(&a);
+    RUN_UNTIL(T.w.n_conns == 1);
+    client_connect(&b);
+    RUN_UNTIL(T.w.n_conns == 2);
+    client_connect(&c);
+    RUN_UNTIL(T.w.n_conns == 3);
+    /* a speaks: b is now the one heard from longest ago. */
+    static const unsigned char first = 0x16;
+    assert_int_equal(send(a.fd, &first, 1, MSG_NOSIGNAL), 1);
+    RUN_UNTIL(tg_worker_count_state(&T.w, TG_CONN_HANDSHAKING) == 1);
+    client_connect(&d);
+    RUN_UNTIL(st(TG_STAT_CONN_ACCEPTED) == 4);
+    RUN_UNTIL(client_socket_ended(&b));
+    assert_int_equal(st(TG_STAT_CLOSE_EVICTED), 1);
+    assert_int_equal(st(TG_STAT_CONN_REJECTED_LIMIT), 0);
+    assert_int_equal(T.w.n_conns, 3);
+    assert_int_equal(atomic_load(&T.active), 3);
+    assert_int_equal(T.w.n_handshaking, 3);
+    assert_false(client_socket_ended(&a));
+    assert_false(client_socket_ended(&c));
+    assert_false(client_socket_ended(&d));
+    /* The list order: c (silent since accept), a (spoke), d (new). */
+    assert_int_equal(T.w.hs_head->hs_next->hs_next, T.w.hs_tail);
+    assert_null(T.w.hs_tail->hs_next);
+    client_free(&a);
+    client_free(&b);
+    client_free(&c);
+    client_free(&d);
+    RUN_UNTIL(T.w.n_conns == 0);
+    assert_null(T.w.hs_head);
+    assert_null(T.w.hs_tail);
+    tc_finish();
+}
+
+/* A connection inside a key operation is not evicted (a close would only
+ * mark it): the next one is; with none left to evict, refused. */
+static void test_evict_skips_keyop_wait(void **state)
+{
+    (void)state;
+    struct opts o = default_opts;
+    o.max_active = 2;
+    tc_start(&o);
+    struct client k, s, n, r;
+    struct tg_conn *kc = connect_to_handshaking(&k);
+    hello_to_keyop_wait(&k);
+    client_connect(&s);
+    RUN_UNTIL(T.w.n_conns == 2);
+    client_connect(&n);
+    RUN_UNTIL(st(TG_STAT_CONN_ACCEPTED) == 3);
+    RUN_UNTIL(client_socket_ended(&s));
+    assert_int_equal(st(TG_STAT_CLOSE_EVICTED), 1);
+    assert_int_equal(kc->state, TG_CONN_KEYOP_WAIT);
+    /* n in a key operation too: nothing can make room. */
+    SSL_free(n.ssl);
+    n.ssl = SSL_new(client_ctx);
+    assert_int_equal(SSL_set_fd(n.ssl, n.fd), 1);
+    SSL_set_connect_state(n.ssl);
+    RUN_UNTIL(client_handshake(&n) == 0 && tg_worker_count_state(&T.w, TG_CONN_KEYOP_WAIT) == 2);
+    client_connect(&r);
+    RUN_UNTIL(st(TG_STAT_CONN_REJECTED_LIMIT) == 1);
+    RUN_UNTIL(client_socket_ended(&r));
+    assert_int_equal(st(TG_STAT_CLOSE_EVICTED), 1);
+    assert_int_equal(T.w.n_conns, 2);
+    client_free(&r);
+    client_free(&s);
+    client_free(&k);
+    client_free(&n);
+    tg_keyprov_set_drain(T.w.kp);
+    RUN_UNTIL(T.w.n_conns == 0);
+    tc_finish();
+}
+
+/* limits.max_connections_per_source: 2 from 127.0.0.2, a third refused at
+ * accept; 127.0.0.1 unaffected; a closed one makes room. */
+static void test_per_source(void **state)
+{
+    (void)state;
+    struct opts o = default_opts;
+    o.per_source = 2;
+    tc_start(&o);
+    struct client a, b, c, other;
+    client_connect_from(&a, "127.0.0.2");
+    client_connect_from(&b, "127.0.0.2");
+    RUN_UNTIL(T.w.n_conns == 2);
+    client_connect_from(&c, "127.0.0.2");
+    RUN_UNTIL(st(TG_STAT_CONN_REJECTED_PER_SOURCE) == 1);
+    RUN_UNTIL(client_socket_ended(&c));
+    client_free(&c);
+    assert_int_equal(st(TG_STAT_CONN_ACCEPTED), 2);
+    assert_int_equal(atomic_load(&T.active), 2);
+    client_connect(&other);
+    RUN_UNTIL(T.w.n_conns == 3);
+    client_free(&a);
+    RUN_UNTIL(T.w.n_conns == 2);
+    client_connect_from(&c, "127.0.0.2");
+    RUN_UNTIL(T.w.n_conns == 3);
+    assert_int_equal(st(TG_STAT_CONN_REJECTED_PER_SOURCE), 1);
+    client_free(&b);
+    client_free(&c);
+    client_free(&other);
+    RUN_UNTIL(T.w.n_conns == 0);
+    /* Everything given back: 2 again from 127.0.0.2. */
+    client_connect_from(&a, "127.0.0.2");
+    client_connect_from(&b, "127.0.0.2");
+    RUN_UNTIL(T.w.n_conns == 2);
+    assert_int_equal(st(TG_STAT_CONN_REJECTED_PER_SOURCE), 1);
+    client_free(&a);
+    client_free(&b);
+    RUN_UNTIL(T.w.n_conns == 0);
+    tc_finish();
+}
+
 int main(void)
 {
     TG_TEST_REGISTER_PROVIDERS(&tg_software_provider, &tg_deferred_provider);
@@ -914,6 +1100,10 @@ int main(void)
         cmocka_unit_test_teardown(test_upstream_retry_other_endpoint, tc_teardown),
         cmocka_unit_test_teardown(test_max_connections, tc_teardown),
         cmocka_unit_test_teardown(test_idle_timeout, tc_teardown),
+        cmocka_unit_test_teardown(test_first_byte_timeout, tc_teardown),
+        cmocka_unit_test_teardown(test_evict_least_recently_heard, tc_teardown),
+        cmocka_unit_test_teardown(test_evict_skips_keyop_wait, tc_teardown),
+        cmocka_unit_test_teardown(test_per_source, tc_teardown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -347,7 +347,9 @@ static void test_header_in_pieces_to_v2(void **state)
     assert_int_equal(c->state, TG_CONN_PROXY_HEADER);
     assert_int_equal(st(TG_STAT_PP_HEADER_V1), 0);
     client_send_raw(&cl, hdr + 30, strlen(hdr) - 30);
-    RUN_UNTIL(c->state == TG_CONN_HANDSHAKING);
+    /* Header done: waiting for the ClientHello, still without an SSL object. */
+    RUN_UNTIL(c->state == TG_CONN_HELLO_WAIT);
+    assert_null(c->ssl);
     assert_null(c->pp_rx);
     assert_int_equal(st(TG_STAT_PP_HEADER_V1), 1);
     assert_addr(&c->client_addr, "198.51.100.7:4242");
@@ -382,7 +384,8 @@ static void test_header_in_pieces_to_v2(void **state)
     close(log_fd);
     char states[256];
     logged_states(log_path, states, sizeof(states));
-    assert_string_equal(states, "accepted proxy_header handshaking upstream_connecting proxying");
+    assert_string_equal(
+        states, "accepted proxy_header hello_wait handshaking upstream_connecting proxying");
 
     client_free(&cl);
     RUN_UNTIL(T.w.n_conns == 0);

@@ -75,12 +75,39 @@ static void test_openssl_errors_drained(void **state)
     close(p[1]);
 }
 
+/* Once per interval, whatever the clock does between calls: the first event
+ * logs, the next ones within the interval are counted, the first after it
+ * logs with the count, and a clock that stands still logs nothing more. */
+static void test_every(void **state)
+{
+    (void)state;
+    static struct tg_log_every e;
+    const uint64_t s = 1000000000ULL, t0 = 5 * s;
+    uint64_t missed = 99;
+    assert_true(tg_log_every_due(&e, 10 * s, t0, &missed));
+    assert_int_equal(missed, 0);
+    for (int i = 0; i < 7; i++)
+        assert_false(tg_log_every_due(&e, 10 * s, t0 + (uint64_t)i * s, &missed));
+    assert_false(tg_log_every_due(&e, 10 * s, t0 + 10 * s - 1, &missed));
+    assert_true(tg_log_every_due(&e, 10 * s, t0 + 10 * s, &missed));
+    assert_int_equal(missed, 8);
+    /* The interval counts from the last line, not from the first event. */
+    assert_false(tg_log_every_due(&e, 10 * s, t0 + 19 * s, &missed));
+    assert_true(tg_log_every_due(&e, 10 * s, t0 + 60 * s, &missed));
+    assert_int_equal(missed, 1);
+    /* A second limiter is independent. */
+    static struct tg_log_every other;
+    assert_true(tg_log_every_due(&other, 10 * s, t0 + 60 * s, &missed));
+    assert_int_equal(missed, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_levels_and_format),
         cmocka_unit_test(test_parse_level),
         cmocka_unit_test(test_openssl_errors_drained),
+        cmocka_unit_test(test_every),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
