@@ -104,7 +104,7 @@ function(tg_core_tests)
   # Lint: formatting and banned functions.
   foreach(check format banned)
     add_test(NAME lint/${check} COMMAND ${CMAKE_SOURCE_DIR}/tests/lint/check_${check}.sh)
-    set_tests_properties(lint/${check} PROPERTIES LABELS lint TIMEOUT 120
+    set_tests_properties(lint/${check} PROPERTIES LABELS lint TIMEOUT 600
       ENVIRONMENT "TG_SRC_DIR=${CMAKE_SOURCE_DIR}")
   endforeach()
 endfunction()

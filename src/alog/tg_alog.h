@@ -46,7 +46,7 @@
 /* Longest string kept in a record (longer ones are cut). */
 #define TG_ALOG_STR_MAX 255
 /* Longest formatted line, '\n' included (every string escaped at worst). */
-#define TG_ALOG_LINE_MAX 12288
+#define TG_ALOG_LINE_MAX 16384
 
 /*
  * Termination codes: why a connection ended, two characters, one per line.
@@ -139,6 +139,7 @@ struct tg_alog_rec {
     uint8_t term;                 /* enum tg_alog_term */
     uint8_t attempts;             /* upstream connect attempts (endpoints tried) */
     bool resumed;                 /* session resumption (no private-key operation) */
+    char client_sha256[65];       /* the client certificate's SHA-256, hex; "": none */
 };
 
 /* The copied strings of a record. p[i] NULL: absent (shown as - / null). */
@@ -147,9 +148,11 @@ enum tg_alog_str {
     TG_ALOG_S_SNI,
     TG_ALOG_S_ALPN,
     TG_ALOG_S_GROUP,
-    TG_ALOG_S_CERT,          /* the certificate's first name */
-    TG_ALOG_S_UPSTREAM_HOST, /* the endpoint's entry in upstream (a host name or an address) */
-    TG_ALOG_S_COUNT          /* at most 8 (a bit each in the ring's record) */
+    TG_ALOG_S_CERT,           /* the certificate's first name */
+    TG_ALOG_S_UPSTREAM_HOST,  /* the endpoint's entry in upstream (a host name or an address) */
+    TG_ALOG_S_CLIENT_SUBJECT, /* the verified client certificate's subject DN (RFC 2253) */
+    TG_ALOG_S_CLIENT_SAN,     /* its subjectAltName entries (TYPE:VALUE, comma-separated) */
+    TG_ALOG_S_COUNT           /* at most 8 (a bit each in the ring's record) */
 };
 struct tg_alog_strs {
     const char *p[TG_ALOG_S_COUNT];

@@ -328,6 +328,12 @@ static void tg_format_text(struct tg_alog_out *o, const struct tg_alog_rec *r,
     tg_text_ms(o, "duration_ms", r->duration_ns);
     tg_text_key(o, "term");
     tg_out_lit(o, tg_alog_term_code((enum tg_alog_term)r->term));
+    tg_text_key(o, "client_subject");
+    tg_text_str(o, s->p[TG_ALOG_S_CLIENT_SUBJECT], s->len[TG_ALOG_S_CLIENT_SUBJECT]);
+    tg_text_key(o, "client_san");
+    tg_text_str(o, s->p[TG_ALOG_S_CLIENT_SAN], s->len[TG_ALOG_S_CLIENT_SAN]);
+    tg_text_key(o, "client_fingerprint");
+    tg_out_lit(o, r->client_sha256[0] != '\0' ? r->client_sha256 : "-");
 }
 
 /* ---- JSON ---- */
@@ -456,7 +462,17 @@ static void tg_format_json(struct tg_alog_out *o, const struct tg_alog_rec *r,
     tg_json_key(o, "term");
     tg_out_ch(o, '"');
     tg_out_lit(o, tg_alog_term_code((enum tg_alog_term)r->term));
-    tg_out_lit(o, "\"}");
+    tg_out_ch(o, '"');
+    tg_json_key(o, "client_subject");
+    tg_json_str(o, s->p[TG_ALOG_S_CLIENT_SUBJECT], s->len[TG_ALOG_S_CLIENT_SUBJECT]);
+    tg_json_key(o, "client_san");
+    tg_json_str(o, s->p[TG_ALOG_S_CLIENT_SAN], s->len[TG_ALOG_S_CLIENT_SAN]);
+    tg_json_key(o, "client_fingerprint");
+    if (r->client_sha256[0] != '\0')
+        tg_json_str(o, r->client_sha256, strlen(r->client_sha256));
+    else
+        tg_out_lit(o, "null");
+    tg_out_ch(o, '}');
 }
 
 size_t tg_alog_format(enum tg_conf_alog_format fmt, const struct tg_alog_rec *rec,

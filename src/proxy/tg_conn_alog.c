@@ -10,6 +10,7 @@
 
 #include "core/tg_time.h"
 #include "proxy/tg_worker.h"
+#include "tls/tg_mtls.h"
 #include "tls/tg_tls.h"
 
 static uint64_t tg_conn_alog_realtime_ns(void)
@@ -82,6 +83,12 @@ void tg_conn_alog_closed(struct tg_conn *c, int stat)
         tg_conn_alog_str(&s, TG_ALOG_S_CERT, cert, strlen(cert));
     if (f->upstream_host != NULL)
         tg_conn_alog_str(&s, TG_ALOG_S_UPSTREAM_HOST, f->upstream_host, strlen(f->upstream_host));
+    if (c->peer != NULL) { /* a verified client certificate */
+        tg_conn_alog_str(&s, TG_ALOG_S_CLIENT_SUBJECT, c->peer->subject, strlen(c->peer->subject));
+        if (c->peer->san[0] != '\0')
+            tg_conn_alog_str(&s, TG_ALOG_S_CLIENT_SAN, c->peer->san, strlen(c->peer->san));
+        memcpy(r.client_sha256, c->peer->sha256, sizeof(r.client_sha256));
+    }
     (void)tg_alog_emit(c->w->alog, &r, &s);
 }
 

@@ -47,6 +47,7 @@ import select
 import subprocess
 import time
 
+import tg_alog
 import tglib
 import tg_pki
 import tg_reload
@@ -230,7 +231,8 @@ def main(t):
         lst("web", {"ca": {"filename": root.cert}}, upstream=web.addr, extra=None),
         # Signatures and key exchange through the asynchronous provider.
         lst("async", {"ca": {"filename": root.cert}}, prov="deferred-5ms"),
-    ], extra={"reload": {"debounce": "50ms"}}))
+    ], extra={"reload": {"debounce": "50ms"},
+              "access_log": {"path": t.path("access.log"), "format": "json"}}))
     req, opt, deep, rot, webp, asy = (gw.ports[n]
                                       for n in ("req", "opt", "deep", "rot", "web", "async"))
     check("listener req: client certificates: required, 1 CA certificate(s), 1 CRL(s)"
@@ -298,6 +300,27 @@ def main(t):
             b = snap()
             sclient_refused(t, opt, "unknown_ca", *eve, version=v)
             expect(b, refused_delta("unknown_ca"), "bad certificate, optional")
+
+    with t.case("access log: the verified client's subject, SAN and fingerprint"):
+        fp = subprocess.run(["openssl", "x509", "-in", alice[0], "-noout", "-fingerprint",
+                             "-sha256"], check=True, capture_output=True, text=True).stdout
+        fp = fp.strip().split("=", 1)[1].replace(":", "").lower()
+
+        def alice_line(ln):
+            return '"listener":"req"' in ln and "CN=alice" in ln
+        recs = [tg_alog.parse_json(ln) for ln in tg_alog.wait_lines(t.path("access.log"), 2,
+                                                                     pred=alice_line)]
+        for d in recs:
+            check_eq((d["listener"], d["client_fingerprint"]), ("req", fp), "alice's line")
+            check("CN=alice" in d["client_subject"], "subject %r" % d["client_subject"])
+            check_eq(d["client_san"], "DNS:alice.test,URI:spiffe://t/alice", "SAN")
+        # Without a client certificate (optional listener): null fields.
+        sclient_ok(t, opt)
+        d = tg_alog.parse_json(tg_alog.wait_lines(
+            t.path("access.log"), 1, pred=lambda ln: '"listener":"opt"' in ln
+            and '"term":"--"' in ln)[-1])
+        check_eq((d["client_subject"], d["client_san"], d["client_fingerprint"]),
+                 (None, None, None), "no client certificate")
 
     with t.case("verify_depth 0 (CA given inline): the intermediate's client is refused"):
         b = snap()

@@ -17,11 +17,12 @@ from tglib import check
 TEXT_KEYS = ["time", "listener", "client", "peer", "sni", "alpn", "tls", "cipher", "group",
              "cert", "cert_index", "key_provider", "key_fallbacks", "resumed", "handshake_ms",
              "upstream", "upstream_host", "attempts", "connect_ms", "bytes_in", "bytes_out",
-             "duration_ms", "term"]
+             "duration_ms", "term", "client_subject", "client_san", "client_fingerprint"]
 JSON_KEYS = ["time", "listener", "client_addr", "client_port", "peer_addr", "peer_port", "sni",
              "alpn", "tls", "cipher", "group", "cert", "cert_index", "key_provider",
              "key_fallbacks", "resumed", "handshake_ms", "upstream", "upstream_host", "attempts",
-             "connect_ms", "bytes_in", "bytes_out", "duration_ms", "term"]
+             "connect_ms", "bytes_in", "bytes_out", "duration_ms", "term", "client_subject",
+             "client_san", "client_fingerprint"]
 CODES = ("--", "CD", "CT", "HC", "KF", "HF", "HT", "FT", "EV", "SL", "PT", "PH", "UT", "UF", "NH",
          "UR", "IT", "SD", "IE", "LR", "LS")
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

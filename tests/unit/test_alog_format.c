@@ -93,7 +93,8 @@ static void test_text_every_field(void **state)
         "cipher=TLS_AES_128_GCM_SHA256 group=x25519 cert=*.example.org cert_index=1 "
         "key_provider=cryptomb key_fallbacks=2 resumed=false handshake_ms=1.500 "
         "upstream=10.1.2.255:8080 upstream_host=web.svc:8080 attempts=1 connect_ms=0.210 "
-        "bytes_in=78 bytes_out=18446744073709551615 duration_ms=12.345 term=--\n");
+        "bytes_in=78 bytes_out=18446744073709551615 duration_ms=12.345 term=-- "
+        "client_subject=- client_san=- client_fingerprint=-\n");
 }
 
 static void test_json_every_field(void **state)
@@ -114,7 +115,8 @@ static void test_json_every_field(void **state)
         "\"key_fallbacks\":2,\"resumed\":true,\"handshake_ms\":1.500,\"upstream\":"
         "\"10.1.2.255:8080\",\"upstream_host\":\"web.svc:8080\",\"attempts\":1,\"connect_ms\":0."
         "210,\"bytes_in\":78,\"bytes_out\":"
-        "18446744073709551615,\"duration_ms\":12.345,\"term\":\"UR\"}\n");
+        "18446744073709551615,\"duration_ms\":12.345,\"term\":\"UR\",\"client_subject\":null,"
+        "\"client_san\":null,\"client_fingerprint\":null}\n");
 }
 
 /* A connection refused at accept: almost everything is absent. */
@@ -135,16 +137,19 @@ static void test_absent_fields(void **state)
                         "tls=- cipher=- group=- cert=- cert_index=- key_provider=- "
                         "key_fallbacks=0 resumed=false handshake_ms=- upstream=- "
                         "upstream_host=- attempts=0 connect_ms=- bytes_in=0 bytes_out=0 "
-                        "duration_ms=0.000 term=LR\n");
-    assert_string_equal(fmt(TG_CONF_ALOG_JSON, &r, &s),
-                        "{\"time\":\"2023-11-14T22:13:20.123Z\",\"listener\":null,\"client_addr\":"
-                        "null,\"client_port\":null,\"peer_addr\":null,\"peer_port\":null,"
-                        "\"sni\":null,\"alpn\":null,\"tls\":null,"
-                        "\"cipher\":null,\"group\":null,\"cert\":null,\"cert_index\":null,"
-                        "\"key_provider\":null,\"key_fallbacks\":0,\"resumed\":false,"
-                        "\"handshake_ms\":null,\"upstream\":null,\"upstream_host\":null,"
-                        "\"attempts\":0,\"connect_ms\":null,"
-                        "\"bytes_in\":0,\"bytes_out\":0,\"duration_ms\":0.000,\"term\":\"LR\"}\n");
+                        "duration_ms=0.000 term=LR client_subject=- client_san=- "
+                        "client_fingerprint=-\n");
+    assert_string_equal(
+        fmt(TG_CONF_ALOG_JSON, &r, &s),
+        "{\"time\":\"2023-11-14T22:13:20.123Z\",\"listener\":null,\"client_addr\":"
+        "null,\"client_port\":null,\"peer_addr\":null,\"peer_port\":null,"
+        "\"sni\":null,\"alpn\":null,\"tls\":null,"
+        "\"cipher\":null,\"group\":null,\"cert\":null,\"cert_index\":null,"
+        "\"key_provider\":null,\"key_fallbacks\":0,\"resumed\":false,"
+        "\"handshake_ms\":null,\"upstream\":null,\"upstream_host\":null,"
+        "\"attempts\":0,\"connect_ms\":null,"
+        "\"bytes_in\":0,\"bytes_out\":0,\"duration_ms\":0.000,\"term\":\"LR\","
+        "\"client_subject\":null,\"client_san\":null,\"client_fingerprint\":null}\n");
 }
 
 static void test_ipv6_and_version(void **state)
@@ -394,22 +399,36 @@ static size_t t_parse(const char *line, struct tv *v, size_t max)
 
 static struct tv g_tv[32];
 
-static const char *const text_keys[] = {
-    "time",          "listener", "client",       "peer",        "sni",           "alpn",
-    "tls",           "cipher",   "group",        "cert",        "cert_index",    "key_provider",
-    "key_fallbacks", "resumed",  "handshake_ms", "upstream",    "upstream_host", "attempts",
-    "connect_ms",    "bytes_in", "bytes_out",    "duration_ms", "term"};
+static const char *const text_keys[] = {"time",          "listener",
+                                        "client",        "peer",
+                                        "sni",           "alpn",
+                                        "tls",           "cipher",
+                                        "group",         "cert",
+                                        "cert_index",    "key_provider",
+                                        "key_fallbacks", "resumed",
+                                        "handshake_ms",  "upstream",
+                                        "upstream_host", "attempts",
+                                        "connect_ms",    "bytes_in",
+                                        "bytes_out",     "duration_ms",
+                                        "term",          "client_subject",
+                                        "client_san",    "client_fingerprint"};
 static const char *const json_keys[] = {
-    "time",       "listener",     "client_addr", "client_port",   "peer_addr",
-    "peer_port",  "sni",          "alpn",        "tls",           "cipher",
-    "group",      "cert",         "cert_index",  "key_provider",  "key_fallbacks",
-    "resumed",    "handshake_ms", "upstream",    "upstream_host", "attempts",
-    "connect_ms", "bytes_in",     "bytes_out",   "duration_ms",   "term"};
+    "time",         "listener",       "client_addr",   "client_port",
+    "peer_addr",    "peer_port",      "sni",           "alpn",
+    "tls",          "cipher",         "group",         "cert",
+    "cert_index",   "key_provider",   "key_fallbacks", "resumed",
+    "handshake_ms", "upstream",       "upstream_host", "attempts",
+    "connect_ms",   "bytes_in",       "bytes_out",     "duration_ms",
+    "term",         "client_subject", "client_san",    "client_fingerprint"};
 /* Each copied string's key, in both formats. */
-static const char *const str_keys[TG_ALOG_S_COUNT] = {
-    [TG_ALOG_S_LISTENER] = "listener", [TG_ALOG_S_SNI] = "sni",
-    [TG_ALOG_S_ALPN] = "alpn",         [TG_ALOG_S_GROUP] = "group",
-    [TG_ALOG_S_CERT] = "cert",         [TG_ALOG_S_UPSTREAM_HOST] = "upstream_host"};
+static const char *const str_keys[TG_ALOG_S_COUNT] = {[TG_ALOG_S_LISTENER] = "listener",
+                                                      [TG_ALOG_S_SNI] = "sni",
+                                                      [TG_ALOG_S_ALPN] = "alpn",
+                                                      [TG_ALOG_S_GROUP] = "group",
+                                                      [TG_ALOG_S_CERT] = "cert",
+                                                      [TG_ALOG_S_UPSTREAM_HOST] = "upstream_host",
+                                                      [TG_ALOG_S_CLIENT_SUBJECT] = "client_subject",
+                                                      [TG_ALOG_S_CLIENT_SAN] = "client_san"};
 
 static const struct tv *t_get(const struct tv *v, size_t n, const char *key)
 {

@@ -148,7 +148,7 @@ static void test_slow_token(void **state)
     struct conf c;
     struct pair p;
     conf_init(&c, "pkcs11:token=fake;object=rsa", "1234");
-    conf_add(&c, "timeout", "50ms");
+    conf_add(&c, "timeout", "2s"); /* the later handshake signs within it, loaded or not */
     pair_init(&p, &c);
     fake_control("block=1"); /* C_Sign hangs until released */
     conn_new(&p, TLS1_3_VERSION, NULL);
@@ -187,7 +187,7 @@ static void test_expire_while_signing(void **state)
     struct conf c;
     struct pair p;
     conf_init(&c, "pkcs11:token=fake;object=rsa", "1234");
-    conf_add(&c, "timeout", "50ms");
+    conf_add(&c, "timeout", "2s"); /* the later handshake signs within it, loaded or not */
     pair_init(&p, &c);
     unsigned long returned = fake_hold_stat("returned");
     fake_hold(1);
