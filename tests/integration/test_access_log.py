@@ -13,7 +13,7 @@
   - key operations that fall back to software (deferred, fail_every 1,
     fail_mode error) are counted per line;
   - every termination code we can provoke on 127.0.0.1: -- UF UT (when the
-    kernel lets us fill an accept queue) UR IT HT HF HC CD CT KF LR, and SD at
+    kernel lets us fill an accept queue) UR IT FT HT HF HC CD CT KF LR, and SD at
     the drain timeout (the lines written at shutdown); the lines of each code
     add up to the closed_total / rejected_total counters, nothing twice.
 """
@@ -268,8 +268,13 @@ def codes_case(t, up):
                     upstream_extra={"connect_timeout": "300ms"}))
     path = t.path("access-codes.log")
     # Timeouts long enough that no step but the one waiting for it meets them.
-    cfg = tglib.gw_config(ls, limits={"handshake_timeout": "1s", "idle_timeout": "3s",
-                                      "drain_timeout": "500ms"})
+    # Scaled where everything is slower (valgrind: a handshake can take a
+    # second there).
+    S = tglib.SCALE
+    cfg = tglib.gw_config(ls, limits={"first_byte_timeout": "%gs" % S,
+                                      "handshake_timeout": "%gs" % (2 * S),
+                                      "idle_timeout": "%gs" % (4 * S),
+                                      "drain_timeout": "%gms" % (500 * S)})
     cfg["access_log"] = {"path": path}
     gw = t.gateway(cfg)
     P = gw.ports
@@ -296,7 +301,9 @@ def codes_case(t, up):
         except (ConnectionResetError, ssl.SSLError):
             pass
     expect("UR|UF")  # a RST before the connect completed is a failed connect
-    raw(P["ok"], b"", "none")  # silence: handshake timeout
+    raw(P["ok"], b"", "none")  # silence: first-byte timeout
+    expect("FT")
+    raw(P["ok"], tglib.client_hello()[:60], "none")  # half a ClientHello, then silence
     expect("HT")
     raw(P["ok"], b"GET / HTTP/1.1\r\n\r\n")  # plaintext: protocol error
     expect("HF")
@@ -383,7 +390,11 @@ def codes_case(t, up):
           "UF line: upstream and connect time: %r" % d)
     d = by["HT"][0]
     check_eq((d["tls"], d["handshake_ms"], d["upstream"]), (None, None, None), "HT line")
-    check(ms(d["duration_ms"]) >= 900, "HT after ~1s: %r" % d["duration_ms"])
+    check(ms(d["duration_ms"]) >= 1900 * S, "HT after the handshake timeout: %r"
+          % d["duration_ms"])
+    d = by["FT"][0]
+    check(d["tls"] is None and 900 * S <= ms(d["duration_ms"]) < 1900 * S,
+          "FT after the first-byte timeout: %r" % d)
     check_eq(by["KF"][0]["key_provider"], b"deferred", "KF line names the provider")
 
     # SD: connections open at the drain timeout; their lines are written at exit.
