@@ -113,14 +113,14 @@ case "$CLIENT" in tlsgate | hey) ;; *) die "TG_BENCH_CLIENT must be tlsgate or h
 
 # Suffixes, in this order: -noavx512 (AVX-512 masked), then -jemalloc or
 # -tcmalloc (that allocator preloaded, the libjemalloc2 / libtcmalloc-minimal4
-# packages).
-# -env1 / -env2: with the environment assignments in TG_BENCH_ENV1 / _ENV2
-# (e.g. GLIBC_TUNABLES=...), for experiments.
-peer_alloc() { case "$1" in *-jemalloc) echo jemalloc ;; *-tcmalloc) echo tcmalloc ;; esac; }
+# packages), then -env1 / -env2 (with the environment assignments in
+# TG_BENCH_ENV1 / _ENV2, e.g. GLIBC_TUNABLES=..., for experiments).
+peer_alloc() { case "${1%-env[12]}" in *-jemalloc) echo jemalloc ;; *-tcmalloc) echo tcmalloc ;; esac; }
 peer_envs() { case "$1" in *-env1) echo "${TG_BENCH_ENV1:-}" ;; *-env2) echo "${TG_BENCH_ENV2:-}" ;; esac; }
-peer_noalloc() { local n=${1%-env1}; n=${n%-env2}; n=${n%-jemalloc}; echo "${n%-tcmalloc}"; }
-peer_base() { local n; n=$(peer_noalloc "$1"); echo "${n%-noavx512}"; }
-peer_masked() { local n; n=$(peer_noalloc "$1"); [ "${n%-noavx512}" != "$n" ]; }
+# The name without its -env1/-env2 and allocator suffixes.
+peer_unvaried() { local n=${1%-env1}; n=${n%-env2}; n=${n%-jemalloc}; echo "${n%-tcmalloc}"; }
+peer_base() { local n; n=$(peer_unvaried "$1"); echo "${n%-noavx512}"; }
+peer_masked() { local n; n=$(peer_unvaried "$1"); [ "${n%-noavx512}" != "$n" ]; }
 alloc_lib() { # jemalloc|tcmalloc -> the shared object to preload
   local f
   case "$1" in

@@ -35,16 +35,7 @@ KEEP_TMP=${TG_LAT_KEEP_TMP:-0}
 RUN_ID=tglat$$
 . "$here/lib.sh"
 . "$here/loadlib.sh"
-require_cgroup_v1
-require_cpus_online 0 1
-for t in jq curl openssl nginx; do command -v "$t" >/dev/null || die "$t is not installed"; done
-mkdir -p "$OUT"
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/tg-latency.XXXXXX")
-chmod 755 "$TMP"
-declare -a BG_PIDS=() CGROUPS=()
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+lb_begin latency
 
 TS=$(date -u +%Y%m%dT%H%M%SZ)
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)

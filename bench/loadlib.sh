@@ -2,8 +2,9 @@
 # bench/loadlib.sh: peers and measurements shared by bench/scaling.sh and
 # bench/latency.sh. Sourced after bench/lib.sh, never run.
 #
-# The sourcing script sets TLSGATE, TMP, RUN_ID, PERIOD_US, PEER_DIR and
-# calls lb_setup once (certificate, upstream, client cgroup); then
+# The sourcing script sets TLSGATE, OUT, RUN_ID, PERIOD_US, PEER_DIR, calls
+# lb_begin NAME (checks, TMP, cleanup traps) and lb_setup once (certificate,
+# upstream, client cgroup); then
 # lb_start_peer NAME KIND WORKERS CPUS QUOTA_US starts a peer, and
 # lb_measure NAME SECONDS CONNS QPS CLIENT_CPUS OUT_JSON measures one run.
 #
@@ -13,6 +14,23 @@
 # per run), TLS 1.3, X25519, TLS_AES_128_GCM_SHA256, no tickets, no cache.
 
 declare -A LB_PID=() LB_PORT=() LB_CG=() LB_ADMIN=() LB_KIND=()
+
+# The start every load script shares: cgroup v1, both CPUs, the tools, the
+# output folder, TMP (tg-NAME.XXXXXX, readable by the peers' users) and the
+# traps that stop every process started and remove every cgroup made.
+lb_begin() { # NAME
+  require_cgroup_v1
+  require_cpus_online 0 1
+  local t
+  for t in jq curl openssl nginx; do command -v "$t" >/dev/null || die "$t is not installed"; done
+  mkdir -p "$OUT"
+  TMP=$(mktemp -d "${TMPDIR:-/tmp}/tg-$1.XXXXXX")
+  chmod 755 "$TMP"
+  declare -ga BG_PIDS=() CGROUPS=()
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
 
 lb_setup() {
   openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 2 -subj /CN=localhost \
