@@ -244,24 +244,12 @@ static int tg_cmd_reload(int argc, char **argv)
     return 0;
 }
 
-static void tg_audit_log(void *arg, const char *line)
-{
-    (void)arg;
-    TG_WARN("%s", line);
-}
-
-static void tg_audit_print(void *arg, const char *line)
-{
-    (void)arg;
-    fprintf(stderr, "tlsgate: warning: %s\n", line);
-}
-
 /* tg_ks_audit_fn: the gateway's warnings, applied to a key server's file. */
 static void tg_keyserver_audit(const struct tg_config *cfg, bool check)
 {
     struct tg_audit_ids ids;
     tg_audit_ids_self(&ids);
-    tg_audit_config(cfg, &ids, check ? tg_audit_print : tg_audit_log, NULL);
+    tg_audit_config(cfg, &ids, check ? tg_audit_emit_stderr : tg_audit_emit_log, NULL);
 }
 
 int main(int argc, char **argv)

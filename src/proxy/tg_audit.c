@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/tg_log.h"
 #include "core/tg_time.h"
 #include "tls/tg_tls.h"
 
@@ -101,6 +102,18 @@ static void tg_audit_key(const struct tg_conf_cert *c, const struct tg_audit_ids
                   ds->path != NULL ? ds->path : ds->filename, ds->mode, who);
     emit(arg, line);
     (*n)++;
+}
+
+void tg_audit_emit_log(void *arg, const char *line)
+{
+    (void)arg;
+    TG_WARN("%s", line);
+}
+
+void tg_audit_emit_stderr(void *arg, const char *line)
+{
+    (void)arg;
+    fprintf(stderr, "tlsgate: warning: %s\n", line);
 }
 
 size_t tg_audit_config(const struct tg_config *cfg, const struct tg_audit_ids *ids,

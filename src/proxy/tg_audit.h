@@ -32,6 +32,11 @@ struct tg_audit_ids {
 };
 void tg_audit_ids_self(struct tg_audit_ids *ids);
 
+/* Emitters: a warning in the log; "tlsgate: warning: LINE" on stderr (for
+ * check-config and --check). */
+void tg_audit_emit_log(void *arg, const char *line);
+void tg_audit_emit_stderr(void *arg, const char *line);
+
 /* Who besides the owner can read a file of these mode bits, owner and group.
  * Group read is not counted when it is how this process reads the file (the
  * file's group is one of the process's groups and the process does not own

@@ -83,20 +83,13 @@ static uint64_t tg_wall_s(void)
     return (uint64_t)time(NULL);
 }
 
-/* tg_audit findings: a warning in the log. */
-static void tg_gateway_warn(void *arg, const char *line)
-{
-    (void)arg;
-    TG_WARN("%s", line);
-}
-
 /* Start-up and every reload: what the configuration risks. */
 static void tg_gateway_audit(const struct tg_gen *g)
 {
     struct tg_audit_ids ids;
     tg_audit_ids_self(&ids);
-    tg_audit_config(g->cfg, &ids, tg_gateway_warn, NULL);
-    tg_audit_certs(g, (int64_t)time(NULL), tg_gateway_warn, NULL);
+    tg_audit_config(g->cfg, &ids, tg_audit_emit_log, NULL);
+    tg_audit_certs(g, (int64_t)time(NULL), tg_audit_emit_log, NULL);
 }
 
 static void tg_certs_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -104,7 +97,7 @@ static void tg_certs_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct tg_gateway *gw = w->data;
-    tg_audit_certs(gw->gen, (int64_t)time(NULL), tg_gateway_warn, NULL);
+    tg_audit_certs(gw->gen, (int64_t)time(NULL), tg_audit_emit_log, NULL);
 }
 
 /* Rotate the ticket keys when due and sleep until the next rotation. */
@@ -520,12 +513,6 @@ static int tg_gateway_build(struct tg_config *cfg, int n_workers, struct tg_gen 
 }
 
 /* tg_audit findings: `check-config` prints them. */
-static void tg_gateway_print_warning(void *arg, const char *line)
-{
-    (void)arg;
-    fprintf(stderr, "tlsgate: warning: %s\n", line);
-}
-
 int tg_gateway_check(struct tg_config *cfg)
 {
     struct tg_gen *g = NULL;
@@ -533,8 +520,8 @@ int tg_gateway_check(struct tg_config *cfg)
     if (rc == 0) {
         struct tg_audit_ids ids;
         tg_audit_ids_self(&ids);
-        tg_audit_config(g->cfg, &ids, tg_gateway_print_warning, NULL);
-        tg_audit_certs(g, (int64_t)time(NULL), tg_gateway_print_warning, NULL);
+        tg_audit_config(g->cfg, &ids, tg_audit_emit_stderr, NULL);
+        tg_audit_certs(g, (int64_t)time(NULL), tg_audit_emit_stderr, NULL);
         size_t certs = 0;
         for (size_t i = 0; i < g->cfg->n_listeners; i++)
             certs += g->cfg->listeners[i].tls.n_certs;
