@@ -80,6 +80,25 @@ size_t tg_gwapi_listeners(const struct tg_gwapi *g)
 /* ------------------------------------------------------------------------ */
 /* Diagnostics                                                              */
 
+/* Appends text from the input (object names, paths, messages that quote
+ * values) keeping a diagnostic on one line and the terminal safe: a line
+ * break or another control character becomes an escape (\n, \x1b). */
+static void tg_gw_put_text(struct tg_buf *b, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p == '\n')
+            tg_buf_puts(b, "\\n");
+        else if (*p == '\r')
+            tg_buf_puts(b, "\\r");
+        else if (*p == '\t')
+            tg_buf_puts(b, "\\t");
+        else if (*p < 0x20 || *p == 0x7f)
+            tg_buf_printf(b, "\\x%02x", *p);
+        else
+            tg_buf_append(b, p, 1);
+    }
+}
+
 static void tg_gw_vreport(struct tg_gwapi *g, enum tg_gw_sev sev, const char *file,
                           const yaml_node_t *at, const char *what, const char *path,
                           const char *fmt, va_list ap) __attribute__((format(printf, 7, 0)));
@@ -90,17 +109,21 @@ static void tg_gw_vreport(struct tg_gwapi *g, enum tg_gw_sev sev, const char *fi
 {
     char msg[512];
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    tg_buf_puts(&g->diag, file != NULL ? file : "tlsgate gateway-api");
+    /* One line per diagnostic, whatever the input held: every part that
+     * can carry input text goes through tg_gw_put_text. */
+    tg_gw_put_text(&g->diag, file != NULL ? file : "tlsgate gateway-api");
     if (at != NULL)
         tg_buf_printf(&g->diag, ":%zu:%zu", at->start_mark.line + 1, at->start_mark.column + 1);
     tg_buf_printf(&g->diag, ": %s: ", sev == TG_GW_ERROR ? "error" : "warning");
-    if (what != NULL && what[0] != '\0')
-        tg_buf_printf(&g->diag, "%s: ", what);
-    if (path != NULL && path[0] != '\0')
-        tg_buf_printf(&g->diag, "%s: ", path);
-    /* One line per diagnostic, whatever the input held. */
-    for (const char *p = msg; *p != '\0'; p++)
-        tg_buf_append(&g->diag, (*p == '\n' || *p == '\r') ? " " : p, 1);
+    if (what != NULL && what[0] != '\0') {
+        tg_gw_put_text(&g->diag, what);
+        tg_buf_puts(&g->diag, ": ");
+    }
+    if (path != NULL && path[0] != '\0') {
+        tg_gw_put_text(&g->diag, path);
+        tg_buf_puts(&g->diag, ": ");
+    }
+    tg_gw_put_text(&g->diag, msg);
     tg_buf_puts(&g->diag, "\n");
     if (sev == TG_GW_ERROR)
         g->nerr++;

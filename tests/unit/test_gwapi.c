@@ -380,6 +380,25 @@ static void test_bad_input(void **state)
     tg_buf_free(&out);
     tg_gwapi_free(g);
 
+    /* Names from the input that hold a line break or a terminal escape
+     * stay on their diagnostic's line, escaped (the fuzzer found a
+     * ClientTrafficPolicy whose name ran onto a second line). */
+    assert_int_equal(convert_text(&o,
+                                  "apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
+                                  "  name: \"a\\nb\\x1b[2Jc\"\n",
+                                  &out, &g),
+                     TG_ECONFIG);
+    const char *d = tg_gwapi_diagnostics(g);
+    assert_has(d, "ConfigMap a\\nb\\x1b[2Jc: not used");
+    size_t lines = 0;
+    for (const char *p = d; *p != '\0'; p++) {
+        lines += *p == '\n';
+        assert_true(*p == '\n' || (unsigned char)*p >= 0x20);
+    }
+    assert_int_equal(lines, tg_gwapi_warnings(g) + tg_gwapi_errors(g));
+    tg_buf_free(&out);
+    tg_gwapi_free(g);
+
     /* Convert twice: refused. */
     assert_int_equal(tg_gwapi_new(&o, &g), TG_OK);
     assert_int_equal(tg_gwapi_convert(g, &out), TG_ECONFIG);
