@@ -67,6 +67,7 @@ void tg_keyop_sw_thread_cleanup(void)
         EVP_PKEY_CTX_free(tg_sw_keygen_ctx[g]);
         tg_sw_keygen_ctx[g] = NULL;
     }
+    tg_kxkey_thread_cleanup();
     tg_keyop_sw_forget_keys();
 }
 

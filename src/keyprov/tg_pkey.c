@@ -353,6 +353,56 @@ void tg_kxkey_clear(struct tg_kxkey *k)
     OPENSSL_cleanse(k, sizeof(*k));
 }
 
+/*
+ * Software twins are imported with EVP_PKEY_fromdata through one context per
+ * thread and key type (a fetch and an allocation saved per handshake); the
+ * contexts hold no key. Freed by tg_kxkey_thread_cleanup().
+ */
+static _Thread_local EVP_PKEY_CTX *tg_kx_import_ctx[2]; /* [0] X25519, [1] EC */
+
+static EVP_PKEY_CTX *tg_kx_import_ctx_get(bool x25519)
+{
+    EVP_PKEY_CTX **slot = &tg_kx_import_ctx[x25519 ? 0 : 1];
+    if (*slot == NULL)
+        *slot = EVP_PKEY_CTX_new_from_name(NULL, x25519 ? "X25519" : "EC", TG_SW_PROPQ);
+    if (*slot == NULL || EVP_PKEY_fromdata_init(*slot) <= 0)
+        return NULL;
+    return *slot;
+}
+
+void tg_kxkey_thread_cleanup(void)
+{
+    for (size_t i = 0; i < TG_ARRAY_LEN(tg_kx_import_ctx); i++) {
+        EVP_PKEY_CTX_free(tg_kx_import_ctx[i]);
+        tg_kx_import_ctx[i] = NULL;
+    }
+}
+
+/*
+ * X25519 twin. With both halves known (every key this process generated,
+ * in software or in a multi-buffer batch) both are imported: given only the
+ * private half, OpenSSL recomputes the public one, a full scalar
+ * multiplication (~40-60 us, as much as the derive the twin is built for).
+ */
+static EVP_PKEY *tg_kxkey_build_x25519(struct tg_kxkey *k)
+{
+    OSSL_PARAM params[3];
+    int n = 0;
+    if (k->has_priv)
+        params[n++] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PRIV_KEY, k->priv, 32);
+    if (k->has_pub)
+        params[n++] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, k->pub, 32);
+    params[n] = OSSL_PARAM_construct_end();
+    if (k->has_priv && !k->has_pub)
+        return EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", TG_SW_PROPQ, k->priv, 32);
+    EVP_PKEY_CTX *ctx = tg_kx_import_ctx_get(true);
+    int selection = k->has_priv ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY;
+    EVP_PKEY *pk = NULL;
+    if (ctx == NULL || EVP_PKEY_fromdata(ctx, &pk, selection, params) <= 0)
+        pk = NULL;
+    return pk;
+}
+
 static EVP_PKEY *tg_kxkey_build_ec(const struct tg_kxkey *k, int with_priv)
 {
     OSSL_PARAM params[4];
@@ -360,8 +410,8 @@ static EVP_PKEY *tg_kxkey_build_ec(const struct tg_kxkey *k, int with_priv)
     BIGNUM *priv = NULL;
     unsigned char privbuf[66];
     EVP_PKEY *pk = NULL;
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", TG_SW_PROPQ);
-    if (ctx == NULL || EVP_PKEY_fromdata_init(ctx) <= 0)
+    EVP_PKEY_CTX *ctx = tg_kx_import_ctx_get(false);
+    if (ctx == NULL)
         goto out;
     params[n++] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME,
                                                    (char *)tg_groups[k->group].name, 0);
@@ -381,7 +431,6 @@ static EVP_PKEY *tg_kxkey_build_ec(const struct tg_kxkey *k, int with_priv)
 out:
     BN_clear_free(priv);
     OPENSSL_cleanse(privbuf, sizeof(privbuf));
-    EVP_PKEY_CTX_free(ctx);
     return pk;
 }
 
@@ -417,10 +466,8 @@ EVP_PKEY *tg_kxkey_sw(struct tg_kxkey *k)
     if (k->sw != NULL)
         return k->sw;
     if (k->group == TG_GROUP_X25519) {
-        if (k->has_priv)
-            k->sw = EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", TG_SW_PROPQ, k->priv, 32);
-        else if (k->has_pub)
-            k->sw = EVP_PKEY_new_raw_public_key_ex(NULL, "X25519", TG_SW_PROPQ, k->pub, 32);
+        if (k->has_priv || k->has_pub)
+            k->sw = tg_kxkey_build_x25519(k);
     } else if (tg_group_name(k->group) != NULL && k->has_pub) {
         k->sw = tg_kxkey_build_ec(k, k->has_priv);
     }

@@ -141,5 +141,7 @@ int tg_kxkey_set_public(struct tg_kxkey *k, enum tg_group g, const unsigned char
                         size_t len) TG_MUST_CHECK;
 /* Build (once) and return the software twin: private if has_priv, else public. */
 EVP_PKEY *tg_kxkey_sw(struct tg_kxkey *k);
+/* Free this thread's cached import contexts (call at thread exit). */
+void tg_kxkey_thread_cleanup(void);
 
 #endif

@@ -1,5 +1,6 @@
 /* Software key operations (src/keyprov/tg_keyop_sw.c): the result check
- * providers run before they release a signature, tg_keyop_verify_sw. */
+ * providers run before they release a signature, tg_keyop_verify_sw; key
+ * exchange with twins rebuilt from a key's halves (src/keyprov/tg_pkey.c). */
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -73,6 +74,79 @@ static void test_verify_refuses_other_ops(void **state)
     tg_pkey_unref(rsa);
 }
 
+/* A key-exchange key without its software twin, as a multi-buffer batch
+ * leaves one: the halves only (the private one when with_priv). */
+static struct tg_kxkey halves_of(const struct tg_kxkey *k, bool with_priv)
+{
+    struct tg_kxkey h = *k;
+    h.sw = NULL;
+    if (!with_priv) {
+        memset(h.priv, 0, sizeof(h.priv));
+        h.has_priv = false;
+    }
+    return h;
+}
+
+static void derive(struct tg_kxkey *mine, const struct tg_kxkey *peer, unsigned char *out,
+                   size_t *outlen)
+{
+    struct tg_keyop op;
+    tg_keyop_init(&op, TG_KEYOP_KX_DERIVE);
+    op.kx = mine;
+    op.peer = peer;
+    assert_int_equal(tg_keyop_compute_sw(&op), TG_OK);
+    memcpy(out, op.out, op.outlen);
+    *outlen = op.outlen;
+}
+
+/* Twins rebuilt from the halves (both, or the private one alone) derive the
+ * same secret as the keys OpenSSL generated; for X25519 the public half is
+ * imported, not recomputed, when it is known. */
+static void test_kx_twin_from_halves(void **state)
+{
+    (void)state;
+    static const enum tg_group groups[] = {TG_GROUP_X25519, TG_GROUP_P256, TG_GROUP_P384};
+    for (size_t g = 0; g < TG_ARRAY_LEN(groups); g++) {
+        struct tg_kxkey a = {.group = groups[g]}, b = {.group = groups[g]};
+        struct tg_keyop op;
+        tg_keyop_init(&op, TG_KEYOP_KX_KEYGEN);
+        op.kx = &a;
+        assert_int_equal(tg_keyop_compute_sw(&op), TG_OK);
+        op.kx = &b;
+        assert_int_equal(tg_keyop_compute_sw(&op), TG_OK);
+
+        unsigned char ref[80], got[80];
+        size_t reflen, gotlen;
+        derive(&a, &b, ref, &reflen); /* OpenSSL's own twins */
+        assert_int_equal(reflen, tg_group_secretlen(groups[g]));
+
+        struct tg_kxkey a2 = halves_of(&a, true), b2 = halves_of(&b, false);
+        derive(&a2, &b2, got, &gotlen);
+        assert_memory_equal(got, ref, reflen);
+        assert_int_equal(gotlen, reflen);
+        if (groups[g] == TG_GROUP_X25519) {
+            /* The private half alone: OpenSSL recomputes the public one. */
+            struct tg_kxkey a3 = halves_of(&a, true);
+            a3.has_pub = false;
+            struct tg_kxkey b3 = halves_of(&b, false);
+            derive(&a3, &b3, got, &gotlen);
+            assert_memory_equal(got, ref, reflen);
+            tg_kxkey_clear(&a3);
+            tg_kxkey_clear(&b3);
+        }
+        /* The other way round, from b's private half and a's public one. */
+        struct tg_kxkey b4 = halves_of(&b, true), a4 = halves_of(&a, false);
+        derive(&b4, &a4, got, &gotlen);
+        assert_memory_equal(got, ref, reflen);
+        tg_kxkey_clear(&a);
+        tg_kxkey_clear(&b);
+        tg_kxkey_clear(&a2);
+        tg_kxkey_clear(&b2);
+        tg_kxkey_clear(&a4);
+        tg_kxkey_clear(&b4);
+    }
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -86,6 +160,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_verify_ecdsa),
         cmocka_unit_test(test_verify_refuses_other_ops),
+        cmocka_unit_test(test_kx_twin_from_halves),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }
