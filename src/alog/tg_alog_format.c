@@ -230,10 +230,6 @@ static bool tg_text_bare(const char *s, size_t n)
 
 static void tg_text_str(struct tg_alog_out *o, const char *s, size_t n)
 {
-    if (s == NULL) {
-        tg_out_ch(o, '-');
-        return;
-    }
     if (tg_text_bare(s, n)) {
         tg_out_mem(o, s, n);
         return;
@@ -261,89 +257,27 @@ static void tg_text_key(struct tg_alog_out *o, const char *key)
     tg_out_ch(o, '=');
 }
 
-static void tg_text_ms(struct tg_alog_out *o, const char *key, uint64_t ns)
+static void tg_text_endpoint(struct tg_alog_out *o, const char *key, const char *addr_key,
+                             const char *port_key, const struct tg_alog_addr *a)
 {
+    (void)addr_key;
+    (void)port_key;
     tg_text_key(o, key);
-    if (ns == TG_ALOG_NONE)
-        tg_out_ch(o, '-');
-    else
-        tg_out_ms(o, ns);
-}
-
-static void tg_text_addr(struct tg_alog_out *o, const struct tg_alog_addr *a)
-{
     if (a->family != 0)
         tg_out_hostport(o, a);
     else
         tg_out_ch(o, '-');
 }
 
-static void tg_format_text(struct tg_alog_out *o, const struct tg_alog_rec *r,
-                           const struct tg_alog_strs *s, struct tg_alog_clock *clk)
+static void tg_text_hostport(struct tg_alog_out *o, const struct tg_alog_addr *a)
 {
-    char vbuf[8];
-    tg_out_lit(o, "time=");
-    tg_out_time(o, r->time_ns, clk);
-    tg_text_key(o, "listener");
-    tg_text_str(o, s->p[TG_ALOG_S_LISTENER], s->len[TG_ALOG_S_LISTENER]);
-    tg_text_key(o, "client");
-    tg_text_addr(o, &r->client);
-    tg_text_key(o, "peer");
-    tg_text_addr(o, &r->peer);
-    tg_text_key(o, "sni");
-    tg_text_str(o, s->p[TG_ALOG_S_SNI], s->len[TG_ALOG_S_SNI]);
-    tg_text_key(o, "alpn");
-    tg_text_str(o, s->p[TG_ALOG_S_ALPN], s->len[TG_ALOG_S_ALPN]);
-    tg_text_key(o, "tls");
-    tg_out_lit(o, r->tls_version != 0 ? tg_alog_version_name(r->tls_version, vbuf) : "-");
-    tg_text_key(o, "cipher");
-    tg_text_str(o, r->cipher, r->cipher != NULL ? strlen(r->cipher) : 0);
-    tg_text_key(o, "group");
-    tg_text_str(o, s->p[TG_ALOG_S_GROUP], s->len[TG_ALOG_S_GROUP]);
-    tg_text_key(o, "cert");
-    tg_text_str(o, s->p[TG_ALOG_S_CERT], s->len[TG_ALOG_S_CERT]);
-    tg_text_key(o, "cert_index");
-    if (r->cert_index >= 0)
-        tg_out_u64(o, (uint64_t)r->cert_index);
-    else
-        tg_out_ch(o, '-');
-    tg_text_key(o, "key_provider");
-    tg_text_str(o, r->provider, r->provider != NULL ? strlen(r->provider) : 0);
-    tg_text_key(o, "key_fallbacks");
-    tg_out_u64(o, r->key_fallbacks);
-    tg_text_key(o, "resumed");
-    tg_out_lit(o, r->resumed ? "true" : "false");
-    tg_text_ms(o, "handshake_ms", r->handshake_ns);
-    tg_text_key(o, "upstream");
-    tg_text_addr(o, &r->upstream);
-    tg_text_key(o, "upstream_host");
-    tg_text_str(o, s->p[TG_ALOG_S_UPSTREAM_HOST], s->len[TG_ALOG_S_UPSTREAM_HOST]);
-    tg_text_key(o, "attempts");
-    tg_out_u64(o, r->attempts);
-    tg_text_ms(o, "connect_ms", r->connect_ns);
-    tg_text_key(o, "bytes_in");
-    tg_out_u64(o, r->bytes_in);
-    tg_text_key(o, "bytes_out");
-    tg_out_u64(o, r->bytes_out);
-    tg_text_ms(o, "duration_ms", r->duration_ns);
-    tg_text_key(o, "term");
-    tg_out_lit(o, tg_alog_term_code((enum tg_alog_term)r->term));
-    tg_text_key(o, "client_subject");
-    tg_text_str(o, s->p[TG_ALOG_S_CLIENT_SUBJECT], s->len[TG_ALOG_S_CLIENT_SUBJECT]);
-    tg_text_key(o, "client_san");
-    tg_text_str(o, s->p[TG_ALOG_S_CLIENT_SAN], s->len[TG_ALOG_S_CLIENT_SAN]);
-    tg_text_key(o, "client_fingerprint");
-    tg_out_lit(o, r->client_sha256[0] != '\0' ? r->client_sha256 : "-");
+    tg_out_hostport(o, a);
 }
 
 /* ---- JSON ---- */
 
 static void tg_json_str(struct tg_alog_out *o, const char *s, size_t n)
 {
-    if (s == NULL) {
-        tg_out_lit(o, "null");
-        return;
-    }
     tg_out_ch(o, '"');
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -369,30 +303,16 @@ static void tg_json_key(struct tg_alog_out *o, const char *key)
     tg_out_lit(o, "\":");
 }
 
-static void tg_json_ms(struct tg_alog_out *o, const char *key, uint64_t ns)
+static void tg_json_absent(struct tg_alog_out *o)
 {
-    tg_json_key(o, key);
-    if (ns == TG_ALOG_NONE)
-        tg_out_lit(o, "null");
-    else
-        tg_out_ms(o, ns);
-}
-
-static void tg_json_addr(struct tg_alog_out *o, const struct tg_alog_addr *a)
-{
-    if (a->family == 0) {
-        tg_out_lit(o, "null");
-        return;
-    }
-    tg_out_ch(o, '"');
-    tg_out_hostport(o, a);
-    tg_out_ch(o, '"');
+    tg_out_lit(o, "null");
 }
 
 /* "k_addr":"IP","k_port":N, or nulls. */
-static void tg_json_ip_port(struct tg_alog_out *o, const char *addr_key, const char *port_key,
-                            const struct tg_alog_addr *a)
+static void tg_json_endpoint(struct tg_alog_out *o, const char *key, const char *addr_key,
+                             const char *port_key, const struct tg_alog_addr *a)
 {
+    (void)key;
     tg_json_key(o, addr_key);
     if (a->family == 0) {
         tg_out_lit(o, "null");
@@ -407,82 +327,151 @@ static void tg_json_ip_port(struct tg_alog_out *o, const char *addr_key, const c
     tg_out_u64(o, a->port);
 }
 
-static void tg_format_json(struct tg_alog_out *o, const struct tg_alog_rec *r,
-                           const struct tg_alog_strs *s, struct tg_alog_clock *clk)
+static void tg_json_hostport(struct tg_alog_out *o, const struct tg_alog_addr *a)
+{
+    tg_out_ch(o, '"');
+    tg_out_hostport(o, a);
+    tg_out_ch(o, '"');
+}
+
+/* ---- the fields, once for both formats ---- */
+
+/*
+ * How a format writes each kind of value. A value may be absent (no SNI, no
+ * upstream yet): text writes '-', JSON null. Strings: text bare when that is
+ * unambiguous, else quoted with \xHH escapes; JSON always quoted, \u00XX.
+ * An endpoint is one field in text (client=IP:port) and two in JSON
+ * (client_addr, client_port).
+ */
+struct tg_alog_style {
+    const char *open, *close; /* around the line; open ends where the time goes */
+    char time_quote;          /* around the time, or 0 */
+    void (*key)(struct tg_alog_out *o, const char *key);
+    void (*str)(struct tg_alog_out *o, const char *s, size_t n); /* s != NULL */
+    void (*absent)(struct tg_alog_out *o);
+    void (*endpoint)(struct tg_alog_out *o, const char *key, const char *addr_key,
+                     const char *port_key, const struct tg_alog_addr *a);
+    void (*hostport)(struct tg_alog_out *o, const struct tg_alog_addr *a); /* a->family != 0 */
+};
+
+static void tg_text_absent(struct tg_alog_out *o)
+{
+    tg_out_ch(o, '-');
+}
+
+static const struct tg_alog_style tg_alog_text = {
+    .open = "time=",
+    .close = "",
+    .time_quote = 0,
+    .key = tg_text_key,
+    .str = tg_text_str,
+    .absent = tg_text_absent,
+    .endpoint = tg_text_endpoint,
+    .hostport = tg_text_hostport,
+};
+
+static const struct tg_alog_style tg_alog_json = {
+    .open = "{\"time\":",
+    .close = "}",
+    .time_quote = '"',
+    .key = tg_json_key,
+    .str = tg_json_str,
+    .absent = tg_json_absent,
+    .endpoint = tg_json_endpoint,
+    .hostport = tg_json_hostport,
+};
+
+/* A string field; NULL: absent. */
+static void tg_f_str(struct tg_alog_out *o, const struct tg_alog_style *st, const char *key,
+                     const char *s, size_t n)
+{
+    st->key(o, key);
+    if (s != NULL)
+        st->str(o, s, n);
+    else
+        st->absent(o);
+}
+
+static void tg_f_cstr(struct tg_alog_out *o, const struct tg_alog_style *st, const char *key,
+                      const char *s)
+{
+    tg_f_str(o, st, key, s, s != NULL ? strlen(s) : 0);
+}
+
+static void tg_f_u64(struct tg_alog_out *o, const struct tg_alog_style *st, const char *key,
+                     uint64_t v)
+{
+    st->key(o, key);
+    tg_out_u64(o, v);
+}
+
+/* Milliseconds with three decimals; TG_ALOG_NONE: absent. */
+static void tg_f_ms(struct tg_alog_out *o, const struct tg_alog_style *st, const char *key,
+                    uint64_t ns)
+{
+    st->key(o, key);
+    if (ns == TG_ALOG_NONE)
+        st->absent(o);
+    else
+        tg_out_ms(o, ns);
+}
+
+static void tg_format_fields(struct tg_alog_out *o, const struct tg_alog_style *st,
+                             const struct tg_alog_rec *r, const struct tg_alog_strs *s,
+                             struct tg_alog_clock *clk)
 {
     char vbuf[8];
-    tg_out_lit(o, "{\"time\":\"");
+    tg_out_lit(o, st->open);
+    if (st->time_quote)
+        tg_out_ch(o, st->time_quote);
     tg_out_time(o, r->time_ns, clk);
-    tg_out_ch(o, '"');
-    tg_json_key(o, "listener");
-    tg_json_str(o, s->p[TG_ALOG_S_LISTENER], s->len[TG_ALOG_S_LISTENER]);
-    tg_json_ip_port(o, "client_addr", "client_port", &r->client);
-    tg_json_ip_port(o, "peer_addr", "peer_port", &r->peer);
-    tg_json_key(o, "sni");
-    tg_json_str(o, s->p[TG_ALOG_S_SNI], s->len[TG_ALOG_S_SNI]);
-    tg_json_key(o, "alpn");
-    tg_json_str(o, s->p[TG_ALOG_S_ALPN], s->len[TG_ALOG_S_ALPN]);
-    tg_json_key(o, "tls");
-    if (r->tls_version != 0) {
-        const char *v = tg_alog_version_name(r->tls_version, vbuf);
-        tg_json_str(o, v, strlen(v));
-    } else {
-        tg_out_lit(o, "null");
-    }
-    tg_json_key(o, "cipher");
-    tg_json_str(o, r->cipher, r->cipher != NULL ? strlen(r->cipher) : 0);
-    tg_json_key(o, "group");
-    tg_json_str(o, s->p[TG_ALOG_S_GROUP], s->len[TG_ALOG_S_GROUP]);
-    tg_json_key(o, "cert");
-    tg_json_str(o, s->p[TG_ALOG_S_CERT], s->len[TG_ALOG_S_CERT]);
-    tg_json_key(o, "cert_index");
+    if (st->time_quote)
+        tg_out_ch(o, st->time_quote);
+#define TG_F_S(key, i) tg_f_str(o, st, key, s->p[i], s->len[i])
+    TG_F_S("listener", TG_ALOG_S_LISTENER);
+    st->endpoint(o, "client", "client_addr", "client_port", &r->client);
+    st->endpoint(o, "peer", "peer_addr", "peer_port", &r->peer);
+    TG_F_S("sni", TG_ALOG_S_SNI);
+    TG_F_S("alpn", TG_ALOG_S_ALPN);
+    tg_f_cstr(o, st, "tls",
+              r->tls_version != 0 ? tg_alog_version_name(r->tls_version, vbuf) : NULL);
+    tg_f_cstr(o, st, "cipher", r->cipher);
+    TG_F_S("group", TG_ALOG_S_GROUP);
+    TG_F_S("cert", TG_ALOG_S_CERT);
+    st->key(o, "cert_index");
     if (r->cert_index >= 0)
         tg_out_u64(o, (uint64_t)r->cert_index);
     else
-        tg_out_lit(o, "null");
-    tg_json_key(o, "key_provider");
-    tg_json_str(o, r->provider, r->provider != NULL ? strlen(r->provider) : 0);
-    tg_json_key(o, "key_fallbacks");
-    tg_out_u64(o, r->key_fallbacks);
-    tg_json_key(o, "resumed");
+        st->absent(o);
+    tg_f_cstr(o, st, "key_provider", r->provider);
+    tg_f_u64(o, st, "key_fallbacks", r->key_fallbacks);
+    st->key(o, "resumed");
     tg_out_lit(o, r->resumed ? "true" : "false");
-    tg_json_ms(o, "handshake_ms", r->handshake_ns);
-    tg_json_key(o, "upstream");
-    tg_json_addr(o, &r->upstream);
-    tg_json_key(o, "upstream_host");
-    tg_json_str(o, s->p[TG_ALOG_S_UPSTREAM_HOST], s->len[TG_ALOG_S_UPSTREAM_HOST]);
-    tg_json_key(o, "attempts");
-    tg_out_u64(o, r->attempts);
-    tg_json_ms(o, "connect_ms", r->connect_ns);
-    tg_json_key(o, "bytes_in");
-    tg_out_u64(o, r->bytes_in);
-    tg_json_key(o, "bytes_out");
-    tg_out_u64(o, r->bytes_out);
-    tg_json_ms(o, "duration_ms", r->duration_ns);
-    tg_json_key(o, "term");
-    tg_out_ch(o, '"');
-    tg_out_lit(o, tg_alog_term_code((enum tg_alog_term)r->term));
-    tg_out_ch(o, '"');
-    tg_json_key(o, "client_subject");
-    tg_json_str(o, s->p[TG_ALOG_S_CLIENT_SUBJECT], s->len[TG_ALOG_S_CLIENT_SUBJECT]);
-    tg_json_key(o, "client_san");
-    tg_json_str(o, s->p[TG_ALOG_S_CLIENT_SAN], s->len[TG_ALOG_S_CLIENT_SAN]);
-    tg_json_key(o, "client_fingerprint");
-    if (r->client_sha256[0] != '\0')
-        tg_json_str(o, r->client_sha256, strlen(r->client_sha256));
+    tg_f_ms(o, st, "handshake_ms", r->handshake_ns);
+    st->key(o, "upstream");
+    if (r->upstream.family != 0)
+        st->hostport(o, &r->upstream);
     else
-        tg_out_lit(o, "null");
-    tg_out_ch(o, '}');
+        st->absent(o);
+    TG_F_S("upstream_host", TG_ALOG_S_UPSTREAM_HOST);
+    tg_f_u64(o, st, "attempts", r->attempts);
+    tg_f_ms(o, st, "connect_ms", r->connect_ns);
+    tg_f_u64(o, st, "bytes_in", r->bytes_in);
+    tg_f_u64(o, st, "bytes_out", r->bytes_out);
+    tg_f_ms(o, st, "duration_ms", r->duration_ns);
+    tg_f_cstr(o, st, "term", tg_alog_term_code((enum tg_alog_term)r->term));
+    TG_F_S("client_subject", TG_ALOG_S_CLIENT_SUBJECT);
+    TG_F_S("client_san", TG_ALOG_S_CLIENT_SAN);
+#undef TG_F_S
+    tg_f_cstr(o, st, "client_fingerprint", r->client_sha256[0] != '\0' ? r->client_sha256 : NULL);
+    tg_out_lit(o, st->close);
 }
 
 size_t tg_alog_format(enum tg_conf_alog_format fmt, const struct tg_alog_rec *rec,
                       const struct tg_alog_strs *s, struct tg_alog_clock *clk, char *out)
 {
     struct tg_alog_out o = {out, out + TG_ALOG_LINE_MAX - 1};
-    if (fmt == TG_CONF_ALOG_JSON)
-        tg_format_json(&o, rec, s, clk);
-    else
-        tg_format_text(&o, rec, s, clk);
+    tg_format_fields(&o, fmt == TG_CONF_ALOG_JSON ? &tg_alog_json : &tg_alog_text, rec, s, clk);
     *o.p++ = '\n';
     return (size_t)(o.p - out);
 }
