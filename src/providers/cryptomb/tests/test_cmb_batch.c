@@ -20,6 +20,7 @@
 #include "keyprov/tg_rsa_pad.h"
 #include "providers/cryptomb/tg_cmb_batch.h"
 #include "providers/cryptomb/tg_mbx.h"
+#include "tg_mbx_backend.h"
 #include "tg_mbx_fake.h"
 #include "tg_test_util.h"
 
@@ -102,66 +103,6 @@ static int group_teardown(void **state)
     return 0;
 }
 
-/* ---- backends ---- */
-
-enum backend { REAL, FAKE };
-static const enum backend be_real = REAL, be_fake = FAKE;
-static struct tg_mbx_api real_copy;
-static void *real_hold;
-
-static void use_backend(void **state)
-{
-    enum backend b = *(const enum backend *)*state;
-    tg_mbx_unload();
-    tg_mbx_fake_reset();
-    if (b == FAKE) {
-        assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_OK);
-        return;
-    }
-    char why[256];
-    if (tg_mbx_load(why, sizeof(why)) != TG_OK) {
-        print_message("real crypto_mb unavailable: %s\n", why);
-        if (tg_sysinfo_cpu_has_avx512_ifma() && strstr(why, "not found") == NULL)
-            fail_msg("crypto_mb failed to load on an IFMA CPU: %s", why);
-        skip();
-    }
-}
-
-/* Knobs for the current backend: for the real library, the fake in
- * passthrough mode over a copy of its table (kept loaded by an extra
- * reference while the fake is installed). */
-static void use_injection(void **state)
-{
-    enum backend b = *(const enum backend *)*state;
-    if (b == FAKE)
-        return;
-    struct tg_mbx_info info;
-    tg_mbx_get_info(&info);
-    real_copy = *tg_mbx_api();
-    real_hold = dlopen(info.path, RTLD_NOW | RTLD_NOLOAD);
-    assert_non_null(real_hold);
-    tg_mbx_fake_reset();
-    tg_mbx_fake_set_inner(&real_copy);
-    assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_OK);
-}
-
-static bool is_real(void **state)
-{
-    return *(const enum backend *)*state == REAL;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tg_mbx_unload();
-    tg_mbx_fake_reset();
-    if (real_hold != NULL)
-        dlclose(real_hold);
-    real_hold = NULL;
-    ERR_clear_error();
-    return 0;
-}
-
 /* ---- RSA helpers ---- */
 
 #define SALT_DIGEST (-100)
@@ -236,7 +177,7 @@ static void assert_unreleased(const struct tg_keyop *op)
 
 static void test_rsa_sign_batches(void **state)
 {
-    use_backend(state);
+    tg_mbx_use_backend(state);
     struct tg_keyop ops[TG_MBX_LANES];
     struct tg_keyop *p[TG_MBX_LANES];
     int res[TG_MBX_LANES];
@@ -268,16 +209,14 @@ static void test_rsa_sign_batches(void **state)
 
 static void test_rsa_lane_error_each_position(void **state)
 {
-    use_backend(state);
-    use_injection(state);
+    tg_mbx_use_backend(state);
+    tg_mbx_use_injection(state);
     struct tg_keyop ops[TG_MBX_LANES];
     struct tg_keyop *p[TG_MBX_LANES];
     int res[TG_MBX_LANES];
     enum tg_fallback_reason why[TG_MBX_LANES];
     for (unsigned bad = 0; bad < TG_MBX_LANES; bad++) {
-        tg_mbx_fake_reset();
-        if (is_real(state))
-            tg_mbx_fake_set_inner(&real_copy);
+        tg_mbx_reset_knobs(state);
         tg_mbx_fake_fail_lane(TG_MBX_FAKE_RSA_PRIVATE_CRT, bad, TG_MBX_STATUS_MISMATCH_PARAM_ERR);
         for (size_t i = 0; i < TG_MBX_LANES; i++) {
             rsa_op(&ops[i], rsa[0][i % KEYS_PER], &rsa_cases[i % TG_ARRAY_LEN(rsa_cases)]);
@@ -301,9 +240,7 @@ static void test_rsa_lane_error_each_position(void **state)
         assert_int_equal(tg_mbx_fake_stats()->lanes[TG_MBX_FAKE_RSA_PUBLIC], 7);
     }
     /* A failure injected on an empty lane changes nothing. */
-    tg_mbx_fake_reset();
-    if (is_real(state))
-        tg_mbx_fake_set_inner(&real_copy);
+    tg_mbx_reset_knobs(state);
     tg_mbx_fake_fail_lane(TG_MBX_FAKE_RSA_PRIVATE_CRT, 6, TG_MBX_STATUS_MISMATCH_PARAM_ERR);
     for (size_t i = 0; i < 5; i++)
         rsa_op(&ops[i], rsa[0][0], &rsa_cases[0]);
@@ -315,8 +252,8 @@ static void test_rsa_lane_error_each_position(void **state)
 
 static void test_rsa_fault_check(void **state)
 {
-    use_backend(state);
-    use_injection(state);
+    tg_mbx_use_backend(state);
+    tg_mbx_use_injection(state);
     struct tg_keyop ops[TG_MBX_LANES];
     struct tg_keyop *p[TG_MBX_LANES];
     int res[TG_MBX_LANES];
@@ -345,9 +282,7 @@ static void test_rsa_fault_check(void **state)
         assert_int_equal(tg_cmb_batch_rsa_sign(p, TG_MBX_LANES, res, why, CHECK_NONE), TG_OK);
         assert_int_equal(res[bad], TG_OK);
         assert_int_equal(rsa_verify(&ops[bad]), 0);
-        tg_mbx_fake_reset();
-        if (is_real(state))
-            tg_mbx_fake_set_inner(&real_copy);
+        tg_mbx_reset_knobs(state);
     }
     /* The verification call failing for a lane: not released either. */
     tg_mbx_fake_fail_lane(TG_MBX_FAKE_RSA_PUBLIC, 2, TG_MBX_STATUS_MISMATCH_PARAM_ERR);
@@ -362,8 +297,8 @@ static void test_rsa_fault_check(void **state)
 
 static void test_rsa_special_keys(void **state)
 {
-    use_backend(state);
-    use_injection(state);
+    tg_mbx_use_backend(state);
+    tg_mbx_use_injection(state);
     struct tg_keyop ops[4];
     struct tg_keyop *p[4] = {&ops[0], &ops[1], &ops[2], &ops[3]};
     int res[4];
@@ -391,9 +326,7 @@ static void test_rsa_special_keys(void **state)
      * sent and goes to software. */
     assert_int_equal(tg_cmb_batch_key_supported(rsa_unbal, reason, sizeof(reason)), TG_EUNAVAIL);
     assert_non_null(strstr(reason, "primes of 1048 and 1000 bits"));
-    tg_mbx_fake_reset();
-    if (is_real(state))
-        tg_mbx_fake_set_inner(&real_copy);
+    tg_mbx_reset_knobs(state);
     rsa_op(&ops[0], rsa[0][0], &rsa_cases[0]);
     rsa_op(&ops[1], rsa_unbal, &rsa_cases[1]);
     assert_int_equal(tg_cmb_batch_rsa_sign(p, 2, res, why, CHECK_ALL), TG_OK);
@@ -414,7 +347,7 @@ static void test_rsa_special_keys(void **state)
 
 static void test_rsa_invalid(void **state)
 {
-    use_backend(state);
+    tg_mbx_use_backend(state);
     struct tg_keyop ops[TG_MBX_LANES + 1];
     struct tg_keyop *p[TG_MBX_LANES + 1];
     int res[TG_MBX_LANES + 1];
@@ -487,7 +420,7 @@ static int ecdsa_verify(const struct tg_keyop *op)
 
 static void test_ecdsa_batches(void **state)
 {
-    use_backend(state);
+    tg_mbx_use_backend(state);
     static const size_t dlens[] = {32, 48, 64, 20, 28};
     struct tg_keyop ops[TG_MBX_LANES];
     struct tg_keyop *p[TG_MBX_LANES];
@@ -513,7 +446,7 @@ static void test_ecdsa_batches(void **state)
 
 static void test_ecdsa_digest_edges(void **state)
 {
-    use_backend(state);
+    tg_mbx_use_backend(state);
     struct tg_keyop ops[6];
     struct tg_keyop *p[6];
     int res[6];
@@ -563,16 +496,14 @@ static void test_ecdsa_digest_edges(void **state)
 
 static void test_ecdsa_lane_errors_and_invalid(void **state)
 {
-    use_backend(state);
-    use_injection(state);
+    tg_mbx_use_backend(state);
+    tg_mbx_use_injection(state);
     struct tg_keyop ops[TG_MBX_LANES];
     struct tg_keyop *p[TG_MBX_LANES];
     int res[TG_MBX_LANES];
     enum tg_fallback_reason why[TG_MBX_LANES];
     for (unsigned bad = 0; bad < TG_MBX_LANES; bad++) {
-        tg_mbx_fake_reset();
-        if (is_real(state))
-            tg_mbx_fake_set_inner(&real_copy);
+        tg_mbx_reset_knobs(state);
         tg_mbx_fake_fail_lane(TG_MBX_FAKE_ECDSA_SIGN, bad, TG_MBX_STATUS_SIGNATURE_ERR);
         for (size_t i = 0; i < TG_MBX_LANES; i++) {
             ecdsa_op(&ops[i], ec[1][i % KEYS_PER], 48);
@@ -612,9 +543,7 @@ static void test_ecdsa_lane_errors_and_invalid(void **state)
 static void use_table(void **state, const struct tg_mbx_api *t)
 {
     tg_mbx_unload();
-    tg_mbx_fake_reset();
-    if (is_real(state))
-        tg_mbx_fake_set_inner(&real_copy);
+    tg_mbx_reset_knobs(state);
     assert_int_equal(tg_mbx_install(t), TG_OK);
 }
 
@@ -625,8 +554,8 @@ static void use_table(void **state, const struct tg_mbx_api *t)
  * no verification. */
 static void test_ecdsa_fault_check(void **state)
 {
-    use_backend(state);
-    use_injection(state);
+    tg_mbx_use_backend(state);
+    tg_mbx_use_injection(state);
     struct tg_keyop ops[TG_MBX_LANES];
     struct tg_keyop *p[TG_MBX_LANES];
     int res[TG_MBX_LANES];
@@ -684,8 +613,8 @@ static void test_ecdsa_fault_check(void **state)
  * every lane. RSA and ECDSA. */
 static void test_fault_check_per_lane(void **state)
 {
-    use_backend(state);
-    use_injection(state);
+    tg_mbx_use_backend(state);
+    tg_mbx_use_injection(state);
     static const bool half[TG_MBX_LANES] = {true, true, true, true, false, false, false, false};
     struct tg_keyop ops[TG_MBX_LANES];
     struct tg_keyop *p[TG_MBX_LANES];
@@ -693,9 +622,7 @@ static void test_fault_check_per_lane(void **state)
     enum tg_fallback_reason why[TG_MBX_LANES];
     for (int ecdsa = 0; ecdsa < 2; ecdsa++) {
         for (int all = 0; all < 2; all++) {
-            tg_mbx_fake_reset();
-            if (is_real(state))
-                tg_mbx_fake_set_inner(&real_copy);
+            tg_mbx_reset_knobs(state);
             enum tg_mbx_fake_fn fn = ecdsa ? TG_MBX_FAKE_ECDSA_SIGN : TG_MBX_FAKE_RSA_PRIVATE_CRT;
             tg_mbx_fake_corrupt(fn, 2);
             tg_mbx_fake_corrupt(fn, 6);
@@ -732,17 +659,15 @@ static void test_fault_check_per_lane(void **state)
  * fault check, ECDSA; every lane position. */
 static void test_unwritten_lanes(void **state)
 {
-    use_backend(state);
-    use_injection(state);
+    tg_mbx_use_backend(state);
+    tg_mbx_use_injection(state);
     struct tg_keyop ops[TG_MBX_LANES];
     struct tg_keyop *p[TG_MBX_LANES];
     int res[TG_MBX_LANES];
     enum tg_fallback_reason why[TG_MBX_LANES];
     for (unsigned bad = 0; bad < TG_MBX_LANES; bad++) {
         for (int kind = 0; kind < 3; kind++) {
-            tg_mbx_fake_reset();
-            if (is_real(state))
-                tg_mbx_fake_set_inner(&real_copy);
+            tg_mbx_reset_knobs(state);
             tg_mbx_fake_skip_lane(kind < 2 ? TG_MBX_FAKE_RSA_PRIVATE_CRT : TG_MBX_FAKE_ECDSA_SIGN,
                                   bad);
             for (size_t i = 0; i < TG_MBX_LANES; i++) {
@@ -827,25 +752,19 @@ static void test_not_loaded_or_unavailable(void **state)
 
 int main(void)
 {
-#define BOTH(t)                                                                                    \
-    {#t "(real)", t, NULL, teardown, (void *)&be_real},                                            \
-    {                                                                                              \
-#t "(fake)", t, NULL, teardown, (void *)&be_fake                                           \
-    }
     const struct CMUnitTest tests[] = {
-        BOTH(test_rsa_sign_batches),
-        BOTH(test_rsa_lane_error_each_position),
-        BOTH(test_rsa_fault_check),
-        BOTH(test_rsa_special_keys),
-        BOTH(test_rsa_invalid),
-        BOTH(test_ecdsa_batches),
-        BOTH(test_ecdsa_digest_edges),
-        BOTH(test_ecdsa_lane_errors_and_invalid),
-        BOTH(test_ecdsa_fault_check),
-        BOTH(test_fault_check_per_lane),
-        BOTH(test_unwritten_lanes),
-        cmocka_unit_test_teardown(test_not_loaded_or_unavailable, teardown),
+        TG_MBX_BOTH(test_rsa_sign_batches),
+        TG_MBX_BOTH(test_rsa_lane_error_each_position),
+        TG_MBX_BOTH(test_rsa_fault_check),
+        TG_MBX_BOTH(test_rsa_special_keys),
+        TG_MBX_BOTH(test_rsa_invalid),
+        TG_MBX_BOTH(test_ecdsa_batches),
+        TG_MBX_BOTH(test_ecdsa_digest_edges),
+        TG_MBX_BOTH(test_ecdsa_lane_errors_and_invalid),
+        TG_MBX_BOTH(test_ecdsa_fault_check),
+        TG_MBX_BOTH(test_fault_check_per_lane),
+        TG_MBX_BOTH(test_unwritten_lanes),
+        cmocka_unit_test_teardown(test_not_loaded_or_unavailable, tg_mbx_backend_teardown),
     };
-#undef BOTH
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

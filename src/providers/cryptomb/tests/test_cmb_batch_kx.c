@@ -16,6 +16,7 @@
 #include "keyprov/tg_keyprov.h"
 #include "providers/cryptomb/tg_cmb_batch.h"
 #include "providers/cryptomb/tg_mbx.h"
+#include "tg_mbx_backend.h"
 #include "tg_mbx_fake.h"
 #include "tg_test_util.h"
 
@@ -30,66 +31,6 @@ static int group_teardown(void **state)
     (void)state;
     tg_mbx_unload();
     tg_mbx_fake_cleanup();
-    return 0;
-}
-
-/* ---- backends ---- */
-
-enum backend { REAL, FAKE };
-static const enum backend be_real = REAL, be_fake = FAKE;
-static struct tg_mbx_api real_copy;
-static void *real_hold;
-
-static void use_backend(void **state)
-{
-    enum backend b = *(const enum backend *)*state;
-    tg_mbx_unload();
-    tg_mbx_fake_reset();
-    if (b == FAKE) {
-        assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_OK);
-        return;
-    }
-    char why[256];
-    if (tg_mbx_load(why, sizeof(why)) != TG_OK) {
-        print_message("real crypto_mb unavailable: %s\n", why);
-        if (tg_sysinfo_cpu_has_avx512_ifma() && strstr(why, "not found") == NULL)
-            fail_msg("crypto_mb failed to load on an IFMA CPU: %s", why);
-        skip();
-    }
-}
-
-/* Knobs for the current backend: for the real library, the fake in
- * passthrough mode over a copy of its table (kept loaded by an extra
- * reference while the fake is installed). */
-static void use_injection(void **state)
-{
-    enum backend b = *(const enum backend *)*state;
-    if (b == FAKE)
-        return;
-    struct tg_mbx_info info;
-    tg_mbx_get_info(&info);
-    real_copy = *tg_mbx_api();
-    real_hold = dlopen(info.path, RTLD_NOW | RTLD_NOLOAD);
-    assert_non_null(real_hold);
-    tg_mbx_fake_reset();
-    tg_mbx_fake_set_inner(&real_copy);
-    assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_OK);
-}
-
-static bool is_real(void **state)
-{
-    return *(const enum backend *)*state == REAL;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tg_mbx_unload();
-    tg_mbx_fake_reset();
-    if (real_hold != NULL)
-        dlclose(real_hold);
-    real_hold = NULL;
-    ERR_clear_error();
     return 0;
 }
 
@@ -140,7 +81,7 @@ static void check_kxkey(const struct tg_kxkey *k, enum tg_group g)
 
 static void test_keygen(void **state)
 {
-    use_backend(state);
+    tg_mbx_use_backend(state);
     struct tg_kxkey keys[TG_MBX_LANES];
     struct tg_kxkey *p[TG_MBX_LANES];
     int res[TG_MBX_LANES];
@@ -168,8 +109,8 @@ static void test_keygen(void **state)
 
 static void test_keygen_lane_errors(void **state)
 {
-    use_backend(state);
-    use_injection(state);
+    tg_mbx_use_backend(state);
+    tg_mbx_use_injection(state);
     struct tg_kxkey keys[TG_MBX_LANES];
     struct tg_kxkey *p[TG_MBX_LANES];
     int res[TG_MBX_LANES];
@@ -178,9 +119,7 @@ static void test_keygen_lane_errors(void **state)
         p[i] = &keys[i];
     for (size_t gi = 0; gi < NGROUPS; gi++) {
         enum tg_group g = groups[gi];
-        tg_mbx_fake_reset();
-        if (is_real(state))
-            tg_mbx_fake_set_inner(&real_copy);
+        tg_mbx_reset_knobs(state);
         tg_mbx_fake_fail_lane(g == TG_GROUP_X25519 ? TG_MBX_FAKE_X25519_PUBLIC_KEY
                                                    : TG_MBX_FAKE_EC_PUBLIC_KEY,
                               2, TG_MBX_STATUS_MISMATCH_PARAM_ERR);
@@ -196,12 +135,12 @@ static void test_keygen_lane_errors(void **state)
                 /* The fake reproduces crypto_mb's EC public-key quirk: lanes
                  * after a failed one are not stored although their status is
                  * OK. They must fail, not hand out a wrong key. */
-                assert_true(i > 2 && g != TG_GROUP_X25519 && !is_real(state));
+                assert_true(i > 2 && g != TG_GROUP_X25519 && !tg_mbx_is_real(state));
                 assert_int_equal(res[i], TG_EDEVICE);
                 assert_false(keys[i].has_priv);
             }
         }
-        if (!is_real(state) && g != TG_GROUP_X25519)
+        if (!tg_mbx_is_real(state) && g != TG_GROUP_X25519)
             assert_int_equal(res[3], TG_EDEVICE);
     }
     /* NULL key slots; bad n. */
@@ -254,7 +193,7 @@ static void check_derive(struct tg_keyop *op)
 
 static void test_derive(void **state)
 {
-    use_backend(state);
+    tg_mbx_use_backend(state);
     struct tg_kxkey mine[TG_MBX_LANES], peers[TG_MBX_LANES];
     struct tg_kxkey *kp[TG_MBX_LANES];
     struct tg_keyop ops[TG_MBX_LANES];
@@ -311,7 +250,7 @@ static void hex32(const char *hex, unsigned char *out)
 
 static void test_x25519_low_order(void **state)
 {
-    use_backend(state);
+    tg_mbx_use_backend(state);
     struct tg_kxkey mine[TG_MBX_LANES], peers[TG_MBX_LANES];
     struct tg_kxkey *kp[TG_MBX_LANES];
     struct tg_keyop ops[TG_MBX_LANES];
@@ -384,7 +323,7 @@ static const char *const structured[] = {
 
 static void test_x25519_structured_inputs(void **state)
 {
-    use_backend(state);
+    tg_mbx_use_backend(state);
     struct tg_kxkey mine[TG_MBX_LANES], peers[TG_MBX_LANES];
     struct tg_kxkey *kp[TG_MBX_LANES];
     struct tg_keyop ops[TG_MBX_LANES];
@@ -423,8 +362,8 @@ static void test_x25519_structured_inputs(void **state)
 
 static void test_derive_lane_errors_and_invalid(void **state)
 {
-    use_backend(state);
-    use_injection(state);
+    tg_mbx_use_backend(state);
+    tg_mbx_use_injection(state);
     struct tg_kxkey mine[TG_MBX_LANES], peers[TG_MBX_LANES];
     struct tg_kxkey *kp[TG_MBX_LANES];
     struct tg_keyop ops[TG_MBX_LANES];
@@ -434,9 +373,7 @@ static void test_derive_lane_errors_and_invalid(void **state)
     memset(mine, 0, sizeof(mine));
     for (size_t gi = 0; gi < NGROUPS; gi++) {
         enum tg_group g = groups[gi];
-        tg_mbx_fake_reset();
-        if (is_real(state))
-            tg_mbx_fake_set_inner(&real_copy);
+        tg_mbx_reset_knobs(state);
         for (size_t i = 0; i < TG_MBX_LANES; i++) {
             kp[i] = &mine[i];
             peer_key(&peers[i], g);
@@ -464,9 +401,7 @@ static void test_derive_lane_errors_and_invalid(void **state)
                              ->calls[g == TG_GROUP_X25519 ? TG_MBX_FAKE_X25519 : TG_MBX_FAKE_ECDH],
                          1);
         /* Contract violations: other group, no private key, bad lengths. */
-        tg_mbx_fake_reset();
-        if (is_real(state))
-            tg_mbx_fake_set_inner(&real_copy);
+        tg_mbx_reset_knobs(state);
         struct tg_kxkey other, nopriv = mine[2];
         peer_key(&other, g == TG_GROUP_P256 ? TG_GROUP_P384 : TG_GROUP_P256);
         nopriv.has_priv = false;
@@ -503,8 +438,8 @@ static void test_derive_lane_errors_and_invalid(void **state)
  * share is honest). */
 static void test_unwritten_lanes(void **state)
 {
-    use_backend(state);
-    use_injection(state);
+    tg_mbx_use_backend(state);
+    tg_mbx_use_injection(state);
     struct tg_kxkey mine[TG_MBX_LANES], peers[TG_MBX_LANES];
     struct tg_kxkey *kp[TG_MBX_LANES];
     struct tg_keyop ops[TG_MBX_LANES];
@@ -517,9 +452,7 @@ static void test_unwritten_lanes(void **state)
         bool x = g == TG_GROUP_X25519;
         unsigned bad = (unsigned)(gi * 3 + 2) % TG_MBX_LANES;
         /* Keygen: a stale public key in the slot must not survive. */
-        tg_mbx_fake_reset();
-        if (is_real(state))
-            tg_mbx_fake_set_inner(&real_copy);
+        tg_mbx_reset_knobs(state);
         tg_mbx_fake_skip_lane(x ? TG_MBX_FAKE_X25519_PUBLIC_KEY : TG_MBX_FAKE_EC_PUBLIC_KEY, bad);
         for (size_t i = 0; i < TG_MBX_LANES; i++)
             kp[i] = &mine[i];
@@ -535,9 +468,7 @@ static void test_unwritten_lanes(void **state)
             }
         }
         /* Derive: fresh keys, one lane left unwritten. */
-        tg_mbx_fake_reset();
-        if (is_real(state))
-            tg_mbx_fake_set_inner(&real_copy);
+        tg_mbx_reset_knobs(state);
         assert_int_equal(tg_cmb_batch_keygen(kp, TG_MBX_LANES, g, res), TG_OK);
         tg_mbx_fake_skip_lane(x ? TG_MBX_FAKE_X25519 : TG_MBX_FAKE_ECDH, bad);
         for (size_t i = 0; i < TG_MBX_LANES; i++) {
@@ -568,20 +499,14 @@ static void test_unwritten_lanes(void **state)
 
 int main(void)
 {
-#define BOTH(t)                                                                                    \
-    {#t "(real)", t, NULL, teardown, (void *)&be_real},                                            \
-    {                                                                                              \
-#t "(fake)", t, NULL, teardown, (void *)&be_fake                                           \
-    }
     const struct CMUnitTest tests[] = {
-        BOTH(test_keygen),
-        BOTH(test_keygen_lane_errors),
-        BOTH(test_derive),
-        BOTH(test_x25519_low_order),
-        BOTH(test_x25519_structured_inputs),
-        BOTH(test_derive_lane_errors_and_invalid),
-        BOTH(test_unwritten_lanes),
+        TG_MBX_BOTH(test_keygen),
+        TG_MBX_BOTH(test_keygen_lane_errors),
+        TG_MBX_BOTH(test_derive),
+        TG_MBX_BOTH(test_x25519_low_order),
+        TG_MBX_BOTH(test_x25519_structured_inputs),
+        TG_MBX_BOTH(test_derive_lane_errors_and_invalid),
+        TG_MBX_BOTH(test_unwritten_lanes),
     };
-#undef BOTH
     return cmocka_run_group_tests(tests, NULL, group_teardown);
 }

@@ -12,6 +12,7 @@
 #include "providers/cryptomb/tg_cmb_bench.h"
 #include "providers/cryptomb/tg_cryptomb.h"
 #include "providers/cryptomb/tg_mbx.h"
+#include "tg_mbx_backend.h"
 #include "tg_mbx_fake.h"
 #include "tg_test_util.h"
 
@@ -46,32 +47,6 @@ static int group_teardown(void **state)
     return 0;
 }
 
-static int teardown(void **state)
-{
-    (void)state;
-    tg_mbx_unload();
-    tg_mbx_fake_reset();
-    return 0;
-}
-
-enum backend { REAL, FAKE };
-static const enum backend be_real = REAL, be_fake = FAKE;
-
-static void use_backend(void **state)
-{
-    tg_mbx_unload();
-    tg_mbx_fake_reset();
-    if (*(const enum backend *)*state == FAKE) {
-        assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_OK);
-        return;
-    }
-    char why[256];
-    if (tg_mbx_load(why, sizeof(why)) != TG_OK) {
-        print_message("real crypto_mb unavailable: %s\n", why);
-        skip();
-    }
-}
-
 /* The cases as bench-crypto makes them; scalar costs are given (the hook
  * only prints them and derives the break-even from them). */
 #define NCASES 7
@@ -103,12 +78,12 @@ static void test_wired(void **state)
 
 static void test_full(void **state)
 {
-    use_backend(state);
+    tg_mbx_use_backend(state);
     struct tg_keyprov_bench_case c[NCASES];
     struct tg_buf out = TG_BUF_INIT;
     const char *env = getenv("TG_CMB_BENCH_SECONDS");
     double secs = env != NULL ? strtod(env, NULL) : 0.0;
-    bool print = secs > 0 && *(const enum backend *)*state == REAL;
+    bool print = secs > 0 && tg_mbx_is_real(state);
     make_cases(c);
     struct tg_keyprov_bench b = {c, NCASES, print ? secs : 0.002, &out, NULL};
     assert_int_equal(tg_cmb_bench_run(&b), TG_OK);
@@ -141,7 +116,7 @@ static void test_full(void **state)
 
 static void test_quick(void **state)
 {
-    use_backend(state);
+    tg_mbx_use_backend(state);
     struct tg_keyprov_bench_case c[NCASES];
     make_cases(c);
     struct tg_keyprov_bench b = {c, NCASES, 1.0, NULL, NULL};
@@ -192,18 +167,12 @@ static void test_without_library(void **state)
 
 int main(void)
 {
-#define BOTH(t)                                                                                    \
-    {#t "(real)", t, NULL, teardown, (void *)&be_real},                                            \
-    {                                                                                              \
-#t "(fake)", t, NULL, teardown, (void *)&be_fake                                           \
-    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wired),
-        BOTH(test_full),
-        BOTH(test_quick),
-        cmocka_unit_test_teardown(test_lane_errors_reported, teardown),
-        cmocka_unit_test_teardown(test_without_library, teardown),
+        TG_MBX_BOTH(test_full),
+        TG_MBX_BOTH(test_quick),
+        cmocka_unit_test_teardown(test_lane_errors_reported, tg_mbx_backend_teardown),
+        cmocka_unit_test_teardown(test_without_library, tg_mbx_backend_teardown),
     };
-#undef BOTH
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

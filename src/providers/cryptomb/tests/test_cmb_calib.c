@@ -10,6 +10,7 @@
 
 #include "providers/cryptomb/tg_cmb_calib.h"
 #include "providers/cryptomb/tg_mbx.h"
+#include "tg_mbx_backend.h"
 #include "tg_mbx_fake.h"
 #include "tg_test_util.h"
 
@@ -47,29 +48,8 @@ static int group_teardown(void **state)
 
 static int teardown(void **state)
 {
-    (void)state;
     tg_cmb_calib_pin(NULL);
-    tg_mbx_unload();
-    tg_mbx_fake_reset();
-    return 0;
-}
-
-enum backend { REAL, FAKE };
-static const enum backend be_real = REAL, be_fake = FAKE;
-
-static void use_backend(void **state)
-{
-    tg_mbx_unload();
-    tg_mbx_fake_reset();
-    if (*(const enum backend *)*state == FAKE) {
-        assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_OK);
-        return;
-    }
-    char why[256];
-    if (tg_mbx_load(why, sizeof(why)) != TG_OK) {
-        print_message("real crypto_mb unavailable: %s\n", why);
-        skip();
-    }
+    return tg_mbx_backend_teardown(state);
 }
 
 /* ---- the model: decisions from given costs ---- */
@@ -128,7 +108,7 @@ static void test_breakeven(void **state)
 
 static void test_measure(void **state)
 {
-    use_backend(state);
+    tg_mbx_use_backend(state);
     struct tg_cmb_calib c;
     const struct tg_pkey *const k[] = {keys[0], keys[1], keys[2], keys[3]};
     assert_int_equal(tg_cmb_calib_measure(k, 4, 0, &c), TG_OK);
@@ -257,19 +237,13 @@ static void test_learn_and_forget(void **state)
 
 int main(void)
 {
-#define BOTH(t)                                                                                    \
-    {#t "(real)", t, NULL, teardown, (void *)&be_real},                                            \
-    {                                                                                              \
-#t "(fake)", t, NULL, teardown, (void *)&be_fake                                           \
-    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_set_interpolates),
         cmocka_unit_test(test_breakeven),
-        BOTH(test_measure),
+        TG_MBX_BOTH_WITH(test_measure, teardown),
         cmocka_unit_test_teardown(test_measure_lane_errors, teardown),
         cmocka_unit_test_teardown(test_pin, teardown),
         cmocka_unit_test_teardown(test_learn_and_forget, teardown),
     };
-#undef BOTH
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
