@@ -87,9 +87,90 @@ static int tg_gw_ca_refs(struct tg_gwapi *g, struct tg_gw_obj *o, const yaml_nod
 /* ------------------------------------------------------------------------ */
 /* ClientTrafficPolicy                                                      */
 
+/*
+ * spec.targetSelectors: each {kind: Gateway, group?, matchLabels} selects the
+ * policy's namespace's Gateways carrying every one of its labels (an empty
+ * matchLabels selects them all, as a Kubernetes label selector does).
+ * Selectors of other kinds are said and ignored (only Gateways become
+ * listeners); matchExpressions are refused: leaving one out would change
+ * which listeners ask for client certificates. TG_OK or TG_ECONFIG.
+ */
+static int tg_gw_ctp_selectors_check(struct tg_gwapi *g, struct tg_gw_obj *o, yaml_node_t *sels)
+{
+    static const char *const keys[] = {"group", "kind", "matchLabels", "matchExpressions", NULL};
+    int rc = TG_OK;
+    if (sels != NULL && sels->type != YAML_SEQUENCE_NODE) {
+        tg_gw_report(g, TG_GW_ERROR, o, sels, "spec.targetSelectors", "expected a list");
+        return TG_ECONFIG;
+    }
+    for (size_t i = 0; i < tg_gw_seq_len(sels); i++) {
+        yaml_node_t *sel = tg_gw_seq_at(o->doc, sels, i);
+        char path[64];
+        snprintf(path, sizeof(path), "spec.targetSelectors[%zu]", i);
+        if (!tg_gw_is_map(sel)) {
+            tg_gw_report(g, TG_GW_ERROR, o, sel, path, "expected a mapping (kind, matchLabels)");
+            rc = TG_ECONFIG;
+            continue;
+        }
+        tg_gw_check_keys(g, o, sel, path, keys);
+        yaml_node_t *exprs = tg_gw_get(o->doc, sel, "matchExpressions");
+        if (exprs != NULL) {
+            tg_gw_report(g, TG_GW_ERROR, o, exprs, path,
+                         "matchExpressions are not evaluated by tlsgate gateway-api: select the "
+                         "Gateways with matchLabels or name them in targetRefs");
+            rc = TG_ECONFIG;
+        }
+        yaml_node_t *labels = tg_gw_get(o->doc, sel, "matchLabels");
+        for (yaml_node_pair_t *kv = tg_gw_is_map(labels) ? labels->data.mapping.pairs.start : NULL;
+             kv != NULL && kv < labels->data.mapping.pairs.top; kv++) {
+            if (tg_gw_scalar(yaml_document_get_node(o->doc, kv->key)) == NULL ||
+                tg_gw_scalar(yaml_document_get_node(o->doc, kv->value)) == NULL) {
+                tg_gw_report(g, TG_GW_ERROR, o, labels, path,
+                             "matchLabels: expected label names and values (strings)");
+                rc = TG_ECONFIG;
+                break;
+            }
+        }
+        if (labels != NULL && !tg_gw_is_map(labels)) {
+            tg_gw_report(g, TG_GW_ERROR, o, labels, path, "matchLabels: expected a mapping");
+            rc = TG_ECONFIG;
+        }
+        const char *kind = tg_gw_str(o->doc, sel, "kind");
+        const char *group = tg_gw_or(tg_gw_str(o->doc, sel, "group"), TG_GW_GROUP);
+        if (kind == NULL || strcmp(kind, "Gateway") != 0 || strcmp(group, TG_GW_GROUP) != 0)
+            tg_gw_report(g, TG_GW_WARN, o, sel, path,
+                         "selects kind %s, not Gateways: tlsgate gateway-api converts Gateways "
+                         "only: ignored",
+                         kind != NULL ? kind : "(none)");
+    }
+    return rc;
+}
+
+/* Does selector sel (checked above) select Gateway gw? */
+static bool tg_gw_ctp_selects(const struct tg_gw_obj *o, const yaml_node_t *sel,
+                              const struct tg_gw_obj *gw)
+{
+    const char *kind = tg_gw_str(o->doc, sel, "kind");
+    const char *group = tg_gw_or(tg_gw_str(o->doc, sel, "group"), TG_GW_GROUP);
+    if (kind == NULL || strcmp(kind, "Gateway") != 0 || strcmp(group, TG_GW_GROUP) != 0 ||
+        tg_gw_get(o->doc, sel, "matchExpressions") != NULL)
+        return false;
+    yaml_node_t *want = tg_gw_get(o->doc, sel, "matchLabels");
+    yaml_node_t *have = tg_gw_get(gw->doc, tg_gw_get(gw->doc, gw->node, "metadata"), "labels");
+    for (yaml_node_pair_t *kv = tg_gw_is_map(want) ? want->data.mapping.pairs.start : NULL;
+         kv != NULL && kv < want->data.mapping.pairs.top; kv++) {
+        const char *k = tg_gw_scalar(yaml_document_get_node(o->doc, kv->key));
+        const char *v = tg_gw_scalar(yaml_document_get_node(o->doc, kv->value));
+        const char *got = k != NULL ? tg_gw_str(gw->doc, have, k) : NULL;
+        if (v == NULL || got == NULL || strcmp(got, v) != 0)
+            return false;
+    }
+    return true;
+}
+
 int tg_gw_ctp(struct tg_gw_ctx *c, struct tg_gw_obj *o)
 {
-    static const char *const keys[] = {"targetRef", "targetRefs", "tls", NULL};
+    static const char *const keys[] = {"targetRef", "targetRefs", "targetSelectors", "tls", NULL};
     static const char *const tls_keys[] = {"clientValidation", NULL};
     static const char *const cv_keys[] = {"caCertificateRefs", "optional", NULL};
     struct tg_gwapi *g = c->g;
@@ -163,11 +244,14 @@ int tg_gw_ctp(struct tg_gw_ctx *c, struct tg_gw_obj *o)
     if (tg_gw_ca_refs(g, o, tg_gw_get(o->doc, cv, "caCertificateRefs"),
                       "spec.tls.clientValidation.caCertificateRefs", "Secret", &p->cca) != TG_OK)
         p->bad = true;
+    yaml_node_t *sels = tg_gw_get(o->doc, spec, "targetSelectors");
+    if (tg_gw_ctp_selectors_check(g, o, sels) != TG_OK)
+        p->bad = true;
     if (tg_gw_get(o->doc, spec, "targetRef") == NULL &&
-        tg_gw_seq_len(tg_gw_get(o->doc, spec, "targetRefs")) == 0) {
+        tg_gw_seq_len(tg_gw_get(o->doc, spec, "targetRefs")) == 0 && tg_gw_seq_len(sels) == 0) {
         tg_gw_report(g, TG_GW_ERROR, o, spec, "spec.targetRefs",
-                     "missing: which Gateway asks for client certificates? (targetSelectors are "
-                     "not evaluated)");
+                     "missing: which Gateway asks for client certificates? (targetRefs, "
+                     "targetRef or targetSelectors)");
         p->bad = true;
     }
     if (p->bad) {
@@ -180,8 +264,9 @@ int tg_gw_ctp(struct tg_gw_ctx *c, struct tg_gw_obj *o)
 }
 
 /*
- * How policy p targets listener lname of gw: 0 not, 1 the whole Gateway,
- * 2 the listener by sectionName (the more specific attachment wins).
+ * How policy p targets listener lname of gw: 0 not, 1 the whole Gateway (by
+ * reference or by a label selector), 2 the listener by sectionName (the more
+ * specific attachment wins).
  */
 static int tg_gw_ctp_targets(const struct tg_gw_ctp *p, const struct tg_gw_obj *gw,
                              const char *lname)
@@ -207,6 +292,11 @@ static int tg_gw_ctp_targets(const struct tg_gw_ctp *p, const struct tg_gw_obj *
             best = best > 1 ? best : 1;
         else if (strcmp(section, lname) == 0)
             best = 2;
+    }
+    yaml_node_t *sels = tg_gw_get(o->doc, spec, "targetSelectors");
+    for (size_t i = 0; i < tg_gw_seq_len(sels) && best == 0; i++) {
+        if (tg_gw_ctp_selects(o, tg_gw_seq_at(o->doc, sels, i), gw))
+            best = 1;
     }
     return best;
 }

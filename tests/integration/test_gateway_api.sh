@@ -64,6 +64,15 @@ tg_expect_grep '^tlsgate gateway-api: 1 listener\(s\), 1 warning\(s\), 0 error\(
 tg_expect_grep "^      # CA: ConfigMap default/clients-ca, key ca.crt, mounted at $TG_TMP/certs/default/clients-ca/\$" \
     "$TG_TMP/mtls.yaml" "where the CA is mounted"
 tg_expect_grep '^        mode: require$' "$TG_TMP/mtls.yaml" "mode require"
+# The same policy attached by a label selector (kind Gateway, no labels
+# asked: every Gateway of its namespace) converts to the same configuration.
+sed -e 's/^  targetRefs:$/  targetSelectors:/' -e '/^      name: eg$/d' "$TG_TMP/ctp.yaml" >"$TG_TMP/ctp-sel.yaml"
+tg_expect_grep '^  targetSelectors:$' "$TG_TMP/ctp-sel.yaml" "the selector variant was made"
+"$TLSGATE" gateway-api --cert-dir "$TG_TMP/certs" --admin 127.0.0.1:0 -o "$TG_TMP/mtls-sel.yaml" \
+    "$data/tls-termination-tcp.yaml" "$TG_TMP/ctp-sel.yaml" 2>"$TG_TMP/mtls-sel.err" ||
+    { cat "$TG_TMP/mtls-sel.err"; tg_fail "conversion with targetSelectors failed"; }
+diff <(tail -n +2 "$TG_TMP/mtls.yaml") <(tail -n +2 "$TG_TMP/mtls-sel.yaml") ||
+    tg_fail "targetSelectors and targetRefs converted differently"
 # The kubelet's layout of a ConfigMap volume: one file per key.
 mkdir -p "$TG_TMP/certs/default/clients-ca"
 cp "$TG_TMP/ca.crt" "$TG_TMP/certs/default/clients-ca/ca.crt"

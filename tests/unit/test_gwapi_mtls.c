@@ -373,8 +373,8 @@ static void test_policy_refused(void **state)
     assert_has(r.d, "t.yaml:27:17: error: ClientTrafficPolicy ns/mtls: "
                     "spec.tls.clientValidation.optional: expected true or false\n");
     assert_has(r.d, "t.yaml:25:3: error: ClientTrafficPolicy ns/mtls: spec.targetRefs: missing: "
-                    "which Gateway asks for client certificates? (targetSelectors are not "
-                    "evaluated)\n");
+                    "which Gateway asks for client certificates? (targetRefs, targetRef or "
+                    "targetSelectors)\n");
     done(&r);
 
     /* A policy with a bad reference makes its Gateway's conversion fail (no output). */
@@ -389,6 +389,108 @@ static void test_policy_refused(void **state)
     assert_has(r.d, "error: ClientTrafficPolicy ns/mtls: "
                     "spec.tls.clientValidation.caCertificateRefs[0]: kind Certificate: only a "
                     "ConfigMap or a Secret (core group) holding ca.crt is understood\n");
+    done(&r);
+}
+
+/* A second Gateway, ns/edge labelled tier: edge, listener e on 7443. */
+static const char edge_gw[] =
+    "---\n"
+    "apiVersion: gateway.networking.k8s.io/v1\n"
+    "kind: Gateway\n"
+    "metadata: { name: edge, namespace: ns, labels: { tier: edge, zone: a } }\n"
+    "spec:\n"
+    "  gatewayClassName: c\n"
+    "  listeners:\n"
+    "    - { name: e, protocol: TLS, port: 7443, tls: { certificateRefs: [{ name: s }] } }\n"
+    "---\n"
+    "apiVersion: gateway.networking.k8s.io/v1alpha2\n"
+    "kind: TCPRoute\n"
+    "metadata: { name: r2, namespace: ns }\n"
+    "spec:\n"
+    "  parentRefs: [{ name: edge }]\n"
+    "  rules: [{ backendRefs: [{ name: be, port: 9000 }] }]\n";
+
+static const char cv_cm[] =
+    "  tls: { clientValidation: { caCertificateRefs: [{ kind: ConfigMap, name: clients-ca }] } }\n";
+
+/* spec.targetSelectors: the Gateways whose labels match, in the policy's namespace. */
+static void test_target_selectors(void **state)
+{
+    (void)state;
+    struct run r;
+    char spec[600];
+
+    /* matchLabels tier: edge selects ns/edge only. */
+    snprintf(spec, sizeof(spec),
+             "  targetSelectors: [{ group: gateway.networking.k8s.io, kind: Gateway, "
+             "matchLabels: { tier: edge } }]\n%s",
+             cv_cm);
+    char *t = ctp(spec, edge_gw);
+    run(&r, NULL, "", "", t);
+    free(t);
+    if (r.rc != TG_OK)
+        fail_msg("not converted:\n%s", r.d);
+    assert_int_equal(tg_gwapi_listeners(r.g), 3);
+    const char *e = strstr(r.out.data, "  - name: edge-e\n");
+    assert_non_null(e);
+    char *before = strndup(r.out.data, (size_t)(e - r.out.data));
+    assert_non_null(before);
+    assert_lacks(before, "client_certificate"); /* gw-a, gw-b */
+    free(before);
+    assert_has(e, "      # from ClientTrafficPolicy ns/mtls\n");
+    assert_has(e, "        mode: require\n");
+    done(&r);
+
+    /* Every label must match; an empty matchLabels selects every Gateway. */
+    snprintf(spec, sizeof(spec),
+             "  targetSelectors: [{ kind: Gateway, matchLabels: { tier: edge, zone: b } }]\n%s",
+             cv_cm);
+    t = ctp(spec, edge_gw);
+    run(&r, NULL, "", "", t);
+    free(t);
+    assert_int_equal(r.rc, TG_OK);
+    assert_lacks(r.out.data, "client_certificate");
+    assert_has(r.d, "warning: ClientTrafficPolicy ns/mtls: not used: it targets no converted "
+                    "listener of a Gateway in the input\n");
+    done(&r);
+    snprintf(spec, sizeof(spec), "  targetSelectors: [{ kind: Gateway }]\n%s", cv_cm);
+    t = ctp(spec, edge_gw);
+    run(&r, NULL, "", "", t);
+    free(t);
+    assert_int_equal(r.rc, TG_OK);
+    size_t n = 0;
+    for (const char *p = r.out.data; (p = strstr(p, "client_certificate:")) != NULL; p++)
+        n++;
+    assert_int_equal(n, 3);
+    done(&r);
+
+    /* Another kind: said and ignored; matchExpressions and bad labels: refused. */
+    snprintf(spec, sizeof(spec), "  targetSelectors: [{ kind: Service, matchLabels: {} }]\n%s",
+             cv_cm);
+    t = ctp(spec, edge_gw);
+    run(&r, NULL, "", "", t);
+    free(t);
+    assert_int_equal(r.rc, TG_OK);
+    assert_lacks(r.out.data, "client_certificate");
+    assert_has(r.d, "t.yaml:25:21: warning: ClientTrafficPolicy ns/mtls: spec.targetSelectors[0]: "
+                    "selects kind Service, not Gateways: tlsgate gateway-api converts Gateways "
+                    "only: ignored\n");
+    done(&r);
+    snprintf(spec, sizeof(spec),
+             "  targetSelectors:\n"
+             "    - kind: Gateway\n"
+             "      matchExpressions: [{ key: tier, operator: In, values: [edge] }]\n"
+             "    - { kind: Gateway, matchLabels: { tier: [edge] } }\n%s",
+             cv_cm);
+    t = ctp(spec, edge_gw);
+    run(&r, NULL, "", "", t);
+    free(t);
+    assert_int_equal(r.rc, TG_ECONFIG);
+    assert_has(r.d, "t.yaml:27:25: error: ClientTrafficPolicy ns/mtls: spec.targetSelectors[0]: "
+                    "matchExpressions are not evaluated by tlsgate gateway-api: select the "
+                    "Gateways with matchLabels or name them in targetRefs\n");
+    assert_has(r.d, "error: ClientTrafficPolicy ns/mtls: spec.targetSelectors[1]: matchLabels: "
+                    "expected label names and values (strings)\n");
     done(&r);
 }
 
@@ -479,6 +581,7 @@ int main(void)
         cmocka_unit_test(test_frontend_validation),   cmocka_unit_test(test_frontend_refused),
         cmocka_unit_test(test_client_traffic_policy), cmocka_unit_test(test_policy_refused),
         cmocka_unit_test(test_gateway_frontend),      cmocka_unit_test(test_output_loads),
+        cmocka_unit_test(test_target_selectors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
