@@ -14,33 +14,16 @@
 
 #include "core/tg_sysinfo.h"
 #include "providers/cryptomb/tg_mbx.h"
+#include "tg_mbx_backend.h"
 #include "tg_mbx_fake.h"
 #include "tg_test_util.h"
 
 /* ---- backends ---- */
 
-enum backend { REAL, FAKE };
-static const enum backend be_real = REAL, be_fake = FAKE;
-
-/* Install the backend or skip (real library absent or CPU without IFMA,
- * e.g. under valgrind, whose CPUID has no AVX-512). */
+/* Install the backend or skip (tg_mbx_backend.h); the table in use. */
 static const struct tg_mbx_api *use_backend(void **state)
 {
-    enum backend b = *(const enum backend *)*state;
-    tg_mbx_unload();
-    tg_mbx_fake_reset();
-    if (b == FAKE) {
-        assert_int_equal(tg_mbx_install(tg_mbx_fake_api()), TG_OK);
-        return tg_mbx_api();
-    }
-    char why[256];
-    if (tg_mbx_load(why, sizeof(why)) != TG_OK) {
-        print_message("real crypto_mb unavailable: %s\n", why);
-        /* On an IFMA machine with the library unpacked it must load. */
-        if (tg_sysinfo_cpu_has_avx512_ifma() && strstr(why, "not found") == NULL)
-            fail_msg("crypto_mb failed to load on an IFMA CPU: %s", why);
-        skip();
-    }
+    tg_mbx_use_backend(state);
     return tg_mbx_api();
 }
 
@@ -49,9 +32,7 @@ static int teardown(void **state)
     (void)state;
     unsetenv("TG_FAKE_NO_IFMA");
     unsetenv("TG_CRYPTO_MB_LIB");
-    tg_mbx_unload();
-    tg_mbx_fake_reset();
-    return 0;
+    return tg_mbx_backend_teardown(state);
 }
 
 /* ---- shim ---- */
@@ -673,16 +654,12 @@ static void test_conv_x25519(void **state)
 
 int main(void)
 {
-#define BOTH(t)                                                                                    \
-    {#t "(real)", t, NULL, teardown, (void *)&be_real},                                            \
-    {                                                                                              \
-#t "(fake)", t, NULL, teardown, (void *)&be_fake                                           \
-    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_alg_maps, teardown),
-        cmocka_unit_test_prestate_setup_teardown(test_load_real, NULL, teardown, (void *)&be_real),
+        cmocka_unit_test_prestate_setup_teardown(test_load_real, NULL, teardown,
+                                                 (void *)&tg_mbx_be_real),
         cmocka_unit_test_prestate_setup_teardown(test_load_threads, NULL, teardown,
-                                                 (void *)&be_real),
+                                                 (void *)&tg_mbx_be_real),
         cmocka_unit_test_teardown(test_load_no_ifma, teardown),
         cmocka_unit_test_teardown(test_load_env_override, teardown),
         cmocka_unit_test_teardown(test_install_fake, teardown),
@@ -690,12 +667,11 @@ int main(void)
         cmocka_unit_test_teardown(test_install_fake_algos, teardown),
         cmocka_unit_test_teardown(test_install_missing_function, teardown),
         cmocka_unit_test(test_lane_status_helpers),
-        BOTH(test_conv_rsa_lanes),
-        BOTH(test_conv_ecdsa_message),
-        BOTH(test_conv_ec_public_key),
-        BOTH(test_conv_ecdh),
-        BOTH(test_conv_x25519),
+        TG_MBX_BOTH_WITH(test_conv_rsa_lanes, teardown),
+        TG_MBX_BOTH_WITH(test_conv_ecdsa_message, teardown),
+        TG_MBX_BOTH_WITH(test_conv_ec_public_key, teardown),
+        TG_MBX_BOTH_WITH(test_conv_ecdh, teardown),
+        TG_MBX_BOTH_WITH(test_conv_x25519, teardown),
     };
-#undef BOTH
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -6,6 +6,10 @@
  *   const struct CMUnitTest tests[] = { TG_MBX_BOTH(test_x), ... };
  *   static void test_x(void **state) { tg_mbx_use_backend(state); ... }
  *
+ * A test that needs its own teardown (test_mbx, test_cmb_calib) calls
+ * tg_mbx_backend_teardown() from it and lists its cases with
+ * TG_MBX_BOTH_WITH(test, teardown).
+ *
  * tg_mbx_use_injection() then makes the fake's knobs (lane errors, faults)
  * work on top of the real library too: the fake in passthrough mode over a
  * copy of the real table. tg_mbx_backend_teardown() unloads whichever was
