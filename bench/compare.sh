@@ -545,6 +545,23 @@ target_line() { # PEER REF LIMIT_PCT LABEL
       end' <<<"$SUMMARY"
 }
 
+# A ratio read round by round: PEER / REF within each round both completed
+# (interleaved rounds share the machine's state of the moment, so the
+# per-round ratio is steadier than a ratio of medians). Median [min–max].
+ratio_line() { # PEER REF GOAL LABEL
+  jq -r -s --arg a "$1" --arg b "$2" --argjson goal "$3" --arg gs "$3" --arg what "$4" '
+    def median: sort | if length % 2 == 1 then .[length / 2 | floor]
+      else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+    [group_by(.round)[]
+      | (map(select(.peer == $a and .failed == false))[0].hs_per_proxy_cpu_s) as $x
+      | (map(select(.peer == $b and .failed == false))[0].hs_per_proxy_cpu_s) as $y
+      | select($x != null and $y != null and $y > 0) | $x / $y] as $r
+    | if ($r | length) == 0 then empty
+      else ($r | median) as $m
+      | "- \($what): \($a) / \($b) per round: median \($m * 100 | round / 100)x [\($r | min * 100 | round / 100)–\($r | max * 100 | round / 100)] over \($r | length) rounds (target: >= \($gs)x): \(if $m >= $goal then "MET" else "NOT MET" end)"
+      end' "$ROUNDS_JSONL"
+}
+
 {
   echo "# tlsgate side-by-side handshake benchmark ($START_UTC)"
   echo
@@ -572,6 +589,8 @@ target_line() { # PEER REF LIMIT_PCT LABEL
   target_line tlsgate-software-noavx512 nginx-noavx512 10 "masked software vs masked nginx"
   target_line tlsgate-software-alog tlsgate-software 3 "access log (text, to a file) vs none"
   target_line tlsgate-software-alog-json tlsgate-software 3 "access log (JSON, to a file) vs none"
+  ratio_line tlsgate-cryptomb tlsgate-software-noavx512 3.0 "cryptomb vs scalar OpenSSL"
+  ratio_line tlsgate-cryptomb nginx 2.2 "cryptomb vs nginx"
   unsat=$(jq -r '[.[] | select(.rounds > 0 and .saturated_rounds < .rounds) | .peer] | join(", ")' <<<"$SUMMARY")
   if [ -n "$unsat" ]; then
     echo
