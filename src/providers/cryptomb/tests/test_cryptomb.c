@@ -28,67 +28,28 @@
 #include "providers/cryptomb/tg_mbx.h"
 #include "providers/deferred/tg_deferred.h"
 #include "providers/software/tg_software.h"
+#include "tg_cmb_test_job.h"
 #include "tg_mbx_fake.h"
 #include "tg_test_util.h"
 
 #define NJOBS 12
-
-struct job {
-    ASYNC_JOB *job;
-    ASYNC_WAIT_CTX *wctx;
-    struct tg_keyop op;
-    struct tg_keyop *opp;
-    int ret;
-    bool woken, done;
-};
 
 static struct ev_loop *g_loop;
 static struct tg_keyprov_set *g_set;
 static size_t g_handshaking;
 static struct tg_pkey *g_rsa, *g_ec;
 
-static int wake(void *arg)
-{
-    ((struct job *)arg)->woken = true;
-    return 1;
-}
-
-static int job_fn(void *arg)
-{
-    struct job *j = *(struct job **)arg;
-    return tg_keyop_run(&j->op);
-}
-
-/* Start or resume; true when the job ended. */
-static bool step(struct job *j)
-{
-    struct job *arg = j;
-    if (j->wctx == NULL) {
-        j->wctx = ASYNC_WAIT_CTX_new();
-        ASYNC_WAIT_CTX_set_callback(j->wctx, wake, j);
-    }
-    int r = ASYNC_start_job(&j->job, j->wctx, &j->ret, job_fn, &arg, sizeof(arg));
-    assert_true(r == ASYNC_PAUSE || r == ASYNC_FINISH);
-    if (r == ASYNC_FINISH) {
-        j->done = true;
-        ASYNC_WAIT_CTX_free(j->wctx);
-        j->wctx = NULL;
-        j->job = NULL;
-    }
-    return j->done;
-}
-
-static void resume_woken(struct job *jobs, size_t n)
+static void resume_woken(struct tg_test_job *jobs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         if (!jobs[i].done && jobs[i].woken) {
             jobs[i].woken = false;
-            step(&jobs[i]);
+            tg_test_job_step(&jobs[i]);
         }
     }
 }
 
-static void rsa_op(struct job *j, const struct tg_keyprov_binding *b)
+static void rsa_op(struct tg_test_job *j, const struct tg_keyprov_binding *b)
 {
     memset(j, 0, sizeof(*j));
     tg_keyop_init(&j->op, TG_KEYOP_RSA_SIGN);
@@ -102,7 +63,7 @@ static void rsa_op(struct job *j, const struct tg_keyprov_binding *b)
     j->op.inlen = 32;
 }
 
-static void check_rsa(const struct job *j)
+static void check_rsa(const struct tg_test_job *j)
 {
     assert_true(j->done);
     assert_int_equal(j->ret, TG_OK);
@@ -247,9 +208,9 @@ static void test_alone_runs_inline(void **state)
     assert_int_equal(rc, TG_OK);
     set_up();
     g_handshaking = 1; /* only this handshake: no company to wait for */
-    struct job j;
+    struct tg_test_job j;
     rsa_op(&j, b);
-    assert_true(step(&j)); /* finished without a pause */
+    assert_true(tg_test_job_step(&j)); /* finished without a pause */
     check_rsa(&j);
     assert_int_equal(tg_keyprov_set_pending(g_set), 0);
     set_down();
@@ -268,10 +229,10 @@ static void test_company_makes_full_batch(void **state)
     assert_int_equal(rc, TG_OK);
     set_up();
     g_handshaking = 40;
-    struct job jobs[8];
+    struct tg_test_job jobs[8];
     for (int i = 0; i < 8; i++) {
         rsa_op(&jobs[i], b);
-        assert_false(step(&jobs[i])); /* queued, paused */
+        assert_false(tg_test_job_step(&jobs[i])); /* queued, paused */
     }
     assert_int_equal(tg_keyprov_set_pending(g_set), 8);
     tg_keyprov_set_flush(g_set);
@@ -284,7 +245,7 @@ static void test_company_makes_full_batch(void **state)
      * flight, and runs when its deadline passes. */
     for (int i = 0; i < 1; i++) {
         rsa_op(&jobs[i], b);
-        assert_false(step(&jobs[i]));
+        assert_false(tg_test_job_step(&jobs[i]));
     }
     tg_keyprov_set_flush(g_set);
     assert_int_equal(tg_keyprov_set_pending(g_set), 1);
@@ -311,10 +272,10 @@ static void test_forced_partial_batch_and_lane_faults(void **state)
     tg_mbx_fake_fail_lane(TG_MBX_FAKE_RSA_PRIVATE_CRT, 1, 0x1);
     tg_mbx_fake_corrupt_lane(2);
     tg_mbx_fake_skip_lane(TG_MBX_FAKE_RSA_PRIVATE_CRT, 3); /* "OK", never written */
-    struct job jobs[4];
+    struct tg_test_job jobs[4];
     for (int i = 0; i < 4; i++) {
         rsa_op(&jobs[i], b);
-        assert_false(step(&jobs[i]));
+        assert_false(tg_test_job_step(&jobs[i]));
     }
     unsigned before = tg_mbx_fake_stats()->calls[TG_MBX_FAKE_RSA_PRIVATE_CRT];
     tg_keyprov_set_flush(g_set);
@@ -351,13 +312,13 @@ static void test_key_pool(void **state)
     memset(&k1, 0, sizeof(k1));
     memset(&k2, 0, sizeof(k2));
     k1.group = k2.group = TG_GROUP_X25519;
-    struct job j;
+    struct tg_test_job j;
     memset(&j, 0, sizeof(j));
     tg_keyop_init(&j.op, TG_KEYOP_KX_KEYGEN);
     j.op.kx = &k1;
     j.op.binding = b;
     /* First use: no pool yet; computed at once. */
-    assert_true(step(&j));
+    assert_true(tg_test_job_step(&j));
     assert_int_equal(j.ret, TG_OK);
     assert_true(k1.has_priv && k1.has_pub);
     /* The loop about to block refills the pool in one mb8 batch. */
@@ -369,12 +330,12 @@ static void test_key_pool(void **state)
     tg_keyop_init(&j.op, TG_KEYOP_KX_KEYGEN);
     j.op.kx = &k2;
     j.op.binding = b;
-    assert_true(step(&j)); /* from the pool: no pause, no new batch */
+    assert_true(tg_test_job_step(&j)); /* from the pool: no pause, no new batch */
     assert_int_equal(j.ret, TG_OK);
     assert_int_equal(stat_of("tlsgate_keyprov_key_pool_level{provider=\"cryptomb\"} "), 7);
     assert_memory_not_equal(k1.priv, k2.priv, 32);
     /* The pool key is a real pair: derive both ways agrees. */
-    struct job d1, d2;
+    struct tg_test_job d1, d2;
     memset(&d1, 0, sizeof(d1));
     memset(&d2, 0, sizeof(d2));
     tg_keyop_init(&d1.op, TG_KEYOP_KX_DERIVE);
@@ -402,10 +363,10 @@ static void test_drain_completes_queued(void **state)
     assert_int_equal(rc, TG_OK);
     set_up();
     g_handshaking = 5;
-    struct job jobs[2];
+    struct tg_test_job jobs[2];
     for (int i = 0; i < 2; i++) {
         rsa_op(&jobs[i], b);
-        assert_false(step(&jobs[i]));
+        assert_false(tg_test_job_step(&jobs[i]));
     }
     tg_keyprov_set_drain(g_set);
     resume_woken(jobs, 2);
@@ -474,7 +435,7 @@ static void test_cost_model_decides(void **state)
     assert_int_equal(rc, TG_OK);
     set_up();
     g_handshaking = 1; /* alone */
-    struct job j;
+    struct tg_test_job j;
     /* A batch of one beats OpenSSL: even alone, the op goes to crypto_mb. */
     static const char idle[] =
         "tlsgate_keyprov_flushes_total{provider=\"cryptomb\",reason=\"idle\"} ";
@@ -484,7 +445,7 @@ static void test_cost_model_decides(void **state)
     pin_costs(300, 200);
     unsigned before = tg_mbx_fake_stats()->calls[TG_MBX_FAKE_RSA_PRIVATE_CRT];
     rsa_op(&j, b);
-    assert_false(step(&j)); /* queued */
+    assert_false(tg_test_job_step(&j)); /* queued */
     tg_keyprov_set_flush(g_set);
     resume_woken(&j, 1);
     check_rsa(&j);
@@ -494,7 +455,7 @@ static void test_cost_model_decides(void **state)
     pin_costs(10, 500);
     g_handshaking = 40;
     rsa_op(&j, b);
-    assert_true(step(&j)); /* no pause */
+    assert_true(tg_test_job_step(&j)); /* no pause */
     check_rsa(&j);
     assert_int_equal(tg_mbx_fake_stats()->calls[TG_MBX_FAKE_RSA_PRIVATE_CRT] - before, 1);
     assert_int_equal(stat_of(scalar) - scalar0, 1);
@@ -502,11 +463,11 @@ static void test_cost_model_decides(void **state)
     pin_default_costs();
     g_handshaking = 1;
     rsa_op(&j, b);
-    assert_true(step(&j));
+    assert_true(tg_test_job_step(&j));
     check_rsa(&j);
     g_handshaking = 2;
     rsa_op(&j, b);
-    assert_false(step(&j));
+    assert_false(tg_test_job_step(&j));
     tg_keyprov_set_drain(g_set);
     resume_woken(&j, 1);
     check_rsa(&j);

@@ -33,6 +33,7 @@
 #include "providers/cryptomb/tg_mbx.h"
 #include "providers/deferred/tg_deferred.h"
 #include "providers/software/tg_software.h"
+#include "tg_cmb_test_job.h"
 #include "tg_mbx_fake.h"
 #include "tg_test_util.h"
 
@@ -71,58 +72,19 @@ static const struct tg_keyprov_ops spiller = {
 
 /* ---- jobs ---- */
 
-struct job {
-    ASYNC_JOB *job;
-    ASYNC_WAIT_CTX *wctx;
-    struct tg_keyop op;
-    int ret;
-    bool woken, done;
-};
-
 static struct ev_loop *g_loop;
 static struct tg_keyprov_set *g_set;
 static size_t g_handshaking;
 static struct tg_pkey *g_rsa, *g_ec;
 
-static int wake(void *arg)
-{
-    ((struct job *)arg)->woken = true;
-    return 1;
-}
-
-static int job_fn(void *arg)
-{
-    struct job *j = *(struct job **)arg;
-    return tg_keyop_run(&j->op);
-}
-
-/* Start or resume; true when the job ended. */
-static bool step(struct job *j)
-{
-    struct job *arg = j;
-    if (j->wctx == NULL) {
-        j->wctx = ASYNC_WAIT_CTX_new();
-        ASYNC_WAIT_CTX_set_callback(j->wctx, wake, j);
-    }
-    int r = ASYNC_start_job(&j->job, j->wctx, &j->ret, job_fn, &arg, sizeof(arg));
-    assert_true(r == ASYNC_PAUSE || r == ASYNC_FINISH);
-    if (r == ASYNC_FINISH) {
-        j->done = true;
-        ASYNC_WAIT_CTX_free(j->wctx);
-        j->wctx = NULL;
-        j->job = NULL;
-    }
-    return j->done;
-}
-
 /* Flush (the loop is about to block) and resume what was woken. */
-static void flush_and_resume(struct job *jobs, size_t n)
+static void flush_and_resume(struct tg_test_job *jobs, size_t n)
 {
     tg_keyprov_set_flush(g_set);
     for (size_t i = 0; i < n; i++) {
         if (!jobs[i].done && jobs[i].woken) {
             jobs[i].woken = false;
-            step(&jobs[i]);
+            tg_test_job_step(&jobs[i]);
         }
         assert_true(jobs[i].done);
         assert_int_equal(jobs[i].ret, TG_OK);
@@ -130,7 +92,7 @@ static void flush_and_resume(struct job *jobs, size_t n)
 }
 
 /* A signature op (RSA-2048 PSS or ECDSA P-256) on binding b, not started. */
-static void sign_op(struct job *j, const struct tg_keyprov_binding *b, bool ecdsa)
+static void sign_op(struct tg_test_job *j, const struct tg_keyprov_binding *b, bool ecdsa)
 {
     memset(j, 0, sizeof(*j));
     tg_keyop_init(&j->op, ecdsa ? TG_KEYOP_ECDSA_SIGN : TG_KEYOP_RSA_SIGN);
@@ -144,7 +106,7 @@ static void sign_op(struct job *j, const struct tg_keyprov_binding *b, bool ecds
     j->op.inlen = 32;
 }
 
-static void keygen_op(struct job *j, const struct tg_keyprov_binding *b, struct tg_kxkey *k)
+static void keygen_op(struct tg_test_job *j, const struct tg_keyprov_binding *b, struct tg_kxkey *k)
 {
     memset(j, 0, sizeof(*j));
     memset(k, 0, sizeof(*k));
@@ -155,7 +117,7 @@ static void keygen_op(struct job *j, const struct tg_keyprov_binding *b, struct 
 }
 
 /* OpenSSL's verdict on the op's signature. */
-static bool sig_ok(const struct job *j)
+static bool sig_ok(const struct tg_test_job *j)
 {
     EVP_PKEY_CTX *v = EVP_PKEY_CTX_new_from_pkey(NULL, j->op.pkey->pub, NULL);
     bool ok = v != NULL && EVP_PKEY_verify_init(v) == 1;
@@ -261,10 +223,10 @@ static void test_fault_check_per_binding(void **state)
         tg_mbx_fake_corrupt(fn, 1);
         tg_mbx_fake_corrupt(fn, 5);
         uint64_t fc0 = stat_of(fault_checks);
-        struct job jobs[8];
+        struct tg_test_job jobs[8];
         for (int i = 0; i < 8; i++) {
             sign_op(&jobs[i], i < 4 ? off : on, ecdsa);
-            assert_false(step(&jobs[i])); /* queued: a full batch is coming */
+            assert_false(tg_test_job_step(&jobs[i])); /* queued: a full batch is coming */
         }
         flush_and_resume(jobs, 8);
         assert_int_equal(tg_mbx_fake_stats()->calls[fn], 1); /* one batch, mixed bindings */
@@ -290,10 +252,10 @@ static void test_fault_check_off_alone(void **state)
     set_up();
     g_handshaking = 2;
     tg_mbx_fake_corrupt(TG_MBX_FAKE_ECDSA_SIGN, 0);
-    struct job jobs[2];
+    struct tg_test_job jobs[2];
     for (int i = 0; i < 2; i++) {
         sign_op(&jobs[i], off, true);
-        assert_false(step(&jobs[i]));
+        assert_false(tg_test_job_step(&jobs[i]));
     }
     flush_and_resume(jobs, 2);
     assert_false(jobs[0].op.fell_back);
@@ -309,10 +271,10 @@ static void test_fault_check_off_alone(void **state)
 /* Run a keygen on binding b (alone: computed at once or from the pool). */
 static void keygen_now(const struct tg_keyprov_binding *b)
 {
-    struct job j;
+    struct tg_test_job j;
     struct tg_kxkey k;
     keygen_op(&j, b, &k);
-    assert_true(step(&j));
+    assert_true(tg_test_job_step(&j));
     assert_int_equal(j.ret, TG_OK);
     assert_true(k.has_priv && k.has_pub);
     tg_kxkey_clear(&k);
@@ -373,10 +335,10 @@ static void test_partial_batch_per_binding(void **state)
     g_handshaking = 8;
     const unsigned *calls = &tg_mbx_fake_stats()->calls[TG_MBX_FAKE_RSA_PRIVATE_CRT];
     /* All `scalar`: OpenSSL, although the cost model would batch two. */
-    struct job jobs[2];
+    struct tg_test_job jobs[2];
     for (int i = 0; i < 2; i++) {
         sign_op(&jobs[i], scalar, false);
-        assert_false(step(&jobs[i]));
+        assert_false(tg_test_job_step(&jobs[i]));
     }
     flush_and_resume(jobs, 2);
     assert_int_equal(*calls, 0);
@@ -384,7 +346,7 @@ static void test_partial_batch_per_binding(void **state)
     sign_op(&jobs[0], scalar, false);
     sign_op(&jobs[1], mb, false);
     for (int i = 0; i < 2; i++)
-        assert_false(step(&jobs[i]));
+        assert_false(tg_test_job_step(&jobs[i]));
     flush_and_resume(jobs, 2);
     assert_int_equal(*calls, 1);
     for (int i = 0; i < 2; i++)
@@ -412,10 +374,10 @@ static void test_spilled_ops_get_defaults(void **state)
     g_handshaking = 8;
     tg_mbx_fake_corrupt(TG_MBX_FAKE_RSA_PRIVATE_CRT, 3);
     uint64_t fc0 = stat_of(fault_checks);
-    struct job jobs[8];
+    struct tg_test_job jobs[8];
     for (int i = 0; i < 8; i++) {
         sign_op(&jobs[i], sp, false);
-        assert_false(step(&jobs[i])); /* spilled, queued in cryptomb */
+        assert_false(tg_test_job_step(&jobs[i])); /* spilled, queued in cryptomb */
     }
     assert_int_equal(tg_keyprov_set_pending(g_set), 8);
     flush_and_resume(jobs, 8);
