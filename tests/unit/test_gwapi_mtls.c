@@ -413,21 +413,29 @@ static const char edge_gw[] =
 static const char cv_cm[] =
     "  tls: { clientValidation: { caCertificateRefs: [{ kind: ConfigMap, name: clients-ca }] } }\n";
 
+/* Convert the Gateways with a policy whose targets are selectors (the CA
+ * ConfigMap's clientValidation after them), and Gateway ns/edge. */
+static void run_selectors(struct run *r, const char *selectors)
+{
+    size_t n = strlen(selectors) + sizeof(cv_cm);
+    char *spec = malloc(n);
+    assert_non_null(spec);
+    snprintf(spec, n, "%s%s", selectors, cv_cm);
+    char *t = ctp(spec, edge_gw);
+    run(r, NULL, "", "", t);
+    free(t);
+    free(spec);
+}
+
 /* spec.targetSelectors: the Gateways whose labels match, in the policy's namespace. */
 static void test_target_selectors(void **state)
 {
     (void)state;
     struct run r;
-    char spec[600];
 
     /* matchLabels tier: edge selects ns/edge only. */
-    snprintf(spec, sizeof(spec),
-             "  targetSelectors: [{ group: gateway.networking.k8s.io, kind: Gateway, "
-             "matchLabels: { tier: edge } }]\n%s",
-             cv_cm);
-    char *t = ctp(spec, edge_gw);
-    run(&r, NULL, "", "", t);
-    free(t);
+    run_selectors(&r, "  targetSelectors: [{ group: gateway.networking.k8s.io, kind: Gateway, "
+                      "matchLabels: { tier: edge } }]\n");
     if (r.rc != TG_OK)
         fail_msg("not converted:\n%s", r.d);
     assert_int_equal(tg_gwapi_listeners(r.g), 3);
@@ -442,21 +450,14 @@ static void test_target_selectors(void **state)
     done(&r);
 
     /* Every label must match; an empty matchLabels selects every Gateway. */
-    snprintf(spec, sizeof(spec),
-             "  targetSelectors: [{ kind: Gateway, matchLabels: { tier: edge, zone: b } }]\n%s",
-             cv_cm);
-    t = ctp(spec, edge_gw);
-    run(&r, NULL, "", "", t);
-    free(t);
+    run_selectors(&r,
+                  "  targetSelectors: [{ kind: Gateway, matchLabels: { tier: edge, zone: b } }]\n");
     assert_int_equal(r.rc, TG_OK);
     assert_lacks(r.out.data, "client_certificate");
     assert_has(r.d, "warning: ClientTrafficPolicy ns/mtls: not used: it targets no converted "
                     "listener of a Gateway in the input\n");
     done(&r);
-    snprintf(spec, sizeof(spec), "  targetSelectors: [{ kind: Gateway }]\n%s", cv_cm);
-    t = ctp(spec, edge_gw);
-    run(&r, NULL, "", "", t);
-    free(t);
+    run_selectors(&r, "  targetSelectors: [{ kind: Gateway }]\n");
     assert_int_equal(r.rc, TG_OK);
     size_t n = 0;
     for (const char *p = r.out.data; (p = strstr(p, "client_certificate:")) != NULL; p++)
@@ -465,26 +466,17 @@ static void test_target_selectors(void **state)
     done(&r);
 
     /* Another kind: said and ignored; matchExpressions and bad labels: refused. */
-    snprintf(spec, sizeof(spec), "  targetSelectors: [{ kind: Service, matchLabels: {} }]\n%s",
-             cv_cm);
-    t = ctp(spec, edge_gw);
-    run(&r, NULL, "", "", t);
-    free(t);
+    run_selectors(&r, "  targetSelectors: [{ kind: Service, matchLabels: {} }]\n");
     assert_int_equal(r.rc, TG_OK);
     assert_lacks(r.out.data, "client_certificate");
     assert_has(r.d, "t.yaml:25:21: warning: ClientTrafficPolicy ns/mtls: spec.targetSelectors[0]: "
                     "selects kind Service, not Gateways: tlsgate gateway-api converts Gateways "
                     "only: ignored\n");
     done(&r);
-    snprintf(spec, sizeof(spec),
-             "  targetSelectors:\n"
-             "    - kind: Gateway\n"
-             "      matchExpressions: [{ key: tier, operator: In, values: [edge] }]\n"
-             "    - { kind: Gateway, matchLabels: { tier: [edge] } }\n%s",
-             cv_cm);
-    t = ctp(spec, edge_gw);
-    run(&r, NULL, "", "", t);
-    free(t);
+    run_selectors(&r, "  targetSelectors:\n"
+                      "    - kind: Gateway\n"
+                      "      matchExpressions: [{ key: tier, operator: In, values: [edge] }]\n"
+                      "    - { kind: Gateway, matchLabels: { tier: [edge] } }\n");
     assert_int_equal(r.rc, TG_ECONFIG);
     assert_has(r.d, "t.yaml:27:25: error: ClientTrafficPolicy ns/mtls: spec.targetSelectors[0]: "
                     "matchExpressions are not evaluated by tlsgate gateway-api: select the "
