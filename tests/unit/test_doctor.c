@@ -267,12 +267,6 @@ static void assert_json(const char *text)
         fail_msg("invalid JSON near offset %ld: %.200s", end ? (long)(end - text) : -1L, text);
 }
 
-static void assert_has(const char *hay, const char *needle)
-{
-    if (strstr(hay, needle) == NULL)
-        fail_msg("missing '%s' in:\n%s", needle, hay);
-}
-
 /* ---- tests ---- */
 
 static void test_probe_and_text(void **state)

@@ -69,18 +69,6 @@ static void opts_init(struct tg_gwapi_opts *o)
     o->providers = providers;
 }
 
-#define assert_has(hay, needle)                                                                    \
-    do {                                                                                           \
-        if (strstr((hay), (needle)) == NULL)                                                       \
-            fail_msg("missing '%s' in:\n%s", (needle), (hay));                                     \
-    } while (0)
-
-#define assert_lacks(hay, needle)                                                                  \
-    do {                                                                                           \
-        if (strstr((hay), (needle)) != NULL)                                                       \
-            fail_msg("unexpected '%s' in:\n%s", (needle), (hay));                                  \
-    } while (0)
-
 /* The guide's QAT step on top of TLS termination for TCP. */
 static void test_seed_qat(void **state)
 {

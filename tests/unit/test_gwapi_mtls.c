@@ -20,18 +20,6 @@
 
 static const char *const providers[] = {"software", "deferred", NULL};
 
-#define assert_has(hay, needle)                                                                    \
-    do {                                                                                           \
-        if (strstr((hay), (needle)) == NULL)                                                       \
-            fail_msg("missing '%s' in:\n%s", (needle), (hay));                                     \
-    } while (0)
-
-#define assert_lacks(hay, needle)                                                                  \
-    do {                                                                                           \
-        if (strstr((hay), (needle)) != NULL)                                                       \
-            fail_msg("unexpected '%s' in:\n%s", (needle), (hay));                                  \
-    } while (0)
-
 /* A Gateway ns/gw: listeners a (443) and b (9443) with Secret s, tls of a given. */
 static const char gw_fmt[] =
     "apiVersion: gateway.networking.k8s.io/v1\n"

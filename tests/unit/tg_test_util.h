@@ -10,6 +10,22 @@
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* Text checks that print the whole text on failure (at the caller's line);
+ * a NULL text counts as missing everything. */
+#define assert_has(hay, needle)                                                                    \
+    do {                                                                                           \
+        const char *tg_hay_ = (hay);                                                               \
+        if (tg_hay_ == NULL || strstr(tg_hay_, (needle)) == NULL)                                  \
+            fail_msg("missing '%s' in:\n%s", (needle), tg_hay_ ? tg_hay_ : "(null)");              \
+    } while (0)
+#define assert_lacks(hay, needle)                                                                  \
+    do {                                                                                           \
+        const char *tg_hay_ = (hay);                                                               \
+        if (tg_hay_ != NULL && strstr(tg_hay_, (needle)) != NULL)                                  \
+            fail_msg("unexpected '%s' in:\n%s", (needle), tg_hay_);                                \
+    } while (0)
 
 /* A fresh private temporary directory (removed at exit). Never NULL. */
 const char *tg_test_tmpdir(void);

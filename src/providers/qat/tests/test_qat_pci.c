@@ -252,12 +252,6 @@ static void assert_json_members(const struct tg_buf *members)
     tg_buf_free(&obj);
 }
 
-static void assert_has(const char *hay, const char *needle)
-{
-    if (hay == NULL || strstr(hay, needle) == NULL)
-        fail_msg("missing '%s' in:\n%s", needle, hay ? hay : "(null)");
-}
-
 /* ---- PCI ---- */
 
 static void test_scan(void **state)
