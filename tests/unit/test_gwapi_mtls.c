@@ -207,13 +207,16 @@ static const char ctp_head[] = "---\n"
                                "metadata: { name: mtls, namespace: ns }\n"
                                "spec:\n";
 
-static char *ctp(const char *spec, const char *more)
+/* run() with listener a's extra tls lines (ltls) and, after the Gateway, a
+ * ClientTrafficPolicy ns/mtls with spec, the CA ConfigMap and more. */
+static void run_ctp(struct run *r, const char *ltls, const char *spec, const char *more)
 {
     size_t n = strlen(ctp_head) + strlen(spec) + strlen(more) + strlen(ca_cm) + 1;
-    char *s = malloc(n);
-    assert_non_null(s);
-    snprintf(s, n, "%s%s%s%s", ctp_head, spec, ca_cm, more);
-    return s;
+    char *t = malloc(n);
+    assert_non_null(t);
+    snprintf(t, n, "%s%s%s%s", ctp_head, spec, ca_cm, more);
+    run(r, NULL, "", ltls, t);
+    free(t);
 }
 
 /* A ClientTrafficPolicy: every listener of the Gateway; optional; other fields said. */
@@ -221,16 +224,15 @@ static void test_client_traffic_policy(void **state)
 {
     (void)state;
     struct run r;
-    char *t = ctp("  targetRefs: [{ group: gateway.networking.k8s.io, kind: Gateway, name: gw }]\n"
-                  "  tcpKeepalive: {}\n"
-                  "  tls:\n"
-                  "    minVersion: \"1.3\"\n"
-                  "    clientValidation:\n"
-                  "      optional: true\n"
-                  "      caCertificateRefs: [{ kind: ConfigMap, name: clients-ca }]\n",
-                  "");
-    run(&r, NULL, "", "", t);
-    free(t);
+    run_ctp(&r, "",
+            "  targetRefs: [{ group: gateway.networking.k8s.io, kind: Gateway, name: gw }]\n"
+            "  tcpKeepalive: {}\n"
+            "  tls:\n"
+            "    minVersion: \"1.3\"\n"
+            "    clientValidation:\n"
+            "      optional: true\n"
+            "      caCertificateRefs: [{ kind: ConfigMap, name: clients-ca }]\n",
+            "");
     assert_int_equal(r.rc, TG_OK);
     assert_int_equal(tg_gwapi_listeners(r.g), 2);
     const char *block = "      # from ClientTrafficPolicy ns/mtls\n"
@@ -252,12 +254,11 @@ static void test_client_traffic_policy(void **state)
     done(&r);
 
     /* targetRef (singular), sectionName b: only listener b; the default kind is Secret. */
-    t = ctp("  targetRef: { group: gateway.networking.k8s.io, kind: Gateway, name: gw,"
+    run_ctp(&r, "",
+            "  targetRef: { group: gateway.networking.k8s.io, kind: Gateway, name: gw,"
             " sectionName: b }\n"
             "  tls: { clientValidation: { caCertificateRefs: [{ name: ca-secret }] } }\n",
             "");
-    run(&r, NULL, "", "", t);
-    free(t);
     assert_int_equal(r.rc, TG_OK);
     const char *b = strstr(r.out.data, "  - name: gw-b\n");
     assert_non_null(b);
@@ -274,12 +275,11 @@ static void test_client_traffic_policy(void **state)
     done(&r);
 
     /* A policy for another Gateway: not used. */
-    t = ctp("  targetRefs: [{ group: gateway.networking.k8s.io, kind: Gateway, name: other }]\n"
+    run_ctp(&r, "",
+            "  targetRefs: [{ group: gateway.networking.k8s.io, kind: Gateway, name: other }]\n"
             "  tls: { clientValidation: { caCertificateRefs: [{ kind: ConfigMap, name: "
             "clients-ca }] } }\n",
             "");
-    run(&r, NULL, "", "", t);
-    free(t);
     assert_int_equal(r.rc, TG_OK);
     assert_lacks(r.out.data, "client_certificate");
     assert_has(r.d, "t.yaml:21:1: warning: ClientTrafficPolicy ns/mtls: not used: it targets no "
@@ -304,9 +304,7 @@ static void test_policy_refused(void **state)
              "%s  tls: { clientValidation: { caCertificateRefs: [{ kind: ConfigMap, name: "
              "clients-ca }] } }\n",
              gw_ref);
-    char *t = ctp(spec, "");
-    run(&r, NULL, "", fv, t);
-    free(t);
+    run_ctp(&r, fv, spec, "");
     assert_int_equal(r.rc, TG_OK);
     assert_has(r.out.data, "      # from Gateway ns/gw spec.listeners[0].tls.frontendValidation\n");
     assert_has(r.out.data, "      # from ClientTrafficPolicy ns/mtls\n"); /* listener b */
@@ -317,9 +315,7 @@ static void test_policy_refused(void **state)
              "%s  tls: { clientValidation: { optional: true, caCertificateRefs: [{ kind: "
              "ConfigMap, name: clients-ca }] } }\n",
              gw_ref);
-    t = ctp(spec, "");
-    run(&r, NULL, "", fv, t);
-    free(t);
+    run_ctp(&r, fv, spec, "");
     assert_int_equal(r.rc, TG_ECONFIG);
     assert_has(r.d, "t.yaml:7:7: error: Gateway ns/gw: spec.listeners[0]: listener a: client "
                     "certificates: Gateway ns/gw spec.listeners[0].tls.frontendValidation asks "
@@ -333,12 +329,11 @@ static void test_policy_refused(void **state)
              "%s  tls: { clientValidation: { caCertificateRefs: [{ kind: ConfigMap, name: "
              "clients-ca }] } }\n",
              gw_ref);
-    t = ctp(spec, "---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: ClientTrafficPolicy\n"
-                  "metadata: { name: mtls2, namespace: ns }\nspec:\n"
-                  "  targetRef: { group: gateway.networking.k8s.io, kind: Gateway, name: gw }\n"
-                  "  tls: { clientValidation: { caCertificateRefs: [{ name: other }] } }\n");
-    run(&r, NULL, "", "", t);
-    free(t);
+    run_ctp(&r, "", spec,
+            "---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: ClientTrafficPolicy\n"
+            "metadata: { name: mtls2, namespace: ns }\nspec:\n"
+            "  targetRef: { group: gateway.networking.k8s.io, kind: Gateway, name: gw }\n"
+            "  tls: { clientValidation: { caCertificateRefs: [{ name: other }] } }\n");
     assert_int_equal(r.rc, TG_ECONFIG);
     assert_has(r.d, "t.yaml:33:1: error: ClientTrafficPolicy ns/mtls2: spec.tls.clientValidation: "
                     "ClientTrafficPolicy ns/mtls sets other client certificates for ns/gw "
@@ -346,14 +341,13 @@ static void test_policy_refused(void **state)
     done(&r);
 
     /* Checks tlsgate does not make, an optional that is not a boolean, no target. */
-    t = ctp("  tls:\n"
+    run_ctp(&r, "",
+            "  tls:\n"
             "    clientValidation:\n"
             "      optional: maybe\n"
             "      subjectAltNames: { dnsNames: [a.example] }\n"
             "      caCertificateRefs: [{ kind: ConfigMap, name: clients-ca }]\n",
             "");
-    run(&r, NULL, "", "", t);
-    free(t);
     assert_int_equal(r.rc, TG_ECONFIG);
     assert_has(r.d, "t.yaml:28:7: error: ClientTrafficPolicy ns/mtls: spec.tls.clientValidation: "
                     "'subjectAltNames' is not converted: tlsgate would accept client certificates "
@@ -370,9 +364,7 @@ static void test_policy_refused(void **state)
              "%s  tls: { clientValidation: { caCertificateRefs: [{ kind: Certificate, name: x "
              "}] } }\n",
              gw_ref);
-    t = ctp(spec, "");
-    run(&r, NULL, "", "", t);
-    free(t);
+    run_ctp(&r, "", spec, "");
     assert_int_equal(r.rc, TG_ECONFIG);
     assert_has(r.d, "error: ClientTrafficPolicy ns/mtls: "
                     "spec.tls.clientValidation.caCertificateRefs[0]: kind Certificate: only a "
@@ -409,9 +401,7 @@ static void run_selectors(struct run *r, const char *selectors)
     char *spec = malloc(n);
     assert_non_null(spec);
     snprintf(spec, n, "%s%s", selectors, cv_cm);
-    char *t = ctp(spec, edge_gw);
-    run(r, NULL, "", "", t);
-    free(t);
+    run_ctp(r, "", spec, edge_gw);
     free(spec);
 }
 
