@@ -386,15 +386,14 @@ void tg_kxkey_thread_cleanup(void)
  */
 static EVP_PKEY *tg_kxkey_build_x25519(struct tg_kxkey *k)
 {
+    if (!k->has_pub) /* the private half alone (callers check there is one) */
+        return EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", TG_SW_PROPQ, k->priv, 32);
     OSSL_PARAM params[3];
     int n = 0;
+    params[n++] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, k->pub, 32);
     if (k->has_priv)
         params[n++] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PRIV_KEY, k->priv, 32);
-    if (k->has_pub)
-        params[n++] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, k->pub, 32);
     params[n] = OSSL_PARAM_construct_end();
-    if (k->has_priv && !k->has_pub)
-        return EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", TG_SW_PROPQ, k->priv, 32);
     EVP_PKEY_CTX *ctx = tg_kx_import_ctx_get(true);
     int selection = k->has_priv ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY;
     EVP_PKEY *pk = NULL;
