@@ -87,6 +87,14 @@ static int tg_gw_ca_refs(struct tg_gwapi *g, struct tg_gw_obj *o, const yaml_nod
 /* ------------------------------------------------------------------------ */
 /* ClientTrafficPolicy                                                      */
 
+/* Does selector sel name Gateways (the only kind that becomes listeners)? */
+static bool tg_gw_selector_is_gateway(const struct tg_gw_obj *o, const yaml_node_t *sel)
+{
+    const char *kind = tg_gw_str(o->doc, sel, "kind");
+    const char *group = tg_gw_or(tg_gw_str(o->doc, sel, "group"), TG_GW_GROUP);
+    return kind != NULL && strcmp(kind, "Gateway") == 0 && strcmp(group, TG_GW_GROUP) == 0;
+}
+
 /*
  * spec.targetSelectors: each {kind: Gateway, group?, matchLabels} selects the
  * policy's namespace's Gateways carrying every one of its labels (an empty
@@ -135,13 +143,13 @@ static int tg_gw_ctp_selectors_check(struct tg_gwapi *g, struct tg_gw_obj *o, ya
             tg_gw_report(g, TG_GW_ERROR, o, labels, path, "matchLabels: expected a mapping");
             rc = TG_ECONFIG;
         }
-        const char *kind = tg_gw_str(o->doc, sel, "kind");
-        const char *group = tg_gw_or(tg_gw_str(o->doc, sel, "group"), TG_GW_GROUP);
-        if (kind == NULL || strcmp(kind, "Gateway") != 0 || strcmp(group, TG_GW_GROUP) != 0)
+        if (!tg_gw_selector_is_gateway(o, sel)) {
+            const char *kind = tg_gw_str(o->doc, sel, "kind");
             tg_gw_report(g, TG_GW_WARN, o, sel, path,
                          "selects kind %s, not Gateways: tlsgate gateway-api converts Gateways "
                          "only: ignored",
                          kind != NULL ? kind : "(none)");
+        }
     }
     return rc;
 }
@@ -150,10 +158,7 @@ static int tg_gw_ctp_selectors_check(struct tg_gwapi *g, struct tg_gw_obj *o, ya
 static bool tg_gw_ctp_selects(const struct tg_gw_obj *o, const yaml_node_t *sel,
                               const struct tg_gw_obj *gw)
 {
-    const char *kind = tg_gw_str(o->doc, sel, "kind");
-    const char *group = tg_gw_or(tg_gw_str(o->doc, sel, "group"), TG_GW_GROUP);
-    if (kind == NULL || strcmp(kind, "Gateway") != 0 || strcmp(group, TG_GW_GROUP) != 0 ||
-        tg_gw_get(o->doc, sel, "matchExpressions") != NULL)
+    if (!tg_gw_selector_is_gateway(o, sel) || tg_gw_get(o->doc, sel, "matchExpressions") != NULL)
         return false;
     yaml_node_t *want = tg_gw_get(o->doc, sel, "matchLabels");
     yaml_node_t *have = tg_gw_get(gw->doc, tg_gw_get(gw->doc, gw->node, "metadata"), "labels");
