@@ -269,11 +269,6 @@ static void tg_text_endpoint(struct tg_alog_out *o, const char *key, const char 
         tg_out_ch(o, '-');
 }
 
-static void tg_text_hostport(struct tg_alog_out *o, const struct tg_alog_addr *a)
-{
-    tg_out_hostport(o, a);
-}
-
 /* ---- JSON ---- */
 
 static void tg_json_str(struct tg_alog_out *o, const char *s, size_t n)
@@ -367,7 +362,7 @@ static const struct tg_alog_style tg_alog_text = {
     .str = tg_text_str,
     .absent = tg_text_absent,
     .endpoint = tg_text_endpoint,
-    .hostport = tg_text_hostport,
+    .hostport = tg_out_hostport,
 };
 
 static const struct tg_alog_style tg_alog_json = {
