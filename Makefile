@@ -82,7 +82,7 @@ test-clang: setup
 # fuzz_all builds every target fuzz/fuzz.cmake found, which ctest -L fuzz
 # then runs. test-fuzz uses a fixed seed (a gate must not turn red by luck);
 # fuzz-long explores with a new seed per target, FUZZ_LONG_SECONDS each: run
-# it before landing a change to a parser (docs/TESTING.md).
+# it before landing a change to a parser (CONTRIBUTING.md).
 FUZZ_LONG_SECONDS ?= 600
 test-fuzz: setup
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTG_FUZZ=ON \
