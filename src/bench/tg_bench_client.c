@@ -173,7 +173,7 @@ static void bc_finish(struct bc_conn *c)
 /* Idle slot: watch a kept-alive connection for the server closing it. */
 static void bc_idle_watch(struct bc_conn *c)
 {
-    if (c->fd >= 0)
+    if (c->sb.fd >= 0)
         bconn_want(c, EV_READ);
     else
         ev_io_stop(c->b->loop, &c->io);
@@ -419,9 +419,8 @@ int tg_bench_run_load(const struct tg_bench_opts *o)
     b->conns = calloc(b->nconns, sizeof(*b->conns));
     b->rbuf = malloc(TG_BENCH_RBUF_SIZE);
     b->obufs = malloc((size_t)b->nconns * TG_BENCH_OBUF_SIZE);
-    b->biom = bbio_method();
     if (b->loop == NULL || b->conns == NULL || b->rbuf == NULL || b->obufs == NULL ||
-        b->biom == NULL || bc_make_request(b) != TG_OK) {
+        tg_sockbio_method() == NULL || bc_make_request(b) != TG_OK) {
         fprintf(stderr, "tlsgate bench: cannot set up (out of memory or no epoll)\n");
         goto out;
     }
@@ -437,9 +436,10 @@ int tg_bench_run_load(const struct tg_bench_opts *o)
     for (uint32_t i = 0; i < b->nconns; i++) {
         struct bc_conn *c = &b->conns[i];
         c->b = b;
-        c->fd = -1;
+        c->sb.fd = -1;
         c->state = BC_PARKED;
-        c->obuf = b->obufs + (size_t)i * TG_BENCH_OBUF_SIZE;
+        c->sb.obuf = b->obufs + (size_t)i * TG_BENCH_OBUF_SIZE;
+        c->sb.ocap = TG_BENCH_OBUF_SIZE;
         /* Stagger the slots so the paced starts are spread evenly. */
         c->pace_offset = (uint64_t)(b->interval_ns * i / b->nconns);
         ev_init(&c->io, bconn_io_cb);
@@ -500,8 +500,8 @@ out:
                 ev_io_stop(b->loop, &c->io);
                 ev_timer_stop(b->loop, &c->timer);
             }
-            if (c->fd >= 0)
-                close(c->fd);
+            if (c->sb.fd >= 0)
+                close(c->sb.fd);
             SSL_free(c->ssl);
         }
         free(b->conns);
@@ -510,7 +510,6 @@ out:
         ev_loop_destroy(b->loop);
     SSL_CTX_free(b->ctx);
     X509_free(b->verified_leaf);
-    BIO_meth_free(b->biom);
     free(b->obufs);
     if (b->libctx != NULL)
         tg_bench_libctx_free(b->libctx);

@@ -1,6 +1,6 @@
 /*
  * tg_bench_client: the state the files of the load generator share
- * (tg_bench_client.c, tg_bench_conn.c, tg_bench_sockbio.c,
+ * (tg_bench_client.c, tg_bench_conn.c,
  * tg_bench_tlsctx.c); not for other modules, whose entry point is
  * tg_bench_run_load (tg_bench_internal.h).
  *
@@ -20,6 +20,7 @@
 #include <sys/resource.h>
 
 #include "bench/tg_bench_internal.h"
+#include "core/tg_sockbio.h"
 
 /* The shared read buffer: every slot reads its responses into it. */
 #define TG_BENCH_RBUF_SIZE (64 * 1024)
@@ -44,22 +45,18 @@ struct bc_conn {
     ev_timer timer;
     struct bench *b;
     SSL *ssl;
-    int fd;              /* -1 without a TCP connection */
-    uint8_t state;       /* enum bc_state */
-    bool readable;       /* epoll said readable and no read came back short since */
-    bool peer_eof;       /* a read returned 0 */
-    bool ssl_dirty;      /* the SSL was used since it was last reset */
-    bool tls_up;         /* handshake finished on the current connection */
-    bool tcp_up;         /* the TCP connection is known to be established */
-    bool close_notify;   /* the server's close_notify was read */
-    bool call_hs;        /* the current call did a full handshake */
-    bool call_warmup;    /* the current call is a warmup call */
-    uint64_t call_start; /* ns, tg_now_ns() */
-    uint64_t k;          /* measured calls started by this slot (pacing) */
+    struct tg_sockbio sb; /* the socket (sb.fd, -1 without a TCP connection) as libssl sees it */
+    uint8_t state;        /* enum bc_state */
+    bool ssl_dirty;       /* the SSL was used since it was last reset */
+    bool tls_up;          /* handshake finished on the current connection */
+    bool tcp_up;          /* the TCP connection is known to be established */
+    bool close_notify;    /* the server's close_notify was read */
+    bool call_hs;         /* the current call did a full handshake */
+    bool call_warmup;     /* the current call is a warmup call */
+    uint64_t call_start;  /* ns, tg_now_ns() */
+    uint64_t k;           /* measured calls started by this slot (pacing) */
     uint64_t pace_offset;
     size_t wpos; /* request bytes written */
-    char *obuf;  /* TG_BENCH_OBUF_SIZE bytes: TLS output not sent yet */
-    uint32_t olen;
     struct tg_http_parser http;
 };
 
@@ -70,7 +67,6 @@ struct bench {
     struct ev_loop *loop;
     OSSL_LIB_CTX *libctx; /* NULL: the default context */
     SSL_CTX *ctx;
-    BIO_METHOD *biom;
     char *obufs;
     X509 *verified_leaf; /* --cacert: the last chain that verified, and when */
     uint64_t verified_at;
@@ -131,14 +127,9 @@ void bconn_send(struct bc_conn *c);
 void bconn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 void bconn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
-/* ---- tg_bench_sockbio.c: the socket BIO ---- */
-
-/* Send the buffered TLS output. 0: all sent; 1: would block (the rest stays
- * buffered, wait for EV_WRITE); -1: error, errno set. */
-int bbio_flush(struct bc_conn *c);
-/* The BIO method (freed with BIO_meth_free); NULL when out of memory. Each
- * BIO made from it needs BIO_set_data(bio, the struct bc_conn). */
-BIO_METHOD *bbio_method(void);
+/* Send the TLS output collected in c->sb. 0: all sent; 1: would block (the
+ * rest stays, wait for EV_WRITE); -1: error, errno set. */
+int bconn_flush(struct bc_conn *c);
 
 /* ---- tg_bench_tlsctx.c: the SSL_CTX ---- */
 

@@ -66,11 +66,11 @@ static void bconn_fail(struct bc_conn *c, enum tg_bench_errkind kind, const char
 void bconn_want(struct bc_conn *c, int events)
 {
     if (ev_is_active(&c->io)) {
-        if (c->io.fd == c->fd && (c->io.events & (EV_READ | EV_WRITE)) == events)
+        if (c->io.fd == c->sb.fd && (c->io.events & (EV_READ | EV_WRITE)) == events)
             return;
         ev_io_stop(c->b->loop, &c->io);
     }
-    ev_io_set(&c->io, c->fd, events);
+    ev_io_set(&c->io, c->sb.fd, events);
     ev_io_start(c->b->loop, &c->io);
 }
 
@@ -84,19 +84,19 @@ void bconn_timer(struct bc_conn *c, uint64_t after_ns)
 /* Close the TCP connection. abortive: reset (no TIME_WAIT, no FIN). */
 void bconn_close(struct bc_conn *c, bool abortive)
 {
-    if (c->fd < 0)
+    if (c->sb.fd < 0)
         return;
     ev_io_stop(c->b->loop, &c->io);
     if (abortive) {
         struct linger lg = {1, 0};
-        (void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        (void)setsockopt(c->sb.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     }
-    close(c->fd);
-    c->fd = -1;
+    close(c->sb.fd);
+    c->sb.fd = -1;
     c->tls_up = false;
     c->tcp_up = false;
     c->close_notify = false;
-    c->olen = 0;
+    c->sb.olen = 0;
 }
 
 /* Kind of error for a failed send/recv, from where the call stands. */
@@ -112,11 +112,23 @@ static enum tg_bench_errkind bconn_io_errkind(const struct bc_conn *c)
     }
 }
 
+int bconn_flush(struct bc_conn *c)
+{
+    size_t sent = 0;
+    int r = tg_sockbio_flush(&c->sb, &sent);
+    if (sent > 0) {
+        int saved = errno;
+        bc_tcp_up(c); /* bytes went out: the TCP connection is established */
+        errno = saved;
+    }
+    return r;
+}
+
 /* Send what libssl produced during this step, then wait for events. */
 static void bconn_wait(struct bc_conn *c, int events)
 {
-    if (c->olen > 0) {
-        int r = bbio_flush(c);
+    if (c->sb.olen > 0) {
+        int r = bconn_flush(c);
         if (r < 0) {
             char msg[160];
             snprintf(msg, sizeof(msg), "%s %s: %s", c->tcp_up ? "send to" : "connect",
@@ -200,21 +212,19 @@ static int bconn_ssl_prepare(struct bc_conn *c)
             return TG_ENOMEM;
         const char *sni =
             b->o->sni ? b->o->sni : (b->o->target.host_is_ip ? NULL : b->o->target.host);
-        /* Our BIO works on c->fd and c->obuf, whatever the connection is. */
-        BIO *bio = BIO_new(b->biom);
-        if (bio != NULL) {
-            BIO_set_data(bio, c);
+        /* Our BIO works on c->sb, whatever connection the slot holds. */
+        BIO *bio = tg_sockbio_new(&c->sb);
+        if (bio != NULL)
             SSL_set_bio(c->ssl, bio, bio);
-        }
         if (bio == NULL || (sni != NULL && SSL_set_tlsext_host_name(c->ssl, sni) != 1)) {
             SSL_free(c->ssl);
             c->ssl = NULL;
             return TG_ECRYPTO;
         }
     }
-    c->readable = false;
-    c->peer_eof = false;
-    c->olen = 0;
+    c->sb.readable = false;
+    c->sb.eof = false;
+    c->sb.olen = 0;
     SSL_set_connect_state(c->ssl);
     c->ssl_dirty = true;
     return TG_OK;
@@ -252,7 +262,7 @@ void bconn_connect(struct bc_conn *c)
         bconn_fail(c, TG_BENCH_ERR_CONNECT, msg);
         return;
     }
-    c->fd = fd;
+    c->sb.fd = fd;
     c->tcp_up = false;
     c->tls_up = false;
     c->close_notify = false;
@@ -332,7 +342,7 @@ void bconn_send(struct bc_conn *c)
     }
     c->state = BC_RECV;
     tg_http_init(&c->http, TG_HTTP_RESPONSE, 0);
-    if (SSL_has_pending(c->ssl) && c->olen == 0)
+    if (SSL_has_pending(c->ssl) && c->sb.olen == 0)
         bconn_recv(c);
     else
         bconn_wait(c, EV_READ); /* sends the request (with the Finished, if any) */
@@ -432,7 +442,7 @@ static void bconn_recv(struct bc_conn *c)
         }
         /* close_notify, or a bare FIN (our BIO saw read() return 0; libssl
          * calls it "unexpected eof"): the end of a body delimited by the close. */
-        bool eof = e == SSL_ERROR_ZERO_RETURN || c->peer_eof;
+        bool eof = e == SSL_ERROR_ZERO_RETURN || c->sb.eof;
         if (!eof) {
             bconn_fail_ssl(c, TG_BENCH_ERR_READ, e, saved);
             return;
@@ -440,7 +450,7 @@ static void bconn_recv(struct bc_conn *c)
         ERR_clear_error();
         if (tg_http_eof(&c->http) == TG_HTTP_DONE) {
             c->close_notify = e == SSL_ERROR_ZERO_RETURN;
-            bconn_response_done(c, c->peer_eof); /* the FIN may follow the close_notify */
+            bconn_response_done(c, c->sb.eof); /* the FIN may follow the close_notify */
         } else {
             bconn_fail(c, TG_BENCH_ERR_READ,
                        c->http.error == TG_HTTP_E_EMPTY ? "connection closed before the response"
@@ -456,7 +466,7 @@ static void bconn_recv(struct bc_conn *c)
  * was reset for anything else (unexpected data, an error). */
 static int bconn_read_closed(struct bc_conn *c)
 {
-    if (!c->close_notify && c->tls_up && !c->peer_eof) {
+    if (!c->close_notify && c->tls_up && !c->sb.eof) {
         ERR_clear_error();
         char one;
         int n = SSL_read(c->ssl, &one, 1);
@@ -466,15 +476,15 @@ static int bconn_read_closed(struct bc_conn *c)
             return 0;
         if (e == SSL_ERROR_ZERO_RETURN) {
             c->close_notify = true;
-        } else if (!c->peer_eof) {
+        } else if (!c->sb.eof) {
             bconn_close(c, true); /* data nobody asked for, or an error */
             return -1;
         }
     }
-    if (!c->peer_eof) {
+    if (!c->sb.eof) {
         /* After close_notify only the FIN should follow: read it raw. */
         char tmp[64];
-        ssize_t r = recv(c->fd, tmp, sizeof(tmp), 0);
+        ssize_t r = recv(c->sb.fd, tmp, sizeof(tmp), 0);
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
             return 0;
         if (r != 0) {
@@ -494,9 +504,9 @@ void bconn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     struct bc_conn *c = w->data;
     if (revents & EV_READ)
-        c->readable = true;
-    if (c->olen > 0 && c->fd >= 0) {
-        int r = bbio_flush(c);
+        c->sb.readable = true;
+    if (c->sb.olen > 0 && c->sb.fd >= 0) {
+        int r = bconn_flush(c);
         if (r < 0 && c->state >= BC_HANDSHAKE && c->state <= BC_RECV) {
             char msg[160];
             snprintf(msg, sizeof(msg), "%s %s: %s", c->tcp_up ? "send to" : "connect",

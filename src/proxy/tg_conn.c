@@ -125,16 +125,20 @@ static uint64_t tg_conn_hello_wait_ns(const struct tg_conn *c)
 
 /* The connection's SSL, made when its ClientHello starts: a connection that
  * never sends anything costs no SSL object and none of libssl's buffers.
- * (One place that makes it, so that a pool of SSL objects could be drawn
- * from here.) */
+ * (One place that makes it, from the worker's pool of SSL objects.) libssl
+ * reads and writes the socket through c->sb; the ClientHello has started,
+ * so the first read is worth its system call. */
 static int tg_conn_tls_start(struct tg_conn *c)
 {
     SSL *ssl = tg_worker_ssl_get(c->w, c->l);
-    if (ssl == NULL || !SSL_set_fd(ssl, c->cfd)) {
+    c->sb = (struct tg_sockbio){.fd = c->cfd, .readable = true};
+    BIO *bio = ssl != NULL ? tg_sockbio_new(&c->sb) : NULL;
+    if (bio == NULL) {
         tg_log_openssl_errors(TG_LOG_ERROR, "new connection");
         SSL_free(ssl);
         return TG_ENOMEM;
     }
+    SSL_set_bio(ssl, bio, bio);
     SSL_set_accept_state(ssl);
     SSL_set_async_callback_arg(ssl, c);
     c->ssl = ssl;
@@ -286,7 +290,13 @@ static void tg_conn_handshake_done(struct tg_conn *c)
     c->alog.t_handshake_ns = tg_now_ns();
     tg_hist_record(&w->stats.handshake_us, &tg_hist_latency_us,
                    (c->alog.t_handshake_ns - c->t_accept_ns) / 1000);
-    ev_io_stop(w->loop, &c->cio);
+    /* The client's watcher stays as it is while the upstream connects: a
+     * client that sends more meanwhile has it stopped (tg_conn_client_cb),
+     * one that waits (the usual case) finds it still registered afterwards,
+     * which saves an epoll_ctl. Not a wait for writability: that would
+     * fire at once. */
+    if (ev_is_active(&c->cio) && (c->cio.events & EV_WRITE))
+        ev_io_stop(w->loop, &c->cio);
     tg_conn_ssl_quiet(c); /* until the upstream is connected */
     tg_conn_connect(c);
 }
@@ -375,8 +385,9 @@ void tg_conn_resume(struct tg_conn *c)
 static void tg_conn_client_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)loop;
-    (void)revents;
     struct tg_conn *c = io->data;
+    if (revents & EV_READ)
+        c->sb.readable = true;
     switch (c->state) {
     case TG_CONN_PROXY_HEADER:
         tg_worker_hs_touch(c->w, c); /* heard from: evicted last */
@@ -406,9 +417,12 @@ static void tg_conn_upstream_cb(struct ev_loop *loop, ev_io *io, int revents)
     (void)revents;
     struct tg_conn *c = io->data;
     if (c->state == TG_CONN_UPSTREAM_CONNECTING) {
+        /* The watcher asks for both: a failed connect reports readable
+         * too (error, hang-up), a successful one only writable, unless
+         * the upstream already spoke; only then is SO_ERROR worth asking. */
         int soerr = 0;
         socklen_t sl = sizeof(soerr);
-        if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+        if ((revents & EV_READ) && getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
             soerr = errno;
         ev_io_stop(loop, io);
         if (soerr != 0)

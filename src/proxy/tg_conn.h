@@ -60,6 +60,7 @@
 #include <sys/socket.h>
 
 #include "alog/tg_alog.h"
+#include "core/tg_sockbio.h"
 #include "core/tg_stats.h"
 #include "keyprov/tg_keyprov.h"
 #include "proxy/tg_srclimit.h"
@@ -124,6 +125,10 @@ struct tg_conn {
     int cfd; /* client socket */
     int ufd; /* upstream socket, -1 before connect */
     SSL *ssl;
+    /* The client socket as libssl sees it (its BIO's state): sb.readable
+     * saves the read that could only say EAGAIN, sb.more holds the last
+     * response bytes back for the close_notify and FIN (tg_sockbio.h). */
+    struct tg_sockbio sb;
     ev_io cio;
     ev_io uio;
     ev_timer timer;

@@ -160,7 +160,7 @@ void tg_conn_connect(struct tg_conn *c)
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->ufd = fd;
-    ev_io_set(&c->uio, fd, EV_WRITE);
+    ev_io_set(&c->uio, fd, EV_READ | EV_WRITE); /* why both: tg_conn_upstream_cb */
     if (connect(fd, &ep->addr.sa, ep->addrlen) == 0) {
         tg_conn_upstream_connected(c);
         return;
@@ -287,8 +287,12 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
         c->upstream_shut = true;
         *progress = true;
     }
-    /* upstream -> buffer */
-    if (!c->upstream_eof && uc->len < uc->cap && c->upstream_maybe_readable) {
+    /* upstream -> buffer, until the socket is drained (or the buffer full):
+     * an upstream that answered and closed is then seen to have closed
+     * before its last bytes are encrypted, and those leave with the
+     * close_notify and the FIN in one packet. The read that finds the
+     * socket empty is the one the next pass would have made. */
+    while (!c->upstream_eof && uc->len < uc->cap && c->upstream_maybe_readable) {
         if (!tg_pipe_take(w, uc)) {
             tg_conn_close(c, TG_STAT_CLOSE_INTERNAL);
             return false;
@@ -307,6 +311,10 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
             return false;
         }
     }
+    /* Once the upstream has finished, what goes to the client is its last
+     * bytes and the close_notify, then shutdown() or close(): the kernel
+     * may hold them back until then (MSG_MORE) and send one packet. */
+    c->sb.more = c->upstream_eof;
     /* buffer -> client */
     if (uc->off < uc->len) {
         tg_ssl_enter(c);

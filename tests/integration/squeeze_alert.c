@@ -1,8 +1,8 @@
 /*
  * squeeze_alert.so: preloaded into tlsgate by test_close_notify.py. It plays
  * a kernel whose send buffer is full at the moment the TLS alert is due:
- * the first write() of an alert-sized TLS record on each TCP socket fails
- * with EAGAIN, as write() does on a full non-blocking socket; the socket
+ * the first write() or send() of an alert-sized TLS record on each TCP
+ * socket fails with EAGAIN, as they do on a full non-blocking socket; the socket
  * stays writable, so the next attempt goes through. Everything else passes
  * untouched.
  *
@@ -38,15 +38,18 @@ static _Atomic unsigned char refused[MAX_FD];
 static _Atomic unsigned long n_refused;
 
 static ssize_t (*real_write)(int, const void *, size_t);
+static ssize_t (*real_send)(int, const void *, size_t, int);
 static int (*real_close)(int);
 
 static void resolve(void)
 {
     if (real_write == NULL)
         *(void **)&real_write = dlsym(RTLD_NEXT, "write");
+    if (real_send == NULL)
+        *(void **)&real_send = dlsym(RTLD_NEXT, "send");
     if (real_close == NULL)
         *(void **)&real_close = dlsym(RTLD_NEXT, "close");
-    if (real_write == NULL || real_close == NULL)
+    if (real_write == NULL || real_send == NULL || real_close == NULL)
         abort();
 }
 
@@ -69,21 +72,40 @@ static int is_tcp(int fd)
            (dom == AF_INET || dom == AF_INET6);
 }
 
+/* True (and says so on stderr) when this write is the socket's first
+ * alert: the caller fails it with EAGAIN. */
+static int squeeze(int fd, const void *buf, size_t n)
+{
+    if (fd < 0 || fd >= MAX_FD || !is_alert_record(buf, n) || !is_tcp(fd) ||
+        atomic_exchange(&refused[fd], 1) != 0)
+        return 0;
+    unsigned long k = atomic_fetch_add(&n_refused, 1) + 1;
+    char line[96];
+    int len =
+        snprintf(line, sizeof(line), "squeeze_alert: fd %d: alert write refused (%lu)\n", fd, k);
+    if (len > 0)
+        (void)real_write(2, line, (size_t)len);
+    return 1;
+}
+
 ssize_t write(int fd, const void *buf, size_t n)
 {
     resolve();
-    if (fd >= 0 && fd < MAX_FD && is_alert_record(buf, n) && is_tcp(fd) &&
-        atomic_exchange(&refused[fd], 1) == 0) {
-        unsigned long k = atomic_fetch_add(&n_refused, 1) + 1;
-        char line[96];
-        int len = snprintf(line, sizeof(line), "squeeze_alert: fd %d: alert write refused (%lu)\n",
-                           fd, k);
-        if (len > 0)
-            (void)real_write(2, line, (size_t)len);
+    if (squeeze(fd, buf, n)) {
         errno = EAGAIN;
         return -1;
     }
     return real_write(fd, buf, n);
+}
+
+ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+    resolve();
+    if (squeeze(fd, buf, n)) {
+        errno = EAGAIN;
+        return -1;
+    }
+    return real_send(fd, buf, n, flags);
 }
 
 int close(int fd)

@@ -11,6 +11,12 @@ networks with slow readers it is common). tlsgate must wait for room and
 send close_notify before its TCP FIN: the client (strict about EOFs) gets
 every byte, then close_notify, never a bare EOF (ssl.SSLEOFError).
 
+One packet at the end: when the upstream's last bytes and its EOF reach the
+gateway together, the client gets those bytes, the close_notify and the FIN
+in one TCP segment (counted by the client's kernel: TCP_INFO's
+tcpi_data_segs_in; no session tickets on that listener, so that nothing else
+arrives after the handshake).
+
 client -> upstream, listeners[].tls.require_close_notify:
   - false (default): a bare TCP FIN from the client ends its stream like
     close_notify: the upstream sees EOF and still answers (reason normal);
@@ -23,6 +29,7 @@ import hashlib
 import os
 import socket
 import ssl
+import struct
 import subprocess
 
 import tglib
@@ -81,6 +88,34 @@ def download_case(gw, version):
     check_eq(end, "close_notify", "how the stream ended")
 
 
+# struct tcp_info (linux/tcp.h): tcpi_state at 0, tcpi_data_segs_in at 152
+# (Linux 4.6 and later).
+TCP_CLOSE_WAIT = 8
+
+
+def tcp_info(sock):
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return info[0], struct.unpack_from("I", info, 152)[0]
+
+
+def one_packet_case(gw, version):
+    """Request, then count the data segments that carry the answer."""
+    c = tglib.BioTLS(gw.ports["oneshot"], version)
+    try:
+        segs0 = tcp_info(c.sock)[1]
+        c.send(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        tglib.wait_until(lambda: tcp_info(c.sock)[0] == TCP_CLOSE_WAIT, 10,
+                         "the gateway's FIN")
+        segs = tcp_info(c.sock)[1] - segs0
+        data, notify = c.read_until_close()
+    finally:
+        c.close()
+    check_eq(data, tg_upstream.ONESHOT_REPLY, "the answer")
+    check(notify, "close_notify at the end")
+    check_eq(segs, 1, "data segments from the gateway after the handshake (the answer, "
+             "its close_notify and the FIN)")
+
+
 def fin_case(gw, up, listener, version, how):
     """Send 10 KB, wait until the upstream has it, then end our stream."""
     payload = os.urandom(10_000)
@@ -106,6 +141,7 @@ def main(t):
     shim = build_shim(t)
     http = t.upstream("http")
     echo = t.upstream("echo")
+    oneshot = t.upstream("oneshot")
     pair = t.cert("rsa", "a.test")
     env = {"LD_PRELOAD": shim,
            # a preloaded library ahead of ASan's runtime (the ASan build)
@@ -116,7 +152,9 @@ def main(t):
             tglib.listener([pair], http.addr, variant, name="http"),
             tglib.listener([pair], echo.addr, variant, name="lenient"),
             tglib.listener([pair], echo.addr, variant, name="strict",
-                           tls={"require_close_notify": True})]), env=env)
+                           tls={"require_close_notify": True}),
+            tglib.listener([pair], oneshot.addr, variant, name="oneshot",
+                           tls={"session_resumption": False})]), env=env)
         for version in ("1.3", "1.2"):
             with t.case("%s TLS %s: slow reader, 2 MiB, the alert meets a full buffer: "
                         "every byte, then close_notify" % (variant, version)):
@@ -126,6 +164,12 @@ def main(t):
                 tglib.expect_delta(gw, before, NORMAL, "download")
                 check_eq(gw.log().count("alert write refused"), refused + 1,
                          "alert writes refused by the shim (the case it tests happened)")
+
+            with t.case("%s TLS %s: the last bytes, close_notify and FIN in one packet"
+                        % (variant, version)):
+                before = tglib.snapshot(gw)
+                one_packet_case(gw, version)
+                tglib.expect_delta(gw, before, NORMAL, "one packet")
 
             with t.case("%s TLS %s: require_close_notify false: a bare FIN is an EOF"
                         % (variant, version)):

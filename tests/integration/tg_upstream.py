@@ -22,6 +22,9 @@ Modes (what every accepted connection gets):
   silent     accept and read forever, never answer
   first      send "HELLO-FROM-UPSTREAM\\n" * 1000 at once, then shutdown(SHUT_WR),
              keep reading until the client's EOF (tests the reverse half-close)
+  oneshot    read the request head, answer ONESHOT_REPLY and its FIN in one TCP
+             segment (send with MSG_MORE, then shutdown(SHUT_WR)), keep reading
+             until the client's EOF (the last bytes arrive with the EOF)
   proxy      expect a PROXY protocol header (v1 or v2, parsed by
              parse_proxy_header below, independently of tlsgate's C code),
              answer one JSON line describing it (also kept in the
@@ -44,8 +47,10 @@ import sys
 import threading
 import time
 
-MODES = ("echo", "http", "close", "reset", "partial", "silent", "first", "proxy", "stall")
+MODES = ("echo", "http", "close", "reset", "partial", "silent", "first", "oneshot", "proxy",
+         "stall")
 FIRST_PAYLOAD = b"HELLO-FROM-UPSTREAM\n" * 1000
+ONESHOT_REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nlast!\n"
 
 
 def pattern_bytes(n):
@@ -335,6 +340,14 @@ class Upstream:
             pass
 
     def _mode_silent(self, s, rec):
+        while self._recv(s, rec):
+            pass
+
+    def _mode_oneshot(self, s, rec):
+        if self._read_head(s, rec) is None:
+            return
+        s.send(ONESHOT_REPLY, socket.MSG_MORE)  # small: all of it is taken
+        s.shutdown(socket.SHUT_WR)
         while self._recv(s, rec):
             pass
 
