@@ -9,7 +9,9 @@
  *                       pacing, signals, progress, report) and the books;
  *   tg_bench_conn.c     one slot's state machine: connect, handshake,
  *                       request, response, close;
- *   tg_bench_sockbio.c  the BIO between libssl and a slot's socket;
+ *   (core/tg_sockbio.c  the BIO between libssl and a slot's socket, shared
+ *                       with the gateway: output collected per step, reads
+ *                       only after epoll said readable;)
  *   tg_bench_tlsctx.c   the run's one SSL_CTX and its certificate checks.
  *
  * Full handshakes on a 2-core machine: the client's CPU per handshake is the

@@ -4,6 +4,7 @@
  * the FIN in one segment (counted by the receiver's kernel, TCP_INFO).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -17,25 +18,13 @@ struct pair {
     int a, b; /* a: the BIO's side; b: the peer */
 };
 
+/* The BIO's side is the client of tg_test_tcp_pair (TCP_NODELAY, as the
+ * gateway's sockets), made non-blocking. */
 static struct pair tcp_pair(void)
 {
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(l >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t sl = sizeof(sa);
-    assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(listen(l, 1), 0);
-    assert_int_equal(getsockname(l, (struct sockaddr *)&sa, &sl), 0);
     struct pair p;
-    p.a = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    assert_true(p.a >= 0);
-    int r = connect(p.a, (struct sockaddr *)&sa, sizeof(sa));
-    assert_true(r == 0 || errno == EINPROGRESS);
-    p.b = accept(l, NULL, NULL);
-    assert_true(p.b >= 0);
-    close(l);
-    int one = 1;
-    assert_int_equal(setsockopt(p.a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)), 0);
+    tg_test_tcp_pair(&p.a, &p.b, false);
+    assert_int_equal(fcntl(p.a, F_SETFL, O_NONBLOCK), 0);
     return p;
 }
 

@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/tg_wipe.h"
@@ -290,4 +293,23 @@ void tg_test_key_needles(const char *pem, char line[65], unsigned char der[32])
     if (EVP_DecodeBlock(dec, (const unsigned char *)line, 64) != 48)
         abort();
     memcpy(der, dec + 8, 32);
+}
+
+void tg_test_tcp_pair(int *cfd, int *sfd, bool sfd_nonblock)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(lfd >= 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sin);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(lfd, 1), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
+    *cfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(*cfd >= 0);
+    int one = 1;
+    assert_int_equal(setsockopt(*cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)), 0);
+    assert_int_equal(connect(*cfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    *sfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | (sfd_nonblock ? SOCK_NONBLOCK : 0));
+    assert_true(*sfd >= 0);
+    close(lfd);
 }

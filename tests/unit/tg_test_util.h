@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdarg.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <cmocka.h>
 #include <openssl/evp.h>
@@ -75,5 +76,10 @@ size_t tg_test_key_pem_nocopy(char *pem, size_t cap, char **cert_pem);
  * bytes with the NUL) and 32 bytes of the DER it decodes to (der), both
  * from the middle of the key, i.e. private material. */
 void tg_test_key_needles(const char *pem, char line[65], unsigned char der[32]);
+
+/* A connected TCP pair on loopback: *cfd the client (blocking, TCP_NODELAY:
+ * each send leaves at once), *sfd the accepted side, non-blocking when
+ * sfd_nonblock. */
+void tg_test_tcp_pair(int *cfd, int *sfd, bool sfd_nonblock);
 
 #endif
