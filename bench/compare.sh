@@ -47,6 +47,8 @@ Peers (names for TG_BENCH_PEERS):
    preloaded: LD_PRELOAD of libjemalloc2's or libtcmalloc-minimal4's library)
   (any peer name + "-env1" or "-env2", after those: with the space-separated
    VAR=value assignments in TG_BENCH_ENV1 or TG_BENCH_ENV2)
+  (any tlsgate peer name + "-alt", last: run by the binary in TG_BENCH_ALT,
+   e.g. a build of another commit, for an A/B of two builds in one run)
 
 Environment (defaults in brackets):
   TG_BENCH_PEERS        space or comma separated peer list [all of the above]
@@ -63,6 +65,7 @@ Environment (defaults in brackets):
   TG_BENCH_PERF         peers to profile after the rounds with 'perf record -g'
                         (one extra, unreported measurement each) []
   TG_BENCH_KEEP_TMP     1 = keep the temporary directory (configs, logs) [0]
+  TG_BENCH_ALT          the tlsgate binary of the "-alt" peers []
   TG_BENCH_SHARES       cpu.shares of the benchmark's cgroups (bench/lib.sh; every
                         bench script): above 1024 on a machine shared with other
                         tenants, so the proxy gets its quota (which still caps it) []
@@ -82,6 +85,7 @@ case "${1:-}" in
 esac
 [ $# -le 1 ] || { usage >&2; exit 2; }
 TLSGATE=${1:-${TLSGATE:-$REPO/build/tlsgate}}
+ALT_TLSGATE=${TG_BENCH_ALT:-}
 
 ROUNDS=${TG_BENCH_ROUNDS:-3}
 MEASURE_S=${TG_BENCH_SECONDS:-10}
@@ -114,11 +118,14 @@ case "$CLIENT" in tlsgate | hey) ;; *) die "TG_BENCH_CLIENT must be tlsgate or h
 # Suffixes, in this order: -noavx512 (AVX-512 masked), then -jemalloc or
 # -tcmalloc (that allocator preloaded, the libjemalloc2 / libtcmalloc-minimal4
 # packages), then -env1 / -env2 (with the environment assignments in
-# TG_BENCH_ENV1 / _ENV2, e.g. GLIBC_TUNABLES=..., for experiments).
-peer_alloc() { case "${1%-env[12]}" in *-jemalloc) echo jemalloc ;; *-tcmalloc) echo tcmalloc ;; esac; }
-peer_envs() { case "$1" in *-env1) echo "${TG_BENCH_ENV1:-}" ;; *-env2) echo "${TG_BENCH_ENV2:-}" ;; esac; }
-# The name without its -env1/-env2 and allocator suffixes.
-peer_unvaried() { local n=${1%-env1}; n=${n%-env2}; n=${n%-jemalloc}; echo "${n%-tcmalloc}"; }
+# TG_BENCH_ENV1 / _ENV2, e.g. GLIBC_TUNABLES=..., for experiments), then
+# -alt (tlsgate peers: the binary in TG_BENCH_ALT).
+peer_alt() { [ "${1%-alt}" != "$1" ]; }
+peer_bin() { if peer_alt "$1"; then echo "$ALT_TLSGATE"; else echo "$TLSGATE"; fi; }
+peer_alloc() { local n=${1%-alt}; case "${n%-env[12]}" in *-jemalloc) echo jemalloc ;; *-tcmalloc) echo tcmalloc ;; esac; }
+peer_envs() { case "${1%-alt}" in *-env1) echo "${TG_BENCH_ENV1:-}" ;; *-env2) echo "${TG_BENCH_ENV2:-}" ;; esac; }
+# The name without its -alt, -env1/-env2 and allocator suffixes.
+peer_unvaried() { local n=${1%-alt}; n=${n%-env1}; n=${n%-env2}; n=${n%-jemalloc}; echo "${n%-tcmalloc}"; }
 peer_base() { local n; n=$(peer_unvaried "$1"); echo "${n%-noavx512}"; }
 peer_masked() { local n; n=$(peer_unvaried "$1"); [ "${n%-noavx512}" != "$n" ]; }
 alloc_lib() { # jemalloc|tcmalloc -> the shared object to preload
@@ -165,7 +172,13 @@ for p in "${PEERS[@]}"; do
         missing+=("$p: nginx stream module (Debian: libnginx-mod-stream)")
       ;;
     haproxy | hitch) command -v "$kind" >/dev/null || missing+=("$p: $kind (Debian: $kind)") ;;
-    tlsgate) ;;
+    tlsgate)
+      if peer_alt "$p"; then
+        [ -x "${ALT_TLSGATE:-/nonexistent}" ] ||
+          die "$p: TG_BENCH_ALT must name the other tlsgate binary (got '$ALT_TLSGATE')"
+      fi
+      ;;
+    *) peer_alt "$p" && die "$p: -alt is for tlsgate peers only" ;;
   esac
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -279,9 +292,11 @@ start_peer() {
     tlsgate)
       conf=$dir/tlsgate.yaml
       render "$PEER_DIR/$(peer_base "$name").yaml" "$conf" "$dir" "$port"
-      "$TLSGATE" check-config "$conf" >"$dir/check-config.log" 2>&1 ||
+      local bin
+      bin=$(peer_bin "$name")
+      "$bin" check-config "$conf" >"$dir/check-config.log" 2>&1 ||
         { cat "$dir/check-config.log" >&2; die "$name: invalid configuration"; }
-      cmd=("$TLSGATE" run --config "$conf" --pid-file "$dir/tlsgate.pid")
+      cmd=("$bin" run --config "$conf" --pid-file "$dir/tlsgate.pid")
       ;;
   esac
   start_in_cg "$CG_MADE" "$PROXY_CPU" "$dir/output.log" env "${env_args[@]}" "${cmd[@]}"
@@ -569,6 +584,7 @@ ratio_line() { # PEER REF GOAL LABEL
   echo
   echo "- Machine: $cpu_model, $(nproc) CPUs, AVX-512 IFMA: $ifma, kernel $(uname -r)"
   echo "- OpenSSL: $ossl; tlsgate: $tg_ver (git $git_rev)"
+  if [ -n "$ALT_TLSGATE" ]; then echo "- \"-alt\" peers: $ALT_TLSGATE ($("$ALT_TLSGATE" version 2>&1 | head -n 1))"; fi
   echo "- Peers: $nginx_ver; $haproxy_ver; $hitch_ver"
   echo "- Proxy: pinned to CPU $PROXY_CPU, cgroup-v1 CPU quota $quota_txt; client + upstream pinned to CPU $CLIENT_CPU"
   echo "- Client: $client_txt; TLS 1.3, $SUITE, X25519, RSA-2048 certificate made for this run, every call a new connection and a full handshake"
