@@ -266,9 +266,10 @@ static bool tg_conn_pump_once(struct tg_conn *c, bool *progress)
             }
             tg_stat_add(&w->stats, TG_STAT_BYTES_FROM_CLIENT, (uint64_t)from_client);
             c->alog.bytes_in += (uint64_t)from_client;
-            /* A nearby upstream often answers before the loop comes back:
-             * look once, it can save a poll round trip. */
-            c->upstream_maybe_readable = true;
+            /* No read of the upstream right after: its answer takes at
+             * least a wake-up of another process, so that read would only
+             * say EAGAIN (one system call per request, measured with
+             * bench/syscalls.sh); the loop reports the answer. */
             if (cu->off == cu->len)
                 cu->off = cu->len = 0;
             *progress = true;

@@ -3,17 +3,59 @@
  * through a real worker whose loop runs on the test's own thread (the
  * fixture: tg_test_conn.h): half-close in either order, an upstream that
  * refuses or never answers the connect, a retry on the cluster's other
- * endpoint, and idle_timeout on a proxied connection.
+ * endpoint, idle_timeout on a proxied connection, and no read of the
+ * upstream that could only say EAGAIN.
  */
+#include <dlfcn.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <openssl/err.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "keyprov/tg_keyprov.h"
 #include "tg_test_conn.h"
 #include "providers/software/tg_software.h"
 #include "providers/deferred/tg_deferred.h"
+
+/* ---- recv(2) as the gateway calls it on its upstream sockets ----
+ * This definition takes the place of libc's for the whole test program
+ * (the gateway's code is linked into it) and counts the calls made on a
+ * socket whose peer is the test's upstream listener. */
+
+static int recv_up_port; /* 0: not counting */
+static unsigned recv_up_calls, recv_up_eagain;
+
+static int peer_port(int fd)
+{
+    struct sockaddr_storage a;
+    socklen_t al = sizeof(a);
+    if (getpeername(fd, (struct sockaddr *)&a, &al) != 0)
+        return -1;
+    if (a.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&a)->sin_port);
+    if (a.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&a)->sin6_port);
+    return -1;
+}
+
+ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+    static ssize_t (*real)(int, void *, size_t, int);
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "recv");
+    ssize_t n = real(fd, buf, len, flags);
+    int saved = errno;
+    if (recv_up_port != 0 && peer_port(fd) == recv_up_port) {
+        recv_up_calls++;
+        if (n < 0 && (saved == EAGAIN || saved == EWOULDBLOCK))
+            recv_up_eagain++;
+    }
+    errno = saved;
+    return n;
+}
 
 /* ---- cases ---- */
 
@@ -151,6 +193,46 @@ static void test_idle_timeout(void **state)
     tc_finish();
 }
 
+/* The gateway reads the upstream when its socket says so, not right after
+ * sending it the client's bytes (an answer needs at least a wake-up of the
+ * upstream: that read could only say EAGAIN); once data came, it reads on
+ * until the socket is drained. */
+static void test_no_blind_upstream_read(void **state)
+{
+    (void)state;
+    struct opts o = default_opts;
+    o.delay = NULL;
+    tc_start(&o);
+    struct client cl;
+    handshake_to_proxying(&cl);
+    struct sockaddr_storage la;
+    socklen_t ll = sizeof(la);
+    assert_int_equal(getsockname(T.up_lfd, (struct sockaddr *)&la, &ll), 0);
+    recv_up_port = ntohs(((struct sockaddr_in *)&la)->sin_port);
+    recv_up_calls = recv_up_eagain = 0;
+    struct sink up = {0};
+    client_write(&cl, "a request");
+    RUN_UNTIL(upstream_got(&up, "a request"));
+    for (int i = 0; i < 4; i++)
+        turn(); /* whatever the gateway still does after its send */
+    assert_int_equal(recv_up_eagain, 0);
+    assert_int_equal(recv_up_calls, 0);
+    upstream_send("its answer");
+    RUN_UNTIL(client_got(&cl, "its answer"));
+    /* The answer, then the read that found the socket empty. */
+    assert_true(recv_up_calls >= 1);
+    assert_true(recv_up_eagain <= 1);
+    recv_up_port = 0;
+    assert_int_equal(shutdown(T.up_fd, SHUT_WR), 0);
+    RUN_UNTIL(client_read(&cl) && cl.closed);
+    ERR_clear_error();
+    assert_true(SSL_shutdown(cl.ssl) >= 0);
+    RUN_UNTIL(upstream_ended(&up) && T.w.n_conns == 0);
+    assert_closed_by(TG_STAT_CLOSE_NORMAL, 1);
+    client_free(&cl);
+    tc_finish();
+}
+
 int main(void)
 {
     TG_TEST_REGISTER_PROVIDERS(&tg_software_provider, &tg_deferred_provider);
@@ -160,6 +242,7 @@ int main(void)
         cmocka_unit_test_teardown(test_upstream_connect_timeout, tc_teardown),
         cmocka_unit_test_teardown(test_upstream_retry_other_endpoint, tc_teardown),
         cmocka_unit_test_teardown(test_idle_timeout, tc_teardown),
+        cmocka_unit_test_teardown(test_no_blind_upstream_read, tc_teardown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
