@@ -316,7 +316,9 @@ check_peer() {
     timeout 10 openssl s_client -connect "127.0.0.1:$port" -servername localhost \
       -tls1_3 -groups X25519 -msg -ign_eof >"$log" 2>&1 || true
   grep -q '^HTTP/1.1 200' "$log" || { tail -n 30 "$log" >&2; die "$name: no HTTP 200 through the TLS port"; }
-  grep -q 'Server Temp Key: X25519' "$log" || die "$name: did not negotiate X25519 ($log)"
+  # OpenSSL 3.0 s_client says "Server Temp Key: X25519", 3.5 "Peer Temp Key: X25519".
+  grep -Eq '(Server|Peer) Temp Key: X25519' "$log" ||
+    die "$name: did not negotiate X25519 ($log)"
   grep -q "Cipher is $SUITE" "$log" || die "$name: did not negotiate $SUITE ($log)"
   PEER_TICKETS[$name]=$(grep -c '^<<< .*NewSessionTicket' "$log" || true)
   if [ "${PEER_TICKETS[$name]}" -ne 0 ]; then
