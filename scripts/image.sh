@@ -25,7 +25,9 @@
 # package, as distroless images do) so that image scanners still see them.
 #
 # Environment: TG_IMAGE_SUITE (default bookworm: the suite the binary was
-# built on), TG_IMAGE_MIRROR (a Debian mirror URI; default: this machine's),
+# built on; trixie also works: Debian 13, OpenSSL 3.5, the same binary),
+# TG_IMAGE_PACKAGES (the runtime packages, space-separated; needed for any
+# other suite, whose package names differ), TG_IMAGE_MIRROR (a Debian mirror URI; default: this machine's),
 # TG_IMAGE_SECURITY_MIRROR, TG_IMAGE_NAME (default tlsgate), TG_IMAGE_LOAD.
 set -euo pipefail
 
@@ -84,7 +86,15 @@ root=$work/root
 # ---- 1. the Debian runtime libraries ----
 # The libraries tlsgate is linked with, by package (so a new NEEDED entry
 # that no listed package provides is caught below, not at run time).
-packages=(libc6 libssl3 libev4 libyaml-0-2 libc-ares2)
+# Their names change between releases (Debian 13's 64-bit time_t rebuilds).
+case "$suite" in
+  bookworm) default_packages="libc6 libssl3 libev4 libyaml-0-2 libc-ares2" ;;
+  trixie) default_packages="libc6 libssl3t64 libev4t64 libyaml-0-2 libcares2" ;;
+  *) default_packages="" ;;
+esac
+read -r -a packages <<<"${TG_IMAGE_PACKAGES:-$default_packages}"
+[ "${#packages[@]}" -gt 0 ] ||
+  die "no package list for suite '$suite': set TG_IMAGE_PACKAGES (the libc, OpenSSL, libev, libyaml and c-ares runtime packages)"
 log "mmdebstrap $suite (${packages[*]}) from $mirror"
 if ! mmdebstrap --variant=extract --format=directory --skip=cleanup/apt/cache \
      --include="$(IFS=,; echo "${packages[*]}")" \
@@ -111,6 +121,14 @@ find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete
 mkdir -p "$root/var/lib/dpkg/status.d"
 cp "$work"/status.d/* "$root/var/lib/dpkg/status.d/"
 
+# Merged /usr: from Debian 13 the packages ship only under /usr and the
+# top-level links (/lib64 holds the program loader's path) come from
+# base-files, which an extract-only root lacks. Make them as Debian does.
+for d in bin sbin lib lib64; do
+  if [ ! -e "$root/$d" ] && [ ! -L "$root/$d" ] && [ -d "$root/usr/$d" ]; then
+    ln -s "usr/$d" "$root/$d"
+  fi
+done
 install -d -m 0755 "$root/usr/bin" "$root/etc/tlsgate" "$root/$libdir"
 objcopy --strip-debug "$build/tlsgate" "$root/usr/bin/tlsgate"
 chmod 0755 "$root/usr/bin/tlsgate"
