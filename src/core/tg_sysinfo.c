@@ -545,10 +545,16 @@ const char *tg_sysinfo_openssl_headers(void)
     return OPENSSL_VERSION_TEXT;
 }
 
+bool tg_sysinfo_openssl_incompatible(unsigned long run_major, unsigned long run_minor,
+                                     unsigned long hdr_major, unsigned long hdr_minor)
+{
+    return run_major != hdr_major || run_minor < hdr_minor;
+}
+
 bool tg_sysinfo_openssl_mismatch(void)
 {
-    return OPENSSL_version_major() != OPENSSL_VERSION_MAJOR ||
-           OPENSSL_version_minor() != OPENSSL_VERSION_MINOR;
+    return tg_sysinfo_openssl_incompatible(OPENSSL_version_major(), OPENSSL_version_minor(),
+                                           OPENSSL_VERSION_MAJOR, OPENSSL_VERSION_MINOR);
 }
 
 /* ---- /proc/PID/stat ---- */

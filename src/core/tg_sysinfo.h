@@ -180,8 +180,14 @@ const char *tg_sysinfo_fmt_bytes(bool unlimited, uint64_t bytes, char *buf, size
 const char *tg_sysinfo_openssl_runtime(void);
 /* OPENSSL_VERSION_TEXT: the headers tlsgate was compiled with. */
 const char *tg_sysinfo_openssl_headers(void);
-/* Major.minor of runtime and headers differ (ABI risk). */
+/* The runtime cannot be relied on to provide what the headers promised:
+ * another major version, or an older minor one than the headers (OpenSSL 3
+ * keeps its ABI across minor releases, so a newer 3.x runs a program built
+ * against 3.0: Debian 13's 3.5 runs a Debian 12 build). */
 bool tg_sysinfo_openssl_mismatch(void);
+/* The rule above for given versions (pure; for tests). */
+bool tg_sysinfo_openssl_incompatible(unsigned long run_major, unsigned long run_minor,
+                                     unsigned long hdr_major, unsigned long hdr_minor);
 
 /* ---- /proc/PID/stat ---- */
 

@@ -6,6 +6,7 @@
 
 #include <stdarg.h>
 #include <limits.h>
+#include <openssl/crypto.h>
 #include <openssl/opensslv.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -417,7 +418,24 @@ static void test_openssl_versions(void **state)
     (void)state;
     assert_string_equal(tg_sysinfo_openssl_headers(), OPENSSL_VERSION_TEXT);
     assert_non_null(strstr(tg_sysinfo_openssl_runtime(), "OpenSSL 3."));
-    assert_false(tg_sysinfo_openssl_mismatch());
+    /* The running library against the headers, by the version number (an
+     * API of its own): the same rule as the function's. */
+    unsigned long num = OpenSSL_version_num();
+    assert_int_equal(tg_sysinfo_openssl_mismatch(),
+                     (num >> 28) != OPENSSL_VERSION_MAJOR ||
+                         ((num >> 20) & 0xffUL) < OPENSSL_VERSION_MINOR);
+}
+
+static void test_openssl_compat_rule(void **state)
+{
+    (void)state;
+    assert_false(tg_sysinfo_openssl_incompatible(3, 0, 3, 0));
+    /* Built on Debian 12 (3.0), running on Debian 13 (3.5): fine. */
+    assert_false(tg_sysinfo_openssl_incompatible(3, 5, 3, 0));
+    /* Built against 3.5, running on 3.0: symbols may be missing. */
+    assert_true(tg_sysinfo_openssl_incompatible(3, 0, 3, 5));
+    assert_true(tg_sysinfo_openssl_incompatible(4, 0, 3, 0));
+    assert_true(tg_sysinfo_openssl_incompatible(3, 0, 4, 0));
 }
 
 /* ---- /proc/PID/stat ---- */
@@ -499,6 +517,7 @@ int main(void)
         cmocka_unit_test(test_read_small),
         cmocka_unit_test(test_fmt_bytes),
         cmocka_unit_test(test_openssl_versions),
+        cmocka_unit_test(test_openssl_compat_rule),
         cmocka_unit_test(test_stat_parse),
         cmocka_unit_test(test_proc_cpu_ns),
         cmocka_unit_test(test_cpu_quota_v2),
