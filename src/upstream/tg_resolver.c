@@ -254,6 +254,18 @@ static void tg_resolver_gai_cb(void *arg, int status, int timeouts, struct ares_
 
 /* ---- the public side ---- */
 
+int tg_resolver_ai_flags(const char *cares_hosts)
+{
+    /* ARES_AI_ENVHOSTS only when $CARES_HOSTS names a file: c-ares 1.18
+     * (Debian 12) then falls back to /etc/hosts, but later releases (1.34
+     * in Debian 13) fail the hosts-file look-up outright, and every name
+     * of /etc/hosts, "localhost" included, would go to DNS. */
+    int flags = ARES_AI_NOSORT;
+    if (cares_hosts != NULL && cares_hosts[0] != '\0')
+        flags |= ARES_AI_ENVHOSTS;
+    return flags;
+}
+
 int tg_resolver_resolve(struct tg_resolver *r, const char *name, int family, tg_resolver_cb cb,
                         void *arg, struct tg_resolver_query **out)
 {
@@ -268,7 +280,7 @@ int tg_resolver_resolve(struct tg_resolver *r, const char *name, int family, tg_
     struct ares_addrinfo_hints hints;
     memset(&hints, 0, sizeof(hints));
     /* Our own order (tg_cluster sorts); the environment's hosts file. */
-    hints.ai_flags = ARES_AI_NOSORT | ARES_AI_ENVHOSTS;
+    hints.ai_flags = tg_resolver_ai_flags(getenv("CARES_HOSTS"));
     hints.ai_family = family;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_protocol = IPPROTO_TCP;

@@ -62,4 +62,8 @@ void tg_resolver_cancel(struct tg_resolver_query *q);
 /* Queries in flight (cancelled ones included until c-ares lets go). */
 size_t tg_resolver_pending(const struct tg_resolver *r);
 
+/* The c-ares hints flags of a look-up, given $CARES_HOSTS (NULL when
+ * unset): the hosts file it names when it names one, else the system's. */
+int tg_resolver_ai_flags(const char *cares_hosts);
+
 #endif

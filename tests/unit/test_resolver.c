@@ -15,6 +15,7 @@
 #include "core/tg_time.h"
 #include "upstream/tg_resolver.h"
 
+#include <ares.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
@@ -330,6 +331,33 @@ static void test_hosts_file(void **state)
     unsetenv("CARES_HOSTS");
 }
 
+/* Without $CARES_HOSTS the system's hosts file answers (c-ares 1.34 fails
+ * the hosts look-up when asked for the environment's file and none is
+ * named: every name would go to DNS). DNS here never answers. */
+static void test_system_hosts_file(void **state)
+{
+    (void)state;
+    assert_int_equal(tg_resolver_ai_flags(NULL), ARES_AI_NOSORT);
+    assert_int_equal(tg_resolver_ai_flags(""), ARES_AI_NOSORT);
+    assert_int_equal(tg_resolver_ai_flags("/x/hosts"), ARES_AI_NOSORT | ARES_AI_ENVHOSTS);
+    unsetenv("CARES_HOSTS");
+    int silent = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sin);
+    assert_int_equal(bind(silent, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(getsockname(silent, (struct sockaddr *)&sin, &len), 0);
+    char server[64];
+    snprintf(server, sizeof(server), "127.0.0.1:%d", ntohs(sin.sin_port));
+    struct tg_resolver *r = resolver_at(server, 100 * TG_NS_PER_MS, 1);
+    struct answer a;
+    lookup(r, "localhost", AF_INET, &a); /* every Debian /etc/hosts has it */
+    assert_int_equal(a.status, TG_OK);
+    assert_true(has(&a, "127.0.0.1:0"));
+    tg_resolver_free(r);
+    ev_run(G.loop, EVRUN_NOWAIT);
+    close(silent);
+}
+
 static void test_bad_config(void **state)
 {
     (void)state;
@@ -345,9 +373,8 @@ static void test_bad_config(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_records),
-        cmocka_unit_test(test_answer_changes),
-        cmocka_unit_test(test_hosts_file),
+        cmocka_unit_test(test_records),    cmocka_unit_test(test_answer_changes),
+        cmocka_unit_test(test_hosts_file), cmocka_unit_test(test_system_hosts_file),
         cmocka_unit_test(test_bad_config),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
