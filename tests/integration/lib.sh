@@ -161,6 +161,28 @@ tg_expect_ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 >= b + 0) }' || t
 tg_expect_grep() { grep -Eq -- "$1" "$2" || { echo "--- $2:"; cat "$2"; tg_fail "$3: /$1/ not found"; }; }
 tg_expect_nogrep() { ! grep -Eq -- "$1" "$2" || { echo "--- $2:"; cat "$2"; tg_fail "$3: /$1/ found"; }; }
 
+# What `openssl s_client` and curl print, as grep -E pieces that accept the
+# form of Debian 12 (OpenSSL 3.0, curl 7.88) and of Debian 13 (OpenSSL 3.5,
+# curl 8); the caller anchors them, e.g. "^Signature type: $TG_SIG_ECDSA\$".
+# shellcheck disable=SC2034 # for the tests
+{
+    # Signature type ("Signature type:" with -brief, else "Peer signature type:"):
+    # 3.0 prints RSA-PSS / RSA / ECDSA, 3.5 rsa_pss_rsae_sha256 / rsa_pkcs1_sha256 / ecdsa_secp256r1_sha256.
+    TG_SIG_RSA_PSS='(RSA-PSS|rsa_pss_(rsae|pss)_sha(256|384|512))'
+    TG_SIG_RSA_PKCS1='(RSA|rsa_pkcs1_sha(1|224|256|384|512))'
+    TG_SIG_RSA="($TG_SIG_RSA_PSS|$TG_SIG_RSA_PKCS1)" # either RSA encoding
+    TG_SIG_ECDSA='(ECDSA|ecdsa_[A-Za-z0-9_]+)'
+    # The key exchange: 3.0 "Server Temp Key: X25519, 253 bits", 3.5 "Peer Temp Key: X25519, 253 bits".
+    TG_TEMP_KEY='(Server|Peer) Temp Key'
+    # A TLS 1.3 server refusing curl for lack of a client certificate: curl 7.88 (3.0)
+    # always reads the alert; curl 8 (3.5) often sends its request first and gets
+    # the reset that follows the alert (only a counter can tell why: check one too).
+    TG_CURL_CERT_REQUIRED='alert certificate required|^curl: \((55|56)\) (Send|Recv) failure: Connection reset by peer'
+}
+# tg_cn_re CN: a name of one CN as s_client prints it ("subject=", "Peer
+# certificate:"), dots escaped: 3.0 prints "CN = a.test", 3.5 "CN=a.test".
+tg_cn_re() { printf 'CN( = |=)%s' "${1//./\\.}"; }
+
 # tg_wait_for SECONDS DESCRIPTION COMMAND...: poll until COMMAND succeeds.
 tg_wait_for() {
     local t=$1 what=$2 end

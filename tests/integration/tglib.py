@@ -101,6 +101,24 @@ def check_ge(got, want, msg):
         raise TestFailure("%s: got %r, want >= %r" % (msg, got, want))
 
 
+# The signature type `openssl s_client` prints ("Peer signature type:", with
+# -brief "Signature type:"), as regexes for check_sigtype (the same as lib.sh's
+# TG_SIG_*): OpenSSL 3.0 prints RSA-PSS / RSA / ECDSA, 3.5 rsa_pss_rsae_sha256 /
+# rsa_pkcs1_sha256 / ecdsa_secp256r1_sha256.
+SIG_RSA_PSS = r"(RSA-PSS|rsa_pss_(rsae|pss)_sha(256|384|512))"
+SIG_RSA_PKCS1 = r"(RSA|rsa_pkcs1_sha(1|224|256|384|512))"
+SIG_ECDSA = r"(ECDSA|ecdsa_[A-Za-z0-9_]+)"
+
+
+def check_sigtype(out, want, msg):
+    """s_client's output `out` names a signature of the kind `want` (SIG_*)."""
+    m = re.search(r"^(?:Peer signature|Signature) type: (.*)$", out, re.M)
+    got = m.group(1) if m else None
+    if got is None or not re.fullmatch(want, got):
+        raise TestFailure("%s: signature type %r, want /%s/ (output: %s)"
+                          % (msg, got, want, out[-300:]))
+
+
 def wait_until(pred, timeout, what, interval=0.02):
     """Poll pred() until it returns a true value (returned) or fail after timeout*SCALE."""
     deadline = time.monotonic() + timeout * SCALE

@@ -182,16 +182,16 @@ tg_expect_grep "pkcs11: token 'tlsgate' \\($MODULE\\): key 'pkcs11:token=tlsgate
 tg_expect_grep "key provider 'pkcs11' \\(private key held by the provider\\)" "$GW_LOG" "held key"
 for ver in 1.2 1.3; do
     sclient "$RSA_PORT" "$ver" "$TG_TMP/rsa-$ver.out"
-    tg_expect_grep 'Signature type: RSA-PSS' "$TG_TMP/rsa-$ver.out" "RSA-PSS signature"
+    tg_expect_grep "^Signature type: $TG_SIG_RSA_PSS\$" "$TG_TMP/rsa-$ver.out" "RSA-PSS signature"
     sclient "$EC_PORT" "$ver" "$TG_TMP/ec-$ver.out"
-    tg_expect_grep 'Signature type: ECDSA' "$TG_TMP/ec-$ver.out" "ECDSA signature"
+    tg_expect_grep "^Signature type: $TG_SIG_ECDSA\$" "$TG_TMP/ec-$ver.out" "ECDSA signature"
     sclient "$EC384_PORT" "$ver" "$TG_TMP/ec384-$ver.out"
-    tg_expect_grep 'Signature type: ECDSA' "$TG_TMP/ec384-$ver.out" "ECDSA P-384 signature"
+    tg_expect_grep "^Signature type: $TG_SIG_ECDSA\$" "$TG_TMP/ec384-$ver.out" "ECDSA P-384 signature"
 done
 tg_expect_grep "key 'pkcs11:token=tlsgate;object=server-ec384': EC 384-bit" "$GW_LOG" \
     "the P-384 key was found in the token"
 sclient "$RSA_PORT" 1.2 "$TG_TMP/rsa-pkcs1.out" -sigalgs rsa_pkcs1_sha256
-tg_expect_grep 'Signature type: RSA$' "$TG_TMP/rsa-pkcs1.out" "RSA PKCS#1 v1.5 signature"
+tg_expect_grep "^Signature type: $TG_SIG_RSA_PKCS1\$" "$TG_TMP/rsa-pkcs1.out" "RSA PKCS#1 v1.5 signature"
 for port in "$RSA_PORT" "$EC_PORT"; do
     curl -sk --max-time "$(tg_s 10)" --resolve "a.test:$port:127.0.0.1" "https://a.test:$port/" \
         > "$TG_TMP/curl.out" || tg_fail "curl failed"

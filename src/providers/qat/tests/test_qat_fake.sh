@@ -131,13 +131,13 @@ tg_expect_grep 'qat: .*fakes/libqat.so.4: section "SSL", 2 crypto instance\(s\) 
     "the fake was loaded through LD_LIBRARY_PATH"
 for ver in 1.2 1.3; do
     sclient "$RSA_PORT" "$ver" "$TG_TMP/rsa-$ver.out"
-    tg_expect_grep 'Signature type: RSA-PSS' "$TG_TMP/rsa-$ver.out" "RSA-PSS signature"
+    tg_expect_grep "^Signature type: $TG_SIG_RSA_PSS\$" "$TG_TMP/rsa-$ver.out" "RSA-PSS signature"
     sclient "$EC_PORT" "$ver" "$TG_TMP/ec-$ver.out"
-    tg_expect_grep 'Signature type: ECDSA' "$TG_TMP/ec-$ver.out" "ECDSA signature"
+    tg_expect_grep "^Signature type: $TG_SIG_ECDSA\$" "$TG_TMP/ec-$ver.out" "ECDSA signature"
 done
 # TLS 1.2 with a PKCS#1 v1.5 signature (the other RSA encoding).
 sclient "$RSA_PORT" 1.2 "$TG_TMP/rsa-pkcs1.out" -sigalgs rsa_pkcs1_sha256
-tg_expect_grep 'Signature type: RSA$' "$TG_TMP/rsa-pkcs1.out" "RSA PKCS#1 v1.5 signature"
+tg_expect_grep "^Signature type: $TG_SIG_RSA_PKCS1\$" "$TG_TMP/rsa-pkcs1.out" "RSA PKCS#1 v1.5 signature"
 curl -sk --max-time "$(tg_s 10)" --resolve "a.test:$RSA_PORT:127.0.0.1" \
     "https://a.test:$RSA_PORT/" > "$TG_TMP/curl.out" || tg_fail "curl failed"
 tg_expect_grep '^hello from tlsgate upstream$' "$TG_TMP/curl.out" "curl through qat"
