@@ -101,16 +101,34 @@ static bool log_has(const char *what)
     return found;
 }
 
-/* A UDP port free a moment ago (dnsmasq cannot be told to pick one). */
-static int free_udp_port(void)
+/* A UDP socket bound to a free port of 127.0.0.1; *port: that port. */
+static int bound_udp(int *port)
 {
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof(sin);
     assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
     assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-    close(fd);
-    return ntohs(sin.sin_port);
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+/* A UDP port free a moment ago (dnsmasq cannot be told to pick one). */
+static int free_udp_port(void)
+{
+    int port;
+    close(bound_udp(&port));
+    return port;
+}
+
+/* A DNS server that never answers: the socket (close it at the end), and
+ * its "127.0.0.1:PORT" in server. */
+static int silent_dns(char *server, size_t len)
+{
+    int port;
+    int fd = bound_udp(&port);
+    snprintf(server, len, "127.0.0.1:%d", port);
+    return fd;
 }
 
 static bool start_dnsmasq(void)
@@ -294,13 +312,8 @@ static void test_hosts_file(void **state)
     fputs("10.7.7.7 filed.test\n::7 filed.test\n", f);
     fclose(f);
     setenv("CARES_HOSTS", path, 1);
-    int silent = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sin);
-    assert_int_equal(bind(silent, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    assert_int_equal(getsockname(silent, (struct sockaddr *)&sin, &len), 0);
     char server[64];
-    snprintf(server, sizeof(server), "127.0.0.1:%d", ntohs(sin.sin_port));
+    int silent = silent_dns(server, sizeof(server));
     struct tg_resolver *r = resolver_at(server, 100 * TG_NS_PER_MS, 1);
     struct answer a;
     lookup(r, "filed.test", AF_UNSPEC, &a);
@@ -341,13 +354,8 @@ static void test_system_hosts_file(void **state)
     assert_int_equal(tg_resolver_ai_flags(""), ARES_AI_NOSORT);
     assert_int_equal(tg_resolver_ai_flags("/x/hosts"), ARES_AI_NOSORT | ARES_AI_ENVHOSTS);
     unsetenv("CARES_HOSTS");
-    int silent = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sin);
-    assert_int_equal(bind(silent, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    assert_int_equal(getsockname(silent, (struct sockaddr *)&sin, &len), 0);
     char server[64];
-    snprintf(server, sizeof(server), "127.0.0.1:%d", ntohs(sin.sin_port));
+    int silent = silent_dns(server, sizeof(server));
     struct tg_resolver *r = resolver_at(server, 100 * TG_NS_PER_MS, 1);
     struct answer a;
     lookup(r, "localhost", AF_INET, &a); /* every Debian /etc/hosts has it */
