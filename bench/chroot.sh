@@ -58,6 +58,11 @@ mirror=$(
     grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | awk '{print $2}'; } |
     grep -v -- '-security' | grep -i debian | head -n1 || true)
 
+# Anything still mounted under the root (a run killed before its clean-up)
+# would be removed with it, or mounted twice: refuse, name it.
+left=$(awk -v r="$ROOT/" 'index($2, r) == 1 { print $2 }' /proc/self/mounts)
+[ -z "$left" ] || die "still mounted under $ROOT (another chroot.sh running, or umount -R them): $left"
+
 stamp=$ROOT/.tlsgate-root-ok
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$PKGS" ]; then
   [ -n "$mirror" ] || die "no Debian mirror in this system's apt sources"
@@ -96,7 +101,6 @@ bind() { # SRC DST [rbind]
   fi
   MOUNTS+=("$2")
 }
-mountpoint -q "$ROOT/proc" && die "$ROOT/proc is mounted already: another chroot.sh running?"
 mount -t proc proc "$ROOT/proc"
 MOUNTS+=("$ROOT/proc")
 bind /sys "$ROOT/sys" rbind
