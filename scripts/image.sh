@@ -27,8 +27,9 @@
 # Environment: TG_IMAGE_SUITE (default bookworm: the suite the binary was
 # built on; trixie also works: Debian 13, OpenSSL 3.5, the same binary),
 # TG_IMAGE_PACKAGES (the runtime packages, space-separated; needed for any
-# other suite, whose package names differ), TG_IMAGE_MIRROR (a Debian mirror URI; default: this machine's),
-# TG_IMAGE_SECURITY_MIRROR, TG_IMAGE_NAME (default tlsgate), TG_IMAGE_LOAD.
+# other suite, whose package names differ), TG_IMAGE_MIRROR (a Debian
+# mirror URI; default: this machine's), TG_IMAGE_SECURITY_MIRROR,
+# TG_IMAGE_NAME (default tlsgate), TG_IMAGE_LOAD.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
